@@ -1,0 +1,476 @@
+//! io_uring backend, Linux 5.19+ (6.1+ for every ring flag it asks for).
+//!
+//! One ring per core. Ops push SQEs as they are created; nothing reaches the kernel until the
+//! end of the executor turn, where one `io_uring_enter` submits the whole batch and collects
+//! completions (and, with DEFER_TASKRUN, runs the deferred task work). When the SQ fills up in
+//! the middle of a turn, the batch so far is submitted and pushing goes on.
+//!
+//! user_data is the op's slab key; a few keys at the top of the range mark the driver's own
+//! entries (cancels, linked timeouts, the wake-up read).
+
+pub(crate) mod op;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use slab::Slab;
+
+use crate::driver::lifecycle::{CqeResult, Deadline, Lifecycle};
+use crate::driver::probe::{Capabilities, RingSetup};
+use crate::driver::{OpCode, Orphan};
+use crate::error::{Error, Result};
+use crate::runtime::RuntimeConfig;
+use crate::stats::DriverStats;
+
+/// Completion of an ASYNC_CANCEL we issued.
+const CANCEL_KEY: u64 = u64::MAX;
+/// Completion of a LINK_TIMEOUT attached to an op with a deadline.
+const LINK_TIMEOUT_KEY: u64 = u64::MAX - 1;
+/// Completion of the read on the wake-up eventfd.
+const WAKE_KEY: u64 = u64::MAX - 2;
+/// Completion of the TIMEOUT used to bound a wait on kernels without EXT_ARG.
+const WAIT_TIMEOUT_KEY: u64 = u64::MAX - 3;
+
+/// `IORING_ENTER_GETEVENTS` from the kernel's uapi header (not re-exported by the crate).
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+
+/// How long shutdown waits for the kernel to acknowledge cancellations before it gives up and
+/// leaks what is still in flight (never frees it).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) struct UringDriver {
+    // INVARIANT: declared first so it is dropped first. Closing the ring makes the kernel cancel
+    // and retire every request, so by the time `ops` (and the memory parked in it) is dropped the
+    // kernel no longer writes into any of it. `Drop` also drains explicitly before that.
+    ring: IoUring,
+    ops: Slab<Lifecycle>,
+    /// Memory of dropped ops that the kernel has finished with.
+    graveyard: Vec<Box<dyn Orphan>>,
+    wake_fd: OwnedFd,
+    /// INVARIANT: boxed so the address in the armed READ stays put; the read is re-armed only
+    /// after its completion, so the kernel writes here at most once at a time.
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    ext_arg: bool,
+    /// INVARIANT: boxed and only rewritten while no wait TIMEOUT is in flight.
+    wait_ts: Box<types::Timespec>,
+    wait_timeout_armed: bool,
+    stats: DriverStats,
+}
+
+impl UringDriver {
+    pub(crate) fn new(
+        config: &RuntimeConfig,
+        caps: &Capabilities,
+        wake_fd: OwnedFd,
+    ) -> Result<UringDriver> {
+        let setup = caps
+            .ring
+            .as_ref()
+            .ok_or_else(|| Error::new(crate::ErrorKind::Unsupported, "io_uring_setup"))?;
+        let ring = build_ring(setup, config.sqpoll_idle)
+            .map_err(|e| Error::from_io(e, "io_uring_setup"))?;
+        let ext_arg = ring.params().is_feature_ext_arg();
+        Ok(UringDriver {
+            ring,
+            ops: Slab::with_capacity(setup.entries as usize),
+            graveyard: Vec::new(),
+            wake_fd,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            ext_arg,
+            wait_ts: Box::new(types::Timespec::new()),
+            wait_timeout_armed: false,
+            stats: DriverStats::default(),
+        })
+    }
+
+    pub(crate) fn submit<T: OpCode>(
+        &mut self,
+        op: &mut T,
+        deadline: Option<&Deadline>,
+        multishot: bool,
+    ) -> usize {
+        let key = self.ops.insert(if multishot {
+            Lifecycle::Multi {
+                waker: None,
+                queue: VecDeque::new(),
+            }
+        } else {
+            Lifecycle::Submitted
+        });
+        let entry = op.entry().user_data(key as u64);
+        match deadline {
+            None => self.push(&[entry]),
+            Some(deadline) => {
+                // The pair must reach the kernel in one submission for the link to hold, so
+                // both are pushed together.
+                let link = opcode::LinkTimeout::new(&*deadline.ts)
+                    .build()
+                    .user_data(LINK_TIMEOUT_KEY);
+                self.push(&[entry.flags(squeue::Flags::IO_LINK), link]);
+            }
+        }
+        self.stats.ops_submitted += 1;
+        key
+    }
+
+    pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<CqeResult> {
+        let slot = self.ops.get_mut(key).expect("op key is live while polled");
+        match slot {
+            Lifecycle::Completed(cqe) => {
+                let cqe = *cqe;
+                self.ops.remove(key);
+                Poll::Ready(cqe)
+            }
+            Lifecycle::Waiting(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+                Poll::Pending
+            }
+            Lifecycle::Submitted => {
+                *slot = Lifecycle::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
+            Lifecycle::Ignored(_) | Lifecycle::Multi { .. } => {
+                unreachable!("single-shot op polled in a foreign state")
+            }
+        }
+    }
+
+    pub(crate) fn poll_multi(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<CqeResult> {
+        let Some(Lifecycle::Multi { waker, queue }) = self.ops.get_mut(key) else {
+            unreachable!("multishot op key is live while polled");
+        };
+        match queue.pop_front() {
+            Some(cqe) => {
+                if !cqueue::more(cqe.flags) {
+                    self.ops.remove(key);
+                }
+                Poll::Ready(cqe)
+            }
+            None => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn drop_op(&mut self, key: usize, mut orphan: Box<dyn Orphan>) {
+        let Some(slot) = self.ops.get_mut(key) else {
+            return;
+        };
+        match slot {
+            Lifecycle::Completed(_) => {
+                self.ops.remove(key);
+                self.graveyard.push(orphan);
+            }
+            Lifecycle::Multi { queue, .. } => {
+                // Completions that were queued but never taken still carry resources.
+                let mut ended = false;
+                for cqe in queue.drain(..) {
+                    orphan.complete(cqe.res, cqe.flags);
+                    ended |= !cqueue::more(cqe.flags);
+                }
+                if ended {
+                    self.ops.remove(key);
+                    self.graveyard.push(orphan);
+                } else {
+                    *slot = Lifecycle::Ignored(orphan);
+                    self.cancel(key as u64);
+                }
+            }
+            Lifecycle::Submitted | Lifecycle::Waiting(_) => {
+                *slot = Lifecycle::Ignored(orphan);
+                self.cancel(key as u64);
+            }
+            Lifecycle::Ignored(_) => unreachable!("op dropped twice"),
+        }
+    }
+
+    pub(crate) fn take_graveyard(&mut self) -> Vec<Box<dyn Orphan>> {
+        std::mem::take(&mut self.graveyard)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub(crate) fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// One driver turn: submit the batch, maybe wait, dispatch completions.
+    pub(crate) fn turn(&mut self, timeout: Option<Duration>, may_sleep: &dyn Fn() -> bool) {
+        if self.ring.submission().cq_overflow() {
+            // With FEAT_NODROP the kernel holds the overflow and hands it back on this enter.
+            self.stats.cq_overflow += 1;
+        }
+        let wait = timeout != Some(Duration::ZERO);
+        if wait {
+            self.arm_wake_read();
+        }
+        // Checked last: a remote thread that queued work before we flagged ourselves asleep is
+        // seen here; one that queues after sees the flag and writes the eventfd.
+        let wait = wait && may_sleep();
+        let result = if wait {
+            self.enter_wait(timeout)
+        } else {
+            self.enter(0)
+        };
+        if let Err(e) = result {
+            match e.raw_os_error() {
+                // Interrupted, timed out, or the kernel wants us to reap first: all handled by
+                // reaping below and coming back next turn.
+                Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN) => {
+                    if e.raw_os_error() == Some(libc::EBUSY) {
+                        self.stats.enter_busy += 1;
+                    }
+                }
+                _ => panic!("io_uring_enter failed unexpectedly: {e}"),
+            }
+        }
+        self.reap();
+    }
+
+    /// Pushes SQEs as one group, flushing the SQ to the kernel first if they do not fit.
+    fn push(&mut self, entries: &[squeue::Entry]) {
+        loop {
+            let mut sq = self.ring.submission();
+            if sq.capacity() - sq.len() >= entries.len() {
+                for entry in entries {
+                    // SAFETY: every SQE built by this driver points only at memory owned by its
+                    // op (INVARIANT of each op struct in `op.rs`), by a parked orphan, or by the
+                    // driver itself (`wake_buf`, `wait_ts`), all of which outlive the request.
+                    // Room was checked just above.
+                    unsafe { sq.push(entry).expect("room checked") };
+                }
+                return;
+            }
+            drop(sq);
+            self.stats.sq_full += 1;
+            self.flush();
+        }
+    }
+
+    /// Submits what is queued without waiting, for an SQ that is full mid-turn. Completions it
+    /// brings are dispatched so the CQ cannot overflow while we keep pushing.
+    fn flush(&mut self) {
+        loop {
+            match self.enter(0) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    self.stats.enter_busy += 1;
+                    self.reap();
+                }
+                Err(e) => panic!("io_uring_enter failed unexpectedly: {e}"),
+            }
+        }
+        self.reap();
+    }
+
+    /// `io_uring_enter(to_submit, min_complete, GETEVENTS)`. GETEVENTS is always set: with
+    /// DEFER_TASKRUN, completions are only produced while we are in the kernel asking for them.
+    fn enter(&mut self, min_complete: u32) -> std::io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        self.stats.enters += 1;
+        let flags = IORING_ENTER_GETEVENTS;
+        // SAFETY: a plain enter with no extra argument; the SQEs it submits point at memory that
+        // outlives the requests (see `push`).
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, min_complete, flags, None)
+        }
+        .map(drop)
+    }
+
+    fn enter_wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        let Some(timeout) = timeout else {
+            return self.enter(1);
+        };
+        if self.ext_arg {
+            // EXT_ARG (5.11): the timeout rides along with the enter; no SQE needed.
+            let ts = types::Timespec::from(timeout);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.stats.enters += 1;
+            return self.ring.submitter().submit_with_args(1, &args).map(drop);
+        }
+        if !self.wait_timeout_armed {
+            *self.wait_ts = types::Timespec::from(timeout);
+            let entry = opcode::Timeout::new(&*self.wait_ts)
+                .build()
+                .user_data(WAIT_TIMEOUT_KEY);
+            self.push(&[entry]);
+            self.wait_timeout_armed = true;
+        }
+        self.enter(1)
+    }
+
+    fn arm_wake_read(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(WAKE_KEY);
+        self.push(&[entry]);
+        self.wake_armed = true;
+    }
+
+    /// Queues an ASYNC_CANCEL for the op. `push` flushes a full SQ and retries, so the cancel
+    /// always gets in; its own failure is reported when its completion comes back.
+    fn cancel(&mut self, key: u64) {
+        self.stats.cancels += 1;
+        let entry = opcode::AsyncCancel::new(key).build().user_data(CANCEL_KEY);
+        self.push(&[entry]);
+    }
+
+    fn reap(&mut self) {
+        let UringDriver {
+            ring,
+            ops,
+            graveyard,
+            stats,
+            wake_armed,
+            wait_timeout_armed,
+            ..
+        } = self;
+        let mut cq = ring.completion();
+        let dropped = u64::from(cq.overflow());
+        if dropped > stats.cq_dropped {
+            // Only without FEAT_NODROP (5.5) are completions lost; the count says the CQ is
+            // too small for the load.
+            stats.cq_dropped = dropped;
+        }
+        for entry in &mut cq {
+            let cqe = CqeResult {
+                res: entry.result(),
+                flags: entry.flags(),
+            };
+            match entry.user_data() {
+                CANCEL_KEY => {
+                    // ENOENT: already completed; EALREADY: being cancelled. Anything else means
+                    // the cancel itself failed and the op runs to its normal end: report it.
+                    if cqe.res < 0 && cqe.res != -libc::ENOENT && cqe.res != -libc::EALREADY {
+                        stats.cancel_failures += 1;
+                        tracing::warn!(
+                            error = %Error::from_os(-cqe.res, "async_cancel"),
+                            "io_uring cancel failed; the op stays parked until it completes"
+                        );
+                    }
+                }
+                LINK_TIMEOUT_KEY => {
+                    if cqe.res == -libc::ETIME {
+                        stats.timeouts += 1;
+                    }
+                }
+                WAKE_KEY => *wake_armed = false,
+                WAIT_TIMEOUT_KEY => *wait_timeout_armed = false,
+                key => {
+                    stats.ops_completed += 1;
+                    complete(ops, graveyard, key as usize, cqe);
+                }
+            }
+        }
+    }
+}
+
+/// Hands one completion to its op's slot.
+fn complete(
+    ops: &mut Slab<Lifecycle>,
+    graveyard: &mut Vec<Box<dyn Orphan>>,
+    key: usize,
+    cqe: CqeResult,
+) {
+    let Some(slot) = ops.get_mut(key) else {
+        unreachable!("completion for an unknown op {key}");
+    };
+    match slot {
+        Lifecycle::Submitted => *slot = Lifecycle::Completed(cqe),
+        Lifecycle::Waiting(_) => {
+            if let Lifecycle::Waiting(waker) = std::mem::replace(slot, Lifecycle::Completed(cqe)) {
+                waker.wake();
+            }
+        }
+        Lifecycle::Multi { waker, queue } => {
+            queue.push_back(cqe);
+            if let Some(w) = waker.take() {
+                w.wake();
+            }
+        }
+        Lifecycle::Ignored(orphan) => {
+            orphan.complete(cqe.res, cqe.flags);
+            if !cqueue::more(cqe.flags)
+                && let Lifecycle::Ignored(orphan) = ops.remove(key)
+            {
+                graveyard.push(orphan);
+            }
+        }
+        Lifecycle::Completed(_) => unreachable!("second completion for a single-shot op"),
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        // Cancel everything still in flight and wait (bounded) for the kernel to let go of it.
+        let keys: Vec<u64> = self.ops.iter().map(|(k, _)| k as u64).collect();
+        for key in keys {
+            self.cancel(key);
+        }
+        let give_up = std::time::Instant::now() + DRAIN_TIMEOUT;
+        while !self.ops.is_empty() && std::time::Instant::now() < give_up {
+            let _ = self.enter_wait(Some(Duration::from_millis(10)));
+            self.reap();
+        }
+        if !self.ops.is_empty() {
+            tracing::warn!(
+                ops = self.ops.len(),
+                "ring closed with ops still in flight; their memory is leaked, not freed"
+            );
+            for (_, slot) in std::mem::take(&mut self.ops) {
+                std::mem::forget(slot);
+            }
+        }
+        // `ring` is dropped first (field order), then the now-empty slab.
+    }
+}
+
+/// Builds a ring with the flags the probe settled on.
+pub(crate) fn build_ring(setup: &RingSetup, sqpoll_idle: Option<Duration>) -> std::io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(setup.entries * 2);
+    if setup.flags.single_issuer {
+        // 6.0: only this thread submits; lets the kernel skip locking.
+        builder.setup_single_issuer();
+    }
+    if setup.flags.defer_taskrun {
+        // 6.1: completions run when we ask (enter with GETEVENTS), not by interrupting us.
+        builder.setup_defer_taskrun();
+    }
+    if setup.flags.coop_taskrun {
+        // 5.19: no IPI to interrupt the thread when a completion is ready.
+        builder.setup_coop_taskrun();
+    }
+    if setup.flags.submit_all {
+        // 5.18: keep submitting the batch when one SQE fails.
+        builder.setup_submit_all();
+    }
+    if let Some(idle) = sqpoll_idle {
+        // 5.11 without privileges: a kernel thread polls the SQ (burns a core; opt-in only).
+        builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+    }
+    builder.build(setup.entries)
+}

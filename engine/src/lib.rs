@@ -1,0 +1,92 @@
+//! coring: an io_uring-first, thread-per-core server engine.
+//!
+//! # The map
+//!
+//! - [`runtime`]: [`Runtime`] runs one pinned thread per core, each with its own driver,
+//!   executor, timers and counters; [`block_on`] runs one core on the calling thread.
+//! - [`task`]: `spawn_local` (futures need not be `Send`), [`task::JoinHandle`], cooperative
+//!   budget.
+//! - [`time`]: the per-turn clock ([`time::now`]), `sleep`, `timeout`, fixed-rate `interval`.
+//! - [`net`]: TCP listeners and streams with the owned-buffer ("rent") API:
+//!   `read(buf) -> (Result<usize>, buf)`.
+//! - [`buf`]: the buffer traits those APIs take.
+//! - `op` (private): operation structs, declared once. `driver` (private but for
+//!   [`driver::probe`]): the driver contract, the op lifecycle and the io_uring backend.
+//! - [`Error`]: one error type with a portable [`ErrorKind`], the raw OS code and the failing op.
+//!
+//! # How one read travels
+//!
+//! `TcpStream::read(buf)` builds an `op::Recv` that owns a clone of the socket's descriptor and
+//! the buffer, and queues its SQE on the core's ring (no syscall). When the executor has run
+//! every ready task, the core submits all SQEs of the turn with one `io_uring_enter`, which also
+//! waits for completions when nothing else is ready. The CQE wakes the task, which gets the
+//! buffer back with the result. If the task drops the read first, the op is cancelled and the
+//! buffer stays parked in the driver until the kernel's last completion for it.
+//!
+//! ```no_run
+//! use coring::net::{TcpListener, TcpStream};
+//!
+//! fn main() -> coring::Result<()> {
+//!     coring::Runtime::builder().cores(2).pin(true).build()?.run(|_core| async {
+//!         let listener = TcpListener::bind_reuseport("127.0.0.1:7000").unwrap();
+//!         let mut incoming = listener.incoming();
+//!         while let Ok(stream) = incoming.next().await {
+//!             coring::spawn_local(echo(stream));
+//!         }
+//!     })
+//! }
+//!
+//! async fn echo(stream: TcpStream) {
+//!     let mut buf = Vec::with_capacity(16 * 1024);
+//!     loop {
+//!         buf.clear();
+//!         let (n, b) = stream.read(buf).await;
+//!         buf = b;
+//!         if !matches!(n, Ok(n) if n > 0) {
+//!             return;
+//!         }
+//!         let (r, b) = stream.write_all(buf).await;
+//!         buf = b;
+//!         if r.is_err() {
+//!             return;
+//!         }
+//!     }
+//! }
+//! ```
+
+#![cfg_attr(not(target_os = "linux"), allow(unused))]
+
+pub mod buf;
+pub mod driver;
+mod error;
+pub mod net;
+mod op;
+pub mod runtime;
+mod stats;
+mod sys;
+pub mod task;
+pub mod time;
+
+pub use error::{Error, ErrorKind, Result};
+pub use runtime::{Builder, Core, Runtime, ShutdownHandle, block_on};
+pub use stats::DriverStats;
+pub use task::spawn_local;
+
+/// Compile-time proof that per-core handles stay on their core.
+#[allow(dead_code, reason = "compile-time assertions only")]
+const _: () = {
+    const fn not_send<T: ?Sized>() {}
+    trait AmbiguousIfSend<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    struct Invalid;
+    impl<T: ?Sized + Send> AmbiguousIfSend<Invalid> for T {}
+    // `<T as AmbiguousIfSend<_>>::check` only resolves when `T` is not `Send`.
+    fn assert_not_send() {
+        <net::TcpStream as AmbiguousIfSend<_>>::check();
+        <net::TcpListener as AmbiguousIfSend<_>>::check();
+        <runtime::context::CoreContext as AmbiguousIfSend<_>>::check();
+    }
+    not_send::<()>();
+};

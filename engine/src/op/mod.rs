@@ -1,0 +1,57 @@
+//! Operation structs, declared once and shared by every backend.
+//!
+//! Each op owns what the kernel may touch until its last completion: the descriptor (a
+//! [`SharedFd`] clone, so the number cannot be closed and reused under it), buffers, and
+//! addresses. How an op becomes an SQE lives in `driver/uring/op.rs`; how it runs on a readiness
+//! reactor will live in `driver/compat/op.rs`.
+//!
+//! INVARIANT (all ops): memory whose address goes to the kernel is on the heap (a buffer's own
+//! allocation, a `Box`), never inline in the op struct, so moving the op does not move it.
+
+mod net;
+
+pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+
+use crate::driver::OpCode;
+use crate::sys::fd::close_raw;
+
+impl OpCode for Accept {
+    const NAME: &'static str = "accept";
+
+    fn complete_orphan(&mut self, res: i32, _flags: u32) {
+        if res >= 0 {
+            // Nobody waits for this connection any more: close it rather than leak it.
+            close_raw(res);
+        }
+    }
+}
+
+impl OpCode for AcceptMulti {
+    const NAME: &'static str = "accept";
+
+    fn complete_orphan(&mut self, res: i32, _flags: u32) {
+        if res >= 0 {
+            close_raw(res);
+        }
+    }
+}
+
+impl OpCode for Connect {
+    const NAME: &'static str = "connect";
+}
+
+impl<B: crate::buf::IoBufMut> OpCode for Recv<B> {
+    const NAME: &'static str = "recv";
+}
+
+impl<B: crate::buf::IoBuf> OpCode for Send<B> {
+    const NAME: &'static str = "send";
+}
+
+impl<B: crate::buf::IoBuf> OpCode for SendVectored<B> {
+    const NAME: &'static str = "sendmsg";
+}
+
+impl OpCode for Shutdown {
+    const NAME: &'static str = "shutdown";
+}

@@ -1,0 +1,109 @@
+//! Socket operations.
+
+use socket2::{SockAddr, SockAddrStorage};
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::sys::SharedFd;
+
+/// Accept one connection, with the peer's address.
+pub(crate) struct Accept {
+    pub(crate) fd: SharedFd,
+    /// INVARIANT: boxed; the kernel writes the address and its length here.
+    pub(crate) addr: Box<(SockAddrStorage, libc::socklen_t)>,
+}
+
+impl Accept {
+    pub(crate) fn new(fd: SharedFd) -> Self {
+        Accept {
+            fd,
+            addr: Box::new((
+                SockAddrStorage::zeroed(),
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            )),
+        }
+    }
+
+    /// The peer address written by a successful accept.
+    pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        let (storage, len) = &*self.addr;
+        // SAFETY: `SockAddrStorage` is plain old data (a `sockaddr_storage`), so a bitwise copy
+        // is a valid value; it starts zeroed and a successful accept wrote `len` bytes of a valid
+        // address into it (the kernel never writes past the size we passed).
+        let addr = unsafe { SockAddr::new(std::ptr::read(storage), *len) };
+        addr.as_socket()
+    }
+}
+
+/// Accept connections until cancelled (multishot accept, 5.19).
+pub(crate) struct AcceptMulti {
+    pub(crate) fd: SharedFd,
+}
+
+/// Connect a socket.
+pub(crate) struct Connect {
+    pub(crate) fd: SharedFd,
+    /// INVARIANT: boxed; the kernel reads the address when the connect starts.
+    pub(crate) addr: Box<SockAddr>,
+}
+
+/// Receive into the spare capacity of `buf`.
+pub(crate) struct Recv<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+}
+
+/// Send the initialised bytes of `buf`.
+pub(crate) struct Send<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+}
+
+/// Send several buffers in one call (sendmsg with an iovec array).
+pub(crate) struct SendVectored<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) bufs: Vec<B>,
+    /// INVARIANT: the iovecs point into `bufs`' heap memory; both stay until completion.
+    #[allow(dead_code, reason = "owned for the kernel, which reads it through `msg`")]
+    pub(crate) iovecs: Vec<libc::iovec>,
+    /// INVARIANT: boxed; points at `iovecs`' heap block.
+    pub(crate) msg: Box<libc::msghdr>,
+}
+
+impl<B: IoBuf> SendVectored<B> {
+    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>) -> Self {
+        let mut iovecs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_ptr() as *mut libc::c_void,
+                iov_len: b.bytes_init(),
+            })
+            .collect();
+        // SAFETY: `msghdr` is plain data; zero is "no name, no control data".
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_iov = iovecs.as_mut_ptr();
+        msg.msg_iovlen = iovecs.len() as _;
+        SendVectored {
+            fd,
+            bufs,
+            iovecs,
+            msg,
+        }
+    }
+}
+
+/// Shut down one or both directions of a connection.
+pub(crate) struct Shutdown {
+    pub(crate) fd: SharedFd,
+    pub(crate) how: libc::c_int,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    /// Where the kernel writes and how much room there is.
+    pub(crate) fn spare(&mut self) -> (*mut u8, u32) {
+        let init = self.buf.bytes_init();
+        let room = self.buf.bytes_total() - init;
+        // SAFETY: `init <= bytes_total`, so the offset stays inside the allocation.
+        let ptr = unsafe { self.buf.stable_mut_ptr().add(init) };
+        (ptr, room.min(u32::MAX as usize) as u32)
+    }
+}

@@ -1,0 +1,188 @@
+//! The state of the core running on this thread, reachable from anywhere on it.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Waker;
+use std::time::Instant;
+
+use async_task::Runnable;
+use crossbeam_queue::SegQueue;
+
+use crate::driver::{Driver, Orphan};
+use crate::runtime::RuntimeShared;
+use crate::task::Executor;
+use crate::time::Timers;
+
+/// Everything one core owns. Lives in an `Rc` on the core's thread; never crosses threads.
+pub(crate) struct CoreContext {
+    /// Unique per core instance in the process (wakers compare it with [`current_id`]).
+    pub(crate) id: usize,
+    /// Position in the runtime, `0..cores`.
+    pub(crate) index: usize,
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) executor: Executor,
+    pub(crate) timers: RefCell<Timers>,
+    /// The clock, read once per loop turn.
+    pub(crate) clock: Cell<Instant>,
+    /// The part other threads may touch.
+    pub(crate) shared: Arc<CoreShared>,
+    pub(crate) runtime: Arc<RuntimeShared>,
+    /// When this core saw the shutdown request, and the deadline for in-flight work.
+    pub(crate) shutdown_deadline: Cell<Option<Instant>>,
+    pub(crate) shutdown_waiters: RefCell<Vec<Waker>>,
+}
+
+/// The thread-safe part of a core: where remote wake-ups land.
+pub(crate) struct CoreShared {
+    remote: SegQueue<Runnable>,
+    /// Set while the core is (about to be) blocked in the kernel.
+    sleeping: AtomicBool,
+    /// Written to end the core's blocking wait (the driver keeps a read armed on it).
+    wake_fd: OwnedFd,
+}
+
+impl CoreShared {
+    pub(crate) fn new(wake_fd: OwnedFd) -> CoreShared {
+        CoreShared {
+            remote: SegQueue::new(),
+            sleeping: AtomicBool::new(false),
+            wake_fd,
+        }
+    }
+
+    /// Queues a task woken from another thread and wakes the core if it sleeps.
+    pub(crate) fn push_remote(&self, runnable: Runnable) {
+        self.remote.push(runnable);
+        self.wake();
+    }
+
+    /// Ends the core's blocking wait, if it is in one.
+    pub(crate) fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.ring_doorbell();
+        }
+    }
+
+    fn ring_doorbell(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter (EAGAIN)
+        // still leaves the fd readable, which is all the wake-up needs.
+        unsafe {
+            libc::write(
+                self.wake_fd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                size_of::<u64>(),
+            )
+        };
+    }
+
+    /// Announces that the core is about to block; returns false if it must not (work arrived).
+    pub(crate) fn prepare_sleep(&self, shutdown_unseen: bool) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.remote.is_empty() || shutdown_unseen {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pop_remote(&self) -> Option<Runnable> {
+        self.remote.pop()
+    }
+}
+
+static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub(crate) fn next_core_id() -> usize {
+    NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<CoreContext>>> = const { RefCell::new(None) };
+    static CURRENT_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The id of the core on this thread, 0 if none.
+pub(crate) fn current_id() -> usize {
+    CURRENT_ID.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Makes `ctx` this thread's core until the guard drops.
+pub(crate) fn enter(ctx: Rc<CoreContext>) -> EnterGuard {
+    CURRENT_ID.with(|id| id.set(ctx.id));
+    CURRENT.with(|c| {
+        let prev = c.borrow_mut().replace(ctx);
+        assert!(prev.is_none(), "a coring core is already running on this thread");
+    });
+    EnterGuard
+}
+
+pub(crate) struct EnterGuard;
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        CURRENT_ID.with(|id| id.set(0));
+        let ctx = CURRENT.with(|c| c.borrow_mut().take());
+        drop(ctx);
+    }
+}
+
+/// Runs `f` with this thread's core.
+///
+/// # Panics
+///
+/// Panics off a coring core.
+pub(crate) fn with_current<R>(f: impl FnOnce(&CoreContext) -> R) -> R {
+    CURRENT.with(|c| {
+        let borrowed = c.borrow();
+        let ctx = borrowed
+            .as_ref()
+            .expect("this must be called on a coring core (inside Runtime::run or block_on)");
+        f(ctx)
+    })
+}
+
+/// Runs `f` with this thread's core, if there is one and it is not being torn down.
+pub(crate) fn try_with_current<R>(f: impl FnOnce(&CoreContext) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            let borrowed = c.try_borrow().ok()?;
+            borrowed.as_deref().map(f)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with this core's driver.
+pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
+    with_current(|ctx| f(&mut ctx.driver.borrow_mut()))
+}
+
+/// Hands a dropped op to the driver; gives it back when no driver is reachable.
+pub(crate) fn try_with_driver(
+    key: usize,
+    orphan: Box<dyn Orphan>,
+    f: impl FnOnce(&mut Driver, usize, Box<dyn Orphan>),
+) -> Result<(), Box<dyn Orphan>> {
+    let mut orphan = Some(orphan);
+    let done = try_with_current(|ctx| match ctx.driver.try_borrow_mut() {
+        Ok(mut d) => {
+            if let Some(o) = orphan.take() {
+                f(&mut d, key, o);
+            }
+            true
+        }
+        Err(_) => false,
+    });
+    match (done, orphan) {
+        (Some(true), _) | (_, None) => Ok(()),
+        (_, Some(o)) => Err(o),
+    }
+}

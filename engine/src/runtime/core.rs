@@ -1,0 +1,125 @@
+//! The loop each core runs: tasks, then one driver turn, then timers, until it may stop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::runtime::context::{self, CoreContext};
+use crate::task::{JoinError, JoinHandle, spawn_local};
+
+/// Tasks run per turn before the driver is turned again, so completions keep flowing while
+/// many tasks are ready.
+const TASKS_PER_TURN: usize = 256;
+
+/// When a core stops.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Exit {
+    /// As soon as the root future is done (`block_on`): remaining tasks are cancelled.
+    RootDone,
+    /// When the root is done and no task is left, or when a shutdown's grace period ends
+    /// (`Runtime::run`).
+    Drained,
+}
+
+/// Runs `root` on the core `ctx` until `exit` says stop; returns the root's output if it
+/// finished.
+pub(crate) fn run<F>(ctx: Rc<CoreContext>, root: F, exit: Exit) -> Result<F::Output, JoinError>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let _guard = context::enter(Rc::clone(&ctx));
+    ctx.clock.set(Instant::now());
+    let mut root = spawn_local(root).cancel_on_drop();
+    let mut output = None;
+
+    loop {
+        ctx.executor.run(TASKS_PER_TURN);
+
+        if output.is_none() && root.is_finished() {
+            output = Some(take_output(&mut root));
+        }
+        let now = ctx.clock.get();
+        let shutdown_unseen = observe_shutdown(&ctx, now);
+        let past_grace = ctx.shutdown_deadline.get().is_some_and(|d| now >= d);
+        let stop = match exit {
+            Exit::RootDone => output.is_some(),
+            Exit::Drained => (output.is_some() && ctx.executor.live() == 0) || past_grace,
+        };
+        if stop {
+            break;
+        }
+
+        let timeout = if ctx.executor.has_ready() || shutdown_unseen {
+            Some(Duration::ZERO)
+        } else {
+            let timer = ctx.timers.borrow().next_deadline();
+            let grace = ctx.shutdown_deadline.get();
+            let deadline = match (timer, grace) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            deadline.map(|d| d.saturating_duration_since(now))
+        };
+        ctx.driver
+            .borrow_mut()
+            .turn(timeout, &|| ctx.shared.prepare_sleep(shutdown_unseen));
+        ctx.shared.awake();
+        after_turn(&ctx);
+    }
+
+    if output.is_none() && root.is_finished() {
+        output = Some(take_output(&mut root));
+    }
+    drop(root);
+    close(&ctx);
+    output.unwrap_or(Err(JoinError::Cancelled))
+}
+
+/// Clock, timers, remote wake-ups and freed op memory, after each driver turn.
+fn after_turn(ctx: &CoreContext) {
+    let now = Instant::now();
+    ctx.clock.set(now);
+    let expired = ctx.timers.borrow_mut().expired(now);
+    for waker in expired {
+        waker.wake();
+    }
+    while let Some(runnable) = ctx.shared.pop_remote() {
+        ctx.executor.push(runnable);
+    }
+    let graveyard = ctx.driver.borrow_mut().take_graveyard();
+    drop(graveyard);
+}
+
+/// Notices a shutdown request once: fixes the grace deadline and wakes the waiters. Returns
+/// whether a request is pending that this core had not seen before this call.
+fn observe_shutdown(ctx: &CoreContext, now: Instant) -> bool {
+    if ctx.shutdown_deadline.get().is_some() || !ctx.runtime.shutdown_requested() {
+        return false;
+    }
+    ctx.shutdown_deadline.set(Some(now + ctx.runtime.grace));
+    let waiters: Vec<Waker> = ctx.shutdown_waiters.borrow_mut().drain(..).collect();
+    for w in waiters {
+        w.wake();
+    }
+    true
+}
+
+/// Stops the core: cancels every task on this thread, then lets the driver retire what the
+/// kernel still holds (the driver's own drop waits for the last completions).
+fn close(ctx: &CoreContext) {
+    ctx.executor.close();
+    let graveyard = ctx.driver.borrow_mut().take_graveyard();
+    drop(graveyard);
+}
+
+fn take_output<T>(root: &mut JoinHandle<T>) -> Result<T, JoinError> {
+    crate::task::coop::reset();
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(root).poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(JoinError::Cancelled),
+    }
+}

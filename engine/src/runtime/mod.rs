@@ -1,0 +1,490 @@
+//! Thread-per-core runtime: one pinned thread per core, each with its own driver, executor,
+//! timers and stats.
+//!
+//! ```no_run
+//! use coring::net::TcpListener;
+//!
+//! coring::Runtime::builder()
+//!     .cores(2)
+//!     .pin(true)
+//!     .build()?
+//!     .run(|core| async move {
+//!         // One listener per core; the kernel spreads connections (SO_REUSEPORT).
+//!         let listener = TcpListener::bind_reuseport("127.0.0.1:8080").unwrap();
+//!         println!("core {} accepting", core.index());
+//!         let shutdown = coring::runtime::shutdown_signal();
+//!         # drop((listener, shutdown));
+//!     })?;
+//! # Ok::<(), coring::Error>(())
+//! ```
+
+pub(crate) mod context;
+mod core;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
+use crate::driver::Driver;
+use crate::error::{Error, ErrorKind, Result};
+use crate::stats::DriverStats;
+use crate::task::{Executor, JoinError};
+use crate::time::Timers;
+use context::{CoreContext, CoreShared};
+
+/// SQ entries per core unless configured.
+pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+/// How long in-flight work may run after a shutdown request, unless configured.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of a runtime, fixed at `build`.
+#[derive(Clone, Debug)]
+pub(crate) struct RuntimeConfig {
+    pub(crate) cores: usize,
+    pub(crate) pin: bool,
+    pub(crate) ring_entries: u32,
+    pub(crate) sqpoll_idle: Option<Duration>,
+    pub(crate) driver: DriverChoice,
+    /// Where `driver` came from, for the report ("builder", "CORING_DRIVER", "default").
+    pub(crate) driver_source: &'static str,
+    pub(crate) grace: Duration,
+}
+
+/// Configures a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    cores: usize,
+    pin: bool,
+    ring_entries: u32,
+    sqpoll_idle: Option<Duration>,
+    driver: Option<DriverChoice>,
+    grace: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            cores: 1,
+            pin: false,
+            ring_entries: DEFAULT_RING_ENTRIES,
+            sqpoll_idle: None,
+            driver: None,
+            grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Builder {
+    /// Number of cores (threads), at least 1. Default 1.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = n.max(1);
+        self
+    }
+
+    /// Pins core `i` to the `i`-th CPU this process may use (`taskset` is respected).
+    /// Default off.
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// SQ entries per core (rounded up to a power of two; the CQ gets twice as many). Shrunk
+    /// to fit RLIMIT_MEMLOCK on kernels before 5.12. Default [`DEFAULT_RING_ENTRIES`].
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Turns on SQPOLL: a kernel thread per core polls the SQ and goes idle after `idle`.
+    /// Saves submission syscalls at the price of a busy kernel thread; off by default.
+    pub fn sqpoll(mut self, idle: Option<Duration>) -> Self {
+        self.sqpoll_idle = idle;
+        self
+    }
+
+    /// Forces a driver. Without this, `CORING_DRIVER` (`auto`, `uring`, `compat`) decides,
+    /// and without that, the capability probe does.
+    pub fn driver(mut self, choice: DriverChoice) -> Self {
+        self.driver = Some(choice);
+        self
+    }
+
+    /// How long in-flight work may continue after a shutdown request before it is cancelled.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Probes the host, logs the capability report once, and prepares the runtime. Fails when
+    /// no driver can run here.
+    pub fn build(self) -> Result<Runtime> {
+        let (driver, driver_source) = match self.driver {
+            Some(choice) => (choice, "builder"),
+            None => match std::env::var("CORING_DRIVER") {
+                Ok(v) => match DriverChoice::parse(&v) {
+                    Some(choice) => (choice, "CORING_DRIVER"),
+                    None => {
+                        return Err(Error::new(ErrorKind::InvalidInput, "CORING_DRIVER"));
+                    }
+                },
+                Err(_) => (DriverChoice::Auto, "default"),
+            },
+        };
+        let config = RuntimeConfig {
+            cores: self.cores,
+            pin: self.pin,
+            ring_entries: self.ring_entries,
+            sqpoll_idle: self.sqpoll_idle,
+            driver,
+            driver_source,
+            grace: self.grace,
+        };
+        let caps = probe::probe(&config);
+        tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
+        if caps.driver == DriverKind::Compat {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "compat driver (not part of this build yet)",
+            ));
+        }
+        if caps.io_uring != probe::UringStatus::Available {
+            return Err(Error::new(ErrorKind::Unsupported, "io_uring (see capabilities)"));
+        }
+        Ok(Runtime {
+            shared: Arc::new(RuntimeShared {
+                shutdown: AtomicBool::new(false),
+                grace: config.grace,
+                cores: Mutex::new(Vec::new()),
+            }),
+            config,
+            caps,
+        })
+    }
+}
+
+/// A set of cores ready to run.
+#[derive(Debug)]
+pub struct Runtime {
+    config: RuntimeConfig,
+    caps: Capabilities,
+    shared: Arc<RuntimeShared>,
+}
+
+/// State shared by the cores of one runtime.
+pub(crate) struct RuntimeShared {
+    shutdown: AtomicBool,
+    pub(crate) grace: Duration,
+    cores: Mutex<Vec<Arc<CoreShared>>>,
+}
+
+impl std::fmt::Debug for RuntimeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeShared")
+            .field("shutdown", &self.shutdown)
+            .finish()
+    }
+}
+
+impl RuntimeShared {
+    pub(crate) fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for core in self.cores.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            core.wake();
+        }
+    }
+}
+
+impl Runtime {
+    /// A builder with defaults: one core, no pinning, io_uring when available.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// What the start-up probe found and which driver runs.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The driver the cores run.
+    pub fn driver_kind(&self) -> DriverKind {
+        self.caps.driver
+    }
+
+    /// A handle that starts a graceful shutdown from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them).
+    pub fn shutdown_on_signals(&self) -> Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| Error::from_io(e, "sigaction"))?;
+        let handle = self.shutdown_handle();
+        std::thread::Builder::new()
+            .name("coring-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "shutdown requested by signal");
+                    handle.shutdown();
+                }
+            })
+            .map_err(|e| Error::from_io(e, "spawn signal thread"))?;
+        Ok(())
+    }
+
+    /// Runs `f` once on every core and returns when every core has stopped.
+    ///
+    /// A core stops when its root future has returned and its other tasks are done, or, after
+    /// a shutdown request, when the grace period ends (remaining tasks are then cancelled).
+    /// A panic in a root future is re-raised here after the other cores have stopped.
+    pub fn run<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: Fn(Core) -> Fut + Sync,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let cpus = if self.config.pin {
+            crate::sys::thread::allowed_cpus()?
+        } else {
+            Vec::new()
+        };
+        let f = &f;
+        let results: Vec<std::thread::Result<Result<()>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..self.config.cores)
+                .map(|index| {
+                    let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+                    std::thread::Builder::new()
+                        .name(format!("coring-{index}"))
+                        .spawn_scoped(scope, move || {
+                            let result = self.run_core(index, cpu, |core| f(core), core::Exit::Drained);
+                            if result.is_err() {
+                                // A core that cannot start takes the others down with it.
+                                self.shared.request_shutdown();
+                            }
+                            result.map(drop)
+                        })
+                        .expect("spawn core thread")
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Runs `future` to completion on a core on the calling thread (not pinned) and returns its
+    /// output. Tasks still running when it finishes are cancelled.
+    pub fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        match self.run_core(0, None, |_| future, core::Exit::RootDone) {
+            Ok(Ok(out)) => out,
+            Ok(Err(JoinError::Panicked(p))) => std::panic::resume_unwind(p),
+            Ok(Err(JoinError::Cancelled)) => panic!("block_on future was cancelled"),
+            Err(e) => panic!("coring core failed to start: {e}"),
+        }
+    }
+
+    fn run_core<Fut, G>(
+        &self,
+        index: usize,
+        cpu: Option<usize>,
+        make: G,
+        exit: core::Exit,
+    ) -> Result<Result<Fut::Output, JoinError>>
+    where
+        G: FnOnce(Core) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
+    {
+        if let Some(cpu) = cpu {
+            crate::sys::thread::pin_to(cpu)?;
+        }
+        let wake_fd = eventfd()?;
+        let driver_fd = wake_fd
+            .try_clone()
+            .map_err(|e| Error::from_io(e, "dup eventfd"))?;
+        let driver = Driver::new(&self.config, &self.caps, driver_fd)?;
+        let shared = Arc::new(CoreShared::new(wake_fd));
+        self.shared
+            .cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&shared));
+        let ctx = Rc::new(CoreContext {
+            id: context::next_core_id(),
+            index,
+            driver: RefCell::new(driver),
+            executor: Executor::new(),
+            timers: RefCell::new(Timers::default()),
+            clock: Cell::new(Instant::now()),
+            shared: Arc::clone(&shared),
+            runtime: Arc::clone(&self.shared),
+            shutdown_deadline: Cell::new(None),
+            shutdown_waiters: RefCell::new(Vec::new()),
+        });
+        let handle = Core {
+            index,
+            cores: self.config.cores,
+            shutdown: self.shutdown_handle(),
+        };
+        let out = core::run(ctx, make(handle), exit);
+        self.shared
+            .cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, &shared));
+        Ok(out)
+    }
+}
+
+/// Runs `future` on a fresh single-core runtime on this thread (io_uring unless
+/// `CORING_DRIVER` says otherwise) and returns its output.
+///
+/// # Panics
+///
+/// Panics when no driver can run here, or when `future` panics.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match Runtime::builder().build() {
+        Ok(rt) => rt.block_on(future),
+        Err(e) => panic!("coring runtime unavailable: {e}"),
+    }
+}
+
+/// The handle each core's root closure receives.
+#[derive(Clone, Debug)]
+pub struct Core {
+    index: usize,
+    cores: usize,
+    shutdown: ShutdownHandle,
+}
+
+impl Core {
+    /// This core's position, `0..cores()`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How many cores the runtime has.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// A handle to shut the whole runtime down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts a graceful shutdown of a runtime from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shared: Arc<RuntimeShared>,
+}
+
+impl ShutdownHandle {
+    /// Asks every core to shut down: [`shutdown_signal`] resolves everywhere, in-flight work
+    /// has the grace period to finish, then what remains is cancelled.
+    pub fn shutdown(&self) {
+        self.shared.request_shutdown();
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_requested(&self) -> bool {
+        self.shared.shutdown_requested()
+    }
+}
+
+/// Resolves when the runtime of the current core is asked to shut down. Accept loops select on
+/// it to stop accepting; connection tasks may use it to finish early.
+pub fn shutdown_signal() -> ShutdownSignal {
+    ShutdownSignal { _priv: () }
+}
+
+/// Future returned by [`shutdown_signal`].
+#[derive(Debug)]
+pub struct ShutdownSignal {
+    _priv: (),
+}
+
+impl Future for ShutdownSignal {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        context::with_current(|ctx| {
+            if ctx.shutdown_deadline.get().is_some() {
+                Poll::Ready(())
+            } else {
+                let mut waiters = ctx.shutdown_waiters.borrow_mut();
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// Whether the current core has seen a shutdown request.
+pub fn is_shutting_down() -> bool {
+    context::with_current(|ctx| ctx.shutdown_deadline.get().is_some())
+}
+
+/// Index of the current core within its runtime.
+pub fn core_index() -> usize {
+    context::with_current(|ctx| ctx.index)
+}
+
+/// The driver the current core runs.
+pub fn driver_kind() -> DriverKind {
+    context::with_current(|ctx| ctx.driver.borrow().kind())
+}
+
+/// A snapshot of the current core's driver counters.
+pub fn stats() -> DriverStats {
+    context::with_current(|ctx| {
+        let driver = ctx.driver.borrow();
+        let mut s = driver.stats().clone();
+        s.in_flight = driver.in_flight() as u64;
+        s.tasks = ctx.executor.live() as u64;
+        s
+    })
+}
+
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::last_os("eventfd"));
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

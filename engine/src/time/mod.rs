@@ -1,0 +1,226 @@
+//! Time on a core: a clock read once per loop turn, sleeps, timeouts and fixed-rate intervals.
+//!
+//! [`now`] costs no syscall: the core reads the clock once per loop turn and every task sees
+//! that reading. Deadlines are absolute [`Instant`]s; the core's wait in the kernel ends at the
+//! earliest one.
+
+mod interval;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+pub use interval::{Interval, MissedTicks, Tick, interval, interval_at};
+
+use crate::error::{Error, ErrorKind};
+use crate::runtime::context;
+use crate::task::coop;
+
+/// The current core's clock, as read at the start of this loop turn.
+///
+/// # Panics
+///
+/// Panics off a coring core.
+pub fn now() -> Instant {
+    context::with_current(|ctx| ctx.clock.get())
+}
+
+/// Waits until `duration` has passed.
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(now() + duration)
+}
+
+/// Waits until `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        entry: None,
+    }
+}
+
+/// Runs `future` with a time limit: its output, or [`Elapsed`] once `duration` has passed (the
+/// future is then dropped, which cancels whatever it was doing).
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    timeout_at(now() + duration, future)
+}
+
+/// Like [`timeout`], with an absolute deadline.
+pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep_until(deadline),
+    }
+}
+
+/// Future of [`sleep`] and [`sleep_until`].
+pub struct Sleep {
+    deadline: Instant,
+    /// The timer entry while registered.
+    entry: Option<TimerKey>,
+}
+
+impl Sleep {
+    /// When it fires.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (re-arms a finished sleep too).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.unregister();
+        self.deadline = deadline;
+    }
+
+    fn unregister(&mut self) {
+        if let Some(key) = self.entry.take() {
+            context::try_with_current(|ctx| ctx.timers.borrow_mut().remove(key));
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if coop::poll_proceed(cx).is_pending() {
+            return Poll::Pending;
+        }
+        context::with_current(|ctx| {
+            if ctx.clock.get() >= this.deadline {
+                if let Some(key) = this.entry.take() {
+                    ctx.timers.borrow_mut().remove(key);
+                }
+                return Poll::Ready(());
+            }
+            let mut timers = ctx.timers.borrow_mut();
+            match this.entry {
+                Some(key) => timers.update(key, cx.waker()),
+                None => this.entry = Some(timers.insert(this.deadline, cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// The deadline of a [`timeout`] passed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for Error {
+    fn from(_: Elapsed) -> Error {
+        Error::new(ErrorKind::TimedOut, "timeout")
+    }
+}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(_: Elapsed) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, Elapsed(()))
+    }
+}
+
+/// Future of [`timeout`].
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned (never moved out of `self`); `sleep` is
+        // `Unpin` and only reached through `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(out) = future.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> fmt::Debug for Timeout<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout").field("sleep", &self.sleep).finish()
+    }
+}
+
+/// Identifies a registered timer: its deadline and a sequence number (equal deadlines fire in
+/// registration order).
+type TimerKey = (Instant, u64);
+
+/// The timers of one core, ordered by deadline.
+#[derive(Default)]
+pub(crate) struct Timers {
+    entries: BTreeMap<TimerKey, Waker>,
+    seq: u64,
+}
+
+impl Timers {
+    fn insert(&mut self, deadline: Instant, waker: Waker) -> TimerKey {
+        self.seq += 1;
+        let key = (deadline, self.seq);
+        self.entries.insert(key, waker);
+        key
+    }
+
+    fn update(&mut self, key: TimerKey, waker: &Waker) {
+        if let Some(w) = self.entries.get_mut(&key)
+            && !w.will_wake(waker)
+        {
+            w.clone_from(waker);
+        }
+    }
+
+    fn remove(&mut self, key: TimerKey) {
+        self.entries.remove(&key);
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.entries.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Removes and returns the wakers of every timer due at `now`. Their `Sleep`s see the
+    /// deadline passed when polled and finish.
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Waker> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.entries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        due
+    }
+}
