@@ -55,6 +55,7 @@ pub(crate) struct RuntimeConfig {
     /// Where `driver` came from, for the report ("builder", "CORING_DRIVER", "default").
     pub(crate) driver_source: &'static str,
     pub(crate) grace: Duration,
+    pub(crate) name: String,
 }
 
 /// Configures a [`Runtime`].
@@ -66,6 +67,7 @@ pub struct Builder {
     sqpoll_idle: Option<Duration>,
     driver: Option<DriverChoice>,
     grace: Duration,
+    name: String,
 }
 
 impl Default for Builder {
@@ -77,6 +79,7 @@ impl Default for Builder {
             sqpoll_idle: None,
             driver: None,
             grace: DEFAULT_SHUTDOWN_GRACE,
+            name: "coring".into(),
         }
     }
 }
@@ -122,6 +125,12 @@ impl Builder {
         self
     }
 
+    /// Core threads are named `{name}-{index}` (default `coring`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Probes the host, logs the capability report once, and prepares the runtime. Fails when
     /// no driver can run here.
     pub fn build(self) -> Result<Runtime> {
@@ -145,6 +154,7 @@ impl Builder {
             driver,
             driver_source,
             grace: self.grace,
+            name: self.name,
         };
         let caps = probe::probe(&config);
         tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
@@ -267,7 +277,7 @@ impl Runtime {
                 .map(|index| {
                     let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
                     std::thread::Builder::new()
-                        .name(format!("coring-{index}"))
+                        .name(format!("{}-{index}", self.config.name))
                         .spawn_scoped(scope, move || {
                             let result = self.run_core(index, cpu, |core| f(core), core::Exit::Drained);
                             if result.is_err() {
@@ -451,6 +461,22 @@ impl Future for ShutdownSignal {
             }
         })
     }
+}
+
+/// Runs `future` unless the runtime starts shutting down first: `Some(output)`, or `None` once
+/// shutdown is requested (the future is then dropped, cancelling what it was doing). Wrap the
+/// wait for the next request or connection in it so idle work stops at once while busy work
+/// finishes.
+pub async fn until_shutdown<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut signal = shutdown_signal();
+    std::future::poll_fn(|cx| {
+        if Pin::new(&mut signal).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
 
 /// Whether the current core has seen a shutdown request.
