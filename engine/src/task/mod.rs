@@ -95,8 +95,11 @@ impl Executor {
         JoinHandle::new(task)
     }
 
-    /// Runs up to `max` queued tasks; returns how many ran.
+    /// Runs the tasks queued now, at most `max`; returns how many ran. Tasks woken while these
+    /// run (a task that yields, say) wait for the next turn, after the driver has collected
+    /// completions and the clock has moved.
     pub(crate) fn run(&self, max: usize) -> usize {
+        let max = max.min(self.queue.borrow().len());
         let mut ran = 0;
         while ran < max {
             let Some(runnable) = self.queue.borrow_mut().pop_front() else {
