@@ -34,7 +34,7 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JoinError::Cancelled => f.write_str("JoinError::Cancelled"),
-            JoinError::Panicked(p) => write!(f, "JoinError::Panicked({:?})", panic_message(p)),
+            JoinError::Panicked(p) => write!(f, "JoinError::Panicked({:?})", panic_message(&**p)),
         }
     }
 }
@@ -43,7 +43,7 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JoinError::Cancelled => f.write_str("task was cancelled"),
-            JoinError::Panicked(p) => write!(f, "task panicked: {}", panic_message(p)),
+            JoinError::Panicked(p) => write!(f, "task panicked: {}", panic_message(&**p)),
         }
     }
 }
