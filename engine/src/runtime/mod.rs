@@ -279,12 +279,21 @@ impl Runtime {
                     std::thread::Builder::new()
                         .name(format!("{}-{index}", self.config.name))
                         .spawn_scoped(scope, move || {
-                            let result = self.run_core(index, cpu, |core| f(core), core::Exit::Drained);
-                            if result.is_err() {
-                                // A core that cannot start takes the others down with it.
-                                self.shared.request_shutdown();
+                            let result =
+                                self.run_core(index, cpu, |core| f(core), core::Exit::Drained);
+                            match result {
+                                Ok(Ok(())) | Ok(Err(JoinError::Cancelled)) => Ok(()),
+                                Ok(Err(JoinError::Panicked(panic))) => {
+                                    // The others stop too; the panic goes on to the caller.
+                                    self.shared.request_shutdown();
+                                    std::panic::resume_unwind(panic)
+                                }
+                                Err(e) => {
+                                    // A core that cannot start takes the others down with it.
+                                    self.shared.request_shutdown();
+                                    Err(e)
+                                }
                             }
-                            result.map(drop)
                         })
                         .expect("spawn core thread")
                 })

@@ -280,8 +280,17 @@ impl UringDriver {
     /// `io_uring_enter(to_submit, min_complete, GETEVENTS)`. GETEVENTS is always set: with
     /// DEFER_TASKRUN, completions are only produced while we are in the kernel asking for them.
     fn enter(&mut self, min_complete: u32) -> std::io::Result<()> {
-        let to_submit = self.ring.submission().len() as u32;
         self.stats.enters += 1;
+        if self.ring.params().is_setup_sqpoll() {
+            // The kernel thread takes the SQEs; the crate's helper wakes it when it sleeps
+            // (SQ_WAKEUP). No DEFER_TASKRUN in this mode, so GETEVENTS is only needed to wait.
+            return self
+                .ring
+                .submitter()
+                .submit_and_wait(min_complete as usize)
+                .map(drop);
+        }
+        let to_submit = self.ring.submission().len() as u32;
         let flags = IORING_ENTER_GETEVENTS;
         // SAFETY: a plain enter with no extra argument; the SQEs it submits point at memory that
         // outlives the requests (see `push`).

@@ -1,0 +1,255 @@
+//! The thread-per-core runtime: cores, pinning, SO_REUSEPORT sharding, graceful shutdown, the
+//! capability report and driver selection.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coring::driver::probe::{DriverChoice, DriverKind, UringStatus};
+use coring::net::TcpListener;
+use coring::runtime::{until_shutdown, Runtime};
+use coring::time::sleep;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
+    let rt = Runtime::builder().cores(2).pin(true).build().unwrap();
+    let seen = Mutex::new(Vec::new());
+    let allowed: Vec<usize> = {
+        // SAFETY: plain data, filled by the kernel.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer and size.
+        unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        // SAFETY: bounded by CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    };
+    rt.run(|core| {
+        let seen = &seen;
+        let index = core.index();
+        let name = std::thread::current().name().map(String::from);
+        // SAFETY: plain syscall.
+        let cpu = unsafe { libc::sched_getcpu() } as usize;
+        seen.lock().unwrap().push((index, name, cpu, core.cores()));
+        async move {
+            assert_eq!(coring::runtime::core_index(), index);
+            assert_eq!(coring::runtime::driver_kind(), DriverKind::Uring);
+        }
+    })
+    .unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort();
+    assert_eq!(seen.len(), 2);
+    for (i, (index, name, cpu, cores)) in seen.into_iter().enumerate() {
+        assert_eq!(index, i);
+        assert_eq!(cores, 2);
+        assert_eq!(name.as_deref(), Some(format!("coring-{i}").as_str()));
+        assert_eq!(cpu, allowed[i % allowed.len()], "core {i} pinned");
+    }
+}
+
+#[test]
+fn reuseport_listeners_spread_connections_over_both_cores() {
+    let port = free_port();
+    let rt = Runtime::builder().cores(2).build().unwrap();
+    let shutdown = rt.shutdown_handle();
+    let bound = Arc::new(AtomicUsize::new(0));
+    let b = bound.clone();
+    let clients = std::thread::spawn(move || {
+        while b.load(Ordering::Acquire) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut cores = HashSet::new();
+        for _ in 0..200 {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut which = [0u8; 1];
+            s.read_exact(&mut which).unwrap();
+            cores.insert(which[0]);
+        }
+        shutdown.shutdown();
+        cores
+    });
+    rt.run(|core| {
+        let listener = TcpListener::bind_reuseport(("127.0.0.1", port)).unwrap();
+        bound.fetch_add(1, Ordering::Release);
+        let me = core.index() as u8;
+        async move {
+            let mut incoming = listener.incoming();
+            while let Some(conn) = until_shutdown(incoming.next()).await {
+                let conn = conn.unwrap();
+                coring::spawn_local(async move {
+                    let _ = conn.write_all(vec![me]).await;
+                });
+            }
+        }
+    })
+    .unwrap();
+    let cores = clients.join().unwrap();
+    assert_eq!(cores, HashSet::from([0, 1]), "the kernel spread connections");
+}
+
+#[test]
+fn shutdown_stops_accepting_but_lets_in_flight_work_finish() {
+    let port = free_port();
+    let rt = Runtime::builder()
+        .cores(1)
+        .shutdown_grace(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let client = std::thread::spawn(move || {
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        s.write_all(b"work").unwrap();
+        // The server is now busy for 300 ms with our request; ask for shutdown meanwhile.
+        std::thread::sleep(Duration::from_millis(50));
+        let asked = Instant::now();
+        shutdown.shutdown();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        // New connections are no longer accepted once shutdown began.
+        std::thread::sleep(Duration::from_millis(50));
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+        (reply, asked, refused)
+    });
+    let start = Instant::now();
+    rt.run(|_| {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        async move {
+            while let Some(Ok((conn, _))) = until_shutdown(listener.accept()).await {
+                coring::spawn_local(async move {
+                    let (r, _) = conn.read_exact(Vec::with_capacity(4)).await;
+                    r.unwrap();
+                    sleep(Duration::from_millis(300)).await;
+                    conn.write_all(b"done".to_vec()).await.0.unwrap();
+                });
+            }
+            // The listener is dropped here: the port closes.
+        }
+    })
+    .unwrap();
+    let returned = start.elapsed();
+    let (reply, _asked, refused) = client.join().unwrap();
+    assert_eq!(reply, b"done", "in-flight request completed");
+    assert!(refused, "no longer accepting");
+    assert!(returned < Duration::from_secs(10), "returned once drained: {returned:?}");
+}
+
+#[test]
+fn grace_period_end_cancels_stuck_tasks() {
+    static DROPPED: AtomicBool = AtomicBool::new(false);
+    struct Flag;
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            DROPPED.store(true, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::builder()
+        .cores(2)
+        .shutdown_grace(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let trigger = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        shutdown.shutdown();
+        Instant::now()
+    });
+    rt.run(|core| async move {
+        if core.index() == 1 {
+            coring::spawn_local(async {
+                let _flag = Flag;
+                sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    })
+    .unwrap();
+    let asked = trigger.join().unwrap();
+    let took = asked.elapsed();
+    assert!(DROPPED.load(Ordering::SeqCst), "stuck task dropped on its core");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_panicking_root_is_reraised_by_run_after_other_cores_stop() {
+    let rt = Runtime::builder().cores(2).build().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.run(|core| async move {
+            if core.index() == 0 {
+                panic!("root failed");
+            }
+        })
+    }));
+    let payload = result.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"root failed"));
+}
+
+#[test]
+fn capability_report_describes_the_host_and_the_ring() {
+    let rt = Runtime::builder().ring_entries(300).build().unwrap();
+    let caps = rt.capabilities();
+    assert_eq!(caps.driver, DriverKind::Uring);
+    assert_eq!(caps.io_uring, UringStatus::Available);
+    assert!(!caps.kernel.is_empty());
+    assert!(caps.opcodes.len() >= 8);
+    assert!(caps.opcodes.iter().all(|(_, ok)| *ok), "{:?}", caps.opcodes);
+    let ring = caps.ring.as_ref().unwrap();
+    assert_eq!(ring.requested_entries, 300);
+    assert_eq!(ring.entries, 512, "rounded to a power of two");
+    let version: Vec<u32> = caps
+        .kernel
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if version >= vec![6, 1] {
+        assert!(ring.flags.single_issuer && ring.flags.defer_taskrun && ring.flags.coop_taskrun);
+    }
+    let text = caps.to_string();
+    for needle in ["kernel", "io_uring_disabled", "RLIMIT_MEMLOCK", "ring:", "driver: Uring"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn sqpoll_is_opt_in_and_works() {
+    let rt = Runtime::builder()
+        .sqpoll(Some(Duration::from_millis(10)))
+        .build()
+        .unwrap();
+    let flags = rt.capabilities().ring.as_ref().unwrap().flags;
+    assert!(flags.sqpoll && !flags.defer_taskrun, "{flags:?}");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = coring::net::TcpStream::connect(listener.local_addr()).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        c.write_all(b"sq".to_vec()).await.0.unwrap();
+        let (r, b) = s.read_exact(Vec::with_capacity(2)).await;
+        r.unwrap();
+        assert_eq!(b, b"sq");
+    });
+    let default = Runtime::builder().build().unwrap();
+    assert!(!default.capabilities().ring.as_ref().unwrap().flags.sqpoll);
+}
+
+#[test]
+fn forcing_the_compat_driver_is_explicit_until_it_exists() {
+    let err = Runtime::builder()
+        .driver(DriverChoice::Compat)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), coring::ErrorKind::Unsupported);
+    assert!(err.to_string().contains("compat"), "{err}");
+}
