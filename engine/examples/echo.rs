@@ -36,9 +36,11 @@ fn main() {
         let listener = startup
             .addr_for(core.index(), args.addr)
             .ok_or(())
-            .and_then(|addr| TcpListener::bind_reuseport(addr).map_err(|e| {
-                eprintln!("echo: core {}: {e}", core.index());
-            }));
+            .and_then(|addr| {
+                TcpListener::bind_reuseport(addr).map_err(|e| {
+                    eprintln!("echo: core {}: {e}", core.index());
+                })
+            });
         startup.bound(core.index(), listener.as_ref().ok().map(|l| l.local_addr()));
         let handle = core.shutdown_handle();
         async move {

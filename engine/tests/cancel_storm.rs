@@ -43,7 +43,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
             };
             let r = timeout(wait, server.read(Vec::with_capacity(64))).await;
             assert!(r.is_err(), "no data was sent, the read cannot finish");
-            if i % 1000 == 0 {
+            if i.is_multiple_of(1000) {
                 coring::task::yield_now().await;
             }
         }
@@ -62,9 +62,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         // Nothing was consumed by the dropped reads: the next read sees exactly what is sent.
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         client.write_all(&payload).unwrap();
-        let (r, got) = server
-            .read_exact(Vec::with_capacity(payload.len()))
-            .await;
+        let (r, got) = server.read_exact(Vec::with_capacity(payload.len())).await;
         r.unwrap();
         assert!(got == payload, "bytes reordered or lost");
 
@@ -93,7 +91,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         let mut round = 0u32;
         while !connector.is_finished() {
             round += 1;
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 let wait = Duration::from_micros(u64::from(round % 50));
                 if let Ok(Ok((s, _))) = timeout(wait, listener.accept()).await {
                     taken.push(s);
@@ -113,8 +111,10 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         settle().await;
         let conns = connector.join().unwrap();
         assert!(round > 100, "accepts were exercised ({round} rounds)");
-        let taken_ports: std::collections::HashSet<u16> =
-            taken.iter().map(|s| s.peer_addr().unwrap().port()).collect();
+        let taken_ports: std::collections::HashSet<u16> = taken
+            .iter()
+            .map(|s| s.peer_addr().unwrap().port())
+            .collect();
         drop(taken);
         // Every client now sees end of stream: nobody holds a server-side descriptor.
         for mut c in conns {
@@ -122,7 +122,10 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut b = [0u8; 1];
             let n = c.read(&mut b).unwrap_or_else(|e| {
-                panic!("client {port} (taken: {}): {e}", taken_ports.contains(&port))
+                panic!(
+                    "client {port} (taken: {}): {e}",
+                    taken_ports.contains(&port)
+                )
             });
             assert_eq!(n, 0);
         }

@@ -141,7 +141,10 @@ fn block_on_cancels_leftover_tasks_on_this_thread() {
         });
         yield_now().await;
     });
-    assert!(dropped.get(), "the leftover task's future was dropped, not leaked");
+    assert!(
+        dropped.get(),
+        "the leftover task's future was dropped, not leaked"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use coring::driver::probe::{DriverChoice, DriverKind, UringStatus};
 use coring::net::TcpListener;
-use coring::runtime::{until_shutdown, Runtime};
+use coring::runtime::{Runtime, until_shutdown};
 use coring::time::sleep;
 
 fn free_port() -> u16 {
@@ -30,7 +30,9 @@ fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
         // SAFETY: valid pointer and size.
         unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
         // SAFETY: bounded by CPU_SETSIZE.
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
     };
     rt.run(|core| {
         let seen = &seen;
@@ -93,7 +95,11 @@ fn reuseport_listeners_spread_connections_over_both_cores() {
     })
     .unwrap();
     let cores = clients.join().unwrap();
-    assert_eq!(cores, HashSet::from([0, 1]), "the kernel spread connections");
+    assert_eq!(
+        cores,
+        HashSet::from([0, 1]),
+        "the kernel spread connections"
+    );
 }
 
 #[test]
@@ -144,7 +150,10 @@ fn shutdown_stops_accepting_but_lets_in_flight_work_finish() {
     let (reply, _asked, refused) = client.join().unwrap();
     assert_eq!(reply, b"done", "in-flight request completed");
     assert!(refused, "no longer accepting");
-    assert!(returned < Duration::from_secs(10), "returned once drained: {returned:?}");
+    assert!(
+        returned < Duration::from_secs(10),
+        "returned once drained: {returned:?}"
+    );
 }
 
 #[test]
@@ -178,7 +187,10 @@ fn grace_period_end_cancels_stuck_tasks() {
     .unwrap();
     let asked = trigger.join().unwrap();
     let took = asked.elapsed();
-    assert!(DROPPED.load(Ordering::SeqCst), "stuck task dropped on its core");
+    assert!(
+        DROPPED.load(Ordering::SeqCst),
+        "stuck task dropped on its core"
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
@@ -218,7 +230,13 @@ fn capability_report_describes_the_host_and_the_ring() {
         assert!(ring.flags.single_issuer && ring.flags.defer_taskrun && ring.flags.coop_taskrun);
     }
     let text = caps.to_string();
-    for needle in ["kernel", "io_uring_disabled", "RLIMIT_MEMLOCK", "ring:", "driver: Uring"] {
+    for needle in [
+        "kernel",
+        "io_uring_disabled",
+        "RLIMIT_MEMLOCK",
+        "ring:",
+        "driver: Uring",
+    ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
@@ -233,7 +251,9 @@ fn sqpoll_is_opt_in_and_works() {
     assert!(flags.sqpoll && !flags.defer_taskrun, "{flags:?}");
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = coring::net::TcpStream::connect(listener.local_addr()).await.unwrap();
+        let c = coring::net::TcpStream::connect(listener.local_addr())
+            .await
+            .unwrap();
         let (s, _) = listener.accept().await.unwrap();
         c.write_all(b"sq".to_vec()).await.0.unwrap();
         let (r, b) = s.read_exact(Vec::with_capacity(2)).await;

@@ -26,7 +26,8 @@ impl Rng {
 
 /// Byte `i` of connection `conn`'s stream.
 fn byte_at(conn: usize, i: usize) -> u8 {
-    let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (conn as u64).wrapping_mul(0xff51_afd7);
+    let x =
+        (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (conn as u64).wrapping_mul(0xff51_afd7);
     (x >> 29) as u8
 }
 
@@ -150,7 +151,12 @@ async fn client_conn(conn: usize, port: u16) -> usize {
         let n = n.unwrap();
         assert!(n > 0, "connection {conn} closed early at {received}");
         for (k, &b) in buf.iter().enumerate() {
-            assert_eq!(b, byte_at(conn, received + k), "conn {conn} byte {}", received + k);
+            assert_eq!(
+                b,
+                byte_at(conn, received + k),
+                "conn {conn} byte {}",
+                received + k
+            );
         }
         received += n;
     }

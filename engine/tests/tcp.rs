@@ -106,7 +106,10 @@ fn multishot_incoming_accepts_many_connections() {
         seen.sort();
         assert_eq!(seen, (0..50).collect::<Vec<u8>>());
         let before = coring::runtime::stats();
-        assert!(before.ops_submitted < 50 + 60, "one accept SQE serves many: {before:?}");
+        assert!(
+            before.ops_submitted < 50 + 60,
+            "one accept SQE serves many: {before:?}"
+        );
         drop(clients.join().unwrap());
     });
 }
@@ -151,7 +154,11 @@ fn connect_timeout_fires_when_backlog_is_full() {
                 }
             }
         }
-        assert!(timed_out, "connect never timed out ({} connected)", held.len());
+        assert!(
+            timed_out,
+            "connect never timed out ({} connected)",
+            held.len()
+        );
         drop(listener);
     });
 }
@@ -220,7 +227,12 @@ fn writev_sends_buffers_in_order() {
             got
         });
         let (s, _) = listener.accept().await.unwrap();
-        let bufs = vec![b"GET ".to_vec(), b"/ ".to_vec(), Vec::new(), b"HTTP/1.1".to_vec()];
+        let bufs = vec![
+            b"GET ".to_vec(),
+            b"/ ".to_vec(),
+            Vec::new(),
+            b"HTTP/1.1".to_vec(),
+        ];
         let (n, back) = s.writev(bufs).await;
         assert_eq!(n.unwrap(), 14);
         assert_eq!(back.len(), 4, "buffers come back");
@@ -234,7 +246,9 @@ fn write_all_moves_large_buffers_intact() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr();
-        let data: Vec<u8> = (0..8 * 1024 * 1024).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+        let data: Vec<u8> = (0..8 * 1024 * 1024)
+            .map(|i: u32| (i * 7 + i / 251) as u8)
+            .collect();
         let expect = data.clone();
         let peer = std::thread::spawn(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -276,7 +290,9 @@ fn writing_to_a_reset_connection_is_a_typed_error() {
         let peer = std::thread::spawn(move || {
             let s = std::net::TcpStream::connect(addr).unwrap();
             // Linger 0: close sends RST.
-            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
             drop(s);
         });
         let (s, _) = listener.accept().await.unwrap();
@@ -291,7 +307,10 @@ fn writing_to_a_reset_connection_is_a_typed_error() {
             coring::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            matches!(kinds.as_slice(), [ErrorKind::ConnectionReset | ErrorKind::BrokenPipe]),
+            matches!(
+                kinds.as_slice(),
+                [ErrorKind::ConnectionReset | ErrorKind::BrokenPipe]
+            ),
             "{kinds:?}"
         );
     });

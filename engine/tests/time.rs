@@ -15,7 +15,10 @@ fn sleep_never_fires_early() {
             sleep(Duration::from_millis(ms)).await;
             let took = start.elapsed();
             assert!(took >= Duration::from_millis(ms), "{ms} ms took {took:?}");
-            assert!(took < Duration::from_millis(ms + 500), "{ms} ms took {took:?}");
+            assert!(
+                took < Duration::from_millis(ms + 500),
+                "{ms} ms took {took:?}"
+            );
         }
     });
 }
@@ -98,7 +101,10 @@ fn interval_at_60hz_keeps_the_rate_without_drift() {
         // 120 ticks at 60 Hz: tick 119 is due at 1.983 s; never earlier, and a noisy machine
         // gets generous slack above.
         assert!(elapsed >= period * 119, "{elapsed:?}");
-        assert!(elapsed < period * 119 + Duration::from_millis(500), "{elapsed:?}");
+        assert!(
+            elapsed < period * 119 + Duration::from_millis(500),
+            "{elapsed:?}"
+        );
     });
 }
 
@@ -119,8 +125,15 @@ fn late_ticks_are_reported_in_burst_mode() {
             late.push(t);
         }
         // Every missed tick is delivered, each marked late; none merged away.
-        assert_eq!(late.iter().map(|t| t.index).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
-        assert!(late[0].lateness() >= Duration::from_millis(30), "{:?}", late[0]);
+        assert_eq!(
+            late.iter().map(|t| t.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert!(
+            late[0].lateness() >= Duration::from_millis(30),
+            "{:?}",
+            late[0]
+        );
         assert_eq!(late[0].scheduled, first.scheduled + period);
     });
 }

@@ -77,8 +77,12 @@ pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
     };
     let driver = match driver {
         None => DriverChoice::Auto,
-        Some(d) => DriverChoice::parse(&d)
-            .unwrap_or_else(|| fail(name, &format!("--driver: {d:?} is not auto, uring or compat"))),
+        Some(d) => DriverChoice::parse(&d).unwrap_or_else(|| {
+            fail(
+                name,
+                &format!("--driver: {d:?} is not auto, uring or compat"),
+            )
+        }),
     };
     ServerArgs {
         addr,

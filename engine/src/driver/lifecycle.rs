@@ -88,7 +88,10 @@ impl<T: OpCode> Orphan for Parked<T> {
 /// The output of a finished op: its result, the CQE flags, and the op back (with its buffer).
 pub(crate) struct Completion<T> {
     pub(crate) result: Result<u32>,
-    #[allow(dead_code, reason = "read by ops that look at CQE flags (buffer ids, notif)")]
+    #[allow(
+        dead_code,
+        reason = "read by ops that look at CQE flags (buffer ids, notif)"
+    )]
     pub(crate) flags: u32,
     pub(crate) op: T,
 }
@@ -213,19 +216,22 @@ impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
         let Some(op) = self.op.take() else { return };
-        park(key, Box::new(Parked {
-            op,
-            _deadline: None,
-        }));
+        park(
+            key,
+            Box::new(Parked {
+                op,
+                _deadline: None,
+            }),
+        );
     }
 }
 
 /// Hands a dropped op to the driver. Off a core (a thread-local being torn down), the driver is
 /// unreachable; the memory is leaked on purpose, since the kernel may still write into it.
 fn park(key: usize, parked: Box<dyn Orphan>) {
-    if let Err(parked) = context::try_with_driver(key, parked, |d, key, parked| {
-        d.drop_op(key, parked)
-    }) {
+    if let Err(parked) =
+        context::try_with_driver(key, parked, |d, key, parked| d.drop_op(key, parked))
+    {
         std::mem::forget(parked);
     }
 }

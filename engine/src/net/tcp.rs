@@ -89,10 +89,7 @@ impl TcpListener {
         let fd = done.result?;
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = TcpStream::from_shared(unsafe { SharedFd::from_raw(fd as i32) });
-        let peer = done
-            .op
-            .peer_addr()
-            .map_or_else(|| stream.peer_addr(), Ok)?;
+        let peer = done.op.peer_addr().map_or_else(|| stream.peer_addr(), Ok)?;
         Ok((stream, peer))
     }
 
@@ -126,7 +123,10 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| Error::from_io(e, "socket"))?;
     let opt = |r: std::io::Result<()>, op| r.map_err(|e| Error::from_io(e, op));
-    opt(socket.set_reuse_address(options.reuse_addr), "setsockopt(SO_REUSEADDR)")?;
+    opt(
+        socket.set_reuse_address(options.reuse_addr),
+        "setsockopt(SO_REUSEADDR)",
+    )?;
     if options.reuse_port {
         opt(socket.set_reuse_port(true), "setsockopt(SO_REUSEPORT)")?;
     }
@@ -164,9 +164,11 @@ impl Incoming {
     /// Polls for the next connection.
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<TcpStream>> {
         loop {
-            let op = self
-                .op
-                .get_or_insert_with(|| MultiOp::submit(AcceptMulti { fd: self.fd.clone() }));
+            let op = self.op.get_or_insert_with(|| {
+                MultiOp::submit(AcceptMulti {
+                    fd: self.fd.clone(),
+                })
+            });
             match op.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
@@ -226,15 +228,17 @@ impl TcpStream {
         Self::connect_inner(addr, Some(timeout)).await
     }
 
-    async fn connect_inner(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> Result<TcpStream> {
+    async fn connect_inner(
+        addr: impl ToSocketAddrs,
+        timeout: Option<Duration>,
+    ) -> Result<TcpStream> {
         let addrs = addr
             .to_socket_addrs()
             .map_err(|e| Error::from_io(e, "resolve"))?;
         let mut last = Error::new(ErrorKind::InvalidInput, "connect (no address)");
         for addr in addrs {
-            let socket =
-                Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-                    .map_err(|e| Error::from_io(e, "socket"))?;
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+                .map_err(|e| Error::from_io(e, "socket"))?;
             let fd = SharedFd::new(OwnedFd::from(socket));
             let op = Connect {
                 fd: fd.clone(),

@@ -63,7 +63,10 @@ pub(crate) struct SendVectored<B> {
     pub(crate) fd: SharedFd,
     pub(crate) bufs: Vec<B>,
     /// INVARIANT: the iovecs point into `bufs`' heap memory; both stay until completion.
-    #[allow(dead_code, reason = "owned for the kernel, which reads it through `msg`")]
+    #[allow(
+        dead_code,
+        reason = "owned for the kernel, which reads it through `msg`"
+    )]
     pub(crate) iovecs: Vec<libc::iovec>,
     /// INVARIANT: boxed; points at `iovecs`' heap block.
     pub(crate) msg: Box<libc::msghdr>,

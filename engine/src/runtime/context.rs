@@ -119,7 +119,10 @@ pub(crate) fn enter(ctx: Rc<CoreContext>) -> EnterGuard {
     CURRENT_ID.with(|id| id.set(ctx.id));
     CURRENT.with(|c| {
         let prev = c.borrow_mut().replace(ctx);
-        assert!(prev.is_none(), "a coring core is already running on this thread");
+        assert!(
+            prev.is_none(),
+            "a coring core is already running on this thread"
+        );
     });
     EnterGuard
 }

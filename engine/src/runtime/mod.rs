@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
 use crate::driver::Driver;
+use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stats::DriverStats;
 use crate::task::{Executor, JoinError};
@@ -165,7 +165,10 @@ impl Builder {
             ));
         }
         if caps.io_uring != probe::UringStatus::Available {
-            return Err(Error::new(ErrorKind::Unsupported, "io_uring (see capabilities)"));
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "io_uring (see capabilities)",
+            ));
         }
         Ok(Runtime {
             shared: Arc::new(RuntimeShared {
@@ -279,8 +282,7 @@ impl Runtime {
                     std::thread::Builder::new()
                         .name(format!("{}-{index}", self.config.name))
                         .spawn_scoped(scope, move || {
-                            let result =
-                                self.run_core(index, cpu, |core| f(core), core::Exit::Drained);
+                            let result = self.run_core(index, cpu, f, core::Exit::Drained);
                             match result {
                                 Ok(Ok(())) | Ok(Err(JoinError::Cancelled)) => Ok(()),
                                 Ok(Err(JoinError::Panicked(panic))) => {

@@ -31,7 +31,6 @@ impl SharedFd {
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.as_raw_fd()
     }
-
 }
 
 impl AsFd for SharedFd {

@@ -128,7 +128,12 @@ impl Executor {
     /// Cancels every live task and runs each once so its future is dropped here, on its core.
     pub(crate) fn close(&self) {
         self.closing.set(true);
-        let wakers: Vec<Waker> = self.live.borrow().iter().filter_map(|(_, w)| w.clone()).collect();
+        let wakers: Vec<Waker> = self
+            .live
+            .borrow()
+            .iter()
+            .filter_map(|(_, w)| w.clone())
+            .collect();
         for w in wakers {
             w.wake();
         }

@@ -458,7 +458,10 @@ impl Drop for UringDriver {
 }
 
 /// Builds a ring with the flags the probe settled on.
-pub(crate) fn build_ring(setup: &RingSetup, sqpoll_idle: Option<Duration>) -> std::io::Result<IoUring> {
+pub(crate) fn build_ring(
+    setup: &RingSetup,
+    sqpoll_idle: Option<Duration>,
+) -> std::io::Result<IoUring> {
     let mut builder = IoUring::builder();
     builder.setup_cqsize(setup.entries * 2);
     if setup.flags.single_issuer {

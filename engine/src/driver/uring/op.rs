@@ -32,7 +32,12 @@ impl UringOp for AcceptMulti {
 
 impl UringOp for Connect {
     fn entry(&mut self) -> Entry {
-        opcode::Connect::new(Fd(self.fd.raw()), self.addr.as_ptr().cast(), self.addr.len()).build()
+        opcode::Connect::new(
+            Fd(self.fd.raw()),
+            self.addr.as_ptr().cast(),
+            self.addr.len(),
+        )
+        .build()
     }
 }
 
