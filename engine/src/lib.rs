@@ -72,6 +72,11 @@ pub use runtime::{Builder, Core, Runtime, ShutdownHandle, block_on};
 pub use stats::DriverStats;
 pub use task::spawn_local;
 
+/// The README's code blocks compile as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// Compile-time proof that per-core handles stay on their core.
 #[allow(dead_code, reason = "compile-time assertions only")]
 const _: () = {

@@ -1,0 +1,102 @@
+//! The example servers follow the binaries convention: flags, one ready line, graceful exit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps; examples are built next to it by `cargo test`.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn echo_announces_serves_and_drains_on_sigterm() {
+    let mut child = Command::new(example("echo"))
+        .args(["--addr", "127.0.0.1:0", "--cores", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    assert_ne!(addr.port(), 0, "the real port is announced");
+
+    // Several connections (they land on both cores).
+    for i in 0..20u8 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let msg = [i; 100];
+        s.write_all(&msg).unwrap();
+        let mut back = [0u8; 100];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+    // An idle connection does not hold up the shutdown.
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "exactly one line on stdout, then {rest:?}");
+    let mut b = [0u8; 1];
+    assert_eq!(idle.read(&mut b).unwrap_or(0), 0, "idle connection closed");
+}
+
+#[test]
+fn echo_rejects_bad_flags_with_one_line_and_status_2() {
+    for args in [
+        vec!["--bogus"],
+        vec!["--cores", "zero"],
+        vec!["--addr", "nowhere"],
+        vec!["--driver", "epoll?"],
+        vec!["--cores"],
+    ] {
+        let out = Command::new(example("echo")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.starts_with("echo: "), "{err:?}");
+    }
+    let out = Command::new(example("echo"))
+        .env("CORING_DRIVER", "nonsense")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn echo_help_explains_every_flag() {
+    let out = Command::new(example("echo")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--addr", "--cores", "--driver", "--no-pin", "--help"] {
+        assert!(help.contains(flag), "{flag} undocumented");
+    }
+}
