@@ -93,7 +93,10 @@ fn echo_rejects_bad_flags_with_one_line_and_status_2() {
 
 #[test]
 fn echo_help_explains_every_flag() {
-    let out = Command::new(example("echo")).arg("--help").output().unwrap();
+    let out = Command::new(example("echo"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in ["--addr", "--cores", "--driver", "--no-pin", "--help"] {
