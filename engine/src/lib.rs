@@ -77,21 +77,21 @@ pub use task::spawn_local;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-/// Compile-time proof that per-core handles stay on their core.
+/// Compile-time proof that per-core handles stay on their core: `check` only resolves when the
+/// type is not `Send` (two impls would apply otherwise, and the call would be ambiguous).
 #[allow(dead_code, reason = "compile-time assertions only")]
-const _: () = {
-    const fn not_send<T: ?Sized>() {}
+mod assert_not_send {
     trait AmbiguousIfSend<A> {
         fn check() {}
     }
     impl<T: ?Sized> AmbiguousIfSend<()> for T {}
-    struct Invalid;
-    impl<T: ?Sized + Send> AmbiguousIfSend<Invalid> for T {}
-    // `<T as AmbiguousIfSend<_>>::check` only resolves when `T` is not `Send`.
-    fn assert_not_send() {
-        <net::TcpStream as AmbiguousIfSend<_>>::check();
-        <net::TcpListener as AmbiguousIfSend<_>>::check();
-        <runtime::context::CoreContext as AmbiguousIfSend<_>>::check();
+    struct IsSend;
+    impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+
+    fn per_core_types_are_not_send() {
+        <crate::net::TcpStream as AmbiguousIfSend<_>>::check();
+        <crate::net::TcpListener as AmbiguousIfSend<_>>::check();
+        <crate::net::Incoming as AmbiguousIfSend<_>>::check();
+        <crate::runtime::context::CoreContext as AmbiguousIfSend<_>>::check();
     }
-    not_send::<()>();
-};
+}

@@ -273,3 +273,40 @@ fn forcing_the_compat_driver_is_explicit_until_it_exists() {
     assert_eq!(err.kind(), coring::ErrorKind::Unsupported);
     assert!(err.to_string().contains("compat"), "{err}");
 }
+
+#[test]
+fn a_tiny_ring_survives_a_full_sq_and_cq_pressure() {
+    // 64 SQ entries, 128 CQ entries, and 400 connections whose reads are all queued in the same
+    // turn: the SQ fills mid-turn and is flushed; completions outnumber the CQ.
+    let rt = Runtime::builder().ring_entries(64).build().unwrap();
+    assert_eq!(rt.capabilities().ring.as_ref().unwrap().entries, 64);
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..400 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            servers.push(std::rc::Rc::new(listener.accept().await.unwrap().0));
+        }
+        let mut readers = Vec::new();
+        for s in &servers {
+            let s = s.clone();
+            readers.push(coring::spawn_local(async move {
+                let (r, b) = s.read_exact(Vec::with_capacity(8)).await;
+                r.unwrap();
+                b
+            }));
+        }
+        coring::task::yield_now().await;
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(&(i as u64).to_le_bytes()).unwrap();
+        }
+        for (i, r) in readers.into_iter().enumerate() {
+            assert_eq!(r.await.unwrap(), (i as u64).to_le_bytes());
+        }
+        let stats = coring::runtime::stats();
+        assert!(stats.sq_full > 0, "the SQ filled up: {stats:?}");
+        assert_eq!(stats.cq_dropped, 0, "{stats:?}");
+    });
+}
