@@ -14,8 +14,16 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Waits until the core's driver holds no op (every cancel acknowledged).
+fn on_uring() -> bool {
+    coring::runtime::driver_kind() == coring::driver::DriverKind::Uring
+}
+
+/// Waits until the core's driver holds no op (every cancel acknowledged). Only io_uring parks
+/// memory for dropped ops; readiness-mode ops own nothing in the kernel.
 async fn settle() {
+    if !on_uring() {
+        return;
+    }
     for _ in 0..500 {
         if coring::runtime::stats().in_flight == 0 {
             return;
@@ -49,15 +57,19 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         }
         // Aborted tasks holding reads.
         for _ in 0..2000 {
-            let s = std::rc::Rc::new(TcpStream::from_std(client.try_clone().unwrap()));
+            let s = std::rc::Rc::new(TcpStream::from_std(client.try_clone().unwrap()).unwrap());
             let mut h = coring::spawn_local(async move { s.read(Vec::with_capacity(8)).await });
             coring::task::yield_now().await;
             h.abort();
         }
+        // `from_std` made the shared socket non-blocking; the std side below wants blocking.
+        client.set_nonblocking(false).unwrap();
         settle().await;
         let stats = coring::runtime::stats();
-        assert!(stats.cancels >= 6000, "{stats:?}");
-        assert_eq!(stats.cancel_failures, 0, "{stats:?}");
+        if on_uring() {
+            assert!(stats.cancels >= 6000, "{stats:?}");
+            assert_eq!(stats.cancel_failures, 0, "{stats:?}");
+        }
 
         // Nothing was consumed by the dropped reads: the next read sees exactly what is sent.
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();

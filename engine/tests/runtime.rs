@@ -23,6 +23,7 @@ fn free_port() -> u16 {
 #[test]
 fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
     let rt = Runtime::builder().cores(2).pin(true).build().unwrap();
+    let kind = rt.driver_kind();
     let seen = Mutex::new(Vec::new());
     let allowed: Vec<usize> = {
         // SAFETY: plain data, filled by the kernel.
@@ -43,7 +44,7 @@ fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
         seen.lock().unwrap().push((index, name, cpu, core.cores()));
         async move {
             assert_eq!(coring::runtime::core_index(), index);
-            assert_eq!(coring::runtime::driver_kind(), DriverKind::Uring);
+            assert_eq!(coring::runtime::driver_kind(), kind);
         }
     })
     .unwrap();
@@ -210,7 +211,11 @@ fn a_panicking_root_is_reraised_by_run_after_other_cores_stop() {
 
 #[test]
 fn capability_report_describes_the_host_and_the_ring() {
-    let rt = Runtime::builder().ring_entries(300).build().unwrap();
+    let rt = Runtime::builder()
+        .driver(DriverChoice::Uring)
+        .ring_entries(300)
+        .build()
+        .unwrap();
     let caps = rt.capabilities();
     assert_eq!(caps.driver, DriverKind::Uring);
     assert_eq!(caps.io_uring, UringStatus::Available);
@@ -244,6 +249,7 @@ fn capability_report_describes_the_host_and_the_ring() {
 #[test]
 fn sqpoll_is_opt_in_and_works() {
     let rt = Runtime::builder()
+        .driver(DriverChoice::Uring)
         .sqpoll(Some(Duration::from_millis(10)))
         .build()
         .unwrap();
@@ -260,25 +266,51 @@ fn sqpoll_is_opt_in_and_works() {
         r.unwrap();
         assert_eq!(b, b"sq");
     });
-    let default = Runtime::builder().build().unwrap();
+    let default = Runtime::builder()
+        .driver(DriverChoice::Uring)
+        .build()
+        .unwrap();
     assert!(!default.capabilities().ring.as_ref().unwrap().flags.sqpoll);
 }
 
 #[test]
-fn forcing_the_compat_driver_is_explicit_until_it_exists() {
-    let err = Runtime::builder()
+fn forcing_the_compat_driver_serves_and_says_why() {
+    let rt = Runtime::builder()
         .driver(DriverChoice::Compat)
         .build()
-        .unwrap_err();
-    assert_eq!(err.kind(), coring::ErrorKind::Unsupported);
-    assert!(err.to_string().contains("compat"), "{err}");
+        .unwrap();
+    assert_eq!(rt.driver_kind(), DriverKind::Compat);
+    let reason = rt.fallback_reason().unwrap();
+    assert!(reason.contains("compat forced by builder"), "{reason}");
+    let echoed = rt.block_on(async {
+        assert_eq!(coring::runtime::driver_kind(), DriverKind::Compat);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = coring::net::TcpStream::connect(listener.local_addr())
+            .await
+            .unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        c.write_all(b"fallback".to_vec()).await.0.unwrap();
+        let (r, b) = s.read_exact(Vec::with_capacity(8)).await;
+        r.unwrap();
+        b
+    });
+    assert_eq!(echoed, b"fallback");
+    let uring = Runtime::builder()
+        .driver(DriverChoice::Uring)
+        .build()
+        .unwrap();
+    assert_eq!(uring.fallback_reason(), None);
 }
 
 #[test]
 fn a_tiny_ring_survives_a_full_sq_and_cq_pressure() {
     // 64 SQ entries, 128 CQ entries, and 400 connections whose reads are all queued in the same
     // turn: the SQ fills mid-turn and is flushed; completions outnumber the CQ.
-    let rt = Runtime::builder().ring_entries(64).build().unwrap();
+    let rt = Runtime::builder()
+        .driver(DriverChoice::Uring)
+        .ring_entries(64)
+        .build()
+        .unwrap();
     assert_eq!(rt.capabilities().ring.as_ref().unwrap().entries, 64);
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -105,11 +105,13 @@ fn multishot_incoming_accepts_many_connections() {
         }
         seen.sort();
         assert_eq!(seen, (0..50).collect::<Vec<u8>>());
-        let before = coring::runtime::stats();
-        assert!(
-            before.ops_submitted < 50 + 60,
-            "one accept SQE serves many: {before:?}"
-        );
+        if coring::runtime::driver_kind() == coring::driver::DriverKind::Uring {
+            let stats = coring::runtime::stats();
+            assert!(
+                stats.ops_submitted < 50 + 60,
+                "one accept SQE serves many: {stats:?}"
+            );
+        }
         drop(clients.join().unwrap());
     });
 }

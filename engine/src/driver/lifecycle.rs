@@ -16,10 +16,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::driver::{OpCode, Orphan};
+use crate::driver::{Driver, OpCode, Orphan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::context;
 use crate::task::coop;
+use crate::time::Sleep;
 
 /// One completion: the kernel's result (`>= 0`, or `-errno`) and its flags.
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +29,15 @@ pub(crate) struct CqeResult {
     pub(crate) flags: u32,
 }
 
+/// `IORING_CQE_F_MORE`: more completions will follow for this op (multishot).
+pub(crate) const CQE_F_MORE: u32 = 1 << 1;
+
 impl CqeResult {
+    /// Whether more completions follow (multishot ops).
+    pub(crate) fn more(self) -> bool {
+        self.flags & CQE_F_MORE != 0
+    }
+
     /// The result as the op's output count, or its error.
     pub(crate) fn result(self, op: &'static str) -> Result<u32> {
         if self.res >= 0 {
@@ -96,12 +105,23 @@ pub(crate) struct Completion<T> {
     pub(crate) op: T,
 }
 
+/// How an op in flight runs.
+enum Mode {
+    /// Queued on the ring under this slab key.
+    Uring { key: usize },
+    /// Readiness mode: the op tries its syscall when polled; `timer` enforces the deadline.
+    Ready { timer: Option<Sleep> },
+    /// Finished (its output was taken).
+    Done,
+}
+
 /// A single-shot operation in flight; await it for its [`Completion`].
 pub(crate) struct Op<T: OpCode> {
-    /// `None` once completed.
-    key: Option<usize>,
+    mode: Mode,
     op: Option<T>,
+    /// The io_uring deadline, parked with the op until its last completion.
     deadline: Option<Deadline>,
+    has_deadline: bool,
 }
 
 impl<T: OpCode> Op<T> {
@@ -110,15 +130,44 @@ impl<T: OpCode> Op<T> {
         Self::submit_with_timeout(op, None)
     }
 
-    /// Queues `op`; with `timeout`, the kernel cancels it when the time passes and it completes
-    /// with [`ErrorKind::TimedOut`].
+    /// Queues `op`; with `timeout`, the op is cancelled when the time passes and it completes
+    /// with [`ErrorKind::TimedOut`] (a linked timeout on io_uring, a core timer on compat).
     pub(crate) fn submit_with_timeout(mut op: T, timeout: Option<Duration>) -> Op<T> {
-        let deadline = timeout.map(Deadline::after);
-        let key = context::with_driver(|d| d.submit(&mut op, deadline.as_ref()));
+        let (mode, deadline) = context::with_driver(|d| match d {
+            Driver::Uring(d) => {
+                let deadline = timeout.map(Deadline::after);
+                let key = d.submit(&mut op, deadline.as_ref(), false);
+                (Mode::Uring { key }, deadline)
+            }
+            Driver::Compat(_) => (
+                Mode::Ready {
+                    timer: timeout.map(crate::time::sleep),
+                },
+                None,
+            ),
+        });
         Op {
-            key: Some(key),
+            mode,
             op: Some(op),
             deadline,
+            has_deadline: timeout.is_some(),
+        }
+    }
+
+    fn finish(&mut self, cqe: CqeResult) -> Completion<T> {
+        self.mode = Mode::Done;
+        let mut result = cqe.result(T::NAME);
+        if let Err(e) = &mut result
+            && self.has_deadline
+            && e.raw_os_error() == Some(libc::ECANCELED)
+        {
+            *e = e.with_kind(ErrorKind::TimedOut);
+        }
+        let op = self.op.take().expect("op data present until completion");
+        Completion {
+            result,
+            flags: cqe.flags,
+            op,
         }
     }
 }
@@ -132,36 +181,47 @@ impl<T: OpCode> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion<T>> {
         let this = self.get_mut();
-        let Some(key) = this.key else {
-            panic!("coring op polled after completion");
-        };
         if coop::poll_proceed(cx).is_pending() {
             return Poll::Pending;
         }
-        let cqe = match context::with_driver(|d| d.poll_op(key, cx)) {
-            Poll::Ready(cqe) => cqe,
-            Poll::Pending => return Poll::Pending,
+        let cqe = match &mut this.mode {
+            Mode::Uring { key } => {
+                let key = *key;
+                match context::with_driver(|d| d.uring().poll_op(key, cx)) {
+                    Poll::Ready(cqe) => cqe,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Mode::Ready { timer } => {
+                let op = this.op.as_mut().expect("op data present until completion");
+                match poll_ready(op, cx) {
+                    Poll::Ready(cqe) => cqe,
+                    Poll::Pending => {
+                        let expired = timer
+                            .as_mut()
+                            .is_some_and(|t| Pin::new(t).poll(cx).is_ready());
+                        if !expired {
+                            return Poll::Pending;
+                        }
+                        CqeResult {
+                            res: -libc::ECANCELED,
+                            flags: 0,
+                        }
+                    }
+                }
+            }
+            Mode::Done => panic!("coring op polled after completion"),
         };
-        this.key = None;
-        let mut result = cqe.result(T::NAME);
-        if let Err(e) = &mut result
-            && this.deadline.is_some()
-            && e.raw_os_error() == Some(libc::ECANCELED)
-        {
-            *e = e.with_kind(ErrorKind::TimedOut);
-        }
-        let op = this.op.take().expect("op data present until completion");
-        Poll::Ready(Completion {
-            result,
-            flags: cqe.flags,
-            op,
-        })
+        Poll::Ready(this.finish(cqe))
     }
 }
 
 impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
-        let Some(key) = self.key.take() else { return };
+        let Mode::Uring { key } = std::mem::replace(&mut self.mode, Mode::Done) else {
+            // Readiness mode: nothing of ours is in the kernel.
+            return;
+        };
         let Some(op) = self.op.take() else { return };
         let parked = Box::new(Parked {
             op,
@@ -171,39 +231,82 @@ impl<T: OpCode> Drop for Op<T> {
     }
 }
 
-/// A multishot operation: yields completions until the kernel ends it.
+/// Readiness mode: try the syscall; on `WouldBlock`, wait for the descriptor.
+fn poll_ready<T: OpCode>(op: &mut T, cx: &mut Context<'_>) -> Poll<CqeResult> {
+    loop {
+        match op.perform() {
+            Ok(n) => {
+                return Poll::Ready(CqeResult {
+                    res: i32::try_from(n).unwrap_or(i32::MAX),
+                    flags: 0,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (fd, interest) = op.readiness();
+                context::with_driver(|d| d.compat().register(fd, interest, cx.waker()));
+                return Poll::Pending;
+            }
+            Err(e) => {
+                return Poll::Ready(CqeResult {
+                    res: -e.raw_os_error().unwrap_or(libc::EIO),
+                    flags: 0,
+                });
+            }
+        }
+    }
+}
+
+/// A multishot operation: yields completions until the kernel ends it. In readiness mode it
+/// is emulated by repeating the single-shot syscall while the descriptor is ready.
 pub(crate) struct MultiOp<T: OpCode> {
-    /// `None` once the final completion was taken.
+    /// `Some(key)` on io_uring until the final completion was taken; `None` in readiness mode.
     key: Option<usize>,
+    ready_mode: bool,
+    finished: bool,
     op: Option<T>,
 }
 
 impl<T: OpCode> MultiOp<T> {
     pub(crate) fn submit(mut op: T) -> MultiOp<T> {
-        let key = context::with_driver(|d| d.submit_multi(&mut op));
+        let key = context::with_driver(|d| match d {
+            Driver::Uring(d) => Some(d.submit(&mut op, None, true)),
+            Driver::Compat(_) => None,
+        });
         MultiOp {
-            key: Some(key),
+            ready_mode: key.is_none(),
+            key,
+            finished: false,
             op: Some(op),
         }
     }
 
-    /// Whether the kernel has ended the op (its final completion was taken).
+    /// Whether the op has ended (its final completion was taken); re-arm with a new one.
     pub(crate) fn is_finished(&self) -> bool {
-        self.key.is_none()
+        self.finished
     }
 
-    /// The next completion; `None` after the kernel ended the op (re-arm with a new one).
+    /// The next completion; `None` after the op ended.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<CqeResult>> {
-        let Some(key) = self.key else {
+        if self.finished {
             return Poll::Ready(None);
-        };
+        }
         if coop::poll_proceed(cx).is_pending() {
             return Poll::Pending;
         }
-        match context::with_driver(|d| d.poll_multi(key, cx)) {
+        if self.ready_mode {
+            let op = self.op.as_mut().expect("op data present while armed");
+            return poll_ready(op, cx).map(|mut cqe| {
+                cqe.flags |= CQE_F_MORE;
+                Some(cqe)
+            });
+        }
+        let key = self.key.expect("armed multishot op has a key");
+        match context::with_driver(|d| d.uring().poll_multi(key, cx)) {
             Poll::Ready(cqe) => {
-                if !io_uring::cqueue::more(cqe.flags) {
+                if !cqe.more() {
                     self.key = None;
+                    self.finished = true;
                 }
                 Poll::Ready(Some(cqe))
             }
@@ -230,7 +333,7 @@ impl<T: OpCode> Drop for MultiOp<T> {
 /// unreachable; the memory is leaked on purpose, since the kernel may still write into it.
 fn park(key: usize, parked: Box<dyn Orphan>) {
     if let Err(parked) =
-        context::try_with_driver(key, parked, |d, key, parked| d.drop_op(key, parked))
+        context::try_with_driver(key, parked, |d, key, parked| d.uring().drop_op(key, parked))
     {
         std::mem::forget(parked);
     }

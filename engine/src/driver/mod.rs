@@ -4,8 +4,8 @@
 //! touch. [`OpCode`] is what every operation provides, once per backend:
 //!
 //! - completion (`uring/op.rs`): the SQE that starts it; the CQE result comes back as-is;
-//! - readiness (the compat driver, a later issue): which fd and interest to wait for and the
-//!   non-blocking syscall to make when ready.
+//! - readiness (`compat/op.rs`): which fd and interest to wait for and the non-blocking syscall
+//!   to make when ready.
 //!
 //! [`Driver`] is the per-core engine behind those ops. Exactly one backend is chosen when a core
 //! starts ([`probe`] decides, the builder or `CORING_DRIVER` can force it); everything above this
@@ -15,14 +15,14 @@
 //! Completed, or Ignored(owned memory parked) when its future is dropped before the kernel's
 //! final completion; the memory is freed only after that completion arrives.
 
+pub(crate) mod compat;
 pub(crate) mod lifecycle;
 pub mod probe;
 pub(crate) mod uring;
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub(crate) use lifecycle::{CqeResult, MultiOp, Op};
+pub(crate) use lifecycle::{MultiOp, Op};
 
 use crate::error::Result;
 use crate::runtime::RuntimeConfig;
@@ -30,9 +30,10 @@ use crate::stats::DriverStats;
 use probe::Capabilities;
 pub use probe::DriverKind;
 
-/// What every operation provides: a name for errors, its completion-mode SQE, and what to do
-/// with a completion that arrives after its future was dropped.
-pub(crate) trait OpCode: uring::op::UringOp + 'static {
+/// What every operation provides: a name for errors, both of its halves (completion-mode
+/// SQE, readiness-mode syscall), and what to do with a completion that arrives after its future
+/// was dropped.
+pub(crate) trait OpCode: uring::op::UringOp + compat::op::ReadyOp + 'static {
     /// The operation's name in errors (`"recv"`, `"accept"`).
     const NAME: &'static str;
 
@@ -47,80 +48,90 @@ pub(crate) trait Orphan {
 }
 
 /// The per-core driver. One backend per core, chosen at start.
-pub(crate) struct Driver {
-    backend: uring::UringDriver,
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per core, never moved after start; boxing would add a hop on every op"
+)]
+pub(crate) enum Driver {
+    Uring(uring::UringDriver),
+    Compat(compat::CompatDriver),
 }
 
 impl Driver {
-    /// Builds the backend the capability report chose.
-    /// `wake_fd` is an eventfd that remote threads write to end a blocking wait.
+    /// Builds the backend the capability report chose. `wake_fd` is an eventfd that remote
+    /// threads write to end a blocking wait.
     pub(crate) fn new(
         config: &RuntimeConfig,
         caps: &Capabilities,
         wake_fd: std::os::fd::OwnedFd,
     ) -> Result<Driver> {
-        match caps.driver {
-            DriverKind::Uring => Ok(Driver {
-                backend: uring::UringDriver::new(config, caps, wake_fd)?,
-            }),
-            DriverKind::Compat => Err(crate::Error::new(
-                crate::ErrorKind::Unsupported,
-                "compat driver (not built yet; io_uring is required)",
-            )),
-        }
+        Ok(match caps.driver {
+            DriverKind::Uring => Driver::Uring(uring::UringDriver::new(config, caps, wake_fd)?),
+            DriverKind::Compat => Driver::Compat(compat::CompatDriver::new(wake_fd)?),
+        })
     }
 
     pub(crate) fn kind(&self) -> DriverKind {
-        DriverKind::Uring
+        match self {
+            Driver::Uring(_) => DriverKind::Uring,
+            Driver::Compat(_) => DriverKind::Compat,
+        }
     }
 
-    /// Queues `op` (no syscall yet); its key identifies it until completion. With a deadline, the
-    /// kernel cancels it when the deadline passes and the op completes with `TimedOut`.
-    pub(crate) fn submit<T: OpCode>(
-        &mut self,
-        op: &mut T,
-        deadline: Option<&lifecycle::Deadline>,
-    ) -> usize {
-        self.backend.submit(op, deadline, false)
+    /// The io_uring backend; ops reach it only when they were submitted in completion mode.
+    pub(crate) fn uring(&mut self) -> &mut uring::UringDriver {
+        match self {
+            Driver::Uring(d) => d,
+            Driver::Compat(_) => unreachable!("completion-mode op on the compat driver"),
+        }
     }
 
-    /// Queues a multishot op: it completes many times until a completion without "more".
-    pub(crate) fn submit_multi<T: OpCode>(&mut self, op: &mut T) -> usize {
-        self.backend.submit(op, None, true)
+    /// The readiness backend.
+    pub(crate) fn compat(&mut self) -> &mut compat::CompatDriver {
+        match self {
+            Driver::Compat(d) => d,
+            Driver::Uring(_) => unreachable!("readiness-mode op on the io_uring driver"),
+        }
     }
 
-    pub(crate) fn poll_op(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<CqeResult> {
-        self.backend.poll_op(key, cx)
-    }
-
-    pub(crate) fn poll_multi(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<CqeResult> {
-        self.backend.poll_multi(key, cx)
-    }
-
-    /// The op's future is gone: cancel it in the kernel and park its memory until the last CQE.
-    pub(crate) fn drop_op(&mut self, key: usize, orphan: Box<dyn Orphan>) {
-        self.backend.drop_op(key, orphan)
-    }
-
-    /// Submits everything queued during this turn in one syscall, then waits for completions up
-    /// to `timeout` (`Some(ZERO)`: do not wait; `None`: until something completes or a remote
-    /// wake-up) and dispatches them.
+    /// Submits everything queued during this turn, then waits for completions or readiness up
+    /// to `timeout` (`Some(ZERO)`: do not wait; `None`: until something happens or a remote
+    /// wake-up) and dispatches them. `may_sleep` is asked last, right before a blocking wait.
     pub(crate) fn turn(&mut self, timeout: Option<Duration>, may_sleep: &dyn Fn() -> bool) {
-        self.backend.turn(timeout, may_sleep)
+        match self {
+            Driver::Uring(d) => d.turn(timeout, may_sleep),
+            Driver::Compat(d) => d.turn(timeout, may_sleep),
+        }
     }
 
     /// Memory of dropped ops that the kernel has finished with; the caller drops it outside any
     /// driver borrow.
     pub(crate) fn take_graveyard(&mut self) -> Vec<Box<dyn Orphan>> {
-        self.backend.take_graveyard()
+        match self {
+            Driver::Uring(d) => d.take_graveyard(),
+            Driver::Compat(_) => Vec::new(),
+        }
     }
 
-    /// Ops the kernel still owns (dropped ones included).
+    /// A descriptor is about to be closed.
+    pub(crate) fn forget_fd(&mut self, fd: std::os::fd::RawFd) {
+        if let Driver::Compat(d) = self {
+            d.forget(fd);
+        }
+    }
+
+    /// Ops the kernel still owns (dropped ones included), or waits registered (compat).
     pub(crate) fn in_flight(&self) -> usize {
-        self.backend.in_flight()
+        match self {
+            Driver::Uring(d) => d.in_flight(),
+            Driver::Compat(d) => d.in_flight(),
+        }
     }
 
     pub(crate) fn stats(&self) -> &DriverStats {
-        self.backend.stats()
+        match self {
+            Driver::Uring(d) => d.stats(),
+            Driver::Compat(d) => d.stats(),
+        }
     }
 }

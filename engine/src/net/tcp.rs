@@ -107,8 +107,11 @@ impl TcpListener {
         self.local
     }
 
-    /// Wraps a bound, listening std socket.
+    /// Wraps a bound, listening std socket (made non-blocking).
     pub fn from_std(listener: std::net::TcpListener) -> Result<TcpListener> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
         let local = listener
             .local_addr()
             .map_err(|e| Error::from_io(e, "getsockname"))?;
@@ -133,6 +136,7 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
     if let (SocketAddr::V6(_), Some(only)) = (addr, options.only_v6) {
         opt(socket.set_only_v6(only), "setsockopt(IPV6_V6ONLY)")?;
     }
+    opt(socket.set_nonblocking(true), "fcntl(O_NONBLOCK)")?;
     opt(socket.bind(&addr.into()), "bind")?;
     opt(socket.listen(options.backlog), "listen")?;
     let local = socket
@@ -239,10 +243,14 @@ impl TcpStream {
         for addr in addrs {
             let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
                 .map_err(|e| Error::from_io(e, "socket"))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
             let fd = SharedFd::new(OwnedFd::from(socket));
             let op = Connect {
                 fd: fd.clone(),
                 addr: Box::new(SockAddr::from(addr)),
+                started: false,
             };
             match Op::submit_with_timeout(op, timeout).await.result {
                 Ok(_) => return Ok(TcpStream::from_shared(fd)),
@@ -260,9 +268,12 @@ impl TcpStream {
         }
     }
 
-    /// Wraps a connected std stream.
-    pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
-        Self::from_shared(SharedFd::new(OwnedFd::from(stream)))
+    /// Wraps a connected std stream (made non-blocking).
+    pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+        Ok(Self::from_shared(SharedFd::new(OwnedFd::from(stream))))
     }
 
     /// Reads into the spare capacity of `buf` (`len..capacity`) and extends its length.

@@ -44,6 +44,8 @@ pub(crate) struct Connect {
     pub(crate) fd: SharedFd,
     /// INVARIANT: boxed; the kernel reads the address when the connect starts.
     pub(crate) addr: Box<SockAddr>,
+    /// Readiness mode: the non-blocking connect has been started.
+    pub(crate) started: bool,
 }
 
 /// Receive into the spare capacity of `buf`.

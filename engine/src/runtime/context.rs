@@ -168,6 +168,15 @@ pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
     with_current(|ctx| f(&mut ctx.driver.borrow_mut()))
 }
 
+/// Tells this core's driver that `fd` is about to be closed.
+pub(crate) fn forget_fd(fd: std::os::fd::RawFd) {
+    try_with_current(|ctx| {
+        if let Ok(mut driver) = ctx.driver.try_borrow_mut() {
+            driver.forget_fd(fd);
+        }
+    });
+}
+
 /// Hands a dropped op to the driver; gives it back when no driver is reachable.
 pub(crate) fn try_with_driver(
     key: usize,

@@ -158,17 +158,19 @@ impl Builder {
         };
         let caps = probe::probe(&config);
         tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
-        if caps.driver == DriverKind::Compat {
+        if caps.driver == DriverKind::Uring && caps.io_uring != probe::UringStatus::Available {
+            // Only reachable when io_uring was forced: Auto falls back to compat.
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                "compat driver (not part of this build yet)",
+                "io_uring (forced, but unusable here; see the capability report)",
             ));
         }
-        if caps.io_uring != probe::UringStatus::Available {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "io_uring (see capabilities)",
-            ));
+        if caps.driver == DriverKind::Compat {
+            if driver == DriverChoice::Compat {
+                tracing::info!(reason = %caps.reason, "running on the compat (readiness) driver");
+            } else {
+                tracing::warn!(reason = %caps.reason, "io_uring unusable; running on compat");
+            }
         }
         Ok(Runtime {
             shared: Arc::new(RuntimeShared {
@@ -232,6 +234,12 @@ impl Runtime {
     /// The driver the cores run.
     pub fn driver_kind(&self) -> DriverKind {
         self.caps.driver
+    }
+
+    /// Why the compat driver runs instead of io_uring (forced, or io_uring unusable); `None`
+    /// on io_uring.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        (self.caps.driver == DriverKind::Compat).then_some(self.caps.reason.as_str())
     }
 
     /// A handle that starts a graceful shutdown from any thread.

@@ -33,6 +33,15 @@ impl SharedFd {
     }
 }
 
+impl Drop for SharedFd {
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.inner) == 1 {
+            // The last owner: the descriptor closes right after this; the driver lets go first.
+            crate::runtime::context::forget_fd(self.raw());
+        }
+    }
+}
+
 impl AsFd for SharedFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.as_fd()

@@ -17,7 +17,7 @@ impl UringOp for Accept {
         let (storage, len) = &mut *self.addr;
         let storage: *mut socket2::SockAddrStorage = storage;
         opcode::Accept::new(Fd(self.fd.raw()), storage.cast(), len)
-            .flags(libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
     }
 }
@@ -25,7 +25,7 @@ impl UringOp for Accept {
 impl UringOp for AcceptMulti {
     fn entry(&mut self) -> Entry {
         opcode::AcceptMulti::new(Fd(self.fd.raw()))
-            .flags(libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
     }
 }

@@ -1,0 +1,160 @@
+//! Readiness mode: which readiness each op waits for and the non-blocking syscall it makes.
+//!
+//! Every call here must return `WouldBlock` instead of blocking: sockets are created
+//! non-blocking, and recv/send also pass MSG_DONTWAIT for descriptors adopted from elsewhere.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::op::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+
+/// What an op waits for before trying again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// The readiness-mode half of an op.
+pub(crate) trait ReadyOp {
+    /// The descriptor and readiness to wait for when [`ReadyOp::perform`] would block.
+    fn readiness(&self) -> (RawFd, Interest);
+
+    /// Makes the non-blocking syscall: the op's result (as a CQE result would carry it), or
+    /// `WouldBlock` to wait for readiness and call again.
+    fn perform(&mut self) -> io::Result<usize>;
+}
+
+/// Turns a libc return value into a result.
+fn check(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+impl ReadyOp for Accept {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let (storage, len) = &mut *self.addr;
+        let storage: *mut socket2::SockAddrStorage = storage;
+        // SAFETY: `storage` and `len` are live, boxed, and `len` holds the storage's size.
+        let fd = unsafe {
+            libc::accept4(
+                self.fd.raw(),
+                storage.cast(),
+                len,
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        check(fd as isize)
+    }
+}
+
+impl ReadyOp for AcceptMulti {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // SAFETY: null address and length are allowed and mean "do not report the peer".
+        let fd = unsafe {
+            libc::accept4(
+                self.fd.raw(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        check(fd as isize)
+    }
+}
+
+impl ReadyOp for Connect {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // The first call starts the connect (EINPROGRESS); later calls ask again, which answers
+        // EALREADY while in progress, EISCONN once connected, or the connect's own error.
+        // SAFETY: the boxed address is valid for its length.
+        let ret =
+            unsafe { libc::connect(self.fd.raw(), self.addr.as_ptr().cast(), self.addr.len()) };
+        if ret == 0 {
+            return Ok(0);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EISCONN) if self.started => Ok(0),
+            Some(libc::EINPROGRESS | libc::EALREADY) => {
+                self.started = true;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            _ => Err(err),
+        }
+    }
+}
+
+impl<B: IoBufMut> ReadyOp for Recv<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let (ptr, len) = self.spare();
+        // SAFETY: `ptr..ptr+len` is the buffer's spare capacity, owned by this op.
+        let n = unsafe { libc::recv(self.fd.raw(), ptr.cast(), len as usize, libc::MSG_DONTWAIT) };
+        check(n)
+    }
+}
+
+impl<B: IoBuf> ReadyOp for Send<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: the buffer's first `bytes_init` bytes are initialised and owned by this op.
+        let n = unsafe {
+            libc::send(
+                self.fd.raw(),
+                self.buf.stable_ptr().cast(),
+                self.buf.bytes_init(),
+                flags,
+            )
+        };
+        check(n)
+    }
+}
+
+impl<B: IoBuf> ReadyOp for SendVectored<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: `msg` points at this op's iovecs, which point at its buffers.
+        let n = unsafe { libc::sendmsg(self.fd.raw(), &*self.msg, flags) };
+        check(n)
+    }
+}
+
+impl ReadyOp for Shutdown {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // SAFETY: plain syscall on a descriptor this op keeps open.
+        let ret = unsafe { libc::shutdown(self.fd.raw(), self.how) };
+        check(ret as isize)
+    }
+}
