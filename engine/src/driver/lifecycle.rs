@@ -238,7 +238,7 @@ fn poll_ready<T: OpCode>(op: &mut T, cx: &mut Context<'_>) -> Poll<CqeResult> {
             Ok(n) => {
                 return Poll::Ready(CqeResult {
                     res: i32::try_from(n).unwrap_or(i32::MAX),
-                    flags: 0,
+                    flags: op.result_flags(),
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

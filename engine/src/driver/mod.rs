@@ -30,6 +30,14 @@ use crate::stats::DriverStats;
 use probe::Capabilities;
 pub use probe::DriverKind;
 
+/// `IORING_CQE_F_BUFFER`: the completion carries the id of a pooled buffer it filled.
+pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
+
+/// The pooled buffer a completion filled, if any.
+pub(crate) fn buffer_id(flags: u32) -> Option<u16> {
+    (flags & CQE_F_BUFFER != 0).then_some((flags >> 16) as u16)
+}
+
 /// What every operation provides: a name for errors, both of its halves (completion-mode
 /// SQE, readiness-mode syscall), and what to do with a completion that arrives after its future
 /// was dropped.
@@ -64,9 +72,12 @@ impl Driver {
         config: &RuntimeConfig,
         caps: &Capabilities,
         wake_fd: std::os::fd::OwnedFd,
+        pool: &std::rc::Rc<crate::buf::pool::Pool>,
     ) -> Result<Driver> {
         Ok(match caps.driver {
-            DriverKind::Uring => Driver::Uring(uring::UringDriver::new(config, caps, wake_fd)?),
+            DriverKind::Uring => {
+                Driver::Uring(uring::UringDriver::new(config, caps, wake_fd, pool)?)
+            }
             DriverKind::Compat => Driver::Compat(compat::CompatDriver::new(wake_fd)?),
         })
     }

@@ -3,4 +3,4 @@
 
 mod tcp;
 
-pub use tcp::{DEFAULT_BACKLOG, Incoming, ListenOptions, TcpListener, TcpStream};
+pub use tcp::{DEFAULT_BACKLOG, Incoming, ListenOptions, PooledReader, TcpListener, TcpStream};

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use crate::buf::{IoBuf, IoBufMut, Slice};
+use std::rc::Rc;
+
+use crate::buf::{IoBuf, IoBufMut, PooledBuf, Slice};
 use crate::driver::{MultiOp, Op};
 use crate::error::{Error, ErrorKind, Result};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
+use crate::runtime::context;
 use crate::sys::SharedFd;
 
 /// Listen backlog unless configured.
@@ -209,6 +212,123 @@ impl std::fmt::Debug for Incoming {
     }
 }
 
+/// Receives a connection's bytes into pooled buffers; see [`TcpStream::pooled`].
+///
+/// One multishot receive serves it on io_uring. If the pool runs dry (ENOBUFS) it waits until
+/// a buffer comes back and re-arms, and it re-arms when the kernel ends the multishot; neither
+/// is an error and neither spins. Dropping it cancels the receive; buffers the kernel filled
+/// for it meanwhile go back to the pool.
+pub struct PooledReader {
+    fd: SharedFd,
+    op: Option<MultiOp<RecvMulti>>,
+    eof: bool,
+    /// Our place in the pool's queue while waiting for a buffer.
+    waiting: Option<u64>,
+    /// We hold a claim on a free buffer for the receive we re-armed after ENOBUFS.
+    reserved: bool,
+}
+
+impl PooledReader {
+    /// The next received bytes; `None` once the peer has closed its side.
+    pub async fn next(&mut self) -> Result<Option<PooledBuf>> {
+        std::future::poll_fn(|cx| self.poll_next_buf(cx)).await
+    }
+
+    /// Polls for the next received bytes.
+    pub fn poll_next_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<PooledBuf>>> {
+        loop {
+            if self.eof {
+                return Poll::Ready(Ok(None));
+            }
+            if let Some(ticket) = self.waiting {
+                // Woken (or polled spuriously) while waiting for a buffer: re-arm only with a
+                // free buffer to go with it.
+                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+                if !pool.reserve() {
+                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
+                    return Poll::Pending;
+                }
+                self.waiting = None;
+                self.reserved = true;
+            }
+            let op = self.op.get_or_insert_with(|| {
+                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+                MultiOp::submit(RecvMulti {
+                    fd: self.fd.clone(),
+                    pool,
+                    filled: None,
+                })
+            });
+            let cqe = match op.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.op = None;
+                    continue;
+                }
+                Poll::Ready(Some(cqe)) => cqe,
+            };
+            if op.is_finished() {
+                self.op = None;
+            }
+            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+            let buffer = crate::driver::buffer_id(cqe.flags);
+            if cqe.res == -libc::ENOBUFS {
+                // The pool ran dry. Re-arm at once only if a free buffer can be claimed for us;
+                // otherwise queue up and sleep until one comes back.
+                pool.count_enobufs();
+                self.op = None;
+                if std::mem::take(&mut self.reserved) {
+                    pool.unreserve();
+                }
+                if pool.reserve() {
+                    self.reserved = true;
+                    continue;
+                }
+                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
+                return Poll::Pending;
+            }
+            self.reserved = false;
+            if cqe.res <= 0 {
+                if let Some(bid) = buffer {
+                    pool.give_back(bid);
+                }
+                if cqe.res == 0 {
+                    self.eof = true;
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Err(Error::from_os(-cqe.res, "recv")));
+            }
+            let Some(bid) = buffer else {
+                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
+            };
+            return Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))));
+        }
+    }
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        let (waiting, reserved) = (self.waiting.take(), self.reserved);
+        context::try_with_current(|ctx| {
+            if let Some(ticket) = waiting {
+                ctx.pool.stop_waiting(ticket);
+            }
+            if reserved {
+                ctx.pool.unreserve();
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for PooledReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledReader")
+            .field("armed", &self.op.is_some())
+            .field("eof", &self.eof)
+            .finish()
+    }
+}
+
 /// A TCP connection.
 ///
 /// Methods take `&self`, so one task can read while another writes (share it with `Rc`).
@@ -293,6 +413,19 @@ impl TcpStream {
             n
         });
         (result, buf)
+    }
+
+    /// A receiver that reads into the core's buffer pool: the buffer is picked when data
+    /// arrives (multishot receive on io_uring), so an idle connection holds none. Drop the
+    /// returned buffers when done with them; they go back to the pool.
+    pub fn pooled(&self) -> PooledReader {
+        PooledReader {
+            fd: self.fd.clone(),
+            op: None,
+            eof: false,
+            waiting: None,
+            reserved: false,
+        }
     }
 
     /// Writes some of `buf`; returns how many bytes were taken.

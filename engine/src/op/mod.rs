@@ -10,7 +10,7 @@
 
 mod net;
 
-pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 use crate::driver::OpCode;
 use crate::sys::fd::close_raw;
@@ -32,6 +32,17 @@ impl OpCode for AcceptMulti {
     fn complete_orphan(&mut self, res: i32, _flags: u32) {
         if res >= 0 {
             close_raw(res);
+        }
+    }
+}
+
+impl OpCode for RecvMulti {
+    const NAME: &'static str = "recv";
+
+    fn complete_orphan(&mut self, _res: i32, flags: u32) {
+        if let Some(bid) = crate::driver::buffer_id(flags) {
+            // The kernel filled a buffer for a receive nobody reads: back to the pool.
+            self.pool.give_back(bid);
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use socket2::{SockAddr, SockAddrStorage};
 
+use std::rc::Rc;
+
+use crate::buf::pool::Pool;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::sys::SharedFd;
 
@@ -52,6 +55,16 @@ pub(crate) struct Connect {
 pub(crate) struct Recv<B> {
     pub(crate) fd: SharedFd,
     pub(crate) buf: B,
+}
+
+/// Receive into buffers of the core's pool, picked when data arrives (multishot recv with a
+/// provided-buffer ring on io_uring, 6.0; a free buffer taken on readiness on compat).
+pub(crate) struct RecvMulti {
+    pub(crate) fd: SharedFd,
+    /// Keeps the pool (and its memory) alive while the kernel may write into it.
+    pub(crate) pool: Rc<Pool>,
+    /// Readiness mode: the buffer the last successful receive filled.
+    pub(crate) filled: Option<u16>,
 }
 
 /// Send the initialised bytes of `buf`.

@@ -11,6 +11,7 @@ use std::time::Instant;
 use async_task::Runnable;
 use crossbeam_queue::SegQueue;
 
+use crate::buf::pool::Pool;
 use crate::driver::{Driver, Orphan};
 use crate::runtime::RuntimeShared;
 use crate::task::Executor;
@@ -22,7 +23,10 @@ pub(crate) struct CoreContext {
     pub(crate) id: usize,
     /// Position in the runtime, `0..cores`.
     pub(crate) index: usize,
+    // Declared before `pool`: the driver (and its ring) goes first, then the buffer memory.
     pub(crate) driver: RefCell<Driver>,
+    /// The core's receive buffers.
+    pub(crate) pool: Rc<Pool>,
     pub(crate) executor: Executor,
     pub(crate) timers: RefCell<Timers>,
     /// The clock, read once per loop turn.

@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::buf::pool::Pool;
+use crate::buf::{DEFAULT_POOL_BUFFER_BYTES, DEFAULT_POOL_BUFFERS, PoolStats};
 use crate::driver::Driver;
 use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -56,6 +58,8 @@ pub(crate) struct RuntimeConfig {
     pub(crate) driver_source: &'static str,
     pub(crate) grace: Duration,
     pub(crate) name: String,
+    pub(crate) pool_buffers: u16,
+    pub(crate) pool_buffer_bytes: usize,
 }
 
 /// Configures a [`Runtime`].
@@ -68,6 +72,8 @@ pub struct Builder {
     driver: Option<DriverChoice>,
     grace: Duration,
     name: String,
+    pool_buffers: u16,
+    pool_buffer_bytes: usize,
 }
 
 impl Default for Builder {
@@ -80,6 +86,8 @@ impl Default for Builder {
             driver: None,
             grace: DEFAULT_SHUTDOWN_GRACE,
             name: "coring".into(),
+            pool_buffers: DEFAULT_POOL_BUFFERS,
+            pool_buffer_bytes: DEFAULT_POOL_BUFFER_BYTES,
         }
     }
 }
@@ -125,6 +133,16 @@ impl Builder {
         self
     }
 
+    /// Each core's receive-buffer pool: `buffers` (rounded up to a power of two, at most
+    /// 32768) of `bytes` each. Pooled receives ([`crate::net::TcpStream::pooled`]) take buffers
+    /// from it only when data arrives. Default [`DEFAULT_POOL_BUFFERS`] ×
+    /// [`DEFAULT_POOL_BUFFER_BYTES`].
+    pub fn buffer_pool(mut self, buffers: u16, bytes: usize) -> Self {
+        self.pool_buffers = buffers.clamp(1, 32768);
+        self.pool_buffer_bytes = bytes;
+        self
+    }
+
     /// Core threads are named `{name}-{index}` (default `coring`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -155,6 +173,8 @@ impl Builder {
             driver_source,
             grace: self.grace,
             name: self.name,
+            pool_buffers: self.pool_buffers,
+            pool_buffer_bytes: self.pool_buffer_bytes,
         };
         let caps = probe::probe(&config);
         tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
@@ -357,7 +377,12 @@ impl Runtime {
         let driver_fd = wake_fd
             .try_clone()
             .map_err(|e| Error::from_io(e, "dup eventfd"))?;
-        let driver = Driver::new(&self.config, &self.caps, driver_fd)?;
+        let pool = Pool::new(
+            self.config.pool_buffers,
+            self.config.pool_buffer_bytes,
+            self.caps.driver == DriverKind::Uring,
+        );
+        let driver = Driver::new(&self.config, &self.caps, driver_fd, &pool)?;
         let shared = Arc::new(CoreShared::new(wake_fd));
         self.shared
             .cores
@@ -368,6 +393,7 @@ impl Runtime {
             id: context::next_core_id(),
             index,
             driver: RefCell::new(driver),
+            pool,
             executor: Executor::new(),
             timers: RefCell::new(Timers::default()),
             clock: Cell::new(Instant::now()),
@@ -522,6 +548,11 @@ pub fn stats() -> DriverStats {
         s.tasks = ctx.executor.live() as u64;
         s
     })
+}
+
+/// A snapshot of the current core's buffer pool figures.
+pub fn pool_stats() -> PoolStats {
+    context::with_current(|ctx| ctx.pool.stats())
 }
 
 fn eventfd() -> Result<OwnedFd> {

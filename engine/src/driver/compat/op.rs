@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 /// What an op waits for before trying again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,12 @@ pub(crate) trait ReadyOp {
     /// Makes the non-blocking syscall: the op's result (as a CQE result would carry it), or
     /// `WouldBlock` to wait for readiness and call again.
     fn perform(&mut self) -> io::Result<usize>;
+
+    /// Flags of the last successful `perform`, as a CQE would carry them (the buffer id of a
+    /// pooled receive).
+    fn result_flags(&mut self) -> u32 {
+        0
+    }
 }
 
 /// Turns a libc return value into a result.
@@ -111,6 +117,41 @@ impl<B: IoBufMut> ReadyOp for Recv<B> {
         // SAFETY: `ptr..ptr+len` is the buffer's spare capacity, owned by this op.
         let n = unsafe { libc::recv(self.fd.raw(), ptr.cast(), len as usize, libc::MSG_DONTWAIT) };
         check(n)
+    }
+}
+
+impl ReadyOp for RecvMulti {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // A buffer is taken only now that the socket is (probably) readable, and put back if
+        // it was not: an idle connection holds none.
+        let Some(bid) = self.pool.take() else {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        };
+        let (ptr, len) = self.pool.slot(bid);
+        // SAFETY: buffer `bid` was just taken from the pool, so nobody else uses it; it is
+        // `len` writable bytes of the pool's allocation, kept alive by `self.pool`.
+        let n = unsafe { libc::recv(self.fd.raw(), ptr.cast(), len, libc::MSG_DONTWAIT) };
+        match check(n) {
+            Ok(n) if n > 0 => {
+                self.filled = Some(bid);
+                Ok(n)
+            }
+            other => {
+                self.pool.untake(bid);
+                other
+            }
+        }
+    }
+
+    fn result_flags(&mut self) -> u32 {
+        match self.filled.take() {
+            Some(bid) => crate::driver::CQE_F_BUFFER | (u32::from(bid) << 16),
+            None => 0,
+        }
     }
 }
 

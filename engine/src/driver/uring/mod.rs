@@ -8,16 +8,19 @@
 //! user_data is the op's slab key; a few keys at the top of the range mark the driver's own
 //! entries (cancels, linked timeouts, the wake-up read).
 
+pub(crate) mod bufring;
 pub(crate) mod op;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
+use crate::buf::pool::Pool;
 use crate::driver::lifecycle::{CqeResult, Deadline, Lifecycle};
 use crate::driver::probe::{Capabilities, RingSetup};
 use crate::driver::{OpCode, Orphan};
@@ -59,6 +62,8 @@ pub(crate) struct UringDriver {
     wait_ts: Box<types::Timespec>,
     wait_timeout_armed: bool,
     stats: DriverStats,
+    /// The pool whose ring is registered with `ring`; told when the kernel takes a buffer.
+    pool: Rc<Pool>,
 }
 
 impl UringDriver {
@@ -66,6 +71,7 @@ impl UringDriver {
         config: &RuntimeConfig,
         caps: &Capabilities,
         wake_fd: OwnedFd,
+        pool: &Rc<Pool>,
     ) -> Result<UringDriver> {
         let setup = caps
             .ring
@@ -74,6 +80,15 @@ impl UringDriver {
         let ring = build_ring(setup, config.sqpoll_idle)
             .map_err(|e| Error::from_io(e, "io_uring_setup"))?;
         let ext_arg = ring.params().is_feature_ext_arg();
+        if let Some((addr, entries)) = pool.ring() {
+            // SAFETY: the ring memory belongs to `pool`, which this driver keeps alive (`pool`
+            // field) past the ring's closing (`ring` is dropped first).
+            unsafe {
+                ring.submitter()
+                    .register_buf_ring_with_flags(addr, entries, bufring::POOL_GROUP, 0)
+            }
+            .map_err(|e| Error::from_io(e, "io_uring_register(PBUF_RING)"))?;
+        }
         Ok(UringDriver {
             ring,
             ops: Slab::with_capacity(setup.entries as usize),
@@ -85,6 +100,7 @@ impl UringDriver {
             wait_ts: Box::new(types::Timespec::new()),
             wait_timeout_armed: false,
             stats: DriverStats::default(),
+            pool: Rc::clone(pool),
         })
     }
 
@@ -355,6 +371,7 @@ impl UringDriver {
             stats,
             wake_armed,
             wait_timeout_armed,
+            pool,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -390,6 +407,9 @@ impl UringDriver {
                 WAIT_TIMEOUT_KEY => *wait_timeout_armed = false,
                 key => {
                     stats.ops_completed += 1;
+                    if cqe.flags & crate::driver::CQE_F_BUFFER != 0 {
+                        pool.consumed_by_kernel();
+                    }
                     complete(ops, graveyard, key as usize, cqe);
                 }
             }

@@ -3,7 +3,7 @@
 use io_uring::{opcode, squeue::Entry, types::Fd};
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, Send, SendVectored, Shutdown};
+use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 /// The completion-mode half of an op.
 pub(crate) trait UringOp {
@@ -45,6 +45,12 @@ impl<B: IoBufMut> UringOp for Recv<B> {
     fn entry(&mut self) -> Entry {
         let (ptr, len) = self.spare();
         opcode::Recv::new(Fd(self.fd.raw()), ptr, len).build()
+    }
+}
+
+impl UringOp for RecvMulti {
+    fn entry(&mut self) -> Entry {
+        opcode::RecvMulti::new(Fd(self.fd.raw()), super::bufring::POOL_GROUP).build()
     }
 }
 

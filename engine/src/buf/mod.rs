@@ -6,6 +6,10 @@
 //!
 //! Reads fill the spare capacity (`len..capacity`) and then extend `len`; writes send `0..len`.
 
+pub(crate) mod pool;
+
+pub use pool::{DEFAULT_POOL_BUFFER_BYTES, DEFAULT_POOL_BUFFERS, PoolStats, PooledBuf};
+
 /// A buffer whose initialised bytes `0..bytes_init()` can be sent.
 ///
 /// # Safety

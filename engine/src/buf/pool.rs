@@ -1,0 +1,384 @@
+//! The per-core buffer pool: fixed-size buffers carved from one allocation.
+//!
+//! On io_uring the free buffers sit in a provided-buffer ring and the kernel picks one for each
+//! multishot receive; on the compat driver a receive takes a free buffer only once the socket
+//! is readable. Either way an idle connection holds no buffer: memory follows bytes in flight.
+//! A [`PooledBuf`] goes back to the pool when dropped, waking receivers that ran out.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::task::Waker;
+
+use crate::buf::IoBuf;
+use crate::driver::uring::bufring::BufRing;
+
+/// Buffers per core unless configured.
+pub const DEFAULT_POOL_BUFFERS: u16 = 512;
+/// Bytes per pooled buffer unless configured.
+pub const DEFAULT_POOL_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Figures of one core's pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Buffers in the pool.
+    pub buffers: u64,
+    /// Bytes per buffer.
+    pub buffer_bytes: u64,
+    /// Buffers handed out and not yet returned.
+    pub in_use: u64,
+    /// Buffers free for the next receive (in the kernel's ring, or in the free list).
+    pub free: u64,
+    /// Times a receive found the pool empty and had to wait for a buffer to come back.
+    pub misses: u64,
+    /// ENOBUFS completions from the kernel (the ring ran dry under a multishot receive).
+    pub enobufs: u64,
+}
+
+/// Where free buffers wait.
+pub(crate) enum Free {
+    /// In the kernel's provided-buffer ring (io_uring).
+    Ring(BufRing),
+    /// In a free list (compat).
+    List(Vec<u16>),
+}
+
+/// The pool of one core.
+///
+/// INVARIANT: `memory` is `count * size` bytes allocated with `layout` and freed only in `Drop`;
+/// every `PooledBuf` and every op that may receive into the pool holds an `Rc` to it, so the
+/// memory outlives all of them, and the ring is unregistered (ring closed) before it is freed.
+pub(crate) struct Pool {
+    memory: NonNull<u8>,
+    layout: Layout,
+    size: usize,
+    count: u16,
+    state: RefCell<State>,
+}
+
+struct State {
+    free: Free,
+    /// Buffers in the provided-buffer ring (ring mode).
+    in_ring: u16,
+    /// Free buffers promised to receivers re-arming after ENOBUFS; at most the free count, so
+    /// no more receivers re-arm than there are buffers for them.
+    reserved: u16,
+    stats: PoolStats,
+    /// Receivers waiting for a buffer, in arrival order; each returned buffer wakes one.
+    waiters: VecDeque<(u64, Waker)>,
+    next_ticket: u64,
+}
+
+impl Pool {
+    /// A pool of `count` buffers of `size` bytes. `ring`: publish free buffers to a
+    /// provided-buffer ring (io_uring) instead of a free list.
+    pub(crate) fn new(count: u16, size: usize, ring: bool) -> Rc<Pool> {
+        let count = count.max(1).next_power_of_two();
+        let size = size.max(64);
+        let layout = Layout::from_size_align(usize::from(count) * size, 4096).expect("pool layout");
+        // SAFETY: non-zero size. Zeroed memory comes from fresh pages: untouched buffers cost
+        // no resident memory.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let memory = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let free = if ring {
+            Free::Ring(BufRing::new(count))
+        } else {
+            Free::List((0..count).rev().collect())
+        };
+        let pool = Rc::new(Pool {
+            memory,
+            layout,
+            size,
+            count,
+            state: RefCell::new(State {
+                free,
+                in_ring: 0,
+                reserved: 0,
+                stats: PoolStats {
+                    buffers: u64::from(count),
+                    buffer_bytes: size as u64,
+                    ..PoolStats::default()
+                },
+                waiters: VecDeque::new(),
+                next_ticket: 0,
+            }),
+        });
+        {
+            let mut st = pool.state.borrow_mut();
+            let st = &mut *st;
+            if let Free::Ring(ring) = &mut st.free {
+                for bid in 0..count {
+                    ring.push(bid, pool.addr_of(bid), size as u32);
+                }
+                st.in_ring = count;
+            }
+        }
+        pool
+    }
+
+    /// The ring to register with the kernel, if any: `(address, entries)`.
+    pub(crate) fn ring(&self) -> Option<(u64, u16)> {
+        match &self.state.borrow().free {
+            Free::Ring(r) => Some((r.addr(), r.len())),
+            Free::List(_) => None,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let st = self.state.borrow();
+        let mut stats = st.stats;
+        stats.free = match &st.free {
+            Free::Ring(_) => u64::from(st.in_ring),
+            Free::List(l) => l.len() as u64,
+        };
+        stats
+    }
+
+    /// The kernel took a buffer from the ring (a completion carried it).
+    pub(crate) fn consumed_by_kernel(&self) {
+        let mut st = self.state.borrow_mut();
+        st.in_ring = st.in_ring.saturating_sub(1);
+        st.reserved = st.reserved.min(st.in_ring);
+    }
+
+    /// Claims one of the free buffers for a receiver about to re-arm; false when every free
+    /// buffer is already claimed.
+    pub(crate) fn reserve(&self) -> bool {
+        let mut st = self.state.borrow_mut();
+        let free = match &st.free {
+            Free::Ring(_) => st.in_ring,
+            Free::List(l) => l.len() as u16,
+        };
+        if st.reserved < free {
+            st.reserved += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops a claim that was not used (the re-armed receive found no buffer after all).
+    pub(crate) fn unreserve(&self) {
+        let mut st = self.state.borrow_mut();
+        st.reserved = st.reserved.saturating_sub(1);
+    }
+
+    fn addr_of(&self, bid: u16) -> *mut u8 {
+        debug_assert!(bid < self.count);
+        // SAFETY: `bid < count`, so the offset is inside the allocation (INVARIANT).
+        unsafe { self.memory.as_ptr().add(usize::from(bid) * self.size) }
+    }
+
+    /// Takes a free buffer (compat mode); `None` when the pool is empty.
+    pub(crate) fn take(&self) -> Option<u16> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let bid = match &mut st.free {
+            Free::List(list) => list.pop(),
+            Free::Ring(_) => None,
+        };
+        if bid.is_some() {
+            st.reserved = st.reserved.saturating_sub(1);
+        }
+        bid
+    }
+
+    /// Where buffer `bid` starts and how big it is (for a compat-mode receive).
+    pub(crate) fn slot(&self, bid: u16) -> (*mut u8, usize) {
+        (self.addr_of(bid), self.size)
+    }
+
+    /// Wraps buffer `bid`, filled with `len` bytes, as a handed-out buffer.
+    pub(crate) fn hand_out(self: &Rc<Self>, bid: u16, len: usize) -> PooledBuf {
+        self.state.borrow_mut().stats.in_use += 1;
+        PooledBuf {
+            pool: Rc::clone(self),
+            bid,
+            start: 0,
+            end: len.min(self.size),
+        }
+    }
+
+    /// Returns a buffer that was never handed out (a compat receive that would block, or a
+    /// completion nobody will read).
+    pub(crate) fn give_back(&self, bid: u16) {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let addr = self.addr_of(bid);
+        match &mut st.free {
+            Free::Ring(ring) => {
+                ring.push(bid, addr, self.size as u32);
+                st.in_ring += 1;
+            }
+            Free::List(list) => list.push(bid),
+        }
+        // One buffer, one waiter: waking them all would have every receiver re-arm and all but
+        // one find the pool empty again.
+        if let Some((_, w)) = st.waiters.pop_front() {
+            w.wake();
+        }
+    }
+
+    /// Puts back a buffer taken for a receive that would have blocked (compat), without
+    /// waking anyone: nothing new became available.
+    pub(crate) fn untake(&self, bid: u16) {
+        if let Free::List(list) = &mut self.state.borrow_mut().free {
+            list.push(bid);
+        }
+    }
+
+    /// Queues `waker` until a buffer comes back; counts the miss. Returns a ticket for
+    /// [`Pool::stop_waiting`].
+    pub(crate) fn wait_for_buffer(&self, waker: &Waker) -> u64 {
+        let mut st = self.state.borrow_mut();
+        st.stats.misses += 1;
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.waiters.push_back((ticket, waker.clone()));
+        ticket
+    }
+
+    /// Keeps a waiter queued: polled before a buffer was free for it (spurious poll, or the
+    /// buffer it was woken for went to another receive). It keeps its place if it still has
+    /// one, and goes to the back otherwise.
+    pub(crate) fn rewait(&self, ticket: u64, waker: &Waker) -> u64 {
+        let mut st = self.state.borrow_mut();
+        if let Some(entry) = st.waiters.iter_mut().find(|(t, _)| *t == ticket) {
+            if !entry.1.will_wake(waker) {
+                entry.1.clone_from(waker);
+            }
+            return ticket;
+        }
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.waiters.push_back((ticket, waker.clone()));
+        ticket
+    }
+
+    /// A waiter goes away. If it had already been woken for a returned buffer, the wake-up is
+    /// passed on so the buffer does not sit unused while others wait.
+    pub(crate) fn stop_waiting(&self, ticket: u64) {
+        let mut st = self.state.borrow_mut();
+        let before = st.waiters.len();
+        st.waiters.retain(|(t, _)| *t != ticket);
+        if st.waiters.len() == before
+            && let Some((_, w)) = st.waiters.pop_front()
+        {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn count_enobufs(&self) {
+        self.state.borrow_mut().stats.enobufs += 1;
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; nothing refers to it any more (every
+        // holder has an `Rc`, and this is the last one).
+        unsafe { dealloc(self.memory.as_ptr(), self.layout) };
+    }
+}
+
+/// A buffer from the core's pool holding received bytes; goes back to the pool when dropped.
+///
+/// It reads as a byte slice, implements [`bytes::Buf`] (so codecs built on `bytes` take it
+/// as-is), and can be written to a socket directly (it implements [`IoBuf`]), so an echo
+/// never copies.
+pub struct PooledBuf {
+    pool: Rc<Pool>,
+    bid: u16,
+    start: usize,
+    end: usize,
+}
+
+impl PooledBuf {
+    /// The bytes left (after any `advance`).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `start <= end <= size`, inside buffer `bid` of the pool, which is alive
+        // (`self.pool`); the kernel wrote these bytes before handing the buffer out, and no one
+        // else writes to a handed-out buffer.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.pool.addr_of(self.bid).add(self.start),
+                self.end - self.start,
+            )
+        }
+    }
+
+    /// Copies the bytes into a `Bytes` (which must be `Send`, unlike this per-core buffer).
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(self.as_slice())
+    }
+
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.end = self.end.min(self.start + len);
+    }
+}
+
+impl Deref for PooledBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl bytes::Buf for PooledBuf {
+    fn remaining(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.as_slice()
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        assert!(
+            cnt <= self.remaining(),
+            "advance past the end of a pooled buffer"
+        );
+        self.start += cnt;
+    }
+}
+
+// SAFETY: the bytes live in the pool's allocation, which never moves and outlives `self`
+// (INVARIANT of `Pool`); `start..end` is initialised.
+unsafe impl IoBuf for PooledBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        // SAFETY: `start <= size`, inside the buffer.
+        unsafe { self.pool.addr_of(self.bid).add(self.start) }
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.pool.state.borrow_mut().stats.in_use -= 1;
+        self.pool.give_back(self.bid);
+    }
+}
+
+impl fmt::Debug for PooledBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledBuf")
+            .field("bid", &self.bid)
+            .field("len", &(self.end - self.start))
+            .finish()
+    }
+}
