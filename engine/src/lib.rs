@@ -68,8 +68,8 @@ pub mod task;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
-pub use runtime::{Builder, Core, Runtime, ShutdownHandle, block_on};
-pub use stats::DriverStats;
+pub use runtime::{Builder, Core, Runtime, ShutdownHandle, StatsHandle, block_on};
+pub use stats::{CoreStats, DriverStats, NetStats};
 pub use task::spawn_local;
 
 /// The README's code blocks compile as doc-tests.

@@ -342,3 +342,81 @@ fn a_tiny_ring_survives_a_full_sq_and_cq_pressure() {
         assert_eq!(stats.cq_dropped, 0, "{stats:?}");
     });
 }
+
+#[test]
+fn every_cores_counters_are_readable_from_another_thread_while_it_runs() {
+    let port = free_port();
+    let rt = Runtime::builder().cores(2).build().unwrap();
+    let stats = rt.stats_handle();
+    let shutdown = rt.shutdown_handle();
+    let bound = Arc::new(AtomicUsize::new(0));
+    let b = bound.clone();
+    let observer = std::thread::spawn(move || {
+        // Wait for both cores to bind, then drive traffic and watch the counters move.
+        while b.load(Ordering::Acquire) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut conns = Vec::new();
+        for _ in 0..40 {
+            let mut s = loop {
+                match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => break s,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            };
+            s.write_all(&[7u8; 1000]).unwrap();
+            let mut back = [0u8; 1000];
+            s.read_exact(&mut back).unwrap();
+            conns.push(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let seen = loop {
+            let snap = stats.snapshot();
+            let accepted: u64 = snap.iter().map(|c| c.net.accepted).sum();
+            let bytes_in: u64 = snap.iter().map(|c| c.net.bytes_in).sum();
+            if (accepted == 40 && bytes_in == 40_000) || Instant::now() > deadline {
+                break snap;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        drop(conns);
+        shutdown.shutdown();
+        seen
+    });
+    rt.run(|_| {
+        let listener = TcpListener::bind_reuseport(("127.0.0.1", port)).unwrap();
+        bound.fetch_add(1, Ordering::Release);
+        async move {
+            let mut incoming = listener.incoming();
+            while let Some(Ok(conn)) = until_shutdown(incoming.next()).await {
+                coring::spawn_local(async move {
+                    let mut reader = conn.pooled();
+                    while let Ok(Some(buf)) = reader.next().await {
+                        if conn.write_all(buf).await.0.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    })
+    .unwrap();
+    let seen = observer.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].core, 0);
+    assert_eq!(seen[1].core, 1);
+    let accepted: u64 = seen.iter().map(|c| c.net.accepted).sum();
+    let bytes_in: u64 = seen.iter().map(|c| c.net.bytes_in).sum();
+    let bytes_out: u64 = seen.iter().map(|c| c.net.bytes_out).sum();
+    assert_eq!(accepted, 40, "{seen:?}");
+    assert_eq!(bytes_in, 40_000, "{seen:?}");
+    assert_eq!(bytes_out, 40_000, "{seen:?}");
+    assert!(seen.iter().all(|c| c.driver.ops_completed > 0), "{seen:?}");
+    assert!(seen.iter().all(|c| c.pool.buffers > 0), "{seen:?}");
+    // After the run, the final figures are still there.
+    let after = rt.stats();
+    assert!(
+        after.iter().map(|c| c.net.closed).sum::<u64>() >= 40,
+        "{after:?}"
+    );
+}

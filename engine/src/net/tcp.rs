@@ -92,6 +92,7 @@ impl TcpListener {
         let fd = done.result?;
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = TcpStream::from_shared(unsafe { SharedFd::from_raw(fd as i32) });
+        context::count(|n| n.accepted += 1);
         let peer = done.op.peer_addr().map_or_else(|| stream.peer_addr(), Ok)?;
         Ok((stream, peer))
     }
@@ -187,6 +188,7 @@ impl Incoming {
                         self.op = None;
                     }
                     return Poll::Ready(cqe.result("accept").map(|fd| {
+                        context::count(|n| n.accepted += 1);
                         // SAFETY: a successful accept returns a new descriptor nobody owns.
                         TcpStream::from_shared(unsafe { SharedFd::from_raw(fd as i32) })
                     }));
@@ -301,6 +303,7 @@ impl PooledReader {
             let Some(bid) = buffer else {
                 return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
             };
+            context::count(|c| c.bytes_in += cqe.res as u64);
             return Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))));
         }
     }
@@ -373,7 +376,10 @@ impl TcpStream {
                 started: false,
             };
             match Op::submit_with_timeout(op, timeout).await.result {
-                Ok(_) => return Ok(TcpStream::from_shared(fd)),
+                Ok(_) => {
+                    context::count(|n| n.connected += 1);
+                    return Ok(TcpStream::from_shared(fd));
+                }
                 Err(e) => last = e,
             }
         }
@@ -393,6 +399,7 @@ impl TcpStream {
         stream
             .set_nonblocking(true)
             .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+        context::count(|n| n.connected += 1);
         Ok(Self::from_shared(SharedFd::new(OwnedFd::from(stream))))
     }
 
@@ -410,6 +417,7 @@ impl TcpStream {
             let init = buf.bytes_init() + n;
             // SAFETY: the kernel wrote `n` bytes right after the initialised part.
             unsafe { buf.set_init(init) };
+            context::count(|c| c.bytes_in += n as u64);
             n
         });
         (result, buf)
@@ -435,6 +443,9 @@ impl TcpStream {
             buf,
         };
         let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
         (done.result.map(|n| n as usize), done.op.buf)
     }
 
@@ -461,6 +472,9 @@ impl TcpStream {
     pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (Result<usize>, Vec<B>) {
         let op = SendVectored::new(self.fd.clone(), bufs);
         let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
         (done.result.map(|n| n as usize), done.op.bufs)
     }
 
@@ -554,6 +568,12 @@ impl TcpStream {
 
     fn sock(&self) -> SockRef<'_> {
         SockRef::from(&self.fd)
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        context::count(|n| n.closed += 1);
     }
 }
 

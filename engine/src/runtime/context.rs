@@ -14,6 +14,7 @@ use crossbeam_queue::SegQueue;
 use crate::buf::pool::Pool;
 use crate::driver::{Driver, Orphan};
 use crate::runtime::RuntimeShared;
+use crate::stats::{CoreStats, NetStats, Published};
 use crate::task::Executor;
 use crate::time::Timers;
 
@@ -27,6 +28,10 @@ pub(crate) struct CoreContext {
     pub(crate) driver: RefCell<Driver>,
     /// The core's receive buffers.
     pub(crate) pool: Rc<Pool>,
+    /// Net-layer and timer counters.
+    pub(crate) net: Cell<NetStats>,
+    /// Where the counters are published for other threads.
+    pub(crate) published: Arc<Published>,
     pub(crate) executor: Executor,
     pub(crate) timers: RefCell<Timers>,
     /// The clock, read once per loop turn.
@@ -170,6 +175,31 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&CoreContext) -> R) -> Option<R
 /// Runs `f` with this core's driver.
 pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
     with_current(|ctx| f(&mut ctx.driver.borrow_mut()))
+}
+
+impl CoreContext {
+    /// Everything this core counts, now.
+    pub(crate) fn snapshot(&self) -> CoreStats {
+        let driver = self.driver.borrow();
+        let mut d = driver.stats().clone();
+        d.in_flight = driver.in_flight() as u64;
+        d.tasks = self.executor.live() as u64;
+        CoreStats {
+            core: self.index,
+            driver: d,
+            pool: self.pool.stats(),
+            net: self.net.get(),
+        }
+    }
+}
+
+/// Updates the current core's net counters (no-op off a core).
+pub(crate) fn count(f: impl FnOnce(&mut NetStats)) {
+    try_with_current(|ctx| {
+        let mut n = ctx.net.get();
+        f(&mut n);
+        ctx.net.set(n);
+    });
 }
 
 /// Tells this core's driver that `fd` is about to be closed.

@@ -63,6 +63,8 @@ where
             };
             deadline.map(|d| d.saturating_duration_since(now))
         };
+        // Published before the core may sleep, so readers see everything done so far.
+        ctx.published.publish(ctx.snapshot());
         ctx.driver
             .borrow_mut()
             .turn(timeout, &|| ctx.shared.prepare_sleep(shutdown_unseen));
@@ -75,6 +77,7 @@ where
     }
     drop(root);
     close(&ctx);
+    ctx.published.publish(ctx.snapshot());
     output.unwrap_or(Err(JoinError::Cancelled))
 }
 

@@ -36,7 +36,7 @@ use crate::buf::{DEFAULT_POOL_BUFFER_BYTES, DEFAULT_POOL_BUFFERS, PoolStats};
 use crate::driver::Driver;
 use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
 use crate::error::{Error, ErrorKind, Result};
-use crate::stats::DriverStats;
+use crate::stats::{CoreStats, DriverStats, Published};
 use crate::task::{Executor, JoinError};
 use crate::time::Timers;
 use context::{CoreContext, CoreShared};
@@ -197,6 +197,9 @@ impl Builder {
                 shutdown: AtomicBool::new(false),
                 grace: config.grace,
                 cores: Mutex::new(Vec::new()),
+                stats: (0..config.cores)
+                    .map(|i| Arc::new(Published::new(i)))
+                    .collect(),
             }),
             config,
             caps,
@@ -217,6 +220,8 @@ pub(crate) struct RuntimeShared {
     shutdown: AtomicBool,
     pub(crate) grace: Duration,
     cores: Mutex<Vec<Arc<CoreShared>>>,
+    /// Each core's published counters, by core index.
+    stats: Vec<Arc<Published>>,
 }
 
 impl std::fmt::Debug for RuntimeShared {
@@ -260,6 +265,19 @@ impl Runtime {
     /// on io_uring.
     pub fn fallback_reason(&self) -> Option<&str> {
         (self.caps.driver == DriverKind::Compat).then_some(self.caps.reason.as_str())
+    }
+
+    /// Each core's counters as of its last loop turn, readable from any thread (also while
+    /// [`Runtime::run`] blocks another one: see [`Runtime::stats_handle`]).
+    pub fn stats(&self) -> Vec<CoreStats> {
+        self.stats_handle().snapshot()
+    }
+
+    /// A `Send` handle that reads every core's counters from any thread.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// A handle that starts a graceful shutdown from any thread.
@@ -394,6 +412,8 @@ impl Runtime {
             index,
             driver: RefCell::new(driver),
             pool,
+            net: Cell::new(Default::default()),
+            published: Arc::clone(&self.shared.stats[index.min(self.shared.stats.len() - 1)]),
             executor: Executor::new(),
             timers: RefCell::new(Timers::default()),
             clock: Cell::new(Instant::now()),
@@ -456,6 +476,19 @@ impl Core {
     /// A handle to shut the whole runtime down.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+}
+
+/// Reads the counters of every core of a runtime, from any thread.
+#[derive(Clone, Debug)]
+pub struct StatsHandle {
+    shared: Arc<RuntimeShared>,
+}
+
+impl StatsHandle {
+    /// One snapshot per core, by core index, each as of that core's last loop turn.
+    pub fn snapshot(&self) -> Vec<CoreStats> {
+        self.shared.stats.iter().map(|p| p.read()).collect()
     }
 }
 
@@ -539,15 +572,14 @@ pub fn driver_kind() -> DriverKind {
     context::with_current(|ctx| ctx.driver.borrow().kind())
 }
 
-/// A snapshot of the current core's driver counters.
+/// The current core's driver counters, now.
 pub fn stats() -> DriverStats {
-    context::with_current(|ctx| {
-        let driver = ctx.driver.borrow();
-        let mut s = driver.stats().clone();
-        s.in_flight = driver.in_flight() as u64;
-        s.tasks = ctx.executor.live() as u64;
-        s
-    })
+    context::with_current(|ctx| ctx.snapshot().driver)
+}
+
+/// Everything the current core counts, now.
+pub fn core_stats() -> CoreStats {
+    context::with_current(|ctx| ctx.snapshot())
 }
 
 /// A snapshot of the current core's buffer pool figures.

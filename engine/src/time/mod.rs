@@ -163,7 +163,10 @@ impl<F: Future> Future for Timeout<F> {
             return Poll::Ready(Ok(out));
         }
         match Pin::new(&mut this.sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Ready(()) => {
+                context::count(|n| n.timeouts += 1);
+                Poll::Ready(Err(Elapsed(())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
