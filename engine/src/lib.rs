@@ -62,6 +62,7 @@ mod error;
 pub mod net;
 mod op;
 pub mod runtime;
+pub mod shard;
 mod stats;
 mod sys;
 pub mod task;

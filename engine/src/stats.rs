@@ -25,6 +25,10 @@ pub struct DriverStats {
     pub cancel_failures: u64,
     /// Per-op deadlines that fired.
     pub timeouts: u64,
+    /// MSG_RING doorbells sent to wake other cores.
+    pub doorbells: u64,
+    /// Doorbells the kernel refused (the target was then woken through its eventfd).
+    pub doorbell_failures: u64,
     /// Ops the kernel still owns, dropped ones included (at snapshot time).
     pub in_flight: u64,
     /// Live tasks (at snapshot time).

@@ -374,7 +374,9 @@ fn every_cores_counters_are_readable_from_another_thread_while_it_runs() {
             let snap = stats.snapshot();
             let accepted: u64 = snap.iter().map(|c| c.net.accepted).sum();
             let bytes_in: u64 = snap.iter().map(|c| c.net.bytes_in).sum();
-            if (accepted == 40 && bytes_in == 40_000) || Instant::now() > deadline {
+            let bytes_out: u64 = snap.iter().map(|c| c.net.bytes_out).sum();
+            let settled = accepted == 40 && bytes_in == 40_000 && bytes_out == 40_000;
+            if settled || Instant::now() > deadline {
                 break snap;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -106,6 +106,8 @@ pub struct Capabilities {
     pub memlock: (u64, u64),
     /// The ring set-up each core uses, when io_uring is chosen.
     pub ring: Option<RingSetup>,
+    /// Whether cores wake each other with MSG_RING (else through eventfds).
+    pub msg_ring: bool,
     /// The driver the runtime runs.
     pub driver: DriverKind,
     /// Why that driver, in words.
@@ -125,6 +127,12 @@ const OPCODES: &[(&str, u8)] = &[
     ("LINK_TIMEOUT (5.5)", opcode::LinkTimeout::CODE),
     ("TIMEOUT (5.4)", opcode::Timeout::CODE),
 ];
+
+/// Opcodes the engine uses when present and replaces when not.
+const OPTIONAL_OPCODES: &[(&str, u8)] = &[(
+    "MSG_RING (5.18; cross-core wake-ups, eventfd otherwise)",
+    opcode::MsgRingData::CODE,
+)];
 
 /// Multishot accept and COOP_TASKRUN need this kernel.
 const MIN_KERNEL: (u32, u32) = (5, 19);
@@ -148,6 +156,7 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
         opcodes: Vec::new(),
         memlock,
         ring: None,
+        msg_ring: false,
         driver: DriverKind::Uring,
         reason: String::new(),
     };
@@ -173,6 +182,12 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
                 .filter(|(_, ok)| !ok)
                 .map(|(name, _)| *name)
                 .collect();
+            caps.msg_ring = probed && probe.is_supported(opcode::MsgRingData::CODE);
+            caps.opcodes.extend(
+                OPTIONAL_OPCODES
+                    .iter()
+                    .map(|&(name, code)| (name, probed && probe.is_supported(code))),
+            );
             if version < MIN_KERNEL {
                 caps.io_uring = UringStatus::Incomplete(format!(
                     "kernel {}.{} < {}.{} (multishot accept)",

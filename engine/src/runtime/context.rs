@@ -3,13 +3,13 @@
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
 use std::time::Instant;
 
 use async_task::Runnable;
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 
 use crate::buf::pool::Pool;
 use crate::driver::{Driver, Orphan};
@@ -44,38 +44,70 @@ pub(crate) struct CoreContext {
     pub(crate) shutdown_waiters: RefCell<Vec<Waker>>,
 }
 
-/// The thread-safe part of a core: where remote wake-ups land.
+/// Closures sent by other cores (`spawn_on`), run on this core.
+pub(crate) type Injected = Box<dyn FnOnce() + Send>;
+
+/// The thread-safe part of a core: where remote wake-ups and cross-core work land.
 pub(crate) struct CoreShared {
     remote: SegQueue<Runnable>,
+    /// Bounded: a full queue is backpressure for `spawn_on`, never a silent drop.
+    injected: ArrayQueue<Injected>,
     /// Set while the core is (about to be) blocked in the kernel.
     sleeping: AtomicBool,
     /// Written to end the core's blocking wait (the driver keeps a read armed on it).
     wake_fd: OwnedFd,
+    /// A duplicate of the core's io_uring fd, so other io_uring cores can ring it with
+    /// MSG_RING; it keeps the ring file alive as long as someone may still target it.
+    ring_fd: OnceLock<OwnedFd>,
 }
 
 impl CoreShared {
-    pub(crate) fn new(wake_fd: OwnedFd) -> CoreShared {
+    pub(crate) fn new(wake_fd: OwnedFd, mailbox: usize) -> CoreShared {
         CoreShared {
             remote: SegQueue::new(),
+            injected: ArrayQueue::new(mailbox.max(1)),
             sleeping: AtomicBool::new(false),
             wake_fd,
+            ring_fd: OnceLock::new(),
         }
     }
 
+    /// Lets io_uring cores wake this one with MSG_RING.
+    pub(crate) fn set_ring_fd(&self, fd: OwnedFd) {
+        let _ = self.ring_fd.set(fd);
+    }
+
+    pub(crate) fn ring_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.ring_fd.get().map(AsRawFd::as_raw_fd)
+    }
+
     /// Queues a task woken from another thread and wakes the core if it sleeps.
-    pub(crate) fn push_remote(&self, runnable: Runnable) {
+    pub(crate) fn push_remote(self: &Arc<Self>, runnable: Runnable) {
         self.remote.push(runnable);
         self.wake();
     }
 
-    /// Ends the core's blocking wait, if it is in one.
-    pub(crate) fn wake(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.ring_doorbell();
+    /// Queues a closure to run on this core; gives it back when the queue is full.
+    pub(crate) fn inject(self: &Arc<Self>, f: Injected) -> Result<(), Injected> {
+        self.injected.push(f)?;
+        self.wake();
+        Ok(())
+    }
+
+    pub(crate) fn pop_injected(&self) -> Option<Injected> {
+        self.injected.pop()
+    }
+
+    /// Ends the core's blocking wait, if it is in one. From an io_uring core the doorbell is a
+    /// MSG_RING, batched with that core's other SQEs; from anywhere else, the eventfd.
+    pub(crate) fn wake(self: &Arc<Self>) {
+        if self.sleeping.swap(false, Ordering::SeqCst) && !ring_via_current(self) {
+            self.ring_eventfd();
         }
     }
 
-    fn ring_doorbell(&self) {
+    /// Wakes the core through its eventfd.
+    pub(crate) fn ring_eventfd(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter (EAGAIN)
         // still leaves the fd readable, which is all the wake-up needs.
@@ -88,10 +120,12 @@ impl CoreShared {
         };
     }
 
-    /// Announces that the core is about to block; returns false if it must not (work arrived).
-    pub(crate) fn prepare_sleep(&self, shutdown_unseen: bool) -> bool {
+    /// Announces that the core is about to block; returns false if it must not: work arrived,
+    /// or `must_stay_awake` (checked after the announcement, so a thread that changes what it
+    /// checks and then wakes us cannot slip in between) says so.
+    pub(crate) fn prepare_sleep(&self, must_stay_awake: impl Fn() -> bool) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
-        if !self.remote.is_empty() || shutdown_unseen {
+        if !self.remote.is_empty() || !self.injected.is_empty() || must_stay_awake() {
             self.sleeping.store(false, Ordering::SeqCst);
             return false;
         }
@@ -105,6 +139,22 @@ impl CoreShared {
     pub(crate) fn pop_remote(&self) -> Option<Runnable> {
         self.remote.pop()
     }
+}
+
+/// Rings `target` with MSG_RING from the current core's ring, if this thread is an io_uring
+/// core that can do so right now.
+fn ring_via_current(target: &Arc<CoreShared>) -> bool {
+    if target.ring_fd.get().is_none() {
+        return false;
+    }
+    try_with_current(|ctx| match ctx.driver.try_borrow_mut() {
+        Ok(mut driver) => match &mut *driver {
+            Driver::Uring(d) => d.ring_doorbell(Arc::clone(target)),
+            Driver::Compat(_) => false,
+        },
+        Err(_) => false,
+    })
+    .unwrap_or(false)
 }
 
 static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);

@@ -40,13 +40,19 @@ where
 
         if output.is_none() && root.is_finished() {
             output = Some(take_output(&mut root));
+            if let Exit::Drained = exit {
+                ctx.runtime.root_done();
+            }
         }
         let now = ctx.clock.get();
         let shutdown_unseen = observe_shutdown(&ctx, now);
         let past_grace = ctx.shutdown_deadline.get().is_some_and(|d| now >= d);
         let stop = match exit {
             Exit::RootDone => output.is_some(),
-            Exit::Drained => (output.is_some() && ctx.executor.live() == 0) || past_grace,
+            Exit::Drained => {
+                (output.is_some() && ctx.executor.live() == 0 && ctx.runtime.all_roots_done())
+                    || past_grace
+            }
         };
         if stop {
             break;
@@ -65,15 +71,26 @@ where
         };
         // Published before the core may sleep, so readers see everything done so far.
         ctx.published.publish(ctx.snapshot());
+        let root_done = output.is_some();
+        let must_stay_awake = || {
+            shutdown_unseen
+                || (ctx.shutdown_deadline.get().is_none() && ctx.runtime.shutdown_requested())
+                || (root_done && ctx.runtime.all_roots_done())
+        };
         ctx.driver
             .borrow_mut()
-            .turn(timeout, &|| ctx.shared.prepare_sleep(shutdown_unseen));
+            .turn(timeout, &|| ctx.shared.prepare_sleep(must_stay_awake));
         ctx.shared.awake();
         after_turn(&ctx);
     }
 
-    if output.is_none() && root.is_finished() {
-        output = Some(take_output(&mut root));
+    if output.is_none() {
+        if root.is_finished() {
+            output = Some(take_output(&mut root));
+        }
+        if let Exit::Drained = exit {
+            ctx.runtime.root_done();
+        }
     }
     drop(root);
     close(&ctx);
@@ -91,6 +108,10 @@ fn after_turn(ctx: &CoreContext) {
     }
     while let Some(runnable) = ctx.shared.pop_remote() {
         ctx.executor.push(runnable);
+    }
+    // Work sent by other cores: each closure spawns its task here.
+    while let Some(injected) = ctx.shared.pop_injected() {
+        injected();
     }
     let graveyard = ctx.driver.borrow_mut().take_graveyard();
     drop(graveyard);

@@ -43,6 +43,8 @@ use context::{CoreContext, CoreShared};
 
 /// SQ entries per core unless configured.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+/// Cross-core spawn queue per core unless configured.
+pub const DEFAULT_MAILBOX: usize = 1024;
 /// How long in-flight work may run after a shutdown request, unless configured.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -60,6 +62,7 @@ pub(crate) struct RuntimeConfig {
     pub(crate) name: String,
     pub(crate) pool_buffers: u16,
     pub(crate) pool_buffer_bytes: usize,
+    pub(crate) mailbox: usize,
 }
 
 /// Configures a [`Runtime`].
@@ -74,6 +77,7 @@ pub struct Builder {
     name: String,
     pool_buffers: u16,
     pool_buffer_bytes: usize,
+    mailbox: usize,
 }
 
 impl Default for Builder {
@@ -88,6 +92,7 @@ impl Default for Builder {
             name: "coring".into(),
             pool_buffers: DEFAULT_POOL_BUFFERS,
             pool_buffer_bytes: DEFAULT_POOL_BUFFER_BYTES,
+            mailbox: DEFAULT_MAILBOX,
         }
     }
 }
@@ -143,6 +148,13 @@ impl Builder {
         self
     }
 
+    /// How many closures sent with [`crate::shard::spawn_on`] may wait for each core before
+    /// further sends are refused (backpressure). Default [`DEFAULT_MAILBOX`].
+    pub fn spawn_queue(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity.max(1);
+        self
+    }
+
     /// Core threads are named `{name}-{index}` (default `coring`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -175,6 +187,7 @@ impl Builder {
             name: self.name,
             pool_buffers: self.pool_buffers,
             pool_buffer_bytes: self.pool_buffer_bytes,
+            mailbox: self.mailbox,
         };
         let caps = probe::probe(&config);
         tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
@@ -196,10 +209,11 @@ impl Builder {
             shared: Arc::new(RuntimeShared {
                 shutdown: AtomicBool::new(false),
                 grace: config.grace,
-                cores: Mutex::new(Vec::new()),
+                cores: Mutex::new(vec![None; config.cores]),
                 stats: (0..config.cores)
                     .map(|i| Arc::new(Published::new(i)))
                     .collect(),
+                roots_running: std::sync::atomic::AtomicUsize::new(0),
             }),
             config,
             caps,
@@ -219,9 +233,13 @@ pub struct Runtime {
 pub(crate) struct RuntimeShared {
     shutdown: AtomicBool,
     pub(crate) grace: Duration,
-    cores: Mutex<Vec<Arc<CoreShared>>>,
+    /// The running cores, by index (`None` before a core starts and after it stops).
+    cores: Mutex<Vec<Option<Arc<CoreShared>>>>,
     /// Each core's published counters, by core index.
     stats: Vec<Arc<Published>>,
+    /// Cores of `run` whose root future has not finished. Cores stay up (to serve cross-core
+    /// work) until every root is done.
+    roots_running: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for RuntimeShared {
@@ -234,14 +252,55 @@ impl std::fmt::Debug for RuntimeShared {
 
 impl RuntimeShared {
     pub(crate) fn shutdown_requested(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
+        self.shutdown.load(Ordering::SeqCst)
     }
 
     fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
-        for core in self.cores.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for core in self
+            .cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flatten()
+        {
             core.wake();
         }
+    }
+
+    /// Whether every root of `run` has finished.
+    pub(crate) fn all_roots_done(&self) -> bool {
+        self.roots_running.load(Ordering::SeqCst) == 0
+    }
+
+    /// A root finished; the last one wakes every core so idle ones can stop.
+    pub(crate) fn root_done(&self) {
+        if self.roots_running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            for core in self
+                .cores
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .flatten()
+            {
+                core.wake();
+            }
+        }
+    }
+
+    /// The shared part of running core `index`.
+    pub(crate) fn core(&self, index: usize) -> Option<Arc<CoreShared>> {
+        self.cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .cloned()
+            .flatten()
+    }
+
+    /// How many cores the runtime has.
+    pub(crate) fn core_count(&self) -> usize {
+        self.stats.len()
     }
 }
 
@@ -278,6 +337,10 @@ impl Runtime {
         StatsHandle {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    pub(crate) fn shared(&self) -> Arc<RuntimeShared> {
+        Arc::clone(&self.shared)
     }
 
     /// A handle that starts a graceful shutdown from any thread.
@@ -321,6 +384,10 @@ impl Runtime {
             Vec::new()
         };
         let f = &f;
+        let start = &std::sync::Barrier::new(self.config.cores);
+        self.shared
+            .roots_running
+            .store(self.config.cores, Ordering::Release);
         let results: Vec<std::thread::Result<Result<()>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..self.config.cores)
                 .map(|index| {
@@ -328,7 +395,8 @@ impl Runtime {
                     std::thread::Builder::new()
                         .name(format!("{}-{index}", self.config.name))
                         .spawn_scoped(scope, move || {
-                            let result = self.run_core(index, cpu, f, core::Exit::Drained);
+                            let result =
+                                self.run_core(index, cpu, Some(start), f, core::Exit::Drained);
                             match result {
                                 Ok(Ok(())) | Ok(Err(JoinError::Cancelled)) => Ok(()),
                                 Ok(Err(JoinError::Panicked(panic))) => {
@@ -368,7 +436,7 @@ impl Runtime {
         F: Future + 'static,
         F::Output: 'static,
     {
-        match self.run_core(0, None, |_| future, core::Exit::RootDone) {
+        match self.run_core(0, None, None, |_| future, core::Exit::RootDone) {
             Ok(Ok(out)) => out,
             Ok(Err(JoinError::Panicked(p))) => std::panic::resume_unwind(p),
             Ok(Err(JoinError::Cancelled)) => panic!("block_on future was cancelled"),
@@ -376,10 +444,13 @@ impl Runtime {
         }
     }
 
+    /// Sets up core `index` and runs it. With `start`, every core waits there after setting
+    /// up (failed ones too), so no root runs before all cores can receive cross-core work.
     fn run_core<Fut, G>(
         &self,
         index: usize,
         cpu: Option<usize>,
+        start: Option<&std::sync::Barrier>,
         make: G,
         exit: core::Exit,
     ) -> Result<Result<Fut::Output, JoinError>>
@@ -388,6 +459,36 @@ impl Runtime {
         Fut: Future + 'static,
         Fut::Output: 'static,
     {
+        let setup = self.setup_core(index, cpu);
+        if let Some(start) = start {
+            start.wait();
+        }
+        let (ctx, shared) = setup?;
+        let handle = Core {
+            index,
+            cores: self.config.cores,
+            shutdown: self.shutdown_handle(),
+        };
+        let out = core::run(ctx, make(handle), exit);
+        if let Some(slot) = self
+            .shared
+            .cores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            && slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &shared))
+        {
+            *slot = None;
+        }
+        Ok(out)
+    }
+
+    /// Pins the thread, builds the core's driver, pool and context, and registers it.
+    fn setup_core(
+        &self,
+        index: usize,
+        cpu: Option<usize>,
+    ) -> Result<(Rc<CoreContext>, Arc<CoreShared>)> {
         if let Some(cpu) = cpu {
             crate::sys::thread::pin_to(cpu)?;
         }
@@ -401,12 +502,22 @@ impl Runtime {
             self.caps.driver == DriverKind::Uring,
         );
         let driver = Driver::new(&self.config, &self.caps, driver_fd, &pool)?;
-        let shared = Arc::new(CoreShared::new(wake_fd));
-        self.shared
+        let shared = Arc::new(CoreShared::new(wake_fd, self.config.mailbox));
+        if self.caps.msg_ring
+            && let Driver::Uring(d) = &driver
+        {
+            let fd = d.ring_fd().map_err(|e| Error::from_io(e, "dup ring fd"))?;
+            shared.set_ring_fd(fd);
+        }
+        if let Some(slot) = self
+            .shared
             .cores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::clone(&shared));
+            .get_mut(index)
+        {
+            *slot = Some(Arc::clone(&shared));
+        }
         let ctx = Rc::new(CoreContext {
             id: context::next_core_id(),
             index,
@@ -422,18 +533,7 @@ impl Runtime {
             shutdown_deadline: Cell::new(None),
             shutdown_waiters: RefCell::new(Vec::new()),
         });
-        let handle = Core {
-            index,
-            cores: self.config.cores,
-            shutdown: self.shutdown_handle(),
-        };
-        let out = core::run(ctx, make(handle), exit);
-        self.shared
-            .cores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !Arc::ptr_eq(c, &shared));
-        Ok(out)
+        Ok((ctx, shared))
     }
 }
 
@@ -476,6 +576,10 @@ impl Core {
     /// A handle to shut the whole runtime down.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    pub(crate) fn runtime_shared(&self) -> &RuntimeShared {
+        &self.shutdown.shared
     }
 }
 

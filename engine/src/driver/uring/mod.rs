@@ -14,6 +14,7 @@ pub(crate) mod op;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::driver::probe::{Capabilities, RingSetup};
 use crate::driver::{OpCode, Orphan};
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeConfig;
+use crate::runtime::context::CoreShared;
 use crate::stats::DriverStats;
 
 /// Completion of an ASYNC_CANCEL we issued.
@@ -36,6 +38,11 @@ const LINK_TIMEOUT_KEY: u64 = u64::MAX - 1;
 const WAKE_KEY: u64 = u64::MAX - 2;
 /// Completion of the TIMEOUT used to bound a wait on kernels without EXT_ARG.
 const WAIT_TIMEOUT_KEY: u64 = u64::MAX - 3;
+
+/// Completion posted into this ring by another core's MSG_RING: a wake-up, nothing more.
+const DOORBELL_KEY: u64 = u64::MAX - 4;
+/// Completions of our own MSG_RING SQEs carry this bit plus the doorbell's slab key.
+const DOORBELL_SENT_BIT: u64 = 1 << 62;
 
 /// `IORING_ENTER_GETEVENTS` from the kernel's uapi header (not re-exported by the crate).
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
@@ -64,6 +71,9 @@ pub(crate) struct UringDriver {
     stats: DriverStats,
     /// The pool whose ring is registered with `ring`; told when the kernel takes a buffer.
     pool: Rc<Pool>,
+    /// Cores we rang with MSG_RING whose completion has not come back yet; kept alive (and
+    /// their ring fds open) until it has.
+    doorbells: Slab<Arc<CoreShared>>,
 }
 
 impl UringDriver {
@@ -101,6 +111,7 @@ impl UringDriver {
             wait_timeout_armed: false,
             stats: DriverStats::default(),
             pool: Rc::clone(pool),
+            doorbells: Slab::new(),
         })
     }
 
@@ -209,6 +220,28 @@ impl UringDriver {
             }
             Lifecycle::Ignored(_) => unreachable!("op dropped twice"),
         }
+    }
+
+    /// This ring's fd (duplicated so other cores can target it with MSG_RING).
+    pub(crate) fn ring_fd(&self) -> std::io::Result<OwnedFd> {
+        let fd = self.ring.as_raw_fd();
+        // SAFETY: the ring fd is open for as long as `self.ring` lives; we only duplicate it.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+    }
+
+    /// Queues a MSG_RING that posts a wake-up completion into `target`'s ring; it goes to the
+    /// kernel with the rest of this turn's batch. False if `target` has no ring.
+    pub(crate) fn ring_doorbell(&mut self, target: Arc<CoreShared>) -> bool {
+        let Some(fd) = target.ring_fd() else {
+            return false;
+        };
+        let key = self.doorbells.insert(target);
+        let entry = opcode::MsgRingData::new(types::Fd(fd), 0, DOORBELL_KEY, None)
+            .build()
+            .user_data(DOORBELL_SENT_BIT | key as u64);
+        self.push(&[entry]);
+        self.stats.doorbells += 1;
+        true
     }
 
     pub(crate) fn take_graveyard(&mut self) -> Vec<Box<dyn Orphan>> {
@@ -372,6 +405,7 @@ impl UringDriver {
             wake_armed,
             wait_timeout_armed,
             pool,
+            doorbells,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -404,6 +438,17 @@ impl UringDriver {
                     }
                 }
                 WAKE_KEY => *wake_armed = false,
+                DOORBELL_KEY => {}
+                key if key & DOORBELL_SENT_BIT != 0 && key < WAIT_TIMEOUT_KEY => {
+                    let target = doorbells.try_remove((key & !DOORBELL_SENT_BIT) as usize);
+                    if cqe.res < 0
+                        && let Some(target) = target
+                    {
+                        // The target's CQ was full or its ring is gone: use its eventfd.
+                        stats.doorbell_failures += 1;
+                        target.ring_eventfd();
+                    }
+                }
                 WAIT_TIMEOUT_KEY => *wait_timeout_armed = false,
                 key => {
                     stats.ops_completed += 1;
@@ -454,13 +499,19 @@ fn complete(
 
 impl Drop for UringDriver {
     fn drop(&mut self) {
+        // SQEs queued in the last turn still go out: a doorbell to another core among them
+        // must not be lost.
+        let _ = self.enter(0);
+        self.reap();
         // Cancel everything still in flight and wait (bounded) for the kernel to let go of it.
         let keys: Vec<u64> = self.ops.iter().map(|(k, _)| k as u64).collect();
         for key in keys {
             self.cancel(key);
         }
         let give_up = std::time::Instant::now() + DRAIN_TIMEOUT;
-        while !self.ops.is_empty() && std::time::Instant::now() < give_up {
+        while (!self.ops.is_empty() || !self.doorbells.is_empty())
+            && std::time::Instant::now() < give_up
+        {
             let _ = self.enter_wait(Some(Duration::from_millis(10)));
             self.reap();
         }
