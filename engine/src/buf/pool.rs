@@ -22,6 +22,9 @@ pub const DEFAULT_POOL_BUFFERS: u16 = 512;
 /// Bytes per pooled buffer unless configured.
 pub const DEFAULT_POOL_BUFFER_BYTES: usize = 16 * 1024;
 
+/// Smallest pooled buffer: a pooled datagram spends 144 bytes on its header and address.
+pub const MIN_BUFFER_BYTES: usize = 512;
+
 /// Figures of one core's pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -78,7 +81,8 @@ impl Pool {
     /// provided-buffer ring (io_uring) instead of a free list.
     pub(crate) fn new(count: u16, size: usize, ring: bool) -> Rc<Pool> {
         let count = count.max(1).next_power_of_two();
-        let size = size.max(64);
+        // Room for a datagram header and source address (160 bytes) plus payload.
+        let size = size.max(MIN_BUFFER_BYTES);
         let layout = Layout::from_size_align(usize::from(count) * size, 4096).expect("pool layout");
         // SAFETY: non-zero size. Zeroed memory comes from fresh pages: untouched buffers cost
         // no resident memory.
@@ -314,6 +318,13 @@ impl PooledBuf {
     /// Copies the bytes into a `Bytes` (which must be `Send`, unlike this per-core buffer).
     pub fn to_bytes(&self) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(self.as_slice())
+    }
+
+    /// Narrows the view to `range` of the current bytes.
+    pub(crate) fn window(&mut self, range: std::ops::Range<usize>) {
+        let end = (self.start + range.end).min(self.end);
+        self.start = (self.start + range.start).min(end);
+        self.end = end;
     }
 
     /// Keeps only the first `len` bytes.

@@ -1,6 +1,13 @@
 //! Networking on a core: TCP listeners (one per core with SO_REUSEPORT, multishot accept) and
-//! streams with the owned-buffer API.
+//! streams, UDP sockets, Unix sockets, all with the owned-buffer API and pooled receives.
 
+mod dgram;
+mod pooled;
+mod stream;
 mod tcp;
+mod udp;
 
-pub use tcp::{DEFAULT_BACKLOG, Incoming, ListenOptions, PooledReader, TcpListener, TcpStream};
+pub use dgram::{Datagram, RecvMeta};
+pub use pooled::PooledReader;
+pub use tcp::{DEFAULT_BACKLOG, Incoming, ListenOptions, TcpListener, TcpStream};
+pub use udp::{UdpPooled, UdpSocket};

@@ -1,7 +1,6 @@
 //! TCP listeners and streams.
 
-use std::cell::Cell;
-use std::net::{Shutdown as How, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,12 +8,10 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use std::rc::Rc;
-
-use crate::buf::{IoBuf, IoBufMut, PooledBuf, Slice};
 use crate::driver::{MultiOp, Op};
 use crate::error::{Error, ErrorKind, Result};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
+use crate::net::stream::{StreamIo, stream_io_methods};
+use crate::op::{Accept, AcceptMulti, Connect};
 use crate::runtime::context;
 use crate::sys::SharedFd;
 
@@ -214,133 +211,13 @@ impl std::fmt::Debug for Incoming {
     }
 }
 
-/// Receives a connection's bytes into pooled buffers; see [`TcpStream::pooled`].
-///
-/// One multishot receive serves it on io_uring. If the pool runs dry (ENOBUFS) it waits until
-/// a buffer comes back and re-arms, and it re-arms when the kernel ends the multishot; neither
-/// is an error and neither spins. Dropping it cancels the receive; buffers the kernel filled
-/// for it meanwhile go back to the pool.
-pub struct PooledReader {
-    fd: SharedFd,
-    op: Option<MultiOp<RecvMulti>>,
-    eof: bool,
-    /// Our place in the pool's queue while waiting for a buffer.
-    waiting: Option<u64>,
-    /// We hold a claim on a free buffer for the receive we re-armed after ENOBUFS.
-    reserved: bool,
-}
-
-impl PooledReader {
-    /// The next received bytes; `None` once the peer has closed its side.
-    pub async fn next(&mut self) -> Result<Option<PooledBuf>> {
-        std::future::poll_fn(|cx| self.poll_next_buf(cx)).await
-    }
-
-    /// Polls for the next received bytes.
-    pub fn poll_next_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<PooledBuf>>> {
-        loop {
-            if self.eof {
-                return Poll::Ready(Ok(None));
-            }
-            if let Some(ticket) = self.waiting {
-                // Woken (or polled spuriously) while waiting for a buffer: re-arm only with a
-                // free buffer to go with it.
-                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-                if !pool.reserve() {
-                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
-                    return Poll::Pending;
-                }
-                self.waiting = None;
-                self.reserved = true;
-            }
-            let op = self.op.get_or_insert_with(|| {
-                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-                MultiOp::submit(RecvMulti {
-                    fd: self.fd.clone(),
-                    pool,
-                    filled: None,
-                })
-            });
-            let cqe = match op.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    self.op = None;
-                    continue;
-                }
-                Poll::Ready(Some(cqe)) => cqe,
-            };
-            if op.is_finished() {
-                self.op = None;
-            }
-            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-            let buffer = crate::driver::buffer_id(cqe.flags);
-            if cqe.res == -libc::ENOBUFS {
-                // The pool ran dry. Re-arm at once only if a free buffer can be claimed for us;
-                // otherwise queue up and sleep until one comes back.
-                pool.count_enobufs();
-                self.op = None;
-                if std::mem::take(&mut self.reserved) {
-                    pool.unreserve();
-                }
-                if pool.reserve() {
-                    self.reserved = true;
-                    continue;
-                }
-                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
-                return Poll::Pending;
-            }
-            self.reserved = false;
-            if cqe.res <= 0 {
-                if let Some(bid) = buffer {
-                    pool.give_back(bid);
-                }
-                if cqe.res == 0 {
-                    self.eof = true;
-                    return Poll::Ready(Ok(None));
-                }
-                return Poll::Ready(Err(Error::from_os(-cqe.res, "recv")));
-            }
-            let Some(bid) = buffer else {
-                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
-            };
-            context::count(|c| c.bytes_in += cqe.res as u64);
-            return Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))));
-        }
-    }
-}
-
-impl Drop for PooledReader {
-    fn drop(&mut self) {
-        let (waiting, reserved) = (self.waiting.take(), self.reserved);
-        context::try_with_current(|ctx| {
-            if let Some(ticket) = waiting {
-                ctx.pool.stop_waiting(ticket);
-            }
-            if reserved {
-                ctx.pool.unreserve();
-            }
-        });
-    }
-}
-
-impl std::fmt::Debug for PooledReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledReader")
-            .field("armed", &self.op.is_some())
-            .field("eof", &self.eof)
-            .finish()
-    }
-}
-
 /// A TCP connection.
 ///
 /// Methods take `&self`, so one task can read while another writes (share it with `Rc`).
 /// Buffers are passed by value and handed back with the result.
 #[derive(Debug)]
 pub struct TcpStream {
-    fd: SharedFd,
-    read_timeout: Cell<Option<Duration>>,
-    write_timeout: Cell<Option<Duration>>,
+    io: StreamIo,
 }
 
 impl TcpStream {
@@ -388,9 +265,7 @@ impl TcpStream {
 
     pub(crate) fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            fd,
-            read_timeout: Cell::new(None),
-            write_timeout: Cell::new(None),
+            io: StreamIo::new(fd),
         }
     }
 
@@ -403,120 +278,7 @@ impl TcpStream {
         Ok(Self::from_shared(SharedFd::new(OwnedFd::from(stream))))
     }
 
-    /// Reads into the spare capacity of `buf` (`len..capacity`) and extends its length.
-    /// `Ok(0)` means the peer closed its side (or `buf` had no spare room).
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (Result<usize>, B) {
-        let op = Recv {
-            fd: self.fd.clone(),
-            buf,
-        };
-        let done = Op::submit_with_timeout(op, self.read_timeout.get()).await;
-        let mut buf = done.op.buf;
-        let result = done.result.map(|n| {
-            let n = n as usize;
-            let init = buf.bytes_init() + n;
-            // SAFETY: the kernel wrote `n` bytes right after the initialised part.
-            unsafe { buf.set_init(init) };
-            context::count(|c| c.bytes_in += n as u64);
-            n
-        });
-        (result, buf)
-    }
-
-    /// A receiver that reads into the core's buffer pool: the buffer is picked when data
-    /// arrives (multishot receive on io_uring), so an idle connection holds none. Drop the
-    /// returned buffers when done with them; they go back to the pool.
-    pub fn pooled(&self) -> PooledReader {
-        PooledReader {
-            fd: self.fd.clone(),
-            op: None,
-            eof: false,
-            waiting: None,
-            reserved: false,
-        }
-    }
-
-    /// Writes some of `buf`; returns how many bytes were taken.
-    pub async fn write<B: IoBuf>(&self, buf: B) -> (Result<usize>, B) {
-        let op = Send {
-            fd: self.fd.clone(),
-            buf,
-        };
-        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
-        if let Ok(n) = done.result {
-            context::count(|c| c.bytes_out += u64::from(n));
-        }
-        (done.result.map(|n| n as usize), done.op.buf)
-    }
-
-    /// Writes all of `buf`.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (Result<()>, B) {
-        let total = buf.bytes_init();
-        let mut slice = Slice::new(buf, 0, total);
-        let mut written = 0;
-        while written < total {
-            let (result, back) = self.write(slice).await;
-            let buf = back.into_inner();
-            match result {
-                Ok(0) => return (Err(Error::new(ErrorKind::WriteZero, "send")), buf),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-            slice = Slice::new(buf, written, total);
-        }
-        (Ok(()), slice.into_inner())
-    }
-
-    /// Writes several buffers with one sendmsg; returns how many bytes were taken in all.
-    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (Result<usize>, Vec<B>) {
-        let op = SendVectored::new(self.fd.clone(), bufs);
-        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
-        if let Ok(n) = done.result {
-            context::count(|c| c.bytes_out += u64::from(n));
-        }
-        (done.result.map(|n| n as usize), done.op.bufs)
-    }
-
-    /// Reads until `buf` is full (`len == capacity`), or fails with `UnexpectedEof`.
-    pub async fn read_exact<B: IoBufMut>(&self, mut buf: B) -> (Result<()>, B) {
-        while buf.bytes_init() < buf.bytes_total() {
-            let (result, back) = self.read(buf).await;
-            buf = back;
-            match result {
-                Ok(0) => return (Err(Error::new(ErrorKind::UnexpectedEof, "recv")), buf),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
-    }
-
-    /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
-    pub async fn shutdown(&self, how: How) -> Result<()> {
-        let how_raw = match how {
-            How::Read => libc::SHUT_RD,
-            How::Write => libc::SHUT_WR,
-            How::Both => libc::SHUT_RDWR,
-        };
-        let op = Shutdown {
-            fd: self.fd.clone(),
-            how: how_raw,
-        };
-        Op::submit(op).await.result?;
-        Ok(())
-    }
-
-    /// Deadline for each read; a read that takes longer fails with `TimedOut`.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
-        self.read_timeout.set(timeout);
-    }
-
-    /// Deadline for each write.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
-        self.write_timeout.set(timeout);
-    }
+    stream_io_methods!();
 
     /// TCP_NODELAY.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
@@ -567,7 +329,7 @@ impl TcpStream {
     }
 
     fn sock(&self) -> SockRef<'_> {
-        SockRef::from(&self.fd)
+        SockRef::from(&self.io.fd)
     }
 }
 

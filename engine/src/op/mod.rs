@@ -8,8 +8,12 @@
 //! INVARIANT (all ops): memory whose address goes to the kernel is on the heap (a buffer's own
 //! allocation, a `Box`), never inline in the op struct, so moving the op does not move it.
 
+mod dgram;
 mod net;
 
+pub(crate) use dgram::{
+    RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo, parse_datagram,
+};
 pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 use crate::driver::OpCode;
@@ -45,6 +49,24 @@ impl OpCode for RecvMulti {
             self.pool.give_back(bid);
         }
     }
+}
+
+impl OpCode for RecvMsgMulti {
+    const NAME: &'static str = "recvmsg";
+
+    fn complete_orphan(&mut self, _res: i32, flags: u32) {
+        if let Some(bid) = crate::driver::buffer_id(flags) {
+            self.pool.give_back(bid);
+        }
+    }
+}
+
+impl<B: crate::buf::IoBuf> OpCode for SendTo<B> {
+    const NAME: &'static str = "sendmsg";
+}
+
+impl<B: crate::buf::IoBufMut> OpCode for RecvFrom<B> {
+    const NAME: &'static str = "recvmsg";
 }
 
 impl OpCode for Connect {

@@ -7,7 +7,10 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
+use crate::op::{
+    Accept, AcceptMulti, Connect, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, Recv, RecvFrom,
+    RecvMsgMulti, RecvMulti, Send, SendTo, SendVectored, Shutdown,
+};
 
 /// What an op waits for before trying again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +155,83 @@ impl ReadyOp for RecvMulti {
             Some(bid) => crate::driver::CQE_F_BUFFER | (u32::from(bid) << 16),
             None => 0,
         }
+    }
+}
+
+impl ReadyOp for RecvMsgMulti {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let Some(bid) = self.pool.take() else {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        };
+        let (base, len) = self.pool.slot(bid);
+        let skip = RECVMSG_OUT_BYTES + RECVMSG_NAME_BYTES;
+        let mut iov = libc::iovec {
+            // SAFETY: the pool's buffers are larger than the header and name area (64 bytes
+            // minimum is raised to fit in `Pool::new` callers; checked by `len > skip` below).
+            iov_base: unsafe { base.add(skip.min(len)) }.cast(),
+            iov_len: len.saturating_sub(skip),
+        };
+        // SAFETY: plain data.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: the name area lies inside buffer `bid`, which we hold.
+        msg.msg_name = unsafe { base.add(RECVMSG_OUT_BYTES) }.cast();
+        msg.msg_namelen = RECVMSG_NAME_BYTES as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        // SAFETY: `msg` describes memory of buffer `bid`, taken from the pool for us.
+        let n = unsafe { libc::recvmsg(self.fd.raw(), &mut msg, libc::MSG_DONTWAIT) };
+        match check(n) {
+            Ok(n) => {
+                // Same layout as io_uring's `io_uring_recvmsg_out`.
+                let head = [msg.msg_namelen, 0, n as u32, msg.msg_flags as u32];
+                for (i, word) in head.iter().enumerate() {
+                    // SAFETY: 16 header bytes at the start of buffer `bid`.
+                    unsafe {
+                        std::ptr::write_unaligned(base.add(i * 4).cast::<u32>(), *word);
+                    }
+                }
+                self.filled = Some(bid);
+                Ok(skip + n)
+            }
+            Err(e) => {
+                self.pool.untake(bid);
+                Err(e)
+            }
+        }
+    }
+
+    fn result_flags(&mut self) -> u32 {
+        match self.filled.take() {
+            Some(bid) => crate::driver::CQE_F_BUFFER | (u32::from(bid) << 16),
+            None => 0,
+        }
+    }
+}
+
+impl<B: IoBuf> ReadyOp for SendTo<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: `msg` points at this op's address, iovec, control data and buffer.
+        check(unsafe { libc::sendmsg(self.fd.raw(), &*self.msg, flags) })
+    }
+}
+
+impl<B: IoBufMut> ReadyOp for RecvFrom<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // SAFETY: `msg` points at this op's address storage, iovec and buffer.
+        check(unsafe { libc::recvmsg(self.fd.raw(), &mut *self.msg, libc::MSG_DONTWAIT) })
     }
 }
 

@@ -3,7 +3,10 @@
 use io_uring::{opcode, squeue::Entry, types::Fd};
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
+use crate::op::{
+    Accept, AcceptMulti, Connect, Recv, RecvFrom, RecvMsgMulti, RecvMulti, Send, SendTo,
+    SendVectored, Shutdown,
+};
 
 /// The completion-mode half of an op.
 pub(crate) trait UringOp {
@@ -51,6 +54,26 @@ impl<B: IoBufMut> UringOp for Recv<B> {
 impl UringOp for RecvMulti {
     fn entry(&mut self) -> Entry {
         opcode::RecvMulti::new(Fd(self.fd.raw()), super::bufring::POOL_GROUP).build()
+    }
+}
+
+impl UringOp for RecvMsgMulti {
+    fn entry(&mut self) -> Entry {
+        opcode::RecvMsgMulti::new(Fd(self.fd.raw()), &*self.msg, super::bufring::POOL_GROUP).build()
+    }
+}
+
+impl<B: IoBuf> UringOp for SendTo<B> {
+    fn entry(&mut self) -> Entry {
+        opcode::SendMsg::new(Fd(self.fd.raw()), &*self.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+}
+
+impl<B: IoBufMut> UringOp for RecvFrom<B> {
+    fn entry(&mut self) -> Entry {
+        opcode::RecvMsg::new(Fd(self.fd.raw()), &mut *self.msg).build()
     }
 }
 

@@ -1,0 +1,194 @@
+//! What every datagram socket (UDP, Unix datagram) can do, written once over `SockAddr`.
+
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use socket2::SockAddr;
+
+use crate::buf::{IoBuf, IoBufMut, PooledBuf};
+use crate::driver::{MultiOp, Op};
+use crate::error::{Error, ErrorKind, Result};
+use crate::op::{RecvFrom, RecvMsgMulti, SendTo, parse_datagram};
+use crate::runtime::context;
+use crate::sys::SharedFd;
+
+/// A received datagram: its bytes (in a pooled buffer, or your own), where it came from, and
+/// whether it was cut short because the buffer was smaller than the datagram.
+#[derive(Debug)]
+pub struct Datagram<A> {
+    /// The payload (truncated to the buffer if `truncated`).
+    pub data: PooledBuf,
+    /// The sender.
+    pub source: A,
+    /// The datagram was longer than the buffer; its tail was dropped by the kernel.
+    pub truncated: bool,
+}
+
+/// Size and origin of a datagram received into a caller's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecvMeta<A> {
+    /// Bytes placed in the buffer.
+    pub len: usize,
+    /// The sender.
+    pub source: A,
+    /// The datagram was longer than the buffer's spare room.
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct DatagramIo {
+    pub(crate) fd: SharedFd,
+}
+
+impl DatagramIo {
+    pub(crate) async fn send_to<B: IoBuf>(
+        &self,
+        buf: B,
+        addr: Option<SockAddr>,
+        segment: Option<u16>,
+    ) -> (Result<usize>, B) {
+        let done = Op::submit(SendTo::new(self.fd.clone(), buf, addr, segment)).await;
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
+        (done.result.map(|n| n as usize), done.op.buf)
+    }
+
+    /// Queues every datagram before waiting for any, so they reach the kernel in one
+    /// submission; results come back in order.
+    pub(crate) async fn send_many<B: IoBuf>(
+        &self,
+        datagrams: Vec<(B, SockAddr)>,
+    ) -> Vec<(Result<usize>, B)> {
+        let ops: Vec<Op<SendTo<B>>> = datagrams
+            .into_iter()
+            .map(|(buf, addr)| Op::submit(SendTo::new(self.fd.clone(), buf, Some(addr), None)))
+            .collect();
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let done = op.await;
+            if let Ok(n) = done.result {
+                context::count(|c| c.bytes_out += u64::from(n));
+            }
+            out.push((done.result.map(|n| n as usize), done.op.buf));
+        }
+        out
+    }
+
+    pub(crate) async fn recv_from<B: IoBufMut>(&self, buf: B) -> (Result<RecvMeta<SockAddr>>, B) {
+        let done = Op::submit(RecvFrom::new(self.fd.clone(), buf)).await;
+        let op = done.op;
+        let source = op.source();
+        let truncated = op.truncated();
+        let mut buf = op.buf;
+        let result = done.result.map(|n| {
+            let n = n as usize;
+            let init = buf.bytes_init() + n;
+            // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+            unsafe { buf.set_init(init) };
+            context::count(|c| c.bytes_in += n as u64);
+            RecvMeta {
+                len: n,
+                source,
+                truncated,
+            }
+        });
+        (result, buf)
+    }
+
+    pub(crate) fn pooled(&self) -> PooledDatagrams {
+        PooledDatagrams {
+            fd: self.fd.clone(),
+            op: None,
+            waiting: None,
+        }
+    }
+}
+
+/// Receives datagrams into the core's buffer pool with one multishot recvmsg (io_uring) or
+/// recvmsg on readiness (compat). Each [`Datagram`] holds one pooled buffer until dropped.
+pub struct PooledDatagrams {
+    fd: SharedFd,
+    op: Option<MultiOp<RecvMsgMulti>>,
+    waiting: Option<u64>,
+}
+
+impl PooledDatagrams {
+    /// The next datagram, with its source as a raw socket address.
+    pub(crate) async fn next_raw(&mut self) -> Result<Datagram<SockAddr>> {
+        std::future::poll_fn(|cx| self.poll_next_raw(cx)).await
+    }
+
+    fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram<SockAddr>>> {
+        let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+        loop {
+            if let Some(ticket) = self.waiting.take() {
+                if !pool.reserve() {
+                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
+                    return Poll::Pending;
+                }
+                pool.unreserve();
+            }
+            let op = self.op.get_or_insert_with(|| {
+                MultiOp::submit(RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool)))
+            });
+            let cqe = match op.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.op = None;
+                    continue;
+                }
+                Poll::Ready(Some(cqe)) => cqe,
+            };
+            if op.is_finished() {
+                self.op = None;
+            }
+            let buffer = crate::driver::buffer_id(cqe.flags);
+            if cqe.res == -libc::ENOBUFS {
+                pool.count_enobufs();
+                self.op = None;
+                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
+                return Poll::Pending;
+            }
+            if cqe.res < 0 {
+                if let Some(bid) = buffer {
+                    pool.give_back(bid);
+                }
+                return Poll::Ready(Err(Error::from_os(-cqe.res, "recvmsg")));
+            }
+            let Some(bid) = buffer else {
+                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (no buffer)")));
+            };
+            let mut data = pool.hand_out(bid, cqe.res as usize);
+            let Some(layout) = parse_datagram(&data, cqe.res as usize) else {
+                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (short buffer)")));
+            };
+            data.window(layout.payload.clone());
+            context::count(|c| c.bytes_in += layout.payload.len() as u64);
+            let Some(source) = layout.source else {
+                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (no source)")));
+            };
+            return Poll::Ready(Ok(Datagram {
+                data,
+                source,
+                truncated: layout.truncated,
+            }));
+        }
+    }
+}
+
+impl Drop for PooledDatagrams {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.waiting.take() {
+            context::try_with_current(|ctx| ctx.pool.stop_waiting(ticket));
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledDatagrams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledDatagrams")
+            .field("armed", &self.op.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,139 @@
+//! Receiving into the core's buffer pool.
+
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use crate::buf::PooledBuf;
+use crate::driver::MultiOp;
+use crate::error::{Error, ErrorKind, Result};
+use crate::op::RecvMulti;
+use crate::runtime::context;
+use crate::sys::SharedFd;
+
+/// Receives a connection's bytes into pooled buffers; see `TcpStream::pooled`.
+///
+/// One multishot receive serves it on io_uring. If the pool runs dry (ENOBUFS) it waits until
+/// a buffer comes back and re-arms, and it re-arms when the kernel ends the multishot; neither
+/// is an error and neither spins. Dropping it cancels the receive; buffers the kernel filled
+/// for it meanwhile go back to the pool.
+pub struct PooledReader {
+    pub(crate) fd: SharedFd,
+    pub(crate) op: Option<MultiOp<RecvMulti>>,
+    pub(crate) eof: bool,
+    /// Our place in the pool's queue while waiting for a buffer.
+    pub(crate) waiting: Option<u64>,
+    /// We hold a claim on a free buffer for the receive we re-armed after ENOBUFS.
+    pub(crate) reserved: bool,
+}
+
+impl PooledReader {
+    pub(crate) fn new(fd: SharedFd) -> PooledReader {
+        PooledReader {
+            fd,
+            op: None,
+            eof: false,
+            waiting: None,
+            reserved: false,
+        }
+    }
+
+    /// The next received bytes; `None` once the peer has closed its side.
+    pub async fn next(&mut self) -> Result<Option<PooledBuf>> {
+        std::future::poll_fn(|cx| self.poll_next_buf(cx)).await
+    }
+
+    /// Polls for the next received bytes.
+    pub fn poll_next_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<PooledBuf>>> {
+        loop {
+            if self.eof {
+                return Poll::Ready(Ok(None));
+            }
+            if let Some(ticket) = self.waiting {
+                // Woken (or polled spuriously) while waiting for a buffer: re-arm only with a
+                // free buffer to go with it.
+                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+                if !pool.reserve() {
+                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
+                    return Poll::Pending;
+                }
+                self.waiting = None;
+                self.reserved = true;
+            }
+            let op = self.op.get_or_insert_with(|| {
+                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+                MultiOp::submit(RecvMulti {
+                    fd: self.fd.clone(),
+                    pool,
+                    filled: None,
+                })
+            });
+            let cqe = match op.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.op = None;
+                    continue;
+                }
+                Poll::Ready(Some(cqe)) => cqe,
+            };
+            if op.is_finished() {
+                self.op = None;
+            }
+            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+            let buffer = crate::driver::buffer_id(cqe.flags);
+            if cqe.res == -libc::ENOBUFS {
+                // The pool ran dry. Re-arm at once only if a free buffer can be claimed for us;
+                // otherwise queue up and sleep until one comes back.
+                pool.count_enobufs();
+                self.op = None;
+                if std::mem::take(&mut self.reserved) {
+                    pool.unreserve();
+                }
+                if pool.reserve() {
+                    self.reserved = true;
+                    continue;
+                }
+                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
+                return Poll::Pending;
+            }
+            self.reserved = false;
+            if cqe.res <= 0 {
+                if let Some(bid) = buffer {
+                    pool.give_back(bid);
+                }
+                if cqe.res == 0 {
+                    self.eof = true;
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Err(Error::from_os(-cqe.res, "recv")));
+            }
+            let Some(bid) = buffer else {
+                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
+            };
+            context::count(|c| c.bytes_in += cqe.res as u64);
+            return Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))));
+        }
+    }
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        let (waiting, reserved) = (self.waiting.take(), self.reserved);
+        context::try_with_current(|ctx| {
+            if let Some(ticket) = waiting {
+                ctx.pool.stop_waiting(ticket);
+            }
+            if reserved {
+                ctx.pool.unreserve();
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for PooledReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledReader")
+            .field("armed", &self.op.is_some())
+            .field("eof", &self.eof)
+            .finish()
+    }
+}

@@ -1,0 +1,198 @@
+//! What every connected byte stream (TCP, Unix) can do, written once.
+
+use std::cell::Cell;
+use std::net::Shutdown as How;
+use std::time::Duration;
+
+use crate::buf::{IoBuf, IoBufMut, Slice};
+use crate::driver::Op;
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::PooledReader;
+use crate::op::{Recv, Send, SendVectored, Shutdown};
+use crate::runtime::context;
+use crate::sys::SharedFd;
+
+/// The descriptor and per-direction deadlines of a connected stream.
+#[derive(Debug)]
+pub(crate) struct StreamIo {
+    pub(crate) fd: SharedFd,
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
+}
+
+impl StreamIo {
+    pub(crate) fn new(fd: SharedFd) -> StreamIo {
+        StreamIo {
+            fd,
+            read_timeout: Cell::new(None),
+            write_timeout: Cell::new(None),
+        }
+    }
+
+    /// Reads into the spare capacity of `buf` (`len..capacity`) and extends its length.
+    /// `Ok(0)` means the peer closed its side (or `buf` had no spare room).
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (Result<usize>, B) {
+        let op = Recv {
+            fd: self.fd.clone(),
+            buf,
+        };
+        let done = Op::submit_with_timeout(op, self.read_timeout.get()).await;
+        let mut buf = done.op.buf;
+        let result = done.result.map(|n| {
+            let n = n as usize;
+            let init = buf.bytes_init() + n;
+            // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+            unsafe { buf.set_init(init) };
+            context::count(|c| c.bytes_in += n as u64);
+            n
+        });
+        (result, buf)
+    }
+
+    /// A receiver that reads into the core's buffer pool: the buffer is picked when data
+    /// arrives (multishot receive on io_uring), so an idle connection holds none. Drop the
+    /// returned buffers when done with them; they go back to the pool.
+    pub(crate) fn pooled(&self) -> PooledReader {
+        PooledReader::new(self.fd.clone())
+    }
+
+    /// Writes some of `buf`; returns how many bytes were taken.
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (Result<usize>, B) {
+        let op = Send {
+            fd: self.fd.clone(),
+            buf,
+        };
+        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
+        (done.result.map(|n| n as usize), done.op.buf)
+    }
+
+    /// Writes all of `buf`.
+    pub(crate) async fn write_all<B: IoBuf>(&self, buf: B) -> (Result<()>, B) {
+        let total = buf.bytes_init();
+        let mut slice = Slice::new(buf, 0, total);
+        let mut written = 0;
+        while written < total {
+            let (result, back) = self.write(slice).await;
+            let buf = back.into_inner();
+            match result {
+                Ok(0) => return (Err(Error::new(ErrorKind::WriteZero, "send")), buf),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+            slice = Slice::new(buf, written, total);
+        }
+        (Ok(()), slice.into_inner())
+    }
+
+    /// Writes several buffers with one sendmsg; returns how many bytes were taken in all.
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (Result<usize>, Vec<B>) {
+        let op = SendVectored::new(self.fd.clone(), bufs);
+        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
+        (done.result.map(|n| n as usize), done.op.bufs)
+    }
+
+    /// Reads until `buf` is full (`len == capacity`), or fails with `UnexpectedEof`.
+    pub(crate) async fn read_exact<B: IoBufMut>(&self, mut buf: B) -> (Result<()>, B) {
+        while buf.bytes_init() < buf.bytes_total() {
+            let (result, back) = self.read(buf).await;
+            buf = back;
+            match result {
+                Ok(0) => return (Err(Error::new(ErrorKind::UnexpectedEof, "recv")), buf),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
+    pub(crate) async fn shutdown(&self, how: How) -> Result<()> {
+        let how_raw = match how {
+            How::Read => libc::SHUT_RD,
+            How::Write => libc::SHUT_WR,
+            How::Both => libc::SHUT_RDWR,
+        };
+        let op = Shutdown {
+            fd: self.fd.clone(),
+            how: how_raw,
+        };
+        Op::submit(op).await.result?;
+        Ok(())
+    }
+
+    /// Deadline for each read; a read that takes longer fails with `TimedOut`.
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.read_timeout.set(timeout);
+    }
+
+    /// Deadline for each write.
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) {
+        self.write_timeout.set(timeout);
+    }
+}
+
+/// The stream methods of a type with an `io: StreamIo` field, with their docs.
+macro_rules! stream_io_methods {
+    () => {
+        /// Reads into the spare capacity of `buf` (`len..capacity`) and extends its length.
+        /// `Ok(0)` means the peer closed its side (or `buf` had no spare room).
+        pub async fn read<B: crate::buf::IoBufMut>(&self, buf: B) -> (crate::Result<usize>, B) {
+            self.io.read(buf).await
+        }
+
+        /// Reads until `buf` is full (`len == capacity`), or fails with `UnexpectedEof`.
+        pub async fn read_exact<B: crate::buf::IoBufMut>(&self, buf: B) -> (crate::Result<()>, B) {
+            self.io.read_exact(buf).await
+        }
+
+        /// A receiver that reads into the core's buffer pool: the buffer is picked when data
+        /// arrives (multishot receive on io_uring), so an idle connection holds none. Drop the
+        /// returned buffers when done with them; they go back to the pool.
+        pub fn pooled(&self) -> crate::net::PooledReader {
+            self.io.pooled()
+        }
+
+        /// Writes some of `buf`; returns how many bytes were taken.
+        pub async fn write<B: crate::buf::IoBuf>(&self, buf: B) -> (crate::Result<usize>, B) {
+            self.io.write(buf).await
+        }
+
+        /// Writes all of `buf`.
+        pub async fn write_all<B: crate::buf::IoBuf>(&self, buf: B) -> (crate::Result<()>, B) {
+            self.io.write_all(buf).await
+        }
+
+        /// Writes several buffers with one sendmsg; returns how many bytes were taken in all.
+        pub async fn writev<B: crate::buf::IoBuf>(
+            &self,
+            bufs: Vec<B>,
+        ) -> (crate::Result<usize>, Vec<B>) {
+            self.io.writev(bufs).await
+        }
+
+        /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
+        pub async fn shutdown(&self, how: std::net::Shutdown) -> crate::Result<()> {
+            self.io.shutdown(how).await
+        }
+
+        /// Deadline for each read; a read that takes longer fails with `TimedOut`.
+        pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
+            self.io.set_read_timeout(timeout)
+        }
+
+        /// Deadline for each write.
+        pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) {
+            self.io.set_write_timeout(timeout)
+        }
+    };
+}
+
+pub(crate) use stream_io_methods;

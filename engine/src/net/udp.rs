@@ -1,0 +1,187 @@
+//! UDP sockets.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::dgram::{Datagram, DatagramIo, PooledDatagrams, RecvMeta};
+use crate::sys::SharedFd;
+
+/// A UDP socket on the current core.
+#[derive(Debug)]
+pub struct UdpSocket {
+    io: DatagramIo,
+}
+
+impl UdpSocket {
+    /// Binds the first address of `addr` that works (IPv4 or IPv6; port 0 picks one).
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<UdpSocket> {
+        Self::bind_inner(addr, false)
+    }
+
+    /// Binds with SO_REUSEPORT, so each core can own a socket on the same address and the
+    /// kernel spreads datagrams among them by source.
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> Result<UdpSocket> {
+        Self::bind_inner(addr, true)
+    }
+
+    fn bind_inner(addr: impl ToSocketAddrs, reuse_port: bool) -> Result<UdpSocket> {
+        let addrs = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::from_io(e, "resolve"))?;
+        let mut last = Error::new(ErrorKind::InvalidInput, "bind (no address)");
+        for addr in addrs {
+            let attempt = (|| {
+                let socket =
+                    Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+                socket.set_nonblocking(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
+                socket.bind(&addr.into())?;
+                Ok::<_, std::io::Error>(socket)
+            })();
+            match attempt {
+                Ok(socket) => {
+                    return Ok(UdpSocket {
+                        io: DatagramIo {
+                            fd: SharedFd::new(OwnedFd::from(socket)),
+                        },
+                    });
+                }
+                Err(e) => last = Error::from_io(e, "bind"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Sets the default destination: `send` goes there and only its datagrams are received.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> Result<()> {
+        let addr = first(addr)?;
+        self.sock()
+            .connect(&addr.into())
+            .map_err(|e| Error::from_io(e, "connect"))
+    }
+
+    /// Sends `buf` as one datagram to `addr`.
+    pub async fn send_to<B: IoBuf>(&self, buf: B, addr: SocketAddr) -> (Result<usize>, B) {
+        self.io.send_to(buf, Some(addr.into()), None).await
+    }
+
+    /// Sends `buf` to the connected peer.
+    pub async fn send<B: IoBuf>(&self, buf: B) -> (Result<usize>, B) {
+        self.io.send_to(buf, None, None).await
+    }
+
+    /// Sends many datagrams with one submission (one `io_uring_enter` for the lot); each
+    /// result says how its datagram fared, in order.
+    pub async fn send_many<B: IoBuf>(
+        &self,
+        datagrams: Vec<(B, SocketAddr)>,
+    ) -> Vec<(Result<usize>, B)> {
+        let datagrams = datagrams
+            .into_iter()
+            .map(|(b, a)| (b, SockAddr::from(a)))
+            .collect();
+        self.io.send_many(datagrams).await
+    }
+
+    /// Sends `buf` to `addr` as datagrams of `segment` bytes each (the last may be shorter),
+    /// cut by the kernel: UDP GSO, one syscall and one pass through the stack for the lot.
+    /// Use it when many datagrams share a destination.
+    pub async fn send_segments<B: IoBuf>(
+        &self,
+        buf: B,
+        segment: u16,
+        addr: SocketAddr,
+    ) -> (Result<usize>, B) {
+        self.io.send_to(buf, Some(addr.into()), Some(segment)).await
+    }
+
+    /// Receives one datagram into the spare capacity of `buf`, with its source.
+    pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> (Result<RecvMeta<SocketAddr>>, B) {
+        let (r, buf) = self.io.recv_from(buf).await;
+        let r = r.and_then(|m| {
+            Ok(RecvMeta {
+                len: m.len,
+                source: inet(&m.source)?,
+                truncated: m.truncated,
+            })
+        });
+        (r, buf)
+    }
+
+    /// Receives datagrams into the core's buffer pool (multishot recvmsg on io_uring).
+    pub fn pooled(&self) -> UdpPooled {
+        UdpPooled {
+            inner: self.io.pooled(),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        inet(
+            &self
+                .sock()
+                .local_addr()
+                .map_err(|e| Error::from_io(e, "getsockname"))?,
+        )
+    }
+
+    /// The connected peer.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        inet(
+            &self
+                .sock()
+                .peer_addr()
+                .map_err(|e| Error::from_io(e, "getpeername"))?,
+        )
+    }
+
+    /// SO_RCVBUF / SO_SNDBUF, in bytes (the kernel may double or cap it).
+    pub fn set_buffer_sizes(&self, recv: usize, send: usize) -> Result<()> {
+        let s = self.sock();
+        s.set_recv_buffer_size(recv)
+            .and_then(|()| s.set_send_buffer_size(send))
+            .map_err(|e| Error::from_io(e, "setsockopt(SO_RCVBUF/SO_SNDBUF)"))
+    }
+
+    fn sock(&self) -> SockRef<'_> {
+        SockRef::from(&self.io.fd)
+    }
+}
+
+/// Pooled datagrams of a [`UdpSocket`].
+#[derive(Debug)]
+pub struct UdpPooled {
+    inner: PooledDatagrams,
+}
+
+impl UdpPooled {
+    /// The next datagram. Errors are per datagram; the receiver goes on.
+    pub async fn next(&mut self) -> Result<Datagram<SocketAddr>> {
+        let d = self.inner.next_raw().await?;
+        Ok(Datagram {
+            source: inet(&d.source)?,
+            data: d.data,
+            truncated: d.truncated,
+        })
+    }
+}
+
+fn inet(addr: &SockAddr) -> Result<SocketAddr> {
+    addr.as_socket().ok_or(Error::new(
+        ErrorKind::InvalidInput,
+        "address is not IPv4/IPv6",
+    ))
+}
+
+fn first(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::from_io(e, "resolve"))?
+        .next()
+        .ok_or(Error::new(ErrorKind::InvalidInput, "resolve (no address)"))
+}
