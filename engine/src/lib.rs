@@ -92,7 +92,7 @@ mod assert_not_send {
     fn per_core_types_are_not_send() {
         <crate::net::TcpStream as AmbiguousIfSend<_>>::check();
         <crate::net::TcpListener as AmbiguousIfSend<_>>::check();
-        <crate::net::Incoming as AmbiguousIfSend<_>>::check();
+        <crate::net::Incoming<crate::net::TcpStream> as AmbiguousIfSend<_>>::check();
         <crate::runtime::context::CoreContext as AmbiguousIfSend<_>>::check();
     }
 }

@@ -1,7 +1,6 @@
 //! UDP over loopback: send/receive with addresses (IPv4 and IPv6), pooled multishot receive,
 //! truncation, batched sends, GSO, and 100,000 datagrams through a batched echo without loss.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -44,13 +43,22 @@ fn truncation_is_reported_not_hidden() {
         assert_eq!(buf, vec![7u8; 10]);
     });
     // Pooled: a datagram larger than a pool buffer.
-    let rt = coring::Runtime::builder().buffer_pool(8, 1024).build().unwrap();
+    let rt = coring::Runtime::builder()
+        .buffer_pool(8, 1024)
+        .build()
+        .unwrap();
     rt.block_on(async {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut rx = b.pooled();
-        a.send_to(vec![9u8; 4000], b.local_addr().unwrap()).await.0.unwrap();
-        a.send_to(vec![1u8; 10], b.local_addr().unwrap()).await.0.unwrap();
+        a.send_to(vec![9u8; 4000], b.local_addr().unwrap())
+            .await
+            .0
+            .unwrap();
+        a.send_to(vec![1u8; 10], b.local_addr().unwrap())
+            .await
+            .0
+            .unwrap();
         let big = rx.next().await.unwrap();
         assert!(big.truncated);
         assert!(big.data.len() < 4000 && big.data.iter().all(|&x| x == 9));
@@ -193,5 +201,10 @@ fn a_hundred_thousand_datagrams_through_a_batched_echo_without_loss() {
     });
     assert_eq!(sends_failed, 0);
     assert_eq!(sent, DATAGRAMS);
-    assert_eq!(received, DATAGRAMS, "lost {} datagrams on loopback", sent - received);
+    assert_eq!(
+        received,
+        DATAGRAMS,
+        "lost {} datagrams on loopback",
+        sent - received
+    );
 }

@@ -115,11 +115,11 @@ pub struct PooledDatagrams {
 
 impl PooledDatagrams {
     /// The next datagram, with its source as a raw socket address.
-    pub(crate) async fn next_raw(&mut self) -> Result<Datagram<SockAddr>> {
+    pub(crate) async fn next_raw(&mut self) -> Result<Datagram<Option<SockAddr>>> {
         std::future::poll_fn(|cx| self.poll_next_raw(cx)).await
     }
 
-    fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram<SockAddr>>> {
+    fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram<Option<SockAddr>>>> {
         let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
         loop {
             if let Some(ticket) = self.waiting.take() {
@@ -165,12 +165,9 @@ impl PooledDatagrams {
             };
             data.window(layout.payload.clone());
             context::count(|c| c.bytes_in += layout.payload.len() as u64);
-            let Some(source) = layout.source else {
-                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (no source)")));
-            };
             return Poll::Ready(Ok(Datagram {
                 data,
-                source,
+                source: layout.source,
                 truncated: layout.truncated,
             }));
         }

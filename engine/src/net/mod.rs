@@ -1,13 +1,17 @@
 //! Networking on a core: TCP listeners (one per core with SO_REUSEPORT, multishot accept) and
 //! streams, UDP sockets, Unix sockets, all with the owned-buffer API and pooled receives.
 
+mod accept;
 mod dgram;
 mod pooled;
 mod stream;
 mod tcp;
 mod udp;
+mod unix;
 
+pub use accept::Incoming;
 pub use dgram::{Datagram, RecvMeta};
 pub use pooled::PooledReader;
-pub use tcp::{DEFAULT_BACKLOG, Incoming, ListenOptions, TcpListener, TcpStream};
+pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpListener, TcpStream};
 pub use udp::{UdpPooled, UdpSocket};
+pub use unix::{UnixAddr, UnixDatagram, UnixListener, UnixPooled, UnixStream};

@@ -12,6 +12,39 @@ use crate::op::{Recv, Send, SendVectored, Shutdown};
 use crate::runtime::context;
 use crate::sys::SharedFd;
 
+/// A new non-blocking, close-on-exec socket.
+pub(crate) fn new_socket(
+    domain: socket2::Domain,
+    ty: socket2::Type,
+    protocol: Option<socket2::Protocol>,
+) -> Result<socket2::Socket> {
+    let socket =
+        socket2::Socket::new(domain, ty, protocol).map_err(|e| Error::from_io(e, "socket"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+    Ok(socket)
+}
+
+/// Opens a stream socket and connects it to `addr`, within `timeout` if given.
+pub(crate) async fn connect_socket(
+    domain: socket2::Domain,
+    protocol: Option<socket2::Protocol>,
+    addr: socket2::SockAddr,
+    timeout: Option<Duration>,
+) -> Result<SharedFd> {
+    let socket = new_socket(domain, socket2::Type::STREAM, protocol)?;
+    let fd = SharedFd::new(std::os::fd::OwnedFd::from(socket));
+    let op = crate::op::Connect {
+        fd: fd.clone(),
+        addr: Box::new(addr),
+        started: false,
+    };
+    Op::submit_with_timeout(op, timeout).await.result?;
+    context::count(|n| n.connected += 1);
+    Ok(fd)
+}
+
 /// The descriptor and per-direction deadlines of a connected stream.
 #[derive(Debug)]
 pub(crate) struct StreamIo {

@@ -2,16 +2,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use crate::driver::{MultiOp, Op};
 use crate::error::{Error, ErrorKind, Result};
-use crate::net::stream::{StreamIo, stream_io_methods};
-use crate::op::{Accept, AcceptMulti, Connect};
+use crate::net::accept::{Incoming, accept_one};
+use crate::net::stream::{StreamIo, connect_socket, stream_io_methods};
 use crate::runtime::context;
 use crate::sys::SharedFd;
 
@@ -85,22 +82,19 @@ impl TcpListener {
 
     /// Accepts one connection and its peer address.
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
-        let done = Op::submit(Accept::new(self.fd.clone())).await;
-        let fd = done.result?;
-        // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-        let stream = TcpStream::from_shared(unsafe { SharedFd::from_raw(fd as i32) });
-        context::count(|n| n.accepted += 1);
-        let peer = done.op.peer_addr().map_or_else(|| stream.peer_addr(), Ok)?;
+        let (fd, peer) = accept_one(&self.fd).await?;
+        let stream = TcpStream::from_shared(fd);
+        let peer = match peer.as_socket() {
+            Some(peer) => peer,
+            None => stream.peer_addr()?,
+        };
         Ok((stream, peer))
     }
 
     /// A stream of accepted connections fed by one multishot accept (5.19): one SQE serves
     /// many connections; it is re-armed if the kernel ends it.
-    pub fn incoming(&self) -> Incoming {
-        Incoming {
-            fd: self.fd.clone(),
-            op: None,
-        }
+    pub fn incoming(&self) -> Incoming<TcpStream> {
+        Incoming::new(self.fd.clone(), TcpStream::from_shared)
     }
 
     /// The bound address (the real port when 0 was asked).
@@ -151,66 +145,6 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
     })
 }
 
-/// Connections from a multishot accept; see [`TcpListener::incoming`].
-///
-/// Dropping it cancels the accept; connections the kernel accepted for it afterwards are
-/// closed, not leaked.
-pub struct Incoming {
-    fd: SharedFd,
-    op: Option<MultiOp<AcceptMulti>>,
-}
-
-impl Incoming {
-    /// The next connection. Errors (EMFILE, say) are per connection: the stream goes on.
-    pub async fn next(&mut self) -> Result<TcpStream> {
-        std::future::poll_fn(|cx| self.poll_accept(cx)).await
-    }
-
-    /// Polls for the next connection.
-    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<TcpStream>> {
-        loop {
-            let op = self.op.get_or_insert_with(|| {
-                MultiOp::submit(AcceptMulti {
-                    fd: self.fd.clone(),
-                })
-            });
-            match op.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    // The kernel ended the multishot; arm a new one.
-                    self.op = None;
-                }
-                Poll::Ready(Some(cqe)) => {
-                    if op.is_finished() {
-                        self.op = None;
-                    }
-                    return Poll::Ready(cqe.result("accept").map(|fd| {
-                        context::count(|n| n.accepted += 1);
-                        // SAFETY: a successful accept returns a new descriptor nobody owns.
-                        TcpStream::from_shared(unsafe { SharedFd::from_raw(fd as i32) })
-                    }));
-                }
-            }
-        }
-    }
-}
-
-impl futures_core::Stream for Incoming {
-    type Item = Result<TcpStream>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_accept(cx).map(Some)
-    }
-}
-
-impl std::fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming")
-            .field("armed", &self.op.is_some())
-            .finish()
-    }
-}
-
 /// A TCP connection.
 ///
 /// Methods take `&self`, so one task can read while another writes (share it with `Rc`).
@@ -241,22 +175,9 @@ impl TcpStream {
             .map_err(|e| Error::from_io(e, "resolve"))?;
         let mut last = Error::new(ErrorKind::InvalidInput, "connect (no address)");
         for addr in addrs {
-            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-                .map_err(|e| Error::from_io(e, "socket"))?;
-            socket
-                .set_nonblocking(true)
-                .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
-            let fd = SharedFd::new(OwnedFd::from(socket));
-            let op = Connect {
-                fd: fd.clone(),
-                addr: Box::new(SockAddr::from(addr)),
-                started: false,
-            };
-            match Op::submit_with_timeout(op, timeout).await.result {
-                Ok(_) => {
-                    context::count(|n| n.connected += 1);
-                    return Ok(TcpStream::from_shared(fd));
-                }
+            let domain = Domain::for_address(addr);
+            match connect_socket(domain, Some(Protocol::TCP), addr.into(), timeout).await {
+                Ok(fd) => return Ok(TcpStream::from_shared(fd)),
                 Err(e) => last = e,
             }
         }

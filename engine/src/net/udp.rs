@@ -164,8 +164,11 @@ impl UdpPooled {
     /// The next datagram. Errors are per datagram; the receiver goes on.
     pub async fn next(&mut self) -> Result<Datagram<SocketAddr>> {
         let d = self.inner.next_raw().await?;
+        let source = d
+            .source
+            .ok_or(Error::new(ErrorKind::Other, "recvmsg (no source)"))?;
         Ok(Datagram {
-            source: inet(&d.source)?,
+            source: inet(&source)?,
             data: d.data,
             truncated: d.truncated,
         })

@@ -27,13 +27,12 @@ impl Accept {
     }
 
     /// The peer address written by a successful accept.
-    pub(crate) fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn peer_sockaddr(&self) -> SockAddr {
         let (storage, len) = &*self.addr;
         // SAFETY: `SockAddrStorage` is plain old data (a `sockaddr_storage`), so a bitwise copy
         // is a valid value; it starts zeroed and a successful accept wrote `len` bytes of a valid
         // address into it (the kernel never writes past the size we passed).
-        let addr = unsafe { SockAddr::new(std::ptr::read(storage), *len) };
-        addr.as_socket()
+        unsafe { SockAddr::new(std::ptr::read(storage), *len) }
     }
 }
 
