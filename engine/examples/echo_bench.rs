@@ -4,7 +4,10 @@
 //! connections each doing request/response round trips of `--size` bytes (`--depth` messages in
 //! flight per connection), and reports round trips per second and per server CPU-second.
 //!
-//! `cargo run --release --example echo_bench` (defaults: 64 connections, 64 B, depth 1, 5 s).
+//! `cargo run --release --example echo_bench` (defaults: 64 connections, 64 B, depth 1, 3 s
+//! per server mode). The server is run twice, reading into one owned 16 KiB buffer per
+//! connection (single-shot recv) and into the core's pool (multishot recv into a provided-buffer
+//! ring); both figures and their ratio are printed. `--server owned|pooled` runs one mode;
 //! `--target HOST:PORT` benchmarks an already running server instead (e.g. under strace).
 
 mod support;
@@ -25,6 +28,16 @@ struct Args {
     warmup: Duration,
     duration: Duration,
     target: Option<std::net::SocketAddr>,
+    modes: Vec<Mode>,
+}
+
+/// How the server reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A 16 KiB buffer owned by each connection, single-shot recv.
+    Owned,
+    /// The core's buffer pool, multishot recv.
+    Pooled,
 }
 
 fn args() -> Args {
@@ -33,12 +46,13 @@ fn args() -> Args {
         size: 64,
         depth: 1,
         warmup: Duration::from_secs(1),
-        duration: Duration::from_secs(5),
+        duration: Duration::from_secs(3),
         target: None,
+        modes: vec![Mode::Owned, Mode::Pooled],
     };
     let usage = "echo_bench: echo throughput on one server core\n\n\
         usage: echo_bench [--conns N] [--size BYTES] [--depth N] [--secs S] [--warmup S] \
-        [--target HOST:PORT]";
+        [--server owned|pooled] [--target HOST:PORT]";
     let mut it = std::env::args().skip(1);
     let fail = |m: String| -> ! {
         eprintln!("echo_bench: {m}");
@@ -62,6 +76,13 @@ fn args() -> Args {
             "--depth" => a.depth = num(&value).max(1) as usize,
             "--secs" => a.duration = Duration::from_secs(num(&value).max(1)),
             "--warmup" => a.warmup = Duration::from_secs(num(&value)),
+            "--server" => {
+                a.modes = match value.as_str() {
+                    "owned" => vec![Mode::Owned],
+                    "pooled" => vec![Mode::Pooled],
+                    other => fail(format!("--server: {other:?} is not owned or pooled")),
+                }
+            }
             "--target" => {
                 a.target = Some(
                     value
@@ -80,46 +101,92 @@ fn main() {
     support::init_logging();
     let cpus = allowed_cpus();
     let (server_cpu, client_cpu) = (cpus[0], cpus[cpus.len().min(2) - 1]);
+    println!(
+        "echo_bench: {} connections, {} B messages, depth {}, {:?} per run; server cpu {server_cpu}, \
+         client cpu {client_cpu}",
+        args.conns, args.size, args.depth, args.duration
+    );
+    if let Some(target) = args.target {
+        let r = measure(&args, target, client_cpu, None);
+        println!("  external {target}: {:.0} round trips/s", r.per_sec);
+        return;
+    }
+    let mut results = Vec::new();
+    for &mode in &args.modes {
+        let r = run_mode(&args, mode, server_cpu, client_cpu);
+        println!(
+            "  server {:<7} {:>10.0} round trips/s  {:>5.1}% server CPU  {:>10.0} round trips/server CPU-s",
+            format!("{mode:?}").to_lowercase(),
+            r.per_sec,
+            r.cpu_share * 100.0,
+            r.per_cpu_sec
+        );
+        results.push((mode, r));
+    }
+    if let [(_, owned), (_, pooled)] = results.as_slice() {
+        println!(
+            "  pooled / owned: {:.2}x round trips per server CPU-second",
+            pooled.per_cpu_sec / owned.per_cpu_sec
+        );
+    }
+}
 
+struct Outcome {
+    per_sec: f64,
+    cpu_share: f64,
+    per_cpu_sec: f64,
+}
+
+/// Runs the echo server in `mode` on `server_cpu` and measures it.
+fn run_mode(args: &Args, mode: Mode, server_cpu: usize, client_cpu: usize) -> Outcome {
+    let rt = Runtime::builder()
+        .cores(1)
+        .thread_name("echo-srv")
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("echo_bench: {e}");
+            std::process::exit(1)
+        });
+    let shutdown = rt.shutdown_handle();
     let port = Arc::new(AtomicU16::new(0));
-    let mut server = None;
-    if args.target.is_none() {
-        let rt = Runtime::builder()
-            .cores(1)
-            .pin(false)
-            .thread_name("echo-srv")
-            .build()
-            .unwrap_or_else(|e| {
-                eprintln!("echo_bench: {e}");
-                std::process::exit(1)
-            });
-        let shutdown = rt.shutdown_handle();
-        let p = port.clone();
-        let thread = std::thread::spawn(move || {
-            pin(server_cpu);
-            rt.run(|_| {
-                let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-                p.store(listener.local_addr().port(), Ordering::Release);
-                async move {
-                    let mut incoming = listener.incoming();
-                    while let Some(conn) = until_shutdown(incoming.next()).await {
-                        if let Ok(conn) = conn {
-                            coring::spawn_local(echo(conn));
-                        }
+    let p = port.clone();
+    let server = std::thread::spawn(move || {
+        pin(server_cpu);
+        rt.run(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            p.store(listener.local_addr().port(), Ordering::Release);
+            async move {
+                let mut incoming = listener.incoming();
+                while let Some(conn) = until_shutdown(incoming.next()).await {
+                    if let Ok(conn) = conn {
+                        match mode {
+                            Mode::Owned => coring::spawn_local(echo(conn)),
+                            Mode::Pooled => coring::spawn_local(echo_pooled(conn)),
+                        };
                     }
                 }
-            })
-            .expect("server runtime");
-        });
-        server = Some((shutdown, thread));
-    }
-    let target = args.target.unwrap_or_else(|| {
-        while port.load(Ordering::Acquire) == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::net::SocketAddr::from(([127, 0, 0, 1], port.load(Ordering::Acquire)))
+            }
+        })
+        .expect("server runtime");
     });
+    while port.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port.load(Ordering::Acquire)));
+    let r = measure(args, target, client_cpu, Some("echo-srv-0"));
+    shutdown.shutdown();
+    server.join().expect("server");
+    r
+}
 
+/// Drives `target` from a client core and measures round trips (and the server thread's CPU
+/// time when it runs in this process).
+fn measure(
+    args: &Args,
+    target: std::net::SocketAddr,
+    client_cpu: usize,
+    server: Option<&'static str>,
+) -> Outcome {
     let client = Runtime::builder()
         .cores(1)
         .thread_name("echo-cli")
@@ -150,11 +217,11 @@ fn main() {
                 )));
             }
             coring::time::sleep(warmup).await;
-            let cpu0 = thread_cpu("echo-srv-0");
+            let cpu0 = server.and_then(thread_cpu);
             let (n0, t0) = (counter.get(), Instant::now());
             coring::time::sleep(duration).await;
             let (n1, t1) = (counter.get(), Instant::now());
-            let cpu1 = thread_cpu("echo-srv-0");
+            let cpu1 = server.and_then(thread_cpu);
             stop.set(true);
             for t in tasks {
                 let _ = t.await;
@@ -163,24 +230,23 @@ fn main() {
         })
     });
     let (msgs, wall, cpu) = bench.join().expect("client");
-    if let Some((shutdown, thread)) = server {
-        shutdown.shutdown();
-        thread.join().expect("server");
-    }
-
     let per_sec = msgs as f64 / wall.as_secs_f64();
-    println!("echo_bench: {conns} connections, {size} B messages, depth {depth}, {wall:.2?}");
-    println!("  server cpu {server_cpu}, client cpu {client_cpu}, target {target}");
-    println!("  round trips/s          {per_sec:>12.0}");
-    match cpu {
-        Some(cpu) if cpu > 0.0 => {
-            println!(
-                "  server CPU utilisation {:>11.1}%",
-                100.0 * cpu / wall.as_secs_f64()
-            );
-            println!("  round trips/server CPU-s {:>10.0}", msgs as f64 / cpu);
+    let cpu = cpu.unwrap_or(0.0);
+    Outcome {
+        per_sec,
+        cpu_share: cpu / wall.as_secs_f64(),
+        per_cpu_sec: if cpu > 0.0 { msgs as f64 / cpu } else { 0.0 },
+    }
+}
+
+/// Zero-copy echo from the pool: the received buffer itself is written back.
+async fn echo_pooled(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut reader = stream.pooled();
+    while let Some(Ok(Some(buf))) = until_shutdown(reader.next()).await {
+        if stream.write_all(buf).await.0.is_err() {
+            return;
         }
-        _ => println!("  server CPU: not measured (external target)"),
     }
 }
 

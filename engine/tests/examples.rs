@@ -103,3 +103,37 @@ fn echo_help_explains_every_flag() {
         assert!(help.contains(flag), "{flag} undocumented");
     }
 }
+
+#[test]
+fn udp_echo_announces_echoes_and_drains_on_sigterm() {
+    let mut child = Command::new(example("udp_echo"))
+        .args(["--addr", "127.0.0.1:0", "--cores", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
+        .parse()
+        .unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for i in 0..50u8 {
+        client.send_to(&[i; 32], addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, addr);
+        assert_eq!(&buf[..n], &[i; 32]);
+    }
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}

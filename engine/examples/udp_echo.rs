@@ -1,0 +1,85 @@
+//! UDP echo server: one SO_REUSEPORT socket per core, datagrams received into the core's
+//! buffer pool (multishot recvmsg) and sent back in batches with one submission each.
+//!
+//! `cargo run --release --example udp_echo -- --addr 127.0.0.1:7001 --cores 2`
+
+mod support;
+
+use std::sync::Arc;
+
+use coring::net::UdpSocket;
+use coring::runtime::until_shutdown;
+use coring::time::timeout;
+
+/// Datagrams echoed per submission at most.
+const BATCH: usize = 64;
+
+fn main() {
+    let args = support::server_args("udp_echo", "UDP echo server", 7001);
+    support::init_logging();
+    let runtime = match coring::Runtime::builder()
+        .cores(args.cores)
+        .pin(args.pin)
+        .driver(args.driver)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("udp_echo: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.shutdown_on_signals() {
+        eprintln!("udp_echo: {e}");
+        std::process::exit(1);
+    }
+    let startup = Arc::new(support::Startup::new(args.cores));
+    let result = runtime.run(|core| {
+        let socket = startup
+            .addr_for(core.index(), args.addr)
+            .ok_or(())
+            .and_then(|addr| {
+                UdpSocket::bind_reuseport(addr).map_err(|e| {
+                    eprintln!("udp_echo: core {}: {e}", core.index());
+                })
+            });
+        startup.bound(
+            core.index(),
+            socket.as_ref().ok().and_then(|s| s.local_addr().ok()),
+        );
+        let handle = core.shutdown_handle();
+        async move {
+            let Ok(socket) = socket else {
+                handle.shutdown();
+                return;
+            };
+            let mut rx = socket.pooled();
+            while let Some(first) = until_shutdown(rx.next()).await {
+                let mut batch = Vec::with_capacity(BATCH);
+                match first {
+                    Ok(d) => batch.push((d.data, d.source)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "receive failed");
+                        continue;
+                    }
+                }
+                // Whatever else is already here goes out in the same submission.
+                while batch.len() < BATCH {
+                    match timeout(std::time::Duration::ZERO, rx.next()).await {
+                        Ok(Ok(d)) => batch.push((d.data, d.source)),
+                        _ => break,
+                    }
+                }
+                for (r, _) in socket.send_many(batch).await {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "send failed");
+                    }
+                }
+            }
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("udp_echo: {e}");
+        std::process::exit(1);
+    }
+}
