@@ -14,23 +14,7 @@ const BUF_BYTES: usize = 16 * 1024;
 
 fn main() {
     let args = support::server_args("echo", "TCP echo server", 7000);
-    support::init_logging();
-    let runtime = match coring::Runtime::builder()
-        .cores(args.cores)
-        .pin(args.pin)
-        .driver(args.driver)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.shutdown_on_signals() {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
+    let runtime = support::server_runtime("echo", &args);
     let startup = Arc::new(support::Startup::new(args.cores));
     let result = runtime.run(|core| {
         let listener = startup

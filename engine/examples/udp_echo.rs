@@ -16,23 +16,7 @@ const BATCH: usize = 64;
 
 fn main() {
     let args = support::server_args("udp_echo", "UDP echo server", 7001);
-    support::init_logging();
-    let runtime = match coring::Runtime::builder()
-        .cores(args.cores)
-        .pin(args.pin)
-        .driver(args.driver)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("udp_echo: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.shutdown_on_signals() {
-        eprintln!("udp_echo: {e}");
-        std::process::exit(1);
-    }
+    let runtime = support::server_runtime("udp_echo", &args);
     let startup = Arc::new(support::Startup::new(args.cores));
     let result = runtime.run(|core| {
         let socket = startup

@@ -97,6 +97,22 @@ fn fail(name: &str, msg: &str) -> ! {
     std::process::exit(2);
 }
 
+/// Sets up logging and a runtime for the server binary `name` (signals start a graceful
+/// shutdown); prints one line and exits 1 when that fails.
+pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
+    init_logging();
+    let runtime = coring::Runtime::builder()
+        .cores(args.cores)
+        .pin(args.pin)
+        .driver(args.driver)
+        .build()
+        .and_then(|rt| rt.shutdown_on_signals().map(|()| rt));
+    runtime.unwrap_or_else(|e| {
+        eprintln!("{name}: {e}");
+        std::process::exit(1)
+    })
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -315,6 +315,30 @@ impl<T: OpCode> MultiOp<T> {
     }
 }
 
+impl<T: OpCode> MultiOp<T> {
+    /// Polls the multishot op in `slot`, arming one with `make` when there is none and
+    /// re-arming when the kernel ends it; `slot` is emptied after the op's final completion.
+    pub(crate) fn poll_rearming(
+        slot: &mut Option<MultiOp<T>>,
+        make: impl Fn() -> T,
+        cx: &mut Context<'_>,
+    ) -> Poll<CqeResult> {
+        loop {
+            let op = slot.get_or_insert_with(|| MultiOp::submit(make()));
+            match op.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => *slot = None,
+                Poll::Ready(Some(cqe)) => {
+                    if op.is_finished() {
+                        *slot = None;
+                    }
+                    return Poll::Ready(cqe);
+                }
+            }
+        }
+    }
+}
+
 impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };

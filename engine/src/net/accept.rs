@@ -44,30 +44,15 @@ impl<S> Incoming<S> {
 
     /// Polls for the next connection.
     pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<S>> {
-        loop {
-            let op = self.op.get_or_insert_with(|| {
-                MultiOp::submit(AcceptMulti {
-                    fd: self.fd.clone(),
-                })
-            });
-            match op.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    // The kernel ended the multishot; arm a new one.
-                    self.op = None;
-                }
-                Poll::Ready(Some(cqe)) => {
-                    if op.is_finished() {
-                        self.op = None;
-                    }
-                    return Poll::Ready(cqe.result("accept").map(|fd| {
-                        context::count(|n| n.accepted += 1);
-                        // SAFETY: a successful accept returns a new descriptor nobody owns.
-                        (self.make)(unsafe { SharedFd::from_raw(fd as i32) })
-                    }));
-                }
-            }
-        }
+        let fd = &self.fd;
+        let make = || AcceptMulti { fd: fd.clone() };
+        MultiOp::poll_rearming(&mut self.op, make, cx).map(|cqe| {
+            cqe.result("accept").map(|fd| {
+                context::count(|n| n.accepted += 1);
+                // SAFETY: a successful accept returns a new descriptor nobody owns.
+                (self.make)(unsafe { SharedFd::from_raw(fd as i32) })
+            })
+        })
     }
 }
 

@@ -129,24 +129,21 @@ impl PooledDatagrams {
                 }
                 pool.unreserve();
             }
-            let op = self.op.get_or_insert_with(|| {
-                MultiOp::submit(RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool)))
-            });
-            let cqe = match op.poll_next(cx) {
+            let make = || RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool));
+            let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    self.op = None;
-                    continue;
-                }
-                Poll::Ready(Some(cqe)) => cqe,
+                Poll::Ready(cqe) => cqe,
             };
-            if op.is_finished() {
-                self.op = None;
-            }
             let buffer = crate::driver::buffer_id(cqe.flags);
             if cqe.res == -libc::ENOBUFS {
+                // The pool ran dry: re-arm at once if a buffer came back meanwhile, otherwise
+                // sleep until one does.
                 pool.count_enobufs();
                 self.op = None;
+                if pool.reserve() {
+                    pool.unreserve();
+                    continue;
+                }
                 self.waiting = Some(pool.wait_for_buffer(cx.waker()));
                 return Poll::Pending;
             }

@@ -59,25 +59,15 @@ impl PooledReader {
                 self.waiting = None;
                 self.reserved = true;
             }
-            let op = self.op.get_or_insert_with(|| {
-                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-                MultiOp::submit(RecvMulti {
-                    fd: self.fd.clone(),
-                    pool,
-                    filled: None,
-                })
-            });
-            let cqe = match op.poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    self.op = None;
-                    continue;
-                }
-                Poll::Ready(Some(cqe)) => cqe,
+            let make = || RecvMulti {
+                fd: self.fd.clone(),
+                pool: context::with_current(|ctx| Rc::clone(&ctx.pool)),
+                filled: None,
             };
-            if op.is_finished() {
-                self.op = None;
-            }
+            let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(cqe) => cqe,
+            };
             let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
             let buffer = crate::driver::buffer_id(cqe.flags);
             if cqe.res == -libc::ENOBUFS {

@@ -257,6 +257,11 @@ impl RuntimeShared {
 
     fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Ends the blocking wait of every running core.
+    fn wake_all(&self) {
         for core in self
             .cores
             .lock()
@@ -276,15 +281,7 @@ impl RuntimeShared {
     /// A root finished; the last one wakes every core so idle ones can stop.
     pub(crate) fn root_done(&self) {
         if self.roots_running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            for core in self
-                .cores
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .flatten()
-            {
-                core.wake();
-            }
+            self.wake_all();
         }
     }
 
