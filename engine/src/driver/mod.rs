@@ -26,6 +26,7 @@ pub(crate) use lifecycle::{MultiOp, Op};
 
 use crate::error::Result;
 use crate::runtime::RuntimeConfig;
+use crate::runtime::context::Doorbell;
 use crate::stats::DriverStats;
 use probe::Capabilities;
 pub use probe::DriverKind;
@@ -66,19 +67,22 @@ pub(crate) enum Driver {
 }
 
 impl Driver {
-    /// Builds the backend the capability report chose. `wake_fd` is an eventfd that remote
-    /// threads write to end a blocking wait.
+    /// Builds the backend the capability report chose, and the doorbell other threads use
+    /// to end its blocking wait.
     pub(crate) fn new(
         config: &RuntimeConfig,
         caps: &Capabilities,
-        wake_fd: std::os::fd::OwnedFd,
         pool: &std::rc::Rc<crate::buf::pool::Pool>,
-    ) -> Result<Driver> {
+    ) -> Result<(Driver, Doorbell)> {
         Ok(match caps.driver {
             DriverKind::Uring => {
-                Driver::Uring(uring::UringDriver::new(config, caps, wake_fd, pool)?)
+                let (d, bell) = uring::UringDriver::new(config, caps, pool)?;
+                (Driver::Uring(d), bell)
             }
-            DriverKind::Compat => Driver::Compat(compat::CompatDriver::new(wake_fd)?),
+            DriverKind::Compat => {
+                let (d, bell) = compat::CompatDriver::new()?;
+                (Driver::Compat(d), bell)
+            }
         })
     }
 

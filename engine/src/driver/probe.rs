@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use io_uring::{IoUring, Probe, opcode};
-
 use crate::runtime::RuntimeConfig;
 use crate::sys::probe as host;
 
@@ -114,26 +112,6 @@ pub struct Capabilities {
     pub reason: String,
 }
 
-/// Opcodes the engine issues, with the kernel that added each.
-const OPCODES: &[(&str, u8)] = &[
-    ("ACCEPT (5.5; multishot 5.19)", opcode::Accept::CODE),
-    ("CONNECT (5.5)", opcode::Connect::CODE),
-    ("RECV (5.6)", opcode::Recv::CODE),
-    ("SEND (5.6)", opcode::Send::CODE),
-    ("SENDMSG (5.3)", opcode::SendMsg::CODE),
-    ("SHUTDOWN (5.11)", opcode::Shutdown::CODE),
-    ("READ (5.6)", opcode::Read::CODE),
-    ("ASYNC_CANCEL (5.5)", opcode::AsyncCancel::CODE),
-    ("LINK_TIMEOUT (5.5)", opcode::LinkTimeout::CODE),
-    ("TIMEOUT (5.4)", opcode::Timeout::CODE),
-];
-
-/// Opcodes the engine uses when present and replaces when not.
-const OPTIONAL_OPCODES: &[(&str, u8)] = &[(
-    "MSG_RING (5.18; cross-core wake-ups, eventfd otherwise)",
-    opcode::MsgRingData::CODE,
-)];
-
 /// Multishot accept and COOP_TASKRUN need this kernel.
 const MIN_KERNEL: (u32, u32) = (5, 19);
 /// From this kernel on, ring memory is charged to the memory cgroup, not RLIMIT_MEMLOCK.
@@ -168,38 +146,23 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
         return caps;
     }
 
-    match try_setup(entries, config.sqpoll_idle.is_some()) {
-        Ok((ring, flags)) => {
-            let mut probe = Probe::new();
-            let probed = ring.submitter().register_probe(&mut probe).is_ok();
-            caps.opcodes = OPCODES
-                .iter()
-                .map(|&(name, code)| (name, probed && probe.is_supported(code)))
-                .collect();
-            let missing: Vec<&str> = caps
-                .opcodes
-                .iter()
-                .filter(|(_, ok)| !ok)
-                .map(|(name, _)| *name)
-                .collect();
-            caps.msg_ring = probed && probe.is_supported(opcode::MsgRingData::CODE);
-            caps.opcodes.extend(
-                OPTIONAL_OPCODES
-                    .iter()
-                    .map(|&(name, code)| (name, probed && probe.is_supported(code))),
-            );
+    match super::uring::probe_ring(entries, config.sqpoll_idle.is_some()) {
+        Ok(ring) => {
+            caps.opcodes = ring.opcodes;
+            caps.msg_ring = ring.msg_ring;
             if version < MIN_KERNEL {
                 caps.io_uring = UringStatus::Incomplete(format!(
                     "kernel {}.{} < {}.{} (multishot accept)",
                     version.0, version.1, MIN_KERNEL.0, MIN_KERNEL.1
                 ));
-            } else if !missing.is_empty() {
-                caps.io_uring = UringStatus::Incomplete(format!("missing {}", missing.join(", ")));
+            } else if !ring.missing.is_empty() {
+                caps.io_uring =
+                    UringStatus::Incomplete(format!("missing {}", ring.missing.join(", ")));
             }
             caps.ring = Some(RingSetup {
                 requested_entries: config.ring_entries,
                 entries,
-                flags,
+                flags: ring.flags,
                 fit,
             });
         }
@@ -232,44 +195,6 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
         }
     }
     caps
-}
-
-/// Creates a ring with the best flags the kernel accepts, dropping one at a time on EINVAL.
-fn try_setup(entries: u32, sqpoll: bool) -> std::io::Result<(IoUring, RingFlags)> {
-    let best = RingFlags {
-        single_issuer: true,
-        defer_taskrun: !sqpoll,
-        coop_taskrun: true,
-        submit_all: true,
-        sqpoll,
-    };
-    let mut ladder = vec![best];
-    let mut f = best;
-    f.defer_taskrun = false;
-    ladder.push(f);
-    f.single_issuer = false;
-    ladder.push(f);
-    f.submit_all = false;
-    ladder.push(f);
-    f.coop_taskrun = false;
-    ladder.push(f);
-
-    let mut last = std::io::Error::from_raw_os_error(libc::EINVAL);
-    for flags in ladder {
-        let setup = RingSetup {
-            requested_entries: entries,
-            entries,
-            flags,
-            fit: String::new(),
-        };
-        let idle = sqpoll.then_some(std::time::Duration::from_millis(1));
-        match super::uring::build_ring(&setup, idle) {
-            Ok(ring) => return Ok((ring, flags)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = e,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
 }
 
 /// Ring memory for `entries` SQ entries and twice as many CQ entries, in bytes (SQEs, the SQ

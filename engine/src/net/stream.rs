@@ -23,6 +23,8 @@ pub(crate) fn new_socket(
     socket
         .set_nonblocking(true)
         .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+    coring_compat::sys::prepare_socket(std::os::fd::AsRawFd::as_raw_fd(&socket))
+        .map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
     Ok(socket)
 }
 

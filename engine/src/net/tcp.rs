@@ -4,11 +4,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, TcpKeepalive, Type};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::accept::{Incoming, accept_one};
-use crate::net::stream::{StreamIo, connect_socket, stream_io_methods};
+use crate::net::stream::{StreamIo, connect_socket, new_socket, stream_io_methods};
 use crate::runtime::context;
 use crate::sys::SharedFd;
 
@@ -118,8 +118,7 @@ impl TcpListener {
 }
 
 fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| Error::from_io(e, "socket"))?;
+    let socket = new_socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     let opt = |r: std::io::Result<()>, op| r.map_err(|e| Error::from_io(e, op));
     opt(
         socket.set_reuse_address(options.reuse_addr),
@@ -131,7 +130,6 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
     if let (SocketAddr::V6(_), Some(only)) = (addr, options.only_v6) {
         opt(socket.set_only_v6(only), "setsockopt(IPV6_V6ONLY)")?;
     }
-    opt(socket.set_nonblocking(true), "fcntl(O_NONBLOCK)")?;
     opt(socket.bind(&addr.into()), "bind")?;
     opt(socket.listen(options.backlog), "listen")?;
     let local = socket

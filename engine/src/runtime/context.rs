@@ -44,6 +44,38 @@ pub(crate) struct CoreContext {
     pub(crate) shutdown_waiters: RefCell<Vec<Waker>>,
 }
 
+/// How other threads end a core's blocking wait.
+pub(crate) enum Doorbell {
+    /// An eventfd on which the io_uring driver keeps a read armed.
+    EventFd(OwnedFd),
+    /// The compat reactor's own notification.
+    Reactor(coring_compat::reactor::Notifier),
+}
+
+impl Doorbell {
+    pub(crate) fn ring(&self) {
+        match self {
+            Doorbell::EventFd(fd) => {
+                let one: u64 = 1;
+                // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter
+                // (EAGAIN) still leaves the fd readable, which is all the wake-up needs.
+                unsafe {
+                    libc::write(
+                        fd.as_raw_fd(),
+                        (&one as *const u64).cast(),
+                        size_of::<u64>(),
+                    )
+                };
+            }
+            Doorbell::Reactor(n) => {
+                if let Err(e) = n.notify() {
+                    tracing::warn!(error = %e, "waking a compat core failed");
+                }
+            }
+        }
+    }
+}
+
 /// Closures sent by other cores (`spawn_on`), run on this core.
 pub(crate) type Injected = Box<dyn FnOnce() + Send>;
 
@@ -54,20 +86,20 @@ pub(crate) struct CoreShared {
     injected: ArrayQueue<Injected>,
     /// Set while the core is (about to be) blocked in the kernel.
     sleeping: AtomicBool,
-    /// Written to end the core's blocking wait (the driver keeps a read armed on it).
-    wake_fd: OwnedFd,
+    /// Ends the core's blocking wait.
+    doorbell: Doorbell,
     /// A duplicate of the core's io_uring fd, so other io_uring cores can ring it with
     /// MSG_RING; it keeps the ring file alive as long as someone may still target it.
     ring_fd: OnceLock<OwnedFd>,
 }
 
 impl CoreShared {
-    pub(crate) fn new(wake_fd: OwnedFd, mailbox: usize) -> CoreShared {
+    pub(crate) fn new(doorbell: Doorbell, mailbox: usize) -> CoreShared {
         CoreShared {
             remote: SegQueue::new(),
             injected: ArrayQueue::new(mailbox.max(1)),
             sleeping: AtomicBool::new(false),
-            wake_fd,
+            doorbell,
             ring_fd: OnceLock::new(),
         }
     }
@@ -102,22 +134,13 @@ impl CoreShared {
     /// MSG_RING, batched with that core's other SQEs; from anywhere else, the eventfd.
     pub(crate) fn wake(self: &Arc<Self>) {
         if self.sleeping.swap(false, Ordering::SeqCst) && !ring_via_current(self) {
-            self.ring_eventfd();
+            self.doorbell.ring();
         }
     }
 
-    /// Wakes the core through its eventfd.
-    pub(crate) fn ring_eventfd(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter (EAGAIN)
-        // still leaves the fd readable, which is all the wake-up needs.
-        unsafe {
-            libc::write(
-                self.wake_fd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                size_of::<u64>(),
-            )
-        };
+    /// Wakes the core through its own doorbell (not MSG_RING).
+    pub(crate) fn ring_doorbell(&self) {
+        self.doorbell.ring();
     }
 
     /// Announces that the core is about to block; returns false if it must not: work arrived,

@@ -23,7 +23,6 @@ mod core;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -489,17 +488,13 @@ impl Runtime {
         if let Some(cpu) = cpu {
             crate::sys::thread::pin_to(cpu)?;
         }
-        let wake_fd = eventfd()?;
-        let driver_fd = wake_fd
-            .try_clone()
-            .map_err(|e| Error::from_io(e, "dup eventfd"))?;
         let pool = Pool::new(
             self.config.pool_buffers,
             self.config.pool_buffer_bytes,
             self.caps.driver == DriverKind::Uring,
         );
-        let driver = Driver::new(&self.config, &self.caps, driver_fd, &pool)?;
-        let shared = Arc::new(CoreShared::new(wake_fd, self.config.mailbox));
+        let (driver, doorbell) = Driver::new(&self.config, &self.caps, &pool)?;
+        let shared = Arc::new(CoreShared::new(doorbell, self.config.mailbox));
         if self.caps.msg_ring
             && let Driver::Uring(d) = &driver
         {
@@ -686,14 +681,4 @@ pub fn core_stats() -> CoreStats {
 /// A snapshot of the current core's buffer pool figures.
 pub fn pool_stats() -> PoolStats {
     context::with_current(|ctx| ctx.pool.stats())
-}
-
-fn eventfd() -> Result<OwnedFd> {
-    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(Error::last_os("eventfd"));
-    }
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

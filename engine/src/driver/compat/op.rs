@@ -4,7 +4,8 @@
 //! non-blocking, and recv/send also pass MSG_DONTWAIT for descriptors adopted from elsewhere.
 
 use std::io;
-use std::os::fd::RawFd;
+
+use coring_compat::sys::{self, RawSource as RawFd};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::{
@@ -35,15 +36,6 @@ pub(crate) trait ReadyOp {
     }
 }
 
-/// Turns a libc return value into a result.
-fn check(ret: isize) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
-}
-
 impl ReadyOp for Accept {
     fn readiness(&self) -> (RawFd, Interest) {
         (self.fd.raw(), Interest::Read)
@@ -53,15 +45,7 @@ impl ReadyOp for Accept {
         let (storage, len) = &mut *self.addr;
         let storage: *mut socket2::SockAddrStorage = storage;
         // SAFETY: `storage` and `len` are live, boxed, and `len` holds the storage's size.
-        let fd = unsafe {
-            libc::accept4(
-                self.fd.raw(),
-                storage.cast(),
-                len,
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        check(fd as isize)
+        unsafe { sys::accept(self.fd.raw(), storage.cast(), len) }.map(|fd| fd as usize)
     }
 }
 
@@ -72,15 +56,8 @@ impl ReadyOp for AcceptMulti {
 
     fn perform(&mut self) -> io::Result<usize> {
         // SAFETY: null address and length are allowed and mean "do not report the peer".
-        let fd = unsafe {
-            libc::accept4(
-                self.fd.raw(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        check(fd as isize)
+        unsafe { sys::accept(self.fd.raw(), std::ptr::null_mut(), std::ptr::null_mut()) }
+            .map(|fd| fd as usize)
     }
 }
 
@@ -90,23 +67,19 @@ impl ReadyOp for Connect {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
-        // The first call starts the connect (EINPROGRESS); later calls ask again, which answers
-        // EALREADY while in progress, EISCONN once connected, or the connect's own error.
+        // The first call starts the connect; later calls ask again, which answers "in
+        // progress", "connected" or the connect's own error.
         // SAFETY: the boxed address is valid for its length.
-        let ret =
-            unsafe { libc::connect(self.fd.raw(), self.addr.as_ptr().cast(), self.addr.len()) };
-        if ret == 0 {
-            return Ok(0);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EISCONN) if self.started => Ok(0),
-            Some(libc::EINPROGRESS | libc::EALREADY) => {
-                self.started = true;
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            _ => Err(err),
-        }
+        let r = unsafe {
+            sys::connect(
+                self.fd.raw(),
+                self.addr.as_ptr().cast(),
+                self.addr.len(),
+                self.started,
+            )
+        };
+        self.started = true;
+        r.map(|()| 0)
     }
 }
 
@@ -118,8 +91,7 @@ impl<B: IoBufMut> ReadyOp for Recv<B> {
     fn perform(&mut self) -> io::Result<usize> {
         let (ptr, len) = self.spare();
         // SAFETY: `ptr..ptr+len` is the buffer's spare capacity, owned by this op.
-        let n = unsafe { libc::recv(self.fd.raw(), ptr.cast(), len as usize, libc::MSG_DONTWAIT) };
-        check(n)
+        unsafe { sys::recv(self.fd.raw(), ptr, len as usize) }
     }
 }
 
@@ -137,8 +109,7 @@ impl ReadyOp for RecvMulti {
         let (ptr, len) = self.pool.slot(bid);
         // SAFETY: buffer `bid` was just taken from the pool, so nobody else uses it; it is
         // `len` writable bytes of the pool's allocation, kept alive by `self.pool`.
-        let n = unsafe { libc::recv(self.fd.raw(), ptr.cast(), len, libc::MSG_DONTWAIT) };
-        match check(n) {
+        match unsafe { sys::recv(self.fd.raw(), ptr, len) } {
             Ok(n) if n > 0 => {
                 self.filled = Some(bid);
                 Ok(n)
@@ -183,8 +154,7 @@ impl ReadyOp for RecvMsgMulti {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         // SAFETY: `msg` describes memory of buffer `bid`, taken from the pool for us.
-        let n = unsafe { libc::recvmsg(self.fd.raw(), &mut msg, libc::MSG_DONTWAIT) };
-        match check(n) {
+        match unsafe { sys::recvmsg(self.fd.raw(), &mut msg) } {
             Ok(n) => {
                 // Same layout as io_uring's `io_uring_recvmsg_out`.
                 let head = [msg.msg_namelen, 0, n as u32, msg.msg_flags as u32];
@@ -218,9 +188,8 @@ impl<B: IoBuf> ReadyOp for SendTo<B> {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: `msg` points at this op's address, iovec, control data and buffer.
-        check(unsafe { libc::sendmsg(self.fd.raw(), &*self.msg, flags) })
+        unsafe { sys::sendmsg(self.fd.raw(), &*self.msg) }
     }
 }
 
@@ -231,7 +200,7 @@ impl<B: IoBufMut> ReadyOp for RecvFrom<B> {
 
     fn perform(&mut self) -> io::Result<usize> {
         // SAFETY: `msg` points at this op's address storage, iovec and buffer.
-        check(unsafe { libc::recvmsg(self.fd.raw(), &mut *self.msg, libc::MSG_DONTWAIT) })
+        unsafe { sys::recvmsg(self.fd.raw(), &mut *self.msg) }
     }
 }
 
@@ -241,17 +210,8 @@ impl<B: IoBuf> ReadyOp for Send<B> {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: the buffer's first `bytes_init` bytes are initialised and owned by this op.
-        let n = unsafe {
-            libc::send(
-                self.fd.raw(),
-                self.buf.stable_ptr().cast(),
-                self.buf.bytes_init(),
-                flags,
-            )
-        };
-        check(n)
+        unsafe { sys::send(self.fd.raw(), self.buf.stable_ptr(), self.buf.bytes_init()) }
     }
 }
 
@@ -261,10 +221,8 @@ impl<B: IoBuf> ReadyOp for SendVectored<B> {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: `msg` points at this op's iovecs, which point at its buffers.
-        let n = unsafe { libc::sendmsg(self.fd.raw(), &*self.msg, flags) };
-        check(n)
+        unsafe { sys::sendmsg(self.fd.raw(), &*self.msg) }
     }
 }
 
@@ -274,8 +232,6 @@ impl ReadyOp for Shutdown {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
-        // SAFETY: plain syscall on a descriptor this op keeps open.
-        let ret = unsafe { libc::shutdown(self.fd.raw(), self.how) };
-        check(ret as isize)
+        sys::shutdown(self.fd.raw(), self.how).map(|()| 0)
     }
 }

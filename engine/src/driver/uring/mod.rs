@@ -10,6 +10,10 @@
 
 pub(crate) mod bufring;
 pub(crate) mod op;
+mod setup;
+
+use setup::build_ring;
+pub(crate) use setup::probe_ring;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,11 +27,11 @@ use slab::Slab;
 
 use crate::buf::pool::Pool;
 use crate::driver::lifecycle::{CqeResult, Deadline, Lifecycle};
-use crate::driver::probe::{Capabilities, RingSetup};
+use crate::driver::probe::Capabilities;
 use crate::driver::{OpCode, Orphan};
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeConfig;
-use crate::runtime::context::CoreShared;
+use crate::runtime::context::{CoreShared, Doorbell};
 use crate::stats::DriverStats;
 
 /// Completion of an ASYNC_CANCEL we issued.
@@ -80,9 +84,14 @@ impl UringDriver {
     pub(crate) fn new(
         config: &RuntimeConfig,
         caps: &Capabilities,
-        wake_fd: OwnedFd,
         pool: &Rc<Pool>,
-    ) -> Result<UringDriver> {
+    ) -> Result<(UringDriver, Doorbell)> {
+        let wake_fd = eventfd()?;
+        let bell = Doorbell::EventFd(
+            wake_fd
+                .try_clone()
+                .map_err(|e| Error::from_io(e, "dup eventfd"))?,
+        );
         let setup = caps
             .ring
             .as_ref()
@@ -99,7 +108,7 @@ impl UringDriver {
             }
             .map_err(|e| Error::from_io(e, "io_uring_register(PBUF_RING)"))?;
         }
-        Ok(UringDriver {
+        let driver = UringDriver {
             ring,
             ops: Slab::with_capacity(setup.entries as usize),
             graveyard: Vec::new(),
@@ -112,7 +121,8 @@ impl UringDriver {
             stats: DriverStats::default(),
             pool: Rc::clone(pool),
             doorbells: Slab::new(),
-        })
+        };
+        Ok((driver, bell))
     }
 
     pub(crate) fn submit<T: OpCode>(
@@ -446,7 +456,7 @@ impl UringDriver {
                     {
                         // The target's CQ was full or its ring is gone: use its eventfd.
                         stats.doorbell_failures += 1;
-                        target.ring_eventfd();
+                        target.ring_doorbell();
                     }
                 }
                 WAIT_TIMEOUT_KEY => *wait_timeout_armed = false,
@@ -528,32 +538,12 @@ impl Drop for UringDriver {
     }
 }
 
-/// Builds a ring with the flags the probe settled on.
-pub(crate) fn build_ring(
-    setup: &RingSetup,
-    sqpoll_idle: Option<Duration>,
-) -> std::io::Result<IoUring> {
-    let mut builder = IoUring::builder();
-    builder.setup_cqsize(setup.entries * 2);
-    if setup.flags.single_issuer {
-        // 6.0: only this thread submits; lets the kernel skip locking.
-        builder.setup_single_issuer();
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::last_os("eventfd"));
     }
-    if setup.flags.defer_taskrun {
-        // 6.1: completions run when we ask (enter with GETEVENTS), not by interrupting us.
-        builder.setup_defer_taskrun();
-    }
-    if setup.flags.coop_taskrun {
-        // 5.19: no IPI to interrupt the thread when a completion is ready.
-        builder.setup_coop_taskrun();
-    }
-    if setup.flags.submit_all {
-        // 5.18: keep submitting the batch when one SQE fails.
-        builder.setup_submit_all();
-    }
-    if let Some(idle) = sqpoll_idle {
-        // 5.11 without privileges: a kernel thread polls the SQ (burns a core; opt-in only).
-        builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
-    }
-    builder.build(setup.entries)
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }

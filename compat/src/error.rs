@@ -1,0 +1,146 @@
+//! The portable error kind and the translation of OS error codes into it.
+//!
+//! Every backend maps its codes here (errno on Unix; WSA codes on Windows when that backend
+//! lands), so code above sees one vocabulary and the raw code stays available next to it.
+
+use std::io;
+
+/// What went wrong, independent of the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The peer reset the connection (ECONNRESET).
+    ConnectionReset,
+    /// Nobody listens at the address (ECONNREFUSED).
+    ConnectionRefused,
+    /// The connection was aborted locally (ECONNABORTED).
+    ConnectionAborted,
+    /// Writing to a connection whose peer has gone (EPIPE).
+    BrokenPipe,
+    /// The socket is not connected (ENOTCONN).
+    NotConnected,
+    /// The address is already bound (EADDRINUSE).
+    AddrInUse,
+    /// The address is not local (EADDRNOTAVAIL).
+    AddrNotAvailable,
+    /// The network or host cannot be reached (ENETUNREACH, EHOSTUNREACH).
+    Unreachable,
+    /// A deadline passed before the operation completed.
+    TimedOut,
+    /// The operation was cancelled (ECANCELED) without a deadline being involved.
+    Cancelled,
+    /// The operation would block; only seen on the readiness path.
+    WouldBlock,
+    /// A signal interrupted the call (EINTR).
+    Interrupted,
+    /// An argument was not valid (EINVAL, EBADF, ENOTSOCK, …).
+    InvalidInput,
+    /// The operation is not permitted (EPERM, EACCES), seccomp filters included.
+    PermissionDenied,
+    /// The kernel or platform lacks the feature (ENOSYS, EOPNOTSUPP).
+    Unsupported,
+    /// Out of kernel memory or buffer space (ENOMEM, ENOBUFS).
+    OutOfMemory,
+    /// The process or system ran out of file descriptors (EMFILE, ENFILE).
+    TooManyOpenFiles,
+    /// A file or path does not exist (ENOENT).
+    NotFound,
+    /// The peer closed before all expected bytes arrived.
+    UnexpectedEof,
+    /// A write accepted zero bytes.
+    WriteZero,
+    /// The runtime is shutting down or the API was used outside a coring core.
+    RuntimeUnavailable,
+    /// Anything else; the raw OS code says more.
+    Other,
+}
+
+/// The portable kind of a raw OS error code (a positive errno).
+pub fn kind_of_os(code: i32) -> ErrorKind {
+    use ErrorKind::*;
+    match code {
+        libc::ECONNRESET => ConnectionReset,
+        libc::ECONNREFUSED => ConnectionRefused,
+        libc::ECONNABORTED => ConnectionAborted,
+        libc::EPIPE => BrokenPipe,
+        libc::ENOTCONN => NotConnected,
+        libc::EADDRINUSE => AddrInUse,
+        libc::EADDRNOTAVAIL => AddrNotAvailable,
+        libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN => Unreachable,
+        libc::ETIMEDOUT | libc::ETIME => TimedOut,
+        libc::ECANCELED => Cancelled,
+        libc::EAGAIN | libc::EINPROGRESS | libc::EALREADY => WouldBlock,
+        libc::EINTR => Interrupted,
+        libc::EINVAL | libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EISCONN => InvalidInput,
+        libc::EPERM | libc::EACCES => PermissionDenied,
+        libc::ENOSYS | libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT => Unsupported,
+        libc::ENOMEM | libc::ENOBUFS => OutOfMemory,
+        libc::EMFILE | libc::ENFILE => TooManyOpenFiles,
+        libc::ENOENT => NotFound,
+        _ => Other,
+    }
+}
+
+/// The portable kind of a `std::io::ErrorKind` (for errors without an OS code).
+pub fn kind_of_io(kind: io::ErrorKind) -> ErrorKind {
+    use io::ErrorKind as K;
+    match kind {
+        K::ConnectionReset => ErrorKind::ConnectionReset,
+        K::ConnectionRefused => ErrorKind::ConnectionRefused,
+        K::ConnectionAborted => ErrorKind::ConnectionAborted,
+        K::BrokenPipe => ErrorKind::BrokenPipe,
+        K::NotConnected => ErrorKind::NotConnected,
+        K::AddrInUse => ErrorKind::AddrInUse,
+        K::AddrNotAvailable => ErrorKind::AddrNotAvailable,
+        K::TimedOut => ErrorKind::TimedOut,
+        K::WouldBlock => ErrorKind::WouldBlock,
+        K::Interrupted => ErrorKind::Interrupted,
+        K::InvalidInput | K::InvalidData => ErrorKind::InvalidInput,
+        K::PermissionDenied => ErrorKind::PermissionDenied,
+        K::Unsupported => ErrorKind::Unsupported,
+        K::OutOfMemory => ErrorKind::OutOfMemory,
+        K::NotFound => ErrorKind::NotFound,
+        K::UnexpectedEof => ErrorKind::UnexpectedEof,
+        K::WriteZero => ErrorKind::WriteZero,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// The `std::io::ErrorKind` closest to a portable kind.
+pub fn io_kind_of(kind: ErrorKind) -> io::ErrorKind {
+    use io::ErrorKind as K;
+    match kind {
+        ErrorKind::ConnectionReset => K::ConnectionReset,
+        ErrorKind::ConnectionRefused => K::ConnectionRefused,
+        ErrorKind::ConnectionAborted => K::ConnectionAborted,
+        ErrorKind::BrokenPipe => K::BrokenPipe,
+        ErrorKind::NotConnected => K::NotConnected,
+        ErrorKind::AddrInUse => K::AddrInUse,
+        ErrorKind::AddrNotAvailable => K::AddrNotAvailable,
+        ErrorKind::TimedOut => K::TimedOut,
+        ErrorKind::WouldBlock => K::WouldBlock,
+        ErrorKind::Interrupted => K::Interrupted,
+        ErrorKind::InvalidInput => K::InvalidInput,
+        ErrorKind::PermissionDenied => K::PermissionDenied,
+        ErrorKind::Unsupported => K::Unsupported,
+        ErrorKind::OutOfMemory => K::OutOfMemory,
+        ErrorKind::NotFound => K::NotFound,
+        ErrorKind::UnexpectedEof => K::UnexpectedEof,
+        ErrorKind::WriteZero => K::WriteZero,
+        _ => K::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_codes_map_to_their_kinds() {
+        assert_eq!(kind_of_os(libc::ECONNRESET), ErrorKind::ConnectionReset);
+        assert_eq!(kind_of_os(libc::EMFILE), ErrorKind::TooManyOpenFiles);
+        assert_eq!(kind_of_os(libc::EAGAIN), ErrorKind::WouldBlock);
+        assert_eq!(kind_of_io(io::ErrorKind::TimedOut), ErrorKind::TimedOut);
+        assert_eq!(io_kind_of(ErrorKind::BrokenPipe), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,165 @@
+//! Unix sockets: Linux (epoll) and macOS/BSD (kqueue).
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use polling::{Event, Poller};
+
+/// A raw descriptor.
+pub type RawSource = RawFd;
+
+fn check(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `MSG_NOSIGNAL` where it exists (elsewhere sockets carry SO_NOSIGPIPE instead).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const NO_SIGNAL: libc::c_int = 0;
+
+pub(crate) fn modify(poller: &Poller, source: RawSource, ev: Event) -> io::Result<()> {
+    // SAFETY: the reactor's caller keeps `source` open while it is registered.
+    poller.modify(unsafe { BorrowedFd::borrow_raw(source) }, ev)
+}
+
+pub(crate) fn delete(poller: &Poller, source: RawSource) -> io::Result<()> {
+    // SAFETY: as above; it is still open when removed.
+    poller.delete(unsafe { BorrowedFd::borrow_raw(source) })
+}
+
+pub(crate) fn is_not_registered(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOENT)
+}
+
+pub(crate) fn is_already_registered(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EEXIST)
+}
+
+/// Per-socket options the platform needs before use: Apple has no MSG_NOSIGNAL, so writes to a
+/// closed peer would raise SIGPIPE without SO_NOSIGPIPE.
+pub fn prepare_socket(fd: RawSource) -> io::Result<()> {
+    #[cfg(target_vendor = "apple")]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: sets an int option on a descriptor the caller owns.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        check(ret as isize)?;
+    }
+    let _ = fd;
+    Ok(())
+}
+
+/// Accepts a connection, non-blocking and close-on-exec, with the peer's address.
+///
+/// # Safety
+///
+/// `addr`/`len` must be null or point at writable storage of `*len` bytes.
+pub unsafe fn accept(
+    fd: RawSource,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> io::Result<RawSource> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        // SAFETY: per the caller's contract.
+        let new = unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
+        check(new as isize).map(|n| n as RawSource)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        // SAFETY: per the caller's contract.
+        let new = unsafe { libc::accept(fd, addr, len) };
+        let new = check(new as isize)? as RawSource;
+        // SAFETY: plain fcntl calls on the descriptor just accepted.
+        unsafe {
+            libc::fcntl(new, libc::F_SETFD, libc::FD_CLOEXEC);
+            let flags = libc::fcntl(new, libc::F_GETFL);
+            libc::fcntl(new, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        prepare_socket(new)?;
+        Ok(new)
+    }
+}
+
+/// Starts or checks a connect: `Ok` once connected, `WouldBlock` while in progress.
+///
+/// # Safety
+///
+/// `addr` must point at `len` bytes of a valid socket address.
+pub unsafe fn connect(
+    fd: RawSource,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    started: bool,
+) -> io::Result<()> {
+    // SAFETY: per the caller's contract.
+    let ret = unsafe { libc::connect(fd, addr, len) };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EISCONN) if started => Ok(()),
+        Some(libc::EINPROGRESS | libc::EALREADY) => Err(io::ErrorKind::WouldBlock.into()),
+        _ => Err(err),
+    }
+}
+
+/// Receives into `buf..buf+len`.
+///
+/// # Safety
+///
+/// `buf` must point at `len` writable bytes.
+pub unsafe fn recv(fd: RawSource, buf: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: per the caller's contract.
+    check(unsafe { libc::recv(fd, buf.cast(), len, libc::MSG_DONTWAIT) })
+}
+
+/// Sends `buf..buf+len`.
+///
+/// # Safety
+///
+/// `buf` must point at `len` readable bytes.
+pub unsafe fn send(fd: RawSource, buf: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: per the caller's contract.
+    check(unsafe { libc::send(fd, buf.cast(), len, libc::MSG_DONTWAIT | NO_SIGNAL) })
+}
+
+/// sendmsg.
+///
+/// # Safety
+///
+/// `msg` must describe valid memory (name, iovecs, control data).
+pub unsafe fn sendmsg(fd: RawSource, msg: *const libc::msghdr) -> io::Result<usize> {
+    // SAFETY: per the caller's contract.
+    check(unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT | NO_SIGNAL) })
+}
+
+/// recvmsg.
+///
+/// # Safety
+///
+/// `msg` must describe valid, writable memory.
+pub unsafe fn recvmsg(fd: RawSource, msg: *mut libc::msghdr) -> io::Result<usize> {
+    // SAFETY: per the caller's contract.
+    check(unsafe { libc::recvmsg(fd, msg, libc::MSG_DONTWAIT) })
+}
+
+/// shutdown(2).
+pub fn shutdown(fd: RawSource, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall; an invalid descriptor is reported as EBADF.
+    check(unsafe { libc::shutdown(fd, how) } as isize).map(drop)
+}
