@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::driver::uring::Deadline;
 use crate::driver::{Driver, OpCode, Orphan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::context;
@@ -63,23 +64,6 @@ pub(crate) enum Lifecycle {
         waker: Option<Waker>,
         queue: VecDeque<CqeResult>,
     },
-}
-
-/// A per-op deadline, enforced by the kernel with a linked timeout.
-///
-/// INVARIANT: `ts` is boxed so the address in the LINK_TIMEOUT SQE stays valid while the op
-/// moves; the box lives with the op (or its orphan) until the op's last completion, which is
-/// after the kernel has read it at submission.
-pub(crate) struct Deadline {
-    pub(crate) ts: Box<io_uring::types::Timespec>,
-}
-
-impl Deadline {
-    pub(crate) fn after(dur: Duration) -> Deadline {
-        Deadline {
-            ts: Box::new(io_uring::types::Timespec::from(dur)),
-        }
-    }
 }
 
 /// Memory of an op whose future was dropped, parked in the driver.

@@ -18,7 +18,18 @@
 pub(crate) mod compat;
 pub(crate) mod lifecycle;
 pub mod probe;
-pub(crate) mod uring;
+
+// The one place that picks what exists on this platform: the io_uring backend on Linux, an
+// uninhabited stand-in elsewhere (so the contract and the lifecycle compile unchanged).
+cfg_select! {
+    target_os = "linux" => {
+        pub(crate) mod uring;
+    }
+    _ => {
+        #[path = "uring_none.rs"]
+        pub(crate) mod uring;
+    }
+}
 
 use std::time::Duration;
 

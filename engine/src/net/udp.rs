@@ -98,6 +98,9 @@ impl UdpSocket {
         segment: u16,
         addr: SocketAddr,
     ) -> (Result<usize>, B) {
+        if !crate::sys::udp::GSO_AVAILABLE {
+            return (Err(Error::new(ErrorKind::Unsupported, "UDP GSO")), buf);
+        }
         self.io.send_to(buf, Some(addr.into()), Some(segment)).await
     }
 

@@ -6,7 +6,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::sys::SharedFd;
 
 /// Room for one `UDP_SEGMENT` control message (a `u16`), 8-byte aligned.
-const GSO_CMSG_BYTES: usize = 24;
+pub(crate) const GSO_CMSG_BYTES: usize = 24;
 
 /// Send `buf` as one datagram (or, with a GSO segment size, as many) to `addr`, or to the
 /// connected peer when `addr` is `None`.
@@ -52,18 +52,7 @@ impl<B: IoBuf> SendTo<B> {
         let mut control = None;
         if let Some(size) = segment {
             let mut space = Box::new([0u64; GSO_CMSG_BYTES / 8]);
-            msg.msg_control = space.as_mut_ptr().cast();
-            // SAFETY: CMSG_SPACE is a pure size computation.
-            msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-            // SAFETY: the control buffer is `GSO_CMSG_BYTES` long, enough for one u16 cmsg
-            // (CMSG_SPACE(2) = 24 on 64-bit Linux), and `msg` points at it.
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(&*msg);
-                (*cmsg).cmsg_level = libc::SOL_UDP;
-                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
-            }
+            crate::sys::udp::write_gso(&mut space, &mut msg, size);
             control = Some(space);
         }
         SendTo {

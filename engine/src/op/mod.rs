@@ -12,7 +12,8 @@ mod dgram;
 mod net;
 
 pub(crate) use dgram::{
-    RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo, parse_datagram,
+    GSO_CMSG_BYTES, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo,
+    parse_datagram,
 };
 pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 

@@ -6,5 +6,6 @@
 pub(crate) mod fd;
 pub(crate) mod probe;
 pub(crate) mod thread;
+pub(crate) mod udp;
 
 pub(crate) use fd::SharedFd;

@@ -26,13 +26,30 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
 use crate::buf::pool::Pool;
-use crate::driver::lifecycle::{CqeResult, Deadline, Lifecycle};
+use crate::driver::lifecycle::{CqeResult, Lifecycle};
 use crate::driver::probe::Capabilities;
 use crate::driver::{OpCode, Orphan};
 use crate::error::{Error, Result};
 use crate::runtime::RuntimeConfig;
 use crate::runtime::context::{CoreShared, Doorbell};
 use crate::stats::DriverStats;
+
+/// A per-op deadline, enforced by the kernel with a linked timeout.
+///
+/// INVARIANT: `ts` is boxed so the address in the LINK_TIMEOUT SQE stays valid while the op
+/// moves; the box lives with the op (or its orphan) until the op's last completion, which is
+/// after the kernel has read it at submission.
+pub(crate) struct Deadline {
+    pub(crate) ts: Box<io_uring::types::Timespec>,
+}
+
+impl Deadline {
+    pub(crate) fn after(dur: Duration) -> Deadline {
+        Deadline {
+            ts: Box::new(io_uring::types::Timespec::from(dur)),
+        }
+    }
+}
 
 /// Completion of an ASYNC_CANCEL we issued.
 const CANCEL_KEY: u64 = u64::MAX;

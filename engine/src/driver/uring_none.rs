@@ -1,0 +1,131 @@
+//! No io_uring on this platform: the backend's types exist but are uninhabited, so the driver
+//! contract and the op lifecycle compile unchanged and the probe reports io_uring as missing.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::buf::pool::Pool;
+use crate::driver::lifecycle::CqeResult;
+use crate::driver::probe::{Capabilities, RingFlags};
+use crate::driver::{OpCode, Orphan};
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::RuntimeConfig;
+use crate::runtime::context::{CoreShared, Doorbell};
+use crate::stats::DriverStats;
+
+/// A value that cannot exist.
+pub(crate) enum Never {}
+
+/// The completion-mode half of an op: nothing to provide here.
+pub(crate) mod op {
+    pub(crate) trait UringOp {}
+
+    impl<T: ?Sized> UringOp for T {}
+}
+
+/// The provided-buffer ring: never built here.
+pub(crate) mod bufring {
+    use super::Never;
+
+    pub(crate) struct BufRing(Never);
+
+    impl BufRing {
+        pub(crate) fn new(_count: u16) -> BufRing {
+            unreachable!("a provided-buffer ring is only built for the io_uring driver")
+        }
+
+        pub(crate) fn addr(&self) -> u64 {
+            match self.0 {}
+        }
+
+        pub(crate) fn len(&self) -> u16 {
+            match self.0 {}
+        }
+
+        pub(crate) fn push(&mut self, _bid: u16, _addr: *mut u8, _len: u32) {
+            match self.0 {}
+        }
+    }
+}
+
+/// A per-op deadline; readiness mode enforces deadlines with core timers instead.
+pub(crate) struct Deadline(Never);
+
+impl Deadline {
+    pub(crate) fn after(_dur: Duration) -> Deadline {
+        unreachable!("linked timeouts only exist on the io_uring driver")
+    }
+}
+
+/// What the probe learned from a test ring.
+pub(crate) struct RingProbe {
+    pub(crate) flags: RingFlags,
+    pub(crate) opcodes: Vec<(&'static str, bool)>,
+    pub(crate) missing: Vec<&'static str>,
+    pub(crate) msg_ring: bool,
+}
+
+/// Always ENOSYS: the platform has no io_uring.
+pub(crate) fn probe_ring(_entries: u32, _sqpoll: bool) -> std::io::Result<RingProbe> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+pub(crate) struct UringDriver(Never);
+
+impl UringDriver {
+    pub(crate) fn new(
+        _config: &RuntimeConfig,
+        _caps: &Capabilities,
+        _pool: &Rc<Pool>,
+    ) -> Result<(UringDriver, Doorbell)> {
+        Err(Error::new(ErrorKind::Unsupported, "io_uring (Linux only)"))
+    }
+
+    pub(crate) fn submit<T: OpCode>(
+        &mut self,
+        _op: &mut T,
+        _deadline: Option<&Deadline>,
+        _multishot: bool,
+    ) -> usize {
+        match self.0 {}
+    }
+
+    pub(crate) fn poll_op(&mut self, _key: usize, _cx: &mut Context<'_>) -> Poll<CqeResult> {
+        match self.0 {}
+    }
+
+    pub(crate) fn poll_multi(&mut self, _key: usize, _cx: &mut Context<'_>) -> Poll<CqeResult> {
+        match self.0 {}
+    }
+
+    pub(crate) fn drop_op(&mut self, _key: usize, _orphan: Box<dyn Orphan>) {
+        match self.0 {}
+    }
+
+    pub(crate) fn ring_fd(&self) -> std::io::Result<OwnedFd> {
+        match self.0 {}
+    }
+
+    pub(crate) fn ring_doorbell(&mut self, _target: Arc<CoreShared>) -> bool {
+        match self.0 {}
+    }
+
+    pub(crate) fn take_graveyard(&mut self) -> Vec<Box<dyn Orphan>> {
+        match self.0 {}
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        match self.0 {}
+    }
+
+    pub(crate) fn stats(&self) -> &DriverStats {
+        match self.0 {}
+    }
+
+    pub(crate) fn turn(&mut self, _timeout: Option<Duration>, _may_sleep: &dyn Fn() -> bool) {
+        match self.0 {}
+    }
+}
