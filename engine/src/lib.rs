@@ -59,6 +59,7 @@
 pub mod buf;
 pub mod driver;
 mod error;
+pub mod fs;
 pub mod net;
 mod op;
 pub mod runtime;

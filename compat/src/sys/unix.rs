@@ -163,3 +163,71 @@ pub fn shutdown(fd: RawSource, how: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall; an invalid descriptor is reported as EBADF.
     check(unsafe { libc::shutdown(fd, how) } as isize).map(drop)
 }
+
+/// Sends up to `count` bytes of file `file` from `*offset` to socket `sock` without a copy
+/// through user space; advances `*offset`. `WouldBlock` when the socket is full (possibly after
+/// sending part: check `*offset`).
+pub fn sendfile(sock: RawSource, file: RawSource, offset: &mut u64, count: usize) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut off = *offset as libc::off_t;
+        // SAFETY: plain syscall; `off` is a live local the kernel updates.
+        let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+        let n = check(n)?;
+        *offset = off as u64;
+        Ok(n)
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        let mut len = count as libc::off_t;
+        // SAFETY: plain syscall; `len` is a live local the kernel updates with the bytes sent,
+        // also when it fails with EAGAIN after sending part.
+        let ret = unsafe {
+            libc::sendfile(file, sock, *offset as libc::off_t, &mut len, std::ptr::null_mut(), 0)
+        };
+        *offset += len as u64;
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock && len > 0 {
+                return Ok(len as usize);
+            }
+            return Err(err);
+        }
+        Ok(len as usize)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+    {
+        let _ = (sock, file, offset, count);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// Moves up to `len` bytes between a pipe and another descriptor (Linux `splice(2)`),
+/// non-blocking. `off_in`: the input offset for a file, `None` for a pipe.
+pub fn splice(fd_in: RawSource, off_in: Option<u64>, fd_out: RawSource, len: usize) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut off = off_in.map(|o| o as libc::loff_t);
+        let off_ptr = off.as_mut().map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+        // SAFETY: plain syscall; `off_ptr` is null or a live local.
+        let n = unsafe {
+            libc::splice(fd_in, off_ptr, fd_out, std::ptr::null_mut(), len, libc::SPLICE_F_NONBLOCK)
+        };
+        check(n)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (fd_in, off_in, fd_out, len);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// `pread(2)`: regular files are always "ready", so this never returns `WouldBlock`.
+///
+/// # Safety
+///
+/// `buf` must point at `len` writable bytes.
+pub unsafe fn pread(fd: RawSource, buf: *mut u8, len: usize, offset: u64) -> io::Result<usize> {
+    // SAFETY: per the caller's contract.
+    check(unsafe { libc::pread(fd, buf.cast(), len, offset as libc::off_t) })
+}

@@ -241,6 +241,31 @@ fn poll_ready<T: OpCode>(op: &mut T, cx: &mut Context<'_>) -> Poll<CqeResult> {
     }
 }
 
+/// Readiness mode for a call that has no io_uring counterpart (sendfile on the compat driver):
+/// tries `f`, and while it would block waits for `interest` on `fd`.
+pub(crate) async fn when_ready<R>(
+    fd: std::os::fd::RawFd,
+    interest: crate::driver::compat::op::Interest,
+    mut f: impl FnMut() -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    std::future::poll_fn(|cx| {
+        if coop::poll_proceed(cx).is_pending() {
+            return Poll::Pending;
+        }
+        loop {
+            match f() {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    context::with_driver(|d| d.compat().register(fd, interest, cx.waker()));
+                    return Poll::Pending;
+                }
+                other => return Poll::Ready(other),
+            }
+        }
+    })
+    .await
+}
+
 /// A multishot operation: yields completions until the kernel ends it. In readiness mode it
 /// is emulated by repeating the single-shot syscall while the descriptor is ready.
 pub(crate) struct MultiOp<T: OpCode> {

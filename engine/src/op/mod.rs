@@ -9,12 +9,14 @@
 //! allocation, a `Box`), never inline in the op struct, so moving the op does not move it.
 
 mod dgram;
+mod fs;
 mod net;
 
 pub(crate) use dgram::{
     GSO_CMSG_BYTES, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo,
     parse_datagram,
 };
+pub(crate) use fs::{ReadAt, Splice};
 pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 use crate::driver::OpCode;
@@ -68,6 +70,14 @@ impl<B: crate::buf::IoBuf> OpCode for SendTo<B> {
 
 impl<B: crate::buf::IoBufMut> OpCode for RecvFrom<B> {
     const NAME: &'static str = "recvmsg";
+}
+
+impl<B: crate::buf::IoBufMut> OpCode for ReadAt<B> {
+    const NAME: &'static str = "read";
+}
+
+impl OpCode for Splice {
+    const NAME: &'static str = "splice";
 }
 
 impl OpCode for Connect {

@@ -33,6 +33,36 @@ impl SharedFd {
     }
 }
 
+impl SharedFd {
+    /// A duplicate descriptor for calls that want ownership (fstat through std).
+    pub(crate) fn as_owned_clone(&self) -> std::io::Result<OwnedFd> {
+        self.inner.try_clone()
+    }
+}
+
+/// A pipe `(read end, write end)`, close-on-exec, blocking (io_uring splices through it from
+/// its worker threads). Made as large as the system allows, up to `bytes`.
+pub(crate) fn pipe(bytes: usize) -> std::io::Result<(SharedFd, SharedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe(2) just returned two new descriptors nobody else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&r, &w] {
+        // SAFETY: plain fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain fcntl; a refusal (above the system's maximum) keeps the default size.
+    unsafe {
+        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int)
+    };
+    let _ = bytes;
+    Ok((SharedFd::new(r), SharedFd::new(w)))
+}
+
 impl Drop for SharedFd {
     fn drop(&mut self) {
         if Rc::strong_count(&self.inner) == 1 {

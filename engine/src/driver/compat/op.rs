@@ -9,8 +9,8 @@ use coring_compat::sys::{self, RawSource as RawFd};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::{
-    Accept, AcceptMulti, Connect, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, Recv, RecvFrom,
-    RecvMsgMulti, RecvMulti, Send, SendTo, SendVectored, Shutdown,
+    Accept, AcceptMulti, Connect, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, ReadAt, Recv, RecvFrom,
+    RecvMsgMulti, RecvMulti, Send, SendTo, SendVectored, Shutdown, Splice,
 };
 
 /// What an op waits for before trying again.
@@ -223,6 +223,34 @@ impl<B: IoBuf> ReadyOp for SendVectored<B> {
     fn perform(&mut self) -> io::Result<usize> {
         // SAFETY: `msg` points at this op's iovecs, which point at its buffers.
         unsafe { sys::sendmsg(self.fd.raw(), &*self.msg) }
+    }
+}
+
+impl<B: IoBufMut> ReadyOp for ReadAt<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let (ptr, len) = self.spare();
+        // SAFETY: `ptr..ptr+len` is the buffer's spare capacity, owned by this op.
+        unsafe { sys::pread(self.fd.raw(), ptr, len as usize, self.offset) }
+    }
+}
+
+impl ReadyOp for Splice {
+    fn readiness(&self) -> (RawFd, Interest) {
+        // The only end that can make a splice wait is a socket or pipe being written.
+        (self.fd_out.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        sys::splice(
+            self.fd_in.raw(),
+            self.off_in,
+            self.fd_out.raw(),
+            self.len as usize,
+        )
     }
 }
 

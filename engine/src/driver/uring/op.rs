@@ -4,8 +4,8 @@ use io_uring::{opcode, squeue::Entry, types::Fd};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::{
-    Accept, AcceptMulti, Connect, Recv, RecvFrom, RecvMsgMulti, RecvMulti, Send, SendTo,
-    SendVectored, Shutdown,
+    Accept, AcceptMulti, Connect, ReadAt, Recv, RecvFrom, RecvMsgMulti, RecvMulti, Send, SendTo,
+    SendVectored, Shutdown, Splice,
 };
 
 /// The completion-mode half of an op.
@@ -91,6 +91,24 @@ impl<B: IoBuf> UringOp for SendVectored<B> {
     fn entry(&mut self) -> Entry {
         opcode::SendMsg::new(Fd(self.fd.raw()), &*self.msg)
             .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+}
+
+impl<B: IoBufMut> UringOp for ReadAt<B> {
+    fn entry(&mut self) -> Entry {
+        let (ptr, len) = self.spare();
+        opcode::Read::new(Fd(self.fd.raw()), ptr, len)
+            .offset(self.offset)
+            .build()
+    }
+}
+
+impl UringOp for Splice {
+    fn entry(&mut self) -> Entry {
+        // -1: no offset (a pipe end).
+        let off_in = self.off_in.map_or(-1, |o| o as i64);
+        opcode::Splice::new(Fd(self.fd_in.raw()), off_in, Fd(self.fd_out.raw()), -1, self.len)
             .build()
     }
 }

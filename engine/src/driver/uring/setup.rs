@@ -15,6 +15,8 @@ const OPCODES: &[(&str, u8)] = &[
     ("SENDMSG (5.3)", opcode::SendMsg::CODE),
     ("SHUTDOWN (5.11)", opcode::Shutdown::CODE),
     ("READ (5.6)", opcode::Read::CODE),
+    ("SPLICE (5.7)", opcode::Splice::CODE),
+    ("RECVMSG (5.3; multishot 6.0)", opcode::RecvMsg::CODE),
     ("ASYNC_CANCEL (5.5)", opcode::AsyncCancel::CODE),
     ("LINK_TIMEOUT (5.5)", opcode::LinkTimeout::CODE),
     ("TIMEOUT (5.4)", opcode::Timeout::CODE),

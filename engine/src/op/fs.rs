@@ -1,0 +1,31 @@
+//! File operations.
+
+use crate::buf::IoBufMut;
+use crate::sys::SharedFd;
+
+/// Read into the spare capacity of `buf` from `offset`.
+pub(crate) struct ReadAt<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+    pub(crate) offset: u64,
+}
+
+impl<B: IoBufMut> ReadAt<B> {
+    /// Where the kernel writes and how much room there is.
+    pub(crate) fn spare(&mut self) -> (*mut u8, u32) {
+        let init = self.buf.bytes_init();
+        let room = self.buf.bytes_total() - init;
+        // SAFETY: `init <= bytes_total`, so the offset stays inside the allocation.
+        let ptr = unsafe { self.buf.stable_mut_ptr().add(init) };
+        (ptr, room.min(u32::MAX as usize) as u32)
+    }
+}
+
+/// Move up to `len` bytes from `fd_in` (at `off_in` for a file, `None` for a pipe) into
+/// `fd_out`, one of the two being a pipe: the kernel copies pages, user space sees none.
+pub(crate) struct Splice {
+    pub(crate) fd_in: SharedFd,
+    pub(crate) off_in: Option<u64>,
+    pub(crate) fd_out: SharedFd,
+    pub(crate) len: u32,
+}

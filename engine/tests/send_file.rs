@@ -1,0 +1,76 @@
+//! Files go to sockets without a user-space copy (splice on io_uring, sendfile on compat), and
+//! positioned reads return the right bytes.
+
+use std::io::{Read, Write};
+
+use coring::fs::File;
+use coring::net::TcpListener;
+
+fn byte(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+fn temp_file(tag: &str, len: u64) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("coring-{}-{tag}", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    let data: Vec<u8> = (0..len).map(byte).collect();
+    f.write_all(&data).unwrap();
+    path
+}
+
+#[test]
+fn send_file_moves_a_range_and_a_whole_file_intact() {
+    const LEN: u64 = 3 * 1024 * 1024 + 123;
+    let path = temp_file("send_file", LEN);
+    let p = path.clone();
+    coring::block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        let file = File::open(&p).unwrap();
+        assert_eq!(file.len().unwrap(), LEN);
+        // A range from the middle, then everything, then a range past the end (short).
+        assert_eq!(
+            s.send_file(&file, 1000, 2_000_000).await.unwrap(),
+            2_000_000
+        );
+        assert_eq!(s.send_file(&file, 0, LEN).await.unwrap(), LEN);
+        assert_eq!(s.send_file(&file, LEN - 10, 1000).await.unwrap(), 10);
+        let out = coring::runtime::core_stats().net.bytes_out;
+        assert_eq!(out, 2_000_000 + LEN + 10);
+        drop(s);
+        let got = client.join().unwrap();
+        assert_eq!(got.len() as u64, 2_000_000 + LEN + 10);
+        let expect: Vec<u8> = (1000..2_001_000)
+            .chain(0..LEN)
+            .chain(LEN - 10..LEN)
+            .map(byte)
+            .collect();
+        assert!(got == expect, "bytes differ");
+    });
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn read_at_reads_at_the_offset_and_reports_end_of_file() {
+    let path = temp_file("read_at", 10_000);
+    let p = path.clone();
+    coring::block_on(async move {
+        let file = File::open(&p).unwrap();
+        let (n, buf) = file.read_at(Vec::with_capacity(100), 5000).await;
+        assert_eq!(n.unwrap(), 100);
+        assert_eq!(buf, (5000..5100).map(byte).collect::<Vec<u8>>());
+        let (n, buf) = file.read_at(Vec::with_capacity(100), 9_950).await;
+        assert_eq!(n.unwrap(), 50);
+        assert_eq!(buf.len(), 50);
+        let (n, _) = file.read_at(Vec::with_capacity(100), 10_000).await;
+        assert_eq!(n.unwrap(), 0);
+    });
+    std::fs::remove_file(path).unwrap();
+}
