@@ -122,6 +122,47 @@ unsafe impl IoBuf for String {
     }
 }
 
+// SAFETY: a BytesMut's storage is on the heap and does not move when the handle moves;
+// `as_ptr`/`len` describe initialised bytes.
+unsafe impl IoBuf for bytes::BytesMut {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: as above; the capacity is writable memory owned by the BytesMut (reserve before
+// reading to make room).
+unsafe impl IoBufMut for bytes::BytesMut {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        if n > self.len() {
+            // SAFETY: the caller guarantees `n <= capacity` and that `0..n` is initialised.
+            unsafe { self.set_len(n) };
+        }
+    }
+}
+
+// SAFETY: a Bytes' storage is immutable and does not move when the handle moves.
+unsafe impl IoBuf for bytes::Bytes {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
 /// A window `begin..end` into an [`IoBuf`], so `write_all` can send the rest of a buffer
 /// without copying it.
 #[derive(Debug)]

@@ -1,0 +1,54 @@
+//! HTTP/1.1, sans-IO: bytes in, requests out; responses in, bytes out.
+//!
+//! [`RequestDecoder`] takes requests from the front of a connection's input buffer one after
+//! another (pipelining), enforcing [`Limits`] and the framing rules of RFC 9112 that stop
+//! request smuggling: a request with both Content-Length and Transfer-Encoding, repeated
+//! Content-Length, a malformed chunk size, obs-fold, a bare CR, whitespace before a colon, or a
+//! non-token header name is refused with a typed [`Http1Error`] that says which status to send;
+//! after one, the connection must be answered and closed. Tokenising is httparse's.
+//! [`encode_response`] writes a response into a buffer the caller owns.
+//!
+//! The codec does no I/O and reads no clock: the `Date` value is passed in.
+
+mod chunked;
+mod error;
+mod request;
+mod response;
+
+pub use chunked::{ChunkedDecoder, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
+pub use error::Http1Error;
+pub use request::{Decoded, Framing, Request, RequestDecoder};
+pub use response::{EncodeContext, Response, encode_response, reason};
+
+/// HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+/// Size limits of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line and headers, in bytes (default 8 KiB).
+    pub max_head_bytes: usize,
+    /// Header fields (default 100).
+    pub max_headers: usize,
+    /// Body bytes (default 1 MiB).
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 8 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! Requests: the head tokenised by httparse, framing and connection rules decided here.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use super::chunked::ChunkedDecoder;
+use super::{Http1Error, Limits, Version};
+
+/// How the body of a request is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// The chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request. The head is one shared buffer; names, values, method and target are
+/// ranges into it, so parsing copies no header bytes.
+#[derive(Clone, Debug)]
+pub struct Request {
+    head: Bytes,
+    method: Range<usize>,
+    target: Range<usize>,
+    version: Version,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    body: Bytes,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Request {
+    /// The method (`GET`, `POST`, …).
+    pub fn method(&self) -> &str {
+        // Tokens were validated by httparse, so this is ASCII.
+        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or("")
+    }
+
+    /// The request target as sent (`/path?query`).
+    pub fn target(&self) -> &str {
+        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or("")
+    }
+
+    /// The path part of the target.
+    pub fn path(&self) -> &str {
+        let t = self.target();
+        t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The query part of the target, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.target().split_once('?').map(|(_, q)| q)
+    }
+
+    /// HTTP/1.0 or HTTP/1.1.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every header, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| {
+            (
+                std::str::from_utf8(&self.head[n.clone()]).unwrap_or(""),
+                &self.head[v.clone()],
+            )
+        })
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Whether the connection stays open after this request (HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Whether the client sent `Expect: 100-continue`.
+    pub fn expects_continue(&self) -> bool {
+        self.expect_continue
+    }
+}
+
+/// A head parsed out of the buffer, waiting for its body.
+#[derive(Debug)]
+struct Pending {
+    request: Request,
+    framing: Framing,
+    chunked: Option<ChunkedDecoder>,
+    body: Vec<u8>,
+}
+
+/// Turns bytes into requests, one after another (pipelining): feed it the connection's input
+/// buffer; it takes what it uses from the front.
+#[derive(Debug)]
+pub struct RequestDecoder {
+    limits: Limits,
+    pending: Option<Pending>,
+    /// A `100 Continue` is owed for the request whose body is awaited.
+    continue_owed: bool,
+}
+
+/// What [`RequestDecoder::decode`] found.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A complete request (head and body).
+    Request(Request),
+    /// More bytes are needed; `send_continue`: the client waits for `100 Continue` before
+    /// sending the body it announced.
+    Partial {
+        /// Send `HTTP/1.1 100 Continue` now (once per request).
+        send_continue: bool,
+    },
+}
+
+impl RequestDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        RequestDecoder {
+            limits,
+            pending: None,
+            continue_owed: false,
+        }
+    }
+
+    /// Takes the next complete request from the front of `buf`. Limits are checked before
+    /// more is buffered: a head that is already too long fails without waiting for its end.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
+        if self.pending.is_none() {
+            let Some((request, framing, len)) = parse_head(buf, &self.limits)? else {
+                return Ok(Decoded::Partial {
+                    send_continue: false,
+                });
+            };
+            let head = buf.split_to(len).freeze();
+            let request = Request { head, ..request };
+            if framing == Framing::None {
+                return Ok(Decoded::Request(request));
+            }
+            self.continue_owed = request.expect_continue;
+            self.pending = Some(Pending {
+                chunked: (framing == Framing::Chunked)
+                    .then(|| ChunkedDecoder::new(self.limits.max_body_bytes)),
+                request,
+                framing,
+                body: Vec::new(),
+            });
+        }
+        let pending = self.pending.as_mut().expect("pending request");
+        let done = match pending.framing {
+            Framing::Length(n) => {
+                let want = (n - pending.body.len() as u64) as usize;
+                let take = want.min(buf.len());
+                pending.body.extend_from_slice(&buf.split_to(take));
+                pending.body.len() as u64 == n
+            }
+            Framing::Chunked => {
+                let dec = pending.chunked.as_mut().expect("chunked decoder");
+                let used = dec.decode(buf, &mut pending.body)?;
+                let _ = buf.split_to(used);
+                dec.is_done()
+            }
+            Framing::None => true,
+        };
+        if !done {
+            let send_continue = std::mem::take(&mut self.continue_owed);
+            return Ok(Decoded::Partial { send_continue });
+        }
+        self.continue_owed = false;
+        let mut p = self.pending.take().expect("pending request");
+        p.request.body = Bytes::from(p.body);
+        Ok(Decoded::Request(p.request))
+    }
+
+    /// Whether a request head has been read and its body is still arriving.
+    pub fn in_body(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// Parses the head at the front of `buf`: `None` if incomplete.
+fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(Http1Error::VersionNotSupported),
+        Err(e) => {
+            // A head cut short by the size limit is "too large", not "malformed".
+            if buf.len() > limits.max_head_bytes {
+                return Err(too_large(buf, limits));
+            }
+            return Err(Http1Error::BadRequest(match e {
+                httparse::Error::HeaderName => "invalid header name",
+                httparse::Error::HeaderValue => "invalid header value",
+                httparse::Error::NewLine => "invalid line ending",
+                httparse::Error::Token => "invalid method",
+                httparse::Error::Status => "invalid request line",
+                _ => "malformed request",
+            }));
+        }
+    };
+    let len = match status {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => {
+            if buf.len() > limits.max_head_bytes {
+                return Err(too_large(buf, limits));
+            }
+            return Ok(None);
+        }
+    };
+    if len > limits.max_head_bytes {
+        return Err(too_large(buf, limits));
+    }
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(Http1Error::VersionNotSupported),
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = range(req.method.unwrap_or("").as_bytes());
+    let target = range(req.path.unwrap_or("").as_bytes());
+    if target.is_empty() {
+        return Err(Http1Error::BadRequest("empty request target"));
+    }
+
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    let mut host = 0;
+    let mut ranges = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        ranges.push((range(h.name.as_bytes()), range(h.value)));
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = parse_length(h.value)?;
+            if content_length.is_some() {
+                // Duplicates, even equal ones, are how smuggling starts: refuse them all.
+                return Err(Http1Error::BadRequest("repeated Content-Length"));
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            for coding in h.value.split(|&b| b == b',') {
+                let coding = trim(coding);
+                if coding.is_empty() {
+                    continue;
+                }
+                if chunked_last {
+                    // Anything after `chunked` means the body is not framed by chunked.
+                    return Err(Http1Error::BadRequest("chunked is not the final coding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_last = true;
+                } else {
+                    return Err(Http1Error::UnsupportedTransferCoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = trim(token);
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Http1Error::BadRequest("unsupported expectation"));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host += 1;
+        }
+    }
+    if version == Version::Http11 && host != 1 {
+        return Err(Http1Error::BadRequest("HTTP/1.1 needs exactly one Host"));
+    }
+    let framing = match (transfer_encoding, content_length) {
+        (true, Some(_)) => {
+            return Err(Http1Error::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        (true, None) if version == Version::Http10 => {
+            return Err(Http1Error::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+        (true, None) if !chunked_last => {
+            return Err(Http1Error::BadRequest("empty Transfer-Encoding"));
+        }
+        (true, None) => Framing::Chunked,
+        (false, Some(n)) if n > limits.max_body_bytes => return Err(Http1Error::BodyTooLarge),
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive_token && !close,
+    };
+    let request = Request {
+        head: Bytes::new(),
+        method,
+        target,
+        version,
+        headers: ranges,
+        body: Bytes::new(),
+        keep_alive,
+        expect_continue: expect_continue && framing != Framing::None,
+    };
+    Ok(Some((request, framing, len)))
+}
+
+/// 414 when the request line alone is over the limit, 431 otherwise.
+fn too_large(buf: &[u8], limits: &Limits) -> Http1Error {
+    let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line > limits.max_head_bytes {
+        Http1Error::UriTooLong
+    } else {
+        Http1Error::HeadersTooLarge
+    }
+}
+
+/// Content-Length: 1*DIGIT, nothing else (no sign, no spaces inside, no list).
+fn parse_length(value: &[u8]) -> Result<u64, Http1Error> {
+    let v = trim(value);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(Http1Error::BadRequest("invalid Content-Length"));
+    }
+    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    &v[start..end]
+}

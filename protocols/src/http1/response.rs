@@ -1,0 +1,149 @@
+//! Responses and their serialisation, straight into a buffer the caller owns.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+/// A response: status, headers, and a body sent with a Content-Length.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(Cow<'static, str>, Bytes)>,
+    body: Bytes,
+}
+
+impl Response {
+    /// A response with `status` and no body.
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Adds a header. `Content-Length`, `Date`, `Server` and `Connection` are written by the
+    /// encoder and ignored here.
+    pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The headers set by the handler.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+}
+
+/// What the encoder needs to know besides the response.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeContext<'a> {
+    /// The current `Date` value (IMF-fixdate), refreshed by the caller once per second.
+    pub date: &'a [u8],
+    /// The `Server` value, if one is sent.
+    pub server: Option<&'a [u8]>,
+    /// Answering HEAD: headers as for GET, no body.
+    pub head_request: bool,
+    /// Whether the connection stays open; `false` adds `Connection: close`.
+    pub keep_alive: bool,
+}
+
+/// Headers the encoder owns.
+const RESERVED: [&str; 4] = ["content-length", "date", "server", "connection"];
+
+/// Appends the response to `out`.
+pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut code = itoa::Buffer::new();
+    out.extend_from_slice(code.format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(server) = cx.server {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(server);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(cx.date);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !cx.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    // 1xx, 204 and 304 carry no body and no Content-Length.
+    let bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    if !bodiless {
+        out.extend_from_slice(b"Content-Length: ");
+        let mut len = itoa::Buffer::new();
+        out.extend_from_slice(len.format(resp.body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !bodiless && !cx.head_request {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// The reason phrase of a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}

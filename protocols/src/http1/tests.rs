@@ -1,0 +1,195 @@
+//! Codec tests: pipelining, framing, limits and every smuggling vector the module doc names.
+
+use bytes::BytesMut;
+
+use super::*;
+
+fn decode_one(input: &[u8]) -> Result<Request, Http1Error> {
+    let mut d = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(input);
+    match d.decode(&mut buf)? {
+        Decoded::Request(r) => Ok(r),
+        Decoded::Partial { .. } => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+fn status_of(input: &[u8]) -> u16 {
+    let mut d = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(input);
+    loop {
+        match d.decode(&mut buf) {
+            Err(e) => return e.status(),
+            Ok(Decoded::Request(_)) => {
+                if buf.is_empty() {
+                    return 200;
+                }
+            }
+            Ok(Decoded::Partial { .. }) => return 0,
+        }
+    }
+}
+
+#[test]
+fn parses_the_techempower_request_without_copying_headers() {
+    let r = decode_one(
+        b"GET /plaintext HTTP/1.1\r\nHost: server\r\nUser-Agent: x\r\nAccept: text/plain\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.method(), "GET");
+    assert_eq!(r.path(), "/plaintext");
+    assert_eq!(r.version(), Version::Http11);
+    assert_eq!(r.header("host"), Some(&b"server"[..]));
+    assert_eq!(r.headers().count(), 4);
+    assert!(r.keep_alive());
+    assert!(r.body().is_empty());
+}
+
+#[test]
+fn pipelined_requests_come_out_in_order() {
+    let mut d = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::new();
+    for i in 0..16 {
+        buf.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    }
+    buf.extend_from_slice(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel");
+    for i in 0..16 {
+        match d.decode(&mut buf).unwrap() {
+            Decoded::Request(r) => assert_eq!(r.path(), format!("/{i}")),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { .. }));
+    buf.extend_from_slice(b"loGET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    match d.decode(&mut buf).unwrap() {
+        Decoded::Request(r) => assert_eq!(&r.body()[..], b"hello"),
+        other => panic!("{other:?}"),
+    }
+    match d.decode(&mut buf).unwrap() {
+        Decoded::Request(r) => assert_eq!(r.path(), "/after"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn chunked_bodies_are_decoded() {
+    let r = decode_one(
+        b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(&r.body()[..], b"abcde");
+}
+
+#[test]
+fn keep_alive_rules_of_both_versions() {
+    assert!(!decode_one(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive());
+    assert!(decode_one(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive());
+    assert!(!decode_one(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap().keep_alive());
+    assert!(decode_one(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().keep_alive());
+}
+
+#[test]
+fn expect_continue_is_announced_once_before_the_body() {
+    let mut d = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(
+        &b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..],
+    );
+    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { send_continue: true }));
+    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { send_continue: false }));
+    buf.extend_from_slice(b"abc");
+    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Request(_)));
+}
+
+#[test]
+fn smuggling_vectors_are_refused_with_400() {
+    let vectors: &[&[u8]] = &[
+        // Content-Length and Transfer-Encoding together.
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        // Duplicate and conflicting Content-Length.
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4, 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +4\r\n\r\nabcd",
+        // Invalid chunk sizes.
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
+        // obs-fold.
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n",
+        // Bare CR.
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
+        // Whitespace before the colon.
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 0\r\n\r\n",
+        // Non-token header name.
+        b"GET / HTTP/1.1\r\nHost: h\r\nX(A): 1\r\n\r\n",
+        // chunked not last.
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        // HTTP/1.1 without Host, and with two.
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for v in vectors {
+        assert_eq!(status_of(v), 400, "{:?}", String::from_utf8_lossy(v));
+    }
+}
+
+#[test]
+fn unknown_codings_versions_and_limits_get_their_statuses() {
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        501
+    );
+    assert_eq!(status_of(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
+    assert_eq!(status_of(b"GET / HTTP/1.2\r\nHost: h\r\n\r\n"), 505);
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+    assert_eq!(status_of(long_target.as_bytes()), 414);
+    let big_header = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    assert_eq!(status_of(big_header.as_bytes()), 431);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-{i}: 1\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(status_of(many.as_bytes()), 431);
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n"),
+        413
+    );
+}
+
+#[test]
+fn an_oversized_head_fails_before_it_ends() {
+    // 9 KiB of a header with no end yet: refused without waiting for more.
+    let partial = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "a".repeat(9000));
+    assert_eq!(status_of(partial.as_bytes()), 431);
+}
+
+#[test]
+fn responses_are_encoded_with_length_date_and_server() {
+    let resp = Response::new(200)
+        .header("Content-Type", "text/plain")
+        .body("Hello, World!");
+    let mut out = Vec::new();
+    let cx = EncodeContext {
+        date: b"Sun, 22 Nov 2026 00:00:00 GMT",
+        server: Some(b"coring"),
+        head_request: false,
+        keep_alive: true,
+    };
+    encode_response(&resp, &cx, &mut out);
+    assert_eq!(
+        out,
+        b"HTTP/1.1 200 OK\r\nServer: coring\r\nDate: Sun, 22 Nov 2026 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"
+    );
+    out.clear();
+    encode_response(
+        &resp,
+        &EncodeContext {
+            head_request: true,
+            keep_alive: false,
+            server: None,
+            ..cx
+        },
+        &mut out,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("Connection: close\r\nContent-Length: 13\r\n\r\n"), "{text}");
+}

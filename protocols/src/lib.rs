@@ -1,0 +1,17 @@
+//! coring-protocols: sans-IO protocol codecs, and the loops that drive them on coring.
+//!
+//! # The map
+//!
+//! - [`http1`]: the HTTP/1.1 codec: request decoding (pipelining, chunked bodies, limits,
+//!   smuggling defences) and response encoding. No sockets, no clock, no spawning.
+//! - `serve` (feature `engine`, on by default): the per-connection loop that drives the codec
+//!   on coring streams, a small router, and the per-core date cache.
+//!
+//! Data flows: socket bytes → `RequestDecoder` → `Request` → your handler → `Response` →
+//! `encode_response` into one buffer per turn → one write.
+
+#![forbid(unsafe_code)]
+
+pub mod http1;
+#[cfg(feature = "engine")]
+pub mod serve;

@@ -1,0 +1,41 @@
+//! The `Date` header value, formatted once per second per core.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant, SystemTime};
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` is 29 bytes.
+const DATE_LEN: usize = 29;
+
+struct Cached {
+    value: [u8; DATE_LEN],
+    refreshed: Option<Instant>,
+}
+
+thread_local! {
+    static DATE: RefCell<Cached> = const {
+        RefCell::new(Cached {
+            value: [b' '; DATE_LEN],
+            refreshed: None,
+        })
+    };
+}
+
+/// Calls `f` with the current `Date` value, reformatting it when the core's clock has moved a
+/// second or more since the last time.
+pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = coring::time::now();
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let stale = cached
+            .refreshed
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if stale {
+            let text = httpdate::fmt_http_date(SystemTime::now());
+            if text.len() == DATE_LEN {
+                cached.value.copy_from_slice(text.as_bytes());
+            }
+            cached.refreshed = Some(now);
+        }
+        f(&cached.value)
+    })
+}

@@ -1,0 +1,247 @@
+//! The HTTP/1.1 server loop on coring: one task per connection, the codec driving it.
+//!
+//! ```no_run
+//! use coring_protocols::http1::Response;
+//! use coring_protocols::serve::{Router, Server};
+//!
+//! coring::Runtime::builder().cores(2).build()?.run(|_core| async {
+//!     let router = Router::new()
+//!         .route("GET", "/plaintext", |_req, _params| async { Response::new(200).body("Hello") })
+//!         .route("GET", "/users/:id", |_req, params| async move {
+//!             Response::new(200).body(format!("user {}", params.get("id").unwrap_or("?")))
+//!         });
+//!     let listener = coring::net::TcpListener::bind_reuseport("127.0.0.1:8080").unwrap();
+//!     Server::new(router).serve(listener).await;
+//! })?;
+//! # Ok::<(), coring::Error>(())
+//! ```
+//!
+//! Per connection: bytes are read into one buffer; every complete request in it is handled in
+//! order (pipelining) and its response encoded into one output buffer, written with one send
+//! per batch. A framing error is answered with its status and `Connection: close`, then the
+//! connection closes; other connections are untouched. Timeouts: a head must arrive within
+//! `header_timeout` of its first byte (slowloris), an idle keep-alive connection closes after
+//! `idle_timeout`, a write must finish within `write_timeout`.
+
+mod date;
+mod router;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use coring::net::{TcpListener, TcpStream};
+use coring::runtime::until_shutdown;
+use coring::time::{self, timeout_at};
+
+use crate::http1::{Decoded, EncodeContext, Limits, Request, RequestDecoder, Response, encode_response};
+pub use router::{Params, Router};
+
+/// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = Response>`.
+pub trait Handler: 'static {
+    /// The response to `req`.
+    fn call(&self, req: Request) -> impl Future<Output = Response>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + 'static,
+    Fut: Future<Output = Response>,
+{
+    fn call(&self, req: Request) -> impl Future<Output = Response> {
+        self(req)
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Request size limits.
+    pub limits: Limits,
+    /// The `Server` header value; `None` sends none.
+    pub server_name: Option<String>,
+    /// From the first byte of a request head to its end.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// How long one write may take.
+    pub write_timeout: Duration,
+    /// Connections served at once per core; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            server_name: Some("coring".into()),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// An HTTP/1.1 server for one core.
+pub struct Server<H> {
+    handler: Rc<H>,
+    config: Rc<Config>,
+}
+
+impl<H> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("config", &self.config).finish()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// A server answering with `handler` and the default [`Config`].
+    pub fn new(handler: H) -> Self {
+        Server {
+            handler: Rc::new(handler),
+            config: Rc::new(Config::default()),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Rc::new(config);
+        self
+    }
+
+    /// Accepts and serves connections until the runtime shuts down; then stops accepting and
+    /// lets in-flight requests finish (idle connections close at once).
+    pub async fn serve(self, listener: TcpListener) {
+        let mut incoming = listener.incoming();
+        let live = Rc::new(std::cell::Cell::new(0usize));
+        while let Some(next) = until_shutdown(incoming.next()).await {
+            let stream = match next {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            if live.get() >= self.config.max_connections {
+                // Over the limit: refuse politely rather than queue without bound.
+                let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
+                continue;
+            }
+            live.set(live.get() + 1);
+            let (handler, config, live) = (self.handler.clone(), self.config.clone(), live.clone());
+            coring::spawn_local(async move {
+                if let Err(e) = serve_connection(&stream, &*handler, &config).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                live.set(live.get() - 1);
+            });
+        }
+    }
+}
+
+/// Serves one connection until it closes, errs, times out, or the runtime shuts down.
+pub async fn serve_connection<H: Handler>(
+    stream: &TcpStream,
+    handler: &H,
+    config: &Config,
+) -> coring::Result<()> {
+    let _ = stream.set_nodelay(true);
+    stream.set_write_timeout(Some(config.write_timeout));
+    let mut decoder = RequestDecoder::new(config.limits);
+    let mut input = BytesMut::with_capacity(8 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let server = config.server_name.as_deref().map(str::as_bytes);
+    let mut request_started = None;
+    loop {
+        // Every complete request already here, answered in order into one buffer.
+        let mut close = false;
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Decoded::Request(req)) => {
+                    request_started = None;
+                    let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
+                    let head_request = req.method() == "HEAD";
+                    let resp = handler.call(req).await;
+                    date::with_date(|date| {
+                        let cx = EncodeContext {
+                            date,
+                            server,
+                            head_request,
+                            keep_alive,
+                        };
+                        encode_response(&resp, &cx, &mut out);
+                    });
+                    if !keep_alive {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(Decoded::Partial { send_continue }) => {
+                    if send_continue {
+                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // Framing can no longer be trusted: answer, then close.
+                    let resp = Response::new(e.status())
+                        .header("Content-Type", "text/plain")
+                        .body(e.to_string());
+                    date::with_date(|date| {
+                        let cx = EncodeContext {
+                            date,
+                            server,
+                            head_request: false,
+                            keep_alive: false,
+                        };
+                        encode_response(&resp, &cx, &mut out);
+                    });
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
+            out = back;
+            out.clear();
+            r?;
+        }
+        if close {
+            let _ = stream.shutdown(std::net::Shutdown::Write).await;
+            return Ok(());
+        }
+        // Wait for more: a head in progress has until its deadline, an idle connection until
+        // the idle timeout or shutdown.
+        let mid_request = !input.is_empty() || decoder.in_body();
+        let deadline = if mid_request {
+            // Counted from the request's first byte, not from the last read: a client that
+            // trickles one byte at a time still runs out of time.
+            *request_started.get_or_insert(time::now()) + config.header_timeout
+        } else {
+            request_started = None;
+            time::now() + config.idle_timeout
+        };
+        input.reserve(4096);
+        let read = timeout_at(deadline, stream.read(input));
+        let (result, back) = if mid_request {
+            match read.await {
+                Ok(r) => r,
+                Err(_) => return Ok(()), // slow head: close
+            }
+        } else {
+            match until_shutdown(read).await {
+                Some(Ok(r)) => r,
+                Some(Err(_)) | None => return Ok(()), // idle timeout or shutdown
+            }
+        };
+        input = back;
+        match result {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
