@@ -204,7 +204,8 @@ mod tests {
 
     #[test]
     fn decodes_chunks_extensions_and_trailers() {
-        let (body, n) = decode_all(b"4;name=v\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
+        let (body, n) =
+            decode_all(b"4;name=v\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
         assert_eq!(body, b"Wikipedia");
         assert_eq!(n, 39);
     }

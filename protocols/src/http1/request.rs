@@ -301,7 +301,9 @@ fn parse_head(
     }
     let framing = match (transfer_encoding, content_length) {
         (true, Some(_)) => {
-            return Err(Http1Error::BadRequest("both Content-Length and Transfer-Encoding"));
+            return Err(Http1Error::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
         (true, None) if version == Version::Http10 => {
             return Err(Http1Error::BadRequest("Transfer-Encoding in HTTP/1.0"));
@@ -351,7 +353,13 @@ fn parse_length(value: &[u8]) -> Result<u64, Http1Error> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }

@@ -58,7 +58,10 @@ fn pipelined_requests_come_out_in_order() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { .. }));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Decoded::Partial { .. }
+    ));
     buf.extend_from_slice(b"loGET /after HTTP/1.1\r\nHost: h\r\n\r\n");
     match d.decode(&mut buf).unwrap() {
         Decoded::Request(r) => assert_eq!(&r.body()[..], b"hello"),
@@ -82,9 +85,21 @@ fn chunked_bodies_are_decoded() {
 #[test]
 fn keep_alive_rules_of_both_versions() {
     assert!(!decode_one(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive());
-    assert!(decode_one(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive());
-    assert!(!decode_one(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap().keep_alive());
-    assert!(decode_one(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().keep_alive());
+    assert!(
+        decode_one(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .keep_alive()
+    );
+    assert!(
+        !decode_one(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .keep_alive()
+    );
+    assert!(
+        decode_one(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .keep_alive()
+    );
 }
 
 #[test]
@@ -93,8 +108,18 @@ fn expect_continue_is_announced_once_before_the_body() {
     let mut buf = BytesMut::from(
         &b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..],
     );
-    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { send_continue: true }));
-    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Partial { send_continue: false }));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Decoded::Partial {
+            send_continue: true
+        }
+    ));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Decoded::Partial {
+            send_continue: false
+        }
+    ));
     buf.extend_from_slice(b"abc");
     assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Request(_)));
 }
@@ -141,7 +166,10 @@ fn unknown_codings_versions_and_limits_get_their_statuses() {
     assert_eq!(status_of(b"GET / HTTP/1.2\r\nHost: h\r\n\r\n"), 505);
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
     assert_eq!(status_of(long_target.as_bytes()), 414);
-    let big_header = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
     assert_eq!(status_of(big_header.as_bytes()), 431);
     let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
     for i in 0..101 {
@@ -191,5 +219,8 @@ fn responses_are_encoded_with_length_date_and_server() {
         &mut out,
     );
     let text = String::from_utf8(out).unwrap();
-    assert!(text.ends_with("Connection: close\r\nContent-Length: 13\r\n\r\n"), "{text}");
+    assert!(
+        text.ends_with("Connection: close\r\nContent-Length: 13\r\n\r\n"),
+        "{text}"
+    );
 }

@@ -35,7 +35,9 @@ use coring::net::{TcpListener, TcpStream};
 use coring::runtime::until_shutdown;
 use coring::time::{self, timeout_at};
 
-use crate::http1::{Decoded, EncodeContext, Limits, Request, RequestDecoder, Response, encode_response};
+use crate::http1::{
+    Decoded, EncodeContext, Limits, Request, RequestDecoder, Response, encode_response,
+};
 pub use router::{Params, Router};
 
 /// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = Response>`.
@@ -92,7 +94,9 @@ pub struct Server<H> {
 
 impl<H> std::fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("config", &self.config).finish()
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

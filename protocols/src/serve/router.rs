@@ -63,7 +63,8 @@ impl Router {
             })
             .collect();
         let route: Route = Box::new(move |req, params| Box::pin(handler(req, params)));
-        self.routes.push((method.to_ascii_uppercase(), segments, route));
+        self.routes
+            .push((method.to_ascii_uppercase(), segments, route));
         self
     }
 

@@ -1,0 +1,248 @@
+//! The HTTP/1.1 server over real loopback sockets: a third-party client (ureq), pipelining,
+//! every smuggling vector over a raw socket, and slowloris.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use coring::ShutdownHandle;
+use coring_protocols::http1::Response;
+use coring_protocols::serve::{Config, Router, Server};
+
+struct TestServer {
+    addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn start(config: Config) -> TestServer {
+    let rt = coring::Runtime::builder()
+        .shutdown_grace(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        rt.run(|_| {
+            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr()).unwrap();
+            let config = config.clone();
+            async move {
+                let router = Router::new()
+                    .route("GET", "/plaintext", |_req, _p| async {
+                        Response::new(200)
+                            .header("Content-Type", "text/plain")
+                            .body("Hello, World!")
+                    })
+                    .route("POST", "/echo", |req, _p| async move {
+                        Response::new(200).body(req.body().clone())
+                    })
+                    .route("GET", "/users/:id", |_req, p| async move {
+                        Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
+                    });
+                Server::new(router).config(config).serve(listener).await;
+            }
+        })
+        .unwrap();
+    });
+    let addr = rx.recv().unwrap();
+    TestServer {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+#[test]
+fn a_real_client_gets_answers_bodies_and_statuses() {
+    let server = start(Config::default());
+    let base = format!("http://{}", server.addr);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for _ in 0..3 {
+        let mut resp = agent.get(&format!("{base}/plaintext")).call().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        assert_eq!(resp.headers()["server"], "coring");
+        assert!(resp.headers().contains_key("date"));
+        assert_eq!(resp.body_mut().read_to_string().unwrap(), "Hello, World!");
+    }
+    let mut resp = agent
+        .post(&format!("{base}/echo"))
+        .send("ping body")
+        .unwrap();
+    assert_eq!(resp.body_mut().read_to_string().unwrap(), "ping body");
+    let mut resp = agent.get(&format!("{base}/users/42")).call().unwrap();
+    assert_eq!(resp.body_mut().read_to_string().unwrap(), "user 42");
+    assert_eq!(
+        agent.get(&format!("{base}/nope")).call().unwrap().status(),
+        404
+    );
+    assert_eq!(
+        agent
+            .delete(&format!("{base}/plaintext"))
+            .call()
+            .unwrap()
+            .status(),
+        405
+    );
+}
+
+/// Sends `raw`, reads until the server closes (or `limit`), returns what came back.
+fn exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn sixteen_pipelined_requests_get_sixteen_answers_in_order() {
+    let server = start(Config::default());
+    let mut raw = Vec::new();
+    for i in 0..16 {
+        raw.extend_from_slice(format!("GET /users/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let (text, closed) = exchange(server.addr, &raw, Duration::from_secs(5));
+    assert!(closed, "Connection: close honoured");
+    let bodies: Vec<&str> = text
+        .split("HTTP/1.1 200 OK")
+        .skip(1)
+        .map(|r| r.rsplit("\r\n\r\n").next().unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 17, "{text}");
+    for (i, b) in bodies.iter().take(16).enumerate() {
+        assert_eq!(*b, format!("user {i}"));
+    }
+    assert_eq!(bodies[16], "Hello, World!");
+}
+
+#[test]
+fn smuggling_vectors_get_their_status_and_a_closed_connection() {
+    let server = start(Config::default());
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            "400",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            "400",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 0\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX(A): 1\r\n\r\n", "400"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "501",
+        ),
+        (b"GET / HTTP/1.7\r\nHost: h\r\n\r\n", "505"),
+    ];
+    for (raw, status) in cases {
+        let (text, closed) = exchange(server.addr, raw, Duration::from_secs(5));
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?} → {text:?}",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(text.contains("Connection: close"), "{text}");
+        assert!(
+            closed,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(raw)
+        );
+        // And the server still serves others.
+        let (ok, _) = exchange(
+            server.addr,
+            b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+    }
+    // A smuggled second request after a bad one is never answered.
+    let (text, _) = exchange(
+        server.addr,
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 30\r\n\r\nGET /users/smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(!text.contains("smuggled"), "{text}");
+}
+
+#[test]
+fn slowloris_connections_time_out_while_normal_clients_are_served() {
+    let server = start(Config {
+        header_timeout: Duration::from_millis(1500),
+        ..Config::default()
+    });
+    let addr = server.addr;
+    let start = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let head = b"GET /plaintext HTTP/1.1\r\nHost: h\r\nX-Slow: ";
+    let mut served_during = 0;
+    let mut byte = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        // Each slow connection sends one more header byte, never the end of the head.
+        for s in slow.iter_mut() {
+            let b = head.get(byte).copied().unwrap_or(b'a');
+            let _ = s.write(&[b]);
+        }
+        byte += 1;
+        let (ok, _) = exchange(
+            addr,
+            b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        );
+        if ok.starts_with("HTTP/1.1 200 OK") {
+            served_during += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        served_during >= 10,
+        "normal clients starved: {served_during}"
+    );
+    // The slow ones were closed by the header timeout (reads see end of stream).
+    let mut closed = 0;
+    for s in slow.iter_mut() {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 16];
+        if matches!(s.read(&mut b), Ok(0)) || s.write(b"x").is_err() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 500, "every slow connection was closed");
+}
