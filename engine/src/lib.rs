@@ -57,6 +57,7 @@
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
 
 pub mod buf;
+pub mod cli;
 pub mod driver;
 mod error;
 pub mod fs;

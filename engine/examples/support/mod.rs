@@ -1,116 +1,17 @@
-//! What every server binary and example shares: flags, environment, the ready line.
-//!
-//! Flags win over `CORING_*` environment variables, which win over defaults.
+//! Logging for the examples; the binaries convention itself is `coring::cli`.
 
-#![allow(dead_code, reason = "each example uses the part it needs")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each example uses the part it needs"
+)]
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex};
+pub use coring::cli::{ServerArgs, Startup, server_args};
 
-use coring::driver::probe::DriverChoice;
-
-/// The flags of the binaries convention.
-#[derive(Debug, Clone)]
-pub struct ServerArgs {
-    pub addr: SocketAddr,
-    pub cores: usize,
-    pub driver: DriverChoice,
-    pub pin: bool,
-}
-
-/// Parses `std::env::args` for a server called `name`; prints help and exits 0 on `--help`,
-/// prints one line and exits 2 on anything it does not understand.
-pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
-    let usage = format!(
-        "{name}: {about}\n\n\
-         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]\n\n\
-         --addr HOST:PORT   address to listen on; port 0 picks a free port\n\
-         \x20                  (env CORING_ADDR; default 127.0.0.1:{default_port})\n\
-         --cores N          cores (threads), one listener each with SO_REUSEPORT\n\
-         \x20                  (env CORING_CORES; default: every CPU this process may use)\n\
-         --driver KIND      auto, uring or compat (env CORING_DRIVER; default auto)\n\
-         --no-pin           do not pin core threads to CPUs\n\
-         --help             this text\n\n\
-         Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
-    );
-    let env = |k: &str| std::env::var(k).ok();
-    let mut addr = env("CORING_ADDR").unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
-    let mut cores = env("CORING_CORES");
-    let mut driver = env("CORING_DRIVER");
-    let mut pin = true;
-
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |flag: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .unwrap_or_else(|| fail(name, &format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--help" | "-h" => {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            "--addr" => addr = value("--addr"),
-            "--cores" => cores = Some(value("--cores")),
-            "--driver" => driver = Some(value("--driver")),
-            "--no-pin" => pin = false,
-            other => fail(name, &format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-
-    let addr: SocketAddr = addr
-        .parse()
-        .unwrap_or_else(|_| fail(name, &format!("--addr: {addr:?} is not HOST:PORT")));
-    let cores = match cores {
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Some(c) => match c.parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => fail(name, &format!("--cores: {c:?} is not a positive number")),
-        },
-    };
-    let driver = match driver {
-        None => DriverChoice::Auto,
-        Some(d) => DriverChoice::parse(&d).unwrap_or_else(|| {
-            fail(
-                name,
-                &format!("--driver: {d:?} is not auto, uring or compat"),
-            )
-        }),
-    };
-    ServerArgs {
-        addr,
-        cores,
-        driver,
-        pin,
-    }
-}
-
-fn fail(name: &str, msg: &str) -> ! {
-    eprintln!("{name}: {msg}");
-    std::process::exit(2);
-}
-
-/// Sets up logging and a runtime for the server binary `name` (signals start a graceful
-/// shutdown); prints one line and exits 1 when that fails.
+/// Sets up logging and a runtime for the server binary `name`.
 pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
     init_logging();
-    let runtime = coring::Runtime::builder()
-        .cores(args.cores)
-        .pin(args.pin)
-        .driver(args.driver)
-        .build()
-        .and_then(|rt| rt.shutdown_on_signals().map(|()| rt));
-    runtime.unwrap_or_else(|e| {
-        eprintln!("{name}: {e}");
-        std::process::exit(1)
-    })
+    coring::cli::server_runtime(name, args)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
@@ -121,53 +22,4 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Coordinates the cores at start: core 0 binds first (so port 0 resolves to one real port
-/// that the others then share), and the ready line is printed once every core has bound.
-pub struct Startup {
-    state: Mutex<(Option<SocketAddr>, usize, bool)>,
-    cv: Condvar,
-    cores: usize,
-}
-
-impl Startup {
-    pub fn new(cores: usize) -> Self {
-        Startup {
-            state: Mutex::new((None, 0, false)),
-            cv: Condvar::new(),
-            cores,
-        }
-    }
-
-    /// The address this core should bind: the requested one for core 0, core 0's real
-    /// address for the others (waits for it).
-    pub fn addr_for(&self, index: usize, requested: SocketAddr) -> Option<SocketAddr> {
-        if index == 0 {
-            return Some(requested);
-        }
-        let mut st = self.state.lock().unwrap();
-        while st.0.is_none() && !st.2 {
-            st = self.cv.wait(st).unwrap();
-        }
-        st.0
-    }
-
-    /// Core `index` is bound to `addr` (or failed). Prints the ready line after the last one.
-    pub fn bound(&self, index: usize, addr: Option<SocketAddr>) {
-        let mut st = self.state.lock().unwrap();
-        match addr {
-            Some(a) if index == 0 => st.0 = Some(a),
-            None => st.2 = true,
-            _ => {}
-        }
-        st.1 += 1;
-        if st.1 == self.cores && !st.2 {
-            let addr = st.0.expect("core 0 bound");
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "listening on {addr}");
-            let _ = out.flush();
-        }
-        self.cv.notify_all();
-    }
 }

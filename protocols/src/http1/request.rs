@@ -191,14 +191,20 @@ impl RequestDecoder {
     }
 }
 
+/// Most header fields a request may carry, whatever the limits say.
+const HEADER_SLOTS: usize = 256;
+
 /// Parses the head at the front of `buf`: `None` if incomplete.
 fn parse_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = match req.parse(buf) {
+    // On the stack and uninitialised: httparse fills only what it finds.
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
+    let slots = &mut storage[..limits.max_headers.min(HEADER_SLOTS)];
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(buf, slots) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::HeadersTooLarge),
         Err(httparse::Error::Version) => return Err(Http1Error::VersionNotSupported),
@@ -256,6 +262,10 @@ fn parse_head(
     for h in req.headers.iter() {
         ranges.push((range(h.name.as_bytes()), range(h.value)));
         let name = h.name;
+        // Only names of the lengths below can matter for framing: skip the rest cheaply.
+        if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(h.value)?;
             if content_length.is_some() {

@@ -1,0 +1,43 @@
+//! The TechEmpower plaintext and json app on coring: one SO_REUSEPORT listener per core.
+//!
+//! `cargo run --release -p coring-benches --bin coring-tfb -- --addr 127.0.0.1:8080`
+
+use std::sync::Arc;
+
+use coring::net::TcpListener;
+use coring_protocols::serve::Server;
+
+fn main() {
+    let args = coring::cli::server_args("coring-tfb", "TechEmpower plaintext and json", 8080);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = coring::cli::server_runtime("coring-tfb", &args);
+    let startup = Arc::new(coring::cli::Startup::new(args.cores));
+    let result = runtime.run(|core| {
+        let listener = startup
+            .addr_for(core.index(), args.addr)
+            .ok_or(())
+            .and_then(|addr| {
+                TcpListener::bind_reuseport(addr).map_err(|e| {
+                    eprintln!("coring-tfb: core {}: {e}", core.index());
+                })
+            });
+        startup.bound(core.index(), listener.as_ref().ok().map(|l| l.local_addr()));
+        let handle = core.shutdown_handle();
+        async move {
+            let Ok(listener) = listener else {
+                handle.shutdown();
+                return;
+            };
+            Server::new(coring_benches::tfb).serve(listener).await;
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("coring-tfb: {e}");
+        std::process::exit(1);
+    }
+}

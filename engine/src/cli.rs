@@ -1,0 +1,169 @@
+//! The convention every server binary and example follows: the same flags (`--addr`,
+//! `--cores`, `--driver`, `--no-pin`, `--help`), the same `CORING_*` environment variables, one
+//! `listening on HOST:PORT` line once every core accepts, graceful exit on SIGINT/SIGTERM, a
+//! one-line error and status 2 on bad flags.
+//!
+//! Flags win over `CORING_*` environment variables, which win over defaults.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex};
+
+use crate::driver::probe::DriverChoice;
+
+/// The flags of the binaries convention.
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    /// `--addr`.
+    pub addr: SocketAddr,
+    /// `--cores`.
+    pub cores: usize,
+    /// `--driver`.
+    pub driver: DriverChoice,
+    /// Not `--no-pin`.
+    pub pin: bool,
+}
+
+/// Parses `std::env::args` for a server called `name`; prints help and exits 0 on `--help`,
+/// prints one line and exits 2 on anything it does not understand.
+pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
+    let usage = format!(
+        "{name}: {about}\n\n\
+         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]\n\n\
+         --addr HOST:PORT   address to listen on; port 0 picks a free port\n\
+         \x20                  (env CORING_ADDR; default 127.0.0.1:{default_port})\n\
+         --cores N          cores (threads), one listener each with SO_REUSEPORT\n\
+         \x20                  (env CORING_CORES; default: every CPU this process may use)\n\
+         --driver KIND      auto, uring or compat (env CORING_DRIVER; default auto)\n\
+         --no-pin           do not pin core threads to CPUs\n\
+         --help             this text\n\n\
+         Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
+    );
+    let env = |k: &str| std::env::var(k).ok();
+    let mut addr = env("CORING_ADDR").unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
+    let mut cores = env("CORING_CORES");
+    let mut driver = env("CORING_DRIVER");
+    let mut pin = true;
+
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |flag: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .unwrap_or_else(|| fail(name, &format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--help" | "-h" => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            "--addr" => addr = value("--addr"),
+            "--cores" => cores = Some(value("--cores")),
+            "--driver" => driver = Some(value("--driver")),
+            "--no-pin" => pin = false,
+            other => fail(name, &format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|_| fail(name, &format!("--addr: {addr:?} is not HOST:PORT")));
+    let cores = match cores {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(c) => match c.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => fail(name, &format!("--cores: {c:?} is not a positive number")),
+        },
+    };
+    let driver = match driver {
+        None => DriverChoice::Auto,
+        Some(d) => DriverChoice::parse(&d).unwrap_or_else(|| {
+            fail(
+                name,
+                &format!("--driver: {d:?} is not auto, uring or compat"),
+            )
+        }),
+    };
+    ServerArgs {
+        addr,
+        cores,
+        driver,
+        pin,
+    }
+}
+
+fn fail(name: &str, msg: &str) -> ! {
+    eprintln!("{name}: {msg}");
+    std::process::exit(2);
+}
+
+/// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown);
+/// prints one line and exits 1 when that fails.
+pub fn server_runtime(name: &str, args: &ServerArgs) -> crate::Runtime {
+    let runtime = crate::Runtime::builder()
+        .cores(args.cores)
+        .pin(args.pin)
+        .driver(args.driver)
+        .build()
+        .and_then(|rt| rt.shutdown_on_signals().map(|()| rt));
+    runtime.unwrap_or_else(|e| {
+        eprintln!("{name}: {e}");
+        std::process::exit(1)
+    })
+}
+
+/// Coordinates the cores at start: core 0 binds first (so port 0 resolves to one real port
+/// that the others then share), and the ready line is printed once every core has bound.
+#[derive(Debug)]
+pub struct Startup {
+    state: Mutex<(Option<SocketAddr>, usize, bool)>,
+    cv: Condvar,
+    cores: usize,
+}
+
+impl Startup {
+    /// Coordination for `cores` cores.
+    pub fn new(cores: usize) -> Self {
+        Startup {
+            state: Mutex::new((None, 0, false)),
+            cv: Condvar::new(),
+            cores,
+        }
+    }
+
+    /// The address this core should bind: the requested one for core 0, core 0's real
+    /// address for the others (waits for it).
+    pub fn addr_for(&self, index: usize, requested: SocketAddr) -> Option<SocketAddr> {
+        if index == 0 {
+            return Some(requested);
+        }
+        let mut st = self.state.lock().unwrap();
+        while st.0.is_none() && !st.2 {
+            st = self.cv.wait(st).unwrap();
+        }
+        st.0
+    }
+
+    /// Core `index` is bound to `addr` (or failed). Prints the ready line after the last one.
+    pub fn bound(&self, index: usize, addr: Option<SocketAddr>) {
+        let mut st = self.state.lock().unwrap();
+        match addr {
+            Some(a) if index == 0 => st.0 = Some(a),
+            None => st.2 = true,
+            _ => {}
+        }
+        st.1 += 1;
+        if st.1 == self.cores && !st.2 {
+            let addr = st.0.expect("core 0 bound");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            let _ = out.flush();
+        }
+        self.cv.notify_all();
+    }
+}
