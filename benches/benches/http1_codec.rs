@@ -90,6 +90,29 @@ fn bench(c: &mut Criterion) {
                 )
             })
         });
+        if per == 1 {
+            // The two halves apart: decoding alone, and encoding alone.
+            group.bench_function("coring-decode-only", |b| {
+                b.iter(|| {
+                    buf.clear();
+                    buf.extend_from_slice(std::hint::black_box(input));
+                    matches!(decoder.decode(&mut buf), Ok(Decoded::Request(_)))
+                })
+            });
+            group.bench_function("coring-encode-only", |b| {
+                b.iter(|| {
+                    out.clear();
+                    let cx = EncodeContext {
+                        date: DATE,
+                        server: Some(b"coring"),
+                        head_request: false,
+                        keep_alive: true,
+                    };
+                    encode_response(std::hint::black_box(&resp), &cx, &mut out);
+                    out.len()
+                })
+            });
+        }
         group.finish();
     }
 }

@@ -64,17 +64,37 @@ pub struct EncodeContext<'a> {
     pub keep_alive: bool,
 }
 
-/// Headers the encoder owns.
-const RESERVED: [&str; 4] = ["content-length", "date", "server", "connection"];
+/// Headers the encoder owns (it writes them itself): Content-Length, Date, Server, Connection.
+fn is_reserved(name: &str) -> bool {
+    match name.len() {
+        4 => name.eq_ignore_ascii_case("date"),
+        6 => name.eq_ignore_ascii_case("server"),
+        10 => name.eq_ignore_ascii_case("connection"),
+        14 => name.eq_ignore_ascii_case("content-length"),
+        _ => false,
+    }
+}
 
 /// Appends the response to `out`.
 pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let mut code = itoa::Buffer::new();
-    out.extend_from_slice(code.format(resp.status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason(resp.status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // One reservation up front, so the appends below never reallocate.
+    let headers: usize = resp
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
+    out.reserve(96 + cx.date.len() + cx.server.map_or(0, <[u8]>::len) + headers + resp.body.len());
+    match resp.status {
+        200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+        status => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            let mut code = itoa::Buffer::new();
+            out.extend_from_slice(code.format(status).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(reason(status).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     if let Some(server) = cx.server {
         out.extend_from_slice(b"Server: ");
         out.extend_from_slice(server);
@@ -84,7 +104,7 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     out.extend_from_slice(cx.date);
     out.extend_from_slice(b"\r\n");
     for (name, value) in &resp.headers {
-        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        if is_reserved(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

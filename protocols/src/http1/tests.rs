@@ -30,7 +30,7 @@ fn status_of(input: &[u8]) -> u16 {
 }
 
 #[test]
-fn parses_the_techempower_request_without_copying_headers() {
+fn parses_the_techempower_request() {
     let r = decode_one(
         b"GET /plaintext HTTP/1.1\r\nHost: server\r\nUser-Agent: x\r\nAccept: text/plain\r\nConnection: keep-alive\r\n\r\n",
     )
