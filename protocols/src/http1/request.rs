@@ -118,6 +118,10 @@ pub struct RequestDecoder {
 
 /// What [`RequestDecoder::decode`] found.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned by value once per request; boxing would allocate per request"
+)]
 pub enum Decoded {
     /// A complete request (head and body).
     Request(Request),

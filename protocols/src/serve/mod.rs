@@ -145,6 +145,33 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much it reads at most before giving up on a clean close.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Closes after the response: our side first (FIN), then the client's unread bytes are drained
+/// for a while, so the close does not turn into a reset that could destroy the response before
+/// the client read it.
+async fn lingering_close(stream: &TcpStream, mut input: BytesMut) {
+    if stream.shutdown(std::net::Shutdown::Write).await.is_err() {
+        return;
+    }
+    let deadline = time::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        input.clear();
+        input.reserve(16 * 1024);
+        match timeout_at(deadline, stream.read(input)).await {
+            Ok((Ok(n), back)) if n > 0 => {
+                drained += n;
+                input = back;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Serves one connection until it closes, errs, times out, or the runtime shuts down.
 pub async fn serve_connection<H: Handler>(
     stream: &TcpStream,
@@ -214,7 +241,7 @@ pub async fn serve_connection<H: Handler>(
             r?;
         }
         if close {
-            let _ = stream.shutdown(std::net::Shutdown::Write).await;
+            lingering_close(stream, input).await;
             return Ok(());
         }
         // Wait for more: a head in progress has until its deadline, an idle connection until
