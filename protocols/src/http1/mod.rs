@@ -11,11 +11,13 @@
 //! The codec does no I/O and reads no clock: the `Date` value is passed in.
 
 mod chunked;
+mod client_codec;
 mod error;
 mod request;
 mod response;
 
 pub use chunked::{ChunkedDecoder, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
+pub use client_codec::{ClientResponse, ResponseDecoder, encode_request};
 pub use error::Http1Error;
 pub use request::{Decoded, Framing, Request, RequestDecoder};
 pub use response::{EncodeContext, Response, encode_response, reason};

@@ -1,0 +1,109 @@
+//! The `http://` URLs the client understands.
+
+/// A parsed `http://host[:port]/target` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port (80 when absent).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub target: String,
+}
+
+impl Url {
+    /// Parses an absolute `http://` URL.
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{s}: only http:// is supported"))?;
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let target = if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target.to_string()
+        };
+        let target = target.split('#').next().unwrap_or("/").to_string();
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{s}: bad IPv6 host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("{s}: bad port"))?,
+                None if after.is_empty() => 80,
+                None => return Err(format!("{s}: bad authority")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("{s}: bad port"))?,
+                ),
+                None => (authority.to_string(), 80),
+            }
+        };
+        if host.is_empty() || host.contains(['@', ' ']) {
+            return Err(format!("{s}: bad host"));
+        }
+        Ok(Url { host, port, target })
+    }
+
+    /// `host:port` as sent in `Host` (brackets around IPv6).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Resolves a `Location` value against this URL.
+    pub fn join(&self, location: &str) -> Result<String, String> {
+        if location.starts_with("http://") {
+            return Ok(location.to_string());
+        }
+        if location.contains("://") {
+            return Err(format!("{location}: only http:// is supported"));
+        }
+        if location.starts_with('/') {
+            return Ok(format!("http://{}{location}", self.authority()));
+        }
+        let base = self.target.split('?').next().unwrap_or("/");
+        let dir = &base[..=base.rfind('/').unwrap_or(0)];
+        Ok(format!("http://{}{dir}{location}", self.authority()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_ports_targets() {
+        let u = Url::parse("http://example.com:8080/a/b?q=1#frag").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("example.com", 8080, "/a/b?q=1")
+        );
+        let u = Url::parse("http://[::1]/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority()),
+            ("::1", 80, "[::1]:80".to_string())
+        );
+        assert_eq!(Url::parse("http://h?x").unwrap().target, "/?x");
+        assert!(Url::parse("https://h/").is_err());
+        assert!(Url::parse("http://h:port/").is_err());
+    }
+
+    #[test]
+    fn joins_locations() {
+        let u = Url::parse("http://h:1/a/b").unwrap();
+        assert_eq!(u.join("/x").unwrap(), "http://h:1/x");
+        assert_eq!(u.join("c").unwrap(), "http://h:1/a/c");
+        assert_eq!(u.join("http://o:2/y").unwrap(), "http://o:2/y");
+    }
+}

@@ -1,0 +1,315 @@
+//! The client side: requests out, responses in.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::chunked::ChunkedDecoder;
+use super::{Http1Error, Limits};
+
+/// A response as read by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order (names as sent).
+    pub headers: Vec<(String, Bytes)>,
+    /// The body (empty for HEAD, 1xx, 204, 304).
+    pub body: Bytes,
+    /// Whether the server keeps the connection open for another request.
+    pub keep_alive: bool,
+}
+
+impl ClientResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Writes a request head (and body) into `out`. `headers` must not contain `Host`,
+/// `Content-Length` or `Transfer-Encoding`: they are written here.
+pub fn encode_request(
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(String, Vec<u8>)],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+enum Body {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the server closes the connection.
+    UntilClose,
+}
+
+struct Pending {
+    response: ClientResponse,
+    body: Body,
+    bytes: Vec<u8>,
+}
+
+/// Reads one response at a time from the front of a connection buffer.
+pub struct ResponseDecoder {
+    limits: Limits,
+    pending: Option<Pending>,
+}
+
+impl std::fmt::Debug for ResponseDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseDecoder")
+            .field("in_body", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl ResponseDecoder {
+    /// A decoder with `limits` (`max_body_bytes` caps the response body).
+    pub fn new(limits: Limits) -> Self {
+        ResponseDecoder {
+            limits,
+            pending: None,
+        }
+    }
+
+    /// Takes the response to a request from the front of `buf`: `Ok(None)` when more bytes are
+    /// needed. `head_request`: the request was HEAD (no body follows). Interim 1xx responses
+    /// are skipped.
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        head_request: bool,
+    ) -> Result<Option<ClientResponse>, Http1Error> {
+        loop {
+            if self.pending.is_none() {
+                let Some((response, body, len)) = self.parse_head(buf, head_request)? else {
+                    return Ok(None);
+                };
+                buf.advance(len);
+                if (100..200).contains(&response.status) {
+                    continue; // interim response
+                }
+                match body {
+                    None => return Ok(Some(response)),
+                    Some(body) => {
+                        self.pending = Some(Pending {
+                            response,
+                            body,
+                            bytes: Vec::new(),
+                        })
+                    }
+                }
+            }
+            let p = self.pending.as_mut().expect("pending response");
+            let done = match &mut p.body {
+                Body::Length(n) => {
+                    let want = (*n - p.bytes.len() as u64) as usize;
+                    let take = want.min(buf.len());
+                    p.bytes.extend_from_slice(&buf[..take]);
+                    buf.advance(take);
+                    p.bytes.len() as u64 == *n
+                }
+                Body::Chunked(dec) => {
+                    let used = dec.decode(buf, &mut p.bytes)?;
+                    buf.advance(used);
+                    dec.is_done()
+                }
+                Body::UntilClose => {
+                    p.bytes.extend_from_slice(buf);
+                    buf.clear();
+                    if p.bytes.len() as u64 > self.limits.max_body_bytes {
+                        return Err(Http1Error::BodyTooLarge);
+                    }
+                    false
+                }
+            };
+            if !done {
+                return Ok(None);
+            }
+            let mut p = self.pending.take().expect("pending response");
+            p.response.body = Bytes::from(p.bytes);
+            return Ok(Some(p.response));
+        }
+    }
+
+    /// The server closed the connection: completes a response delimited by the close, or says
+    /// the response was cut short.
+    pub fn finish(&mut self) -> Result<Option<ClientResponse>, Http1Error> {
+        match self.pending.take() {
+            None => Ok(None),
+            Some(mut p) => match p.body {
+                Body::UntilClose => {
+                    p.response.body = Bytes::from(p.bytes);
+                    p.response.keep_alive = false;
+                    Ok(Some(p.response))
+                }
+                _ => Err(Http1Error::BadRequest("connection closed mid-response")),
+            },
+        }
+    }
+
+    #[allow(clippy::type_complexity, reason = "private helper returning its parts")]
+    fn parse_head(
+        &self,
+        buf: &[u8],
+        head_request: bool,
+    ) -> Result<Option<(ClientResponse, Option<Body>, usize)>, Http1Error> {
+        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > self.limits.max_head_bytes {
+                    return Err(Http1Error::HeadersTooLarge);
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::HeadersTooLarge),
+            Err(_) => return Err(Http1Error::BadRequest("malformed response")),
+        };
+        let status = resp.code.unwrap_or(0);
+        let http10 = resp.version == Some(0);
+        let mut content_length = None;
+        let mut chunked = false;
+        let mut close = http10;
+        let mut out = Vec::with_capacity(resp.headers.len());
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or(Http1Error::BadRequest("invalid Content-Length"))?;
+                if content_length.is_some_and(|c| c != v) {
+                    return Err(Http1Error::BadRequest("conflicting Content-Length"));
+                }
+                content_length = Some(v);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                if !chunked {
+                    return Err(Http1Error::UnsupportedTransferCoding);
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|&b| b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if http10 && t.eq_ignore_ascii_case(b"keep-alive") {
+                        close = false;
+                    }
+                }
+            }
+            out.push((h.name.to_string(), Bytes::copy_from_slice(h.value)));
+        }
+        let bodiless = head_request || status < 200 || status == 204 || status == 304;
+        let body = if bodiless {
+            None
+        } else if chunked {
+            Some(Body::Chunked(ChunkedDecoder::new(
+                self.limits.max_body_bytes,
+            )))
+        } else if let Some(n) = content_length {
+            if n > self.limits.max_body_bytes {
+                return Err(Http1Error::BodyTooLarge);
+            }
+            (n > 0).then_some(Body::Length(n))
+        } else {
+            close = true;
+            Some(Body::UntilClose)
+        };
+        let response = ClientResponse {
+            status,
+            headers: out,
+            body: Bytes::new(),
+            keep_alive: !close,
+        };
+        Ok(Some((response, body, len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(input: &[u8], head: bool) -> ClientResponse {
+        let mut d = ResponseDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        d.decode(&mut buf, head).unwrap().expect("complete")
+    }
+
+    #[test]
+    fn length_chunked_interim_and_head_responses() {
+        let r = one(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
+        assert_eq!(
+            (r.status, &r.body[..], r.keep_alive),
+            (200, &b"hello"[..], true)
+        );
+        let r = one(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.status, &r.body[..]), (201, &b"ok"[..]));
+        let r = one(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true);
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn close_delimited_bodies_end_at_close() {
+        let mut d = ResponseDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\npart one, "[..]);
+        assert!(d.decode(&mut buf, false).unwrap().is_none());
+        buf.extend_from_slice(b"part two");
+        assert!(d.decode(&mut buf, false).unwrap().is_none());
+        let r = d.finish().unwrap().unwrap();
+        assert_eq!(&r.body[..], b"part one, part two");
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn requests_are_encoded_with_host_and_length() {
+        let mut out = Vec::new();
+        encode_request(
+            "POST",
+            "/x",
+            "h:80",
+            &[("A".into(), b"1".to_vec())],
+            b"body",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            b"POST /x HTTP/1.1\r\nHost: h:80\r\nA: 1\r\nContent-Length: 4\r\n\r\nbody"
+        );
+    }
+}
