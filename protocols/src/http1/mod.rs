@@ -20,7 +20,9 @@ pub use chunked::{ChunkedDecoder, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
 pub use client_codec::{ClientResponse, ResponseDecoder, encode_request};
 pub use error::Http1Error;
 pub use request::{Decoded, Framing, Request, RequestDecoder};
-pub use response::{EncodeContext, Response, encode_response, reason};
+pub use response::{
+    BodyFraming, EncodeContext, LAST_CHUNK, Response, encode_chunk, encode_response, reason,
+};
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,40 @@ pub struct Response {
     status: u16,
     headers: Vec<(Cow<'static, str>, Bytes)>,
     body: Bytes,
+    /// Set when the body is not in `body` but sent after the head by the caller.
+    framing: Option<BodyFraming>,
+}
+
+/// How a body sent after the head (a file, a stream) is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Exactly this many bytes follow (`Content-Length`).
+    Length(u64),
+    /// Chunks follow (`Transfer-Encoding: chunked`), ended by [`LAST_CHUNK`].
+    Chunked,
+}
+
+/// The chunk that ends a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` to `out` as one chunk of a chunked body (nothing for empty data, which would
+/// end the body).
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut hex = [0u8; 16];
+    let mut n = data.len();
+    let mut i = hex.len();
+    while n > 0 {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+    }
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 impl Response {
@@ -19,7 +53,21 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            framing: None,
         }
+    }
+
+    /// The body will be sent after the head by the caller, framed as `framing`; the encoder
+    /// writes only the head.
+    pub fn body_follows(mut self, framing: BodyFraming) -> Self {
+        self.framing = Some(framing);
+        self.body = Bytes::new();
+        self
+    }
+
+    /// How a body sent after the head is framed, if it is.
+    pub fn following_body(&self) -> Option<BodyFraming> {
+        self.framing
     }
 
     /// Adds a header. `Content-Length`, `Date`, `Server` and `Connection` are written by the
@@ -64,13 +112,15 @@ pub struct EncodeContext<'a> {
     pub keep_alive: bool,
 }
 
-/// Headers the encoder owns (it writes them itself): Content-Length, Date, Server, Connection.
+/// Headers the encoder owns (it writes them itself): Content-Length, Transfer-Encoding, Date,
+/// Server, Connection.
 fn is_reserved(name: &str) -> bool {
     match name.len() {
         4 => name.eq_ignore_ascii_case("date"),
         6 => name.eq_ignore_ascii_case("server"),
         10 => name.eq_ignore_ascii_case("connection"),
         14 => name.eq_ignore_ascii_case("content-length"),
+        17 => name.eq_ignore_ascii_case("transfer-encoding"),
         _ => false,
     }
 }
@@ -118,10 +168,20 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     // 1xx, 204 and 304 carry no body and no Content-Length.
     let bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     if !bodiless {
-        out.extend_from_slice(b"Content-Length: ");
-        let mut len = itoa::Buffer::new();
-        out.extend_from_slice(len.format(resp.body.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        match resp.framing {
+            Some(BodyFraming::Chunked) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+            framing => {
+                let len = match framing {
+                    Some(BodyFraming::Length(n)) => n,
+                    _ => resp.body.len() as u64,
+                };
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
     if !bodiless && !cx.head_request {

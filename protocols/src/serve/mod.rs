@@ -24,6 +24,7 @@
 //! `idle_timeout`, a write must finish within `write_timeout`.
 
 mod date;
+mod reply;
 mod router;
 
 use std::future::Future;
@@ -38,21 +39,25 @@ use coring::time::{self, timeout_at};
 use crate::http1::{
     Decoded, EncodeContext, Limits, Request, RequestDecoder, Response, encode_response,
 };
+use reply::Source;
+pub use reply::{Reply, serve_file};
 pub use router::{Params, Router};
 
-/// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = Response>`.
+/// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = R>` where `R` is a
+/// [`Response`] or a [`Reply`] (a file or streamed body).
 pub trait Handler: 'static {
-    /// The response to `req`.
-    fn call(&self, req: Request) -> impl Future<Output = Response>;
+    /// The reply to `req`.
+    fn call(&self, req: Request) -> impl Future<Output = Reply>;
 }
 
-impl<F, Fut> Handler for F
+impl<F, Fut, R> Handler for F
 where
     F: Fn(Request) -> Fut + 'static,
-    Fut: Future<Output = Response>,
+    Fut: Future<Output = R>,
+    R: Into<Reply>,
 {
-    fn call(&self, req: Request) -> impl Future<Output = Response> {
-        self(req)
+    async fn call(&self, req: Request) -> Reply {
+        self(req).await.into()
     }
 }
 
@@ -145,6 +150,44 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// Sends a body that follows the head: flushes what is buffered, then the file (splice or
+/// sendfile) or the stream's chunks as they come.
+async fn send_body(stream: &TcpStream, source: Source, out: &mut Vec<u8>) -> coring::Result<()> {
+    match source {
+        Source::Inline => Ok(()),
+        Source::File { file, offset, len } => {
+            flush(stream, out).await?;
+            let sent = stream.send_file(&file, offset, len).await?;
+            if sent < len {
+                // The file shrank under us: the promised length cannot be met.
+                return Err(coring::Error::new(
+                    coring::ErrorKind::UnexpectedEof,
+                    "send_file",
+                ));
+            }
+            Ok(())
+        }
+        Source::Stream(mut body) => {
+            while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+                crate::http1::encode_chunk(&chunk, out);
+                flush(stream, out).await?;
+            }
+            out.extend_from_slice(crate::http1::LAST_CHUNK);
+            Ok(())
+        }
+    }
+}
+
+async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> coring::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (r, back) = stream.write_all(std::mem::take(out)).await;
+    *out = back;
+    out.clear();
+    r
+}
+
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much it reads at most before giving up on a clean close.
@@ -194,7 +237,7 @@ pub async fn serve_connection<H: Handler>(
                     request_started = None;
                     let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
                     let head_request = req.method() == "HEAD";
-                    let resp = handler.call(req).await;
+                    let reply = handler.call(req).await;
                     date::with_date(|date| {
                         let cx = EncodeContext {
                             date,
@@ -202,8 +245,11 @@ pub async fn serve_connection<H: Handler>(
                             head_request,
                             keep_alive,
                         };
-                        encode_response(&resp, &cx, &mut out);
+                        encode_response(&reply.response, &cx, &mut out);
                     });
+                    if !head_request {
+                        send_body(stream, reply.source, &mut out).await?;
+                    }
                     if !keep_alive {
                         close = true;
                         break;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::http1::{Request, Response};
+use crate::serve::Reply;
 
 /// Path parameters captured by a route (`/users/:id` → `id`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +22,7 @@ impl Params {
     }
 }
 
-type BoxedFuture = Pin<Box<dyn Future<Output = Response>>>;
+type BoxedFuture = Pin<Box<dyn Future<Output = Reply>>>;
 type Route = Box<dyn Fn(Request, Params) -> BoxedFuture>;
 
 /// Routes requests to handlers by method and path; unknown paths get 404, known paths with
@@ -51,10 +52,11 @@ impl Router {
     }
 
     /// Adds a route. `pattern` segments starting with `:` capture that segment.
-    pub fn route<F, Fut>(mut self, method: &str, pattern: &str, handler: F) -> Self
+    pub fn route<F, Fut, R>(mut self, method: &str, pattern: &str, handler: F) -> Self
     where
         F: Fn(Request, Params) -> Fut + 'static,
-        Fut: Future<Output = Response> + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Into<Reply>,
     {
         let segments = split(pattern)
             .map(|s| match s.strip_prefix(':') {
@@ -62,7 +64,10 @@ impl Router {
                 None => Segment::Literal(s.to_string()),
             })
             .collect();
-        let route: Route = Box::new(move |req, params| Box::pin(handler(req, params)));
+        let route: Route = Box::new(move |req, params| {
+            let fut = handler(req, params);
+            Box::pin(async move { fut.await.into() })
+        });
         self.routes
             .push((method.to_ascii_uppercase(), segments, route));
         self
@@ -84,11 +89,11 @@ impl Router {
 }
 
 impl crate::serve::Handler for Router {
-    async fn call(&self, req: Request) -> Response {
+    async fn call(&self, req: Request) -> Reply {
         let found = self.find(req.method(), req.path());
         match found {
             Ok((route, params)) => route(req, params).await,
-            Err(status) => Response::new(status),
+            Err(status) => Response::new(status).into(),
         }
     }
 }
