@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use coring::time::Sleep;
 use coring_protocols::http1::Response;
-use coring_protocols::serve::{Reply, Router, Server, serve_file};
+use coring_protocols::serve::{BodyStream, Reply, Router, Server, serve_file};
 
 /// Yields `left` chunks, one every 20 ms.
 struct Ticker {
@@ -73,6 +73,19 @@ fn start(
                     })
                     .route("GET", "/missing", |req, _p| async move {
                         serve_file(&req, "/nonexistent/coring")
+                    })
+                    .route("POST", "/count", |req, _p| async move {
+                        // Reads the body piece by piece as it arrives.
+                        let Some(body) = BodyStream::of(&req) else {
+                            return Response::new(200).body(format!("whole {}", req.body().len()));
+                        };
+                        let (mut pieces, mut bytes, mut sum) = (0u64, 0u64, 0u64);
+                        while let Some(piece) = body.next().await.unwrap() {
+                            pieces += 1;
+                            bytes += piece.len() as u64;
+                            sum += piece.iter().map(|&b| u64::from(b)).sum::<u64>();
+                        }
+                        Response::new(200).body(format!("streamed {bytes} {sum} {}", pieces > 1))
                     })
                     .route("GET", "/stream", |_req, _p| async {
                         Reply::stream(
@@ -187,4 +200,40 @@ fn files_ranges_conditionals_and_streams() {
     shutdown.shutdown();
     thread.join().unwrap();
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn request_bodies_stream_to_the_handler_and_small_ones_arrive_whole() {
+    let (addr, shutdown, thread) = start(PathBuf::from("/nonexistent"));
+    // 1 MiB, chunked, written in pieces with pauses: the handler sees it arrive in pieces.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    // The server asks for the body only when the handler reads it.
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let piece = vec![3u8; 64 * 1024];
+    for _ in 0..16 {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .unwrap();
+        s.write_all(&piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.write_all(b"0\r\n\r\nPOST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    let total = 16 * 64 * 1024u64;
+    assert!(
+        text.contains(&format!("streamed {total} {} true", total * 3)),
+        "{text}"
+    );
+    // The next request on the same connection, small: read whole up front.
+    assert!(text.contains("whole 5"), "{text}");
+    shutdown.shutdown();
+    thread.join().unwrap();
 }

@@ -33,6 +33,7 @@ pub struct Request {
     body: Bytes,
     keep_alive: bool,
     expect_continue: bool,
+    extension: Option<std::rc::Rc<dyn std::any::Any>>,
 }
 
 impl Request {
@@ -95,6 +96,21 @@ impl Request {
     pub fn expects_continue(&self) -> bool {
         self.expect_continue
     }
+
+    /// Replaces the body (a server that read it in streaming mode hands it over whole).
+    pub fn set_body(&mut self, body: Bytes) {
+        self.body = body;
+    }
+
+    /// A value the serving layer attached to this request (a body stream, say).
+    pub fn extension(&self) -> Option<&std::rc::Rc<dyn std::any::Any>> {
+        self.extension.as_ref()
+    }
+
+    /// Attaches a value for the handler (the serving layer's body stream).
+    pub fn set_extension(&mut self, value: std::rc::Rc<dyn std::any::Any>) {
+        self.extension = Some(value);
+    }
 }
 
 /// A head parsed out of the buffer, waiting for its body.
@@ -112,8 +128,18 @@ struct Pending {
 pub struct RequestDecoder {
     limits: Limits,
     pending: Option<Pending>,
+    /// Streaming mode: the body of the request returned by `decode_head`.
+    body: Option<BodyState>,
     /// A `100 Continue` is owed for the request whose body is awaited.
     continue_owed: bool,
+}
+
+/// Where the body of a request read in streaming mode stands.
+#[derive(Debug)]
+struct BodyState {
+    framing: Framing,
+    chunked: Option<ChunkedDecoder>,
+    seen: u64,
 }
 
 /// What [`RequestDecoder::decode`] found.
@@ -139,8 +165,65 @@ impl RequestDecoder {
         RequestDecoder {
             limits,
             pending: None,
+            body: None,
             continue_owed: false,
         }
+    }
+
+    /// Streaming mode, first step: takes the next request head from `buf` (the request's body
+    /// is left empty) and returns it with its framing; read the body with
+    /// [`RequestDecoder::decode_body`] before the next head. `Ok(None)`: more bytes needed.
+    pub fn decode_head(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(Request, Framing)>, Http1Error> {
+        debug_assert!(self.pending.is_none() && self.body.is_none());
+        let Some((request, framing, len)) = parse_head(buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let head = Bytes::copy_from_slice(&buf[..len]);
+        bytes::Buf::advance(buf, len);
+        if framing != Framing::None {
+            self.body = Some(BodyState {
+                framing,
+                chunked: (framing == Framing::Chunked)
+                    .then(|| ChunkedDecoder::new(self.limits.max_body_bytes)),
+                seen: 0,
+            });
+        }
+        Ok(Some((Request { head, ..request }, framing)))
+    }
+
+    /// Streaming mode, second step: moves the body bytes available in `buf` to `out`. Returns
+    /// whether the body is complete (always true when there is none).
+    pub fn decode_body(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Http1Error> {
+        let Some(state) = self.body.as_mut() else {
+            return Ok(true);
+        };
+        let done = match state.framing {
+            Framing::Length(n) => {
+                let take = ((n - state.seen).min(buf.len() as u64)) as usize;
+                out.extend_from_slice(&buf[..take]);
+                bytes::Buf::advance(buf, take);
+                state.seen += take as u64;
+                state.seen == n
+            }
+            Framing::Chunked => {
+                let dec = state.chunked.as_mut().expect("chunked decoder");
+                let used = dec.decode(buf, out)?;
+                bytes::Buf::advance(buf, used);
+                dec.is_done()
+            }
+            Framing::None => true,
+        };
+        if done {
+            self.body = None;
+        }
+        Ok(done)
     }
 
     /// Takes the next complete request from the front of `buf`. Limits are checked before
@@ -195,7 +278,7 @@ impl RequestDecoder {
 
     /// Whether a request head has been read and its body is still arriving.
     pub fn in_body(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.body.is_some()
     }
 }
 
@@ -352,6 +435,7 @@ fn parse_head(
         body: Bytes::new(),
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
+        extension: None,
     };
     Ok(Some((request, framing, len)))
 }

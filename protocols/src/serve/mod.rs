@@ -23,10 +23,12 @@
 //! `header_timeout` of its first byte (slowloris), an idle keep-alive connection closes after
 //! `idle_timeout`, a write must finish within `write_timeout`.
 
+mod body;
 mod date;
 mod reply;
 mod router;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -37,8 +39,10 @@ use coring::runtime::until_shutdown;
 use coring::time::{self, timeout_at};
 
 use crate::http1::{
-    Decoded, EncodeContext, Limits, Request, RequestDecoder, Response, encode_response,
+    EncodeContext, Framing, Limits, Request, RequestDecoder, Response, encode_response,
 };
+pub use body::{BodyError, BodyStream};
+use body::{ConnIo, IoState};
 use reply::Source;
 pub use reply::{Reply, serve_file};
 pub use router::{Params, Router};
@@ -61,6 +65,9 @@ where
     }
 }
 
+/// Pause after an accept failed for lack of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -74,8 +81,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long one write may take.
     pub write_timeout: Duration,
-    /// Connections served at once per core; further ones wait in the listen backlog.
+    /// Connections served at once per core; further ones are answered 503 and closed.
     pub max_connections: usize,
+    /// Bodies with a Content-Length up to this are read whole before the handler runs
+    /// (`Request::body`); larger and chunked ones stream ([`BodyStream`]).
+    pub buffer_body_up_to: u64,
 }
 
 impl Default for Config {
@@ -87,6 +97,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 100_000,
+            buffer_body_up_to: 64 * 1024,
         }
     }
 }
@@ -130,6 +141,11 @@ impl<H: Handler> Server<H> {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    if e.kind() == coring::ErrorKind::TooManyOpenFiles {
+                        // Out of descriptors: connections wait in the backlog until some
+                        // close; retrying at once would only spin.
+                        time::sleep(ACCEPT_BACKOFF).await;
+                    }
                     continue;
                 }
             };
@@ -141,7 +157,7 @@ impl<H: Handler> Server<H> {
             live.set(live.get() + 1);
             let (handler, config, live) = (self.handler.clone(), self.config.clone(), live.clone());
             coring::spawn_local(async move {
-                if let Err(e) = serve_connection(&stream, &*handler, &config).await {
+                if let Err(e) = serve_connection(Rc::new(stream), &*handler, &config).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 live.set(live.get() - 1);
@@ -217,14 +233,21 @@ async fn lingering_close(stream: &TcpStream, mut input: BytesMut) {
 
 /// Serves one connection until it closes, errs, times out, or the runtime shuts down.
 pub async fn serve_connection<H: Handler>(
-    stream: &TcpStream,
+    stream: Rc<TcpStream>,
     handler: &H,
     config: &Config,
 ) -> coring::Result<()> {
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(config.write_timeout));
-    let mut decoder = RequestDecoder::new(config.limits);
-    let mut input = BytesMut::with_capacity(8 * 1024);
+    let io = Rc::new(ConnIo {
+        stream: Rc::clone(&stream),
+        state: RefCell::new(IoState {
+            input: BytesMut::with_capacity(8 * 1024),
+            decoder: RequestDecoder::new(config.limits),
+            continue_owed: false,
+            head_timeout: config.header_timeout,
+        }),
+    });
     let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
     let server = config.server_name.as_deref().map(str::as_bytes);
     let mut request_started = None;
@@ -232,67 +255,90 @@ pub async fn serve_connection<H: Handler>(
         // Every complete request already here, answered in order into one buffer.
         let mut close = false;
         loop {
-            match decoder.decode(&mut input) {
-                Ok(Decoded::Request(req)) => {
-                    request_started = None;
-                    let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
-                    let head_request = req.method() == "HEAD";
-                    let reply = handler.call(req).await;
-                    date::with_date(|date| {
-                        let cx = EncodeContext {
-                            date,
-                            server,
-                            head_request,
-                            keep_alive,
-                        };
-                        encode_response(&reply.response, &cx, &mut out);
-                    });
-                    if !head_request {
-                        send_body(stream, reply.source, &mut out).await?;
-                    }
-                    if !keep_alive {
-                        close = true;
-                        break;
-                    }
-                }
-                Ok(Decoded::Partial { send_continue }) => {
-                    if send_continue {
-                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    }
-                    break;
-                }
+            let head = {
+                let mut st = io.state.borrow_mut();
+                let IoState { input, decoder, .. } = &mut *st;
+                decoder.decode_head(input)
+            };
+            let (mut req, framing) = match head {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
                 Err(e) => {
-                    // Framing can no longer be trusted: answer, then close.
-                    let resp = Response::new(e.status())
-                        .header("Content-Type", "text/plain")
-                        .body(e.to_string());
-                    date::with_date(|date| {
-                        let cx = EncodeContext {
-                            date,
-                            server,
-                            head_request: false,
-                            keep_alive: false,
-                        };
-                        encode_response(&resp, &cx, &mut out);
-                    });
+                    encode_error(e, server, &mut out);
                     close = true;
                     break;
                 }
+            };
+            request_started = None;
+            if framing != Framing::None {
+                io.state.borrow_mut().continue_owed = req.expects_continue();
+                let whole = match framing {
+                    Framing::Length(n) => n <= config.buffer_body_up_to,
+                    _ => false,
+                };
+                if whole {
+                    // Small bodies are read whole before the handler runs.
+                    flush(&stream, &mut out).await?;
+                    match BodyStream::new(Rc::clone(&io))
+                        .read_all(config.limits.max_body_bytes)
+                        .await
+                    {
+                        Ok(body) => req.set_body(body),
+                        Err(BodyError::Http(e)) => {
+                            encode_error(e, server, &mut out);
+                            close = true;
+                            break;
+                        }
+                        Err(BodyError::Io(e)) => return Err(e),
+                    }
+                } else {
+                    // Large or chunked bodies stream: the handler pulls them (see BodyStream).
+                    flush(&stream, &mut out).await?;
+                    req.set_extension(Rc::new(BodyStream::new(Rc::clone(&io))));
+                }
+            }
+            let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
+            let head_request = req.method() == "HEAD";
+            let reply = handler.call(req).await;
+            // Whatever the handler left of a streamed body is read and dropped, so the next
+            // request starts where it should.
+            if io.state.borrow().decoder.in_body() {
+                match BodyStream::new(Rc::clone(&io)).discard().await {
+                    Ok(()) => {}
+                    Err(BodyError::Http(e)) => {
+                        encode_error(e, server, &mut out);
+                        close = true;
+                        break;
+                    }
+                    Err(BodyError::Io(e)) => return Err(e),
+                }
+            }
+            date::with_date(|date| {
+                let cx = EncodeContext {
+                    date,
+                    server,
+                    head_request,
+                    keep_alive,
+                };
+                encode_response(&reply.response, &cx, &mut out);
+            });
+            if !head_request {
+                send_body(&stream, reply.source, &mut out).await?;
+            }
+            if !keep_alive {
+                close = true;
+                break;
             }
         }
-        if !out.is_empty() {
-            let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
-            out = back;
-            out.clear();
-            r?;
-        }
+        flush(&stream, &mut out).await?;
         if close {
-            lingering_close(stream, input).await;
+            let input = std::mem::take(&mut io.state.borrow_mut().input);
+            lingering_close(&stream, input).await;
             return Ok(());
         }
         // Wait for more: a head in progress has until its deadline, an idle connection until
         // the idle timeout or shutdown.
-        let mid_request = !input.is_empty() || decoder.in_body();
+        let mid_request = !io.state.borrow().input.is_empty();
         let deadline = if mid_request {
             // Counted from the request's first byte, not from the last read: a client that
             // trickles one byte at a time still runs out of time.
@@ -301,24 +347,35 @@ pub async fn serve_connection<H: Handler>(
             request_started = None;
             time::now() + config.idle_timeout
         };
-        input.reserve(4096);
-        let read = timeout_at(deadline, stream.read(input));
-        let (result, back) = if mid_request {
-            match read.await {
+        let outcome = if mid_request {
+            match timeout_at(deadline, io.fill()).await {
                 Ok(r) => r,
                 Err(_) => return Ok(()), // slow head: close
             }
         } else {
-            match until_shutdown(read).await {
+            match until_shutdown(timeout_at(deadline, io.fill())).await {
                 Some(Ok(r)) => r,
                 Some(Err(_)) | None => return Ok(()), // idle timeout or shutdown
             }
         };
-        input = back;
-        match result {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(e),
+        if !outcome? {
+            return Ok(()); // end of stream
         }
     }
+}
+
+fn encode_error(e: crate::http1::Http1Error, server: Option<&[u8]>, out: &mut Vec<u8>) {
+    // Framing can no longer be trusted: answer, then close.
+    let resp = Response::new(e.status())
+        .header("Content-Type", "text/plain")
+        .body(e.to_string());
+    date::with_date(|date| {
+        let cx = EncodeContext {
+            date,
+            server,
+            head_request: false,
+            keep_alive: false,
+        };
+        encode_response(&resp, &cx, out);
+    });
 }

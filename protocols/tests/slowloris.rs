@@ -1,0 +1,147 @@
+//! Slowloris: 500 connections trickling header bytes do not keep a normal client from being
+//! served, and are closed when the header timeout expires. Its own test binary: it holds
+//! 1,000+ descriptors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use coring::ShutdownHandle;
+use coring_protocols::http1::Response;
+use coring_protocols::serve::{Config, Router, Server};
+
+struct TestServer {
+    addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn start(config: Config) -> TestServer {
+    let rt = coring::Runtime::builder()
+        .shutdown_grace(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        rt.run(|_| {
+            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr()).unwrap();
+            let config = config.clone();
+            async move {
+                let router = Router::new()
+                    .route("GET", "/plaintext", |_req, _p| async {
+                        Response::new(200)
+                            .header("Content-Type", "text/plain")
+                            .body("Hello, World!")
+                    })
+                    .route("POST", "/echo", |req, _p| async move {
+                        Response::new(200).body(req.body().clone())
+                    })
+                    .route("GET", "/users/:id", |_req, p| async move {
+                        Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
+                    });
+                Server::new(router).config(config).serve(listener).await;
+            }
+        })
+        .unwrap();
+    });
+    let addr = rx.recv().unwrap();
+    TestServer {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+/// Sends `raw`, reads until the server closes (or `limit`), returns what came back.
+fn exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = lim.rlim_max.min(65536);
+    // SAFETY: valid pointer to an rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+}
+
+#[test]
+fn slowloris_connections_time_out_while_normal_clients_are_served() {
+    raise_fd_limit();
+    let server = start(Config {
+        header_timeout: Duration::from_millis(1500),
+        ..Config::default()
+    });
+    let addr = server.addr;
+    let start = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..500)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let head = b"GET /plaintext HTTP/1.1\r\nHost: h\r\nX-Slow: ";
+    let mut served_during = 0;
+    let mut byte = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        // Each slow connection sends one more header byte, never the end of the head.
+        for s in slow.iter_mut() {
+            let b = head.get(byte).copied().unwrap_or(b'a');
+            let _ = s.write(&[b]);
+        }
+        byte += 1;
+        let (ok, _) = exchange(
+            addr,
+            b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        );
+        if ok.starts_with("HTTP/1.1 200 OK") {
+            served_during += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        served_during >= 10,
+        "normal clients starved: {served_during}"
+    );
+    // The slow ones were closed by the header timeout (reads see end of stream).
+    let mut closed = 0;
+    for s in slow.iter_mut() {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 16];
+        if matches!(s.read(&mut b), Ok(0)) || s.write(b"x").is_err() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 500, "every slow connection was closed");
+}
