@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use std::rc::Rc;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -19,11 +21,39 @@ pub enum Framing {
     Chunked,
 }
 
-/// A parsed request. The head is copied once, whole, into its own buffer (measured faster than
-/// splitting the shared input buffer); names, values, method and target are ranges into it.
+/// Where a request's head bytes live.
+#[derive(Clone)]
+enum Head {
+    /// A copy of its own (a head that arrived in pieces).
+    Owned(Bytes),
+    /// The receive buffer it arrived in, shared (a pooled buffer: no copy).
+    Shared(Rc<dyn AsRef<[u8]>>),
+}
+
+impl Head {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Head::Owned(b) => b,
+            Head::Shared(s) => (**s).as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Head::Owned(b) => write!(f, "Owned({} bytes)", b.len()),
+            Head::Shared(s) => write!(f, "Shared({} bytes)", (**s).as_ref().len()),
+        }
+    }
+}
+
+/// A parsed request. Method, target, names and values are ranges into the head, which stays in
+/// the buffer it was received into when it arrived whole ([`RequestDecoder::decode_head_shared`]:
+/// no header byte is copied), or in one copy of its own when it arrived in pieces.
 #[derive(Clone, Debug)]
 pub struct Request {
-    head: Bytes,
+    head: Head,
     method: Range<usize>,
     target: Range<usize>,
     version: Version,
@@ -40,12 +70,12 @@ impl Request {
     /// The method (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
         // Tokens were validated by httparse, so this is ASCII.
-        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.head.bytes()[self.method.clone()]).unwrap_or("")
     }
 
     /// The request target as sent (`/path?query`).
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.head.bytes()[self.target.clone()]).unwrap_or("")
     }
 
     /// The path part of the target.
@@ -75,8 +105,8 @@ impl Request {
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers.iter().map(|&[ns, ne, vs, ve]| {
             (
-                std::str::from_utf8(&self.head[ns as usize..ne as usize]).unwrap_or(""),
-                &self.head[vs as usize..ve as usize],
+                std::str::from_utf8(&self.head.bytes()[ns as usize..ne as usize]).unwrap_or(""),
+                &self.head.bytes()[vs as usize..ve as usize],
             )
         })
     }
@@ -181,8 +211,34 @@ impl RequestDecoder {
         let Some((request, framing, len)) = parse_head(buf, &self.limits)? else {
             return Ok(None);
         };
-        let head = Bytes::copy_from_slice(&buf[..len]);
+        let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
         bytes::Buf::advance(buf, len);
+        self.start_body(framing);
+        Ok(Some((Request { head, ..request }, framing)))
+    }
+
+    /// Streaming mode, first step, without copying: parses the head that starts at `start` in
+    /// `data` (a receive buffer shared with the request). Returns the request, its framing and
+    /// where the head ends; `Ok(None)` if the head is not complete in `data`.
+    pub fn decode_head_shared(
+        &mut self,
+        data: &Rc<dyn AsRef<[u8]>>,
+        start: usize,
+    ) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+        debug_assert!(self.pending.is_none() && self.body.is_none());
+        let all = (**data).as_ref();
+        let Some((request, framing, len)) = parse_head_at(all, start, &self.limits)? else {
+            return Ok(None);
+        };
+        self.start_body(framing);
+        let request = Request {
+            head: Head::Shared(Rc::clone(data)),
+            ..request
+        };
+        Ok(Some((request, framing, start + len)))
+    }
+
+    fn start_body(&mut self, framing: Framing) {
         if framing != Framing::None {
             self.body = Some(BodyState {
                 framing,
@@ -191,7 +247,6 @@ impl RequestDecoder {
                 seen: 0,
             });
         }
-        Ok(Some((Request { head, ..request }, framing)))
     }
 
     /// Streaming mode, second step: moves the body bytes available in `buf` to `out`. Returns
@@ -235,7 +290,7 @@ impl RequestDecoder {
                     send_continue: false,
                 });
             };
-            let head = Bytes::copy_from_slice(&buf[..len]);
+            let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
             bytes::Buf::advance(buf, len);
             let request = Request { head, ..request };
             if framing == Framing::None {
@@ -276,6 +331,19 @@ impl RequestDecoder {
         Ok(Decoded::Request(p.request))
     }
 
+    /// Streaming mode, second step, from a slice: moves body bytes from the front of `input`
+    /// to `out`; returns how many bytes were used and whether the body is complete.
+    pub fn decode_body_slice(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), Http1Error> {
+        let mut buf = BytesMut::from(input);
+        let before = buf.len();
+        let done = self.decode_body(&mut buf, out)?;
+        Ok((before - buf.len(), done))
+    }
+
     /// Whether a request head has been read and its body is still arriving.
     pub fn in_body(&self) -> bool {
         self.pending.is_some() || self.body.is_some()
@@ -288,11 +356,22 @@ const INLINE_HEADERS: usize = 16;
 /// Most header fields a request may carry, whatever the limits say.
 const HEADER_SLOTS: usize = 256;
 
-/// Parses the head at the front of `buf`: `None` if incomplete.
+/// Parses the head at the front of `buf`: `None` if incomplete. Ranges are into `buf`.
 fn parse_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+    parse_head_at(buf, 0, limits)
+}
+
+/// Parses the head starting at `start` in `all`: `None` if incomplete. Ranges are into `all`,
+/// the returned length counts from `start`.
+fn parse_head_at(
+    all: &[u8],
+    start: usize,
+    limits: &Limits,
+) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+    let buf = &all[start..];
     // On the stack and uninitialised: httparse fills only what it finds.
     let mut storage =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADER_SLOTS];
@@ -334,7 +413,7 @@ fn parse_head(
         Some(1) => Version::Http11,
         _ => return Err(Http1Error::VersionNotSupported),
     };
-    let base = buf.as_ptr() as usize;
+    let base = all.as_ptr() as usize;
     let range = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
@@ -427,7 +506,7 @@ fn parse_head(
         Version::Http10 => keep_alive_token && !close,
     };
     let request = Request {
-        head: Bytes::new(),
+        head: Head::Owned(Bytes::new()),
         method,
         target,
         version,

@@ -5,13 +5,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use coring::net::TcpStream;
+use coring::buf::PooledBuf;
+use coring::net::{PooledReader, TcpStream};
 
 use crate::http1::{Http1Error, Request, RequestDecoder};
 
 /// The connection's input side, shared by the serve loop and the body stream it hands out.
 pub(crate) struct ConnIo {
     pub(crate) stream: Rc<TcpStream>,
+    /// Receives into the core's buffer pool (multishot): an idle connection holds no buffer.
+    pub(crate) reader: RefCell<Option<PooledReader>>,
     pub(crate) state: RefCell<IoState>,
 }
 
@@ -25,13 +28,27 @@ pub(crate) struct IoState {
 }
 
 impl ConnIo {
-    /// Reads more input; `Ok(false)` at end of stream.
+    /// The next received bytes as they arrived (a pooled buffer); `None` at end of stream.
+    pub(crate) async fn next_chunk(&self) -> coring::Result<Option<PooledBuf>> {
+        // The reader is taken out while waiting so no borrow is held across the await.
+        let Some(mut reader) = self.reader.borrow_mut().take() else {
+            return Ok(None);
+        };
+        let r = reader.next().await;
+        *self.reader.borrow_mut() = Some(reader);
+        r
+    }
+
+    /// Reads more input and appends it to the input buffer (a copy: used for bodies and for
+    /// heads that arrive in pieces); `Ok(false)` at end of stream.
     pub(crate) async fn fill(&self) -> coring::Result<bool> {
-        let mut input = std::mem::take(&mut self.state.borrow_mut().input);
-        input.reserve(8 * 1024);
-        let (r, back) = self.stream.read(input).await;
-        self.state.borrow_mut().input = back;
-        Ok(r? > 0)
+        match self.next_chunk().await? {
+            Some(chunk) => {
+                self.state.borrow_mut().input.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 

@@ -212,19 +212,19 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// Closes after the response: our side first (FIN), then the client's unread bytes are drained
 /// for a while, so the close does not turn into a reset that could destroy the response before
 /// the client read it.
-async fn lingering_close(stream: &TcpStream, mut input: BytesMut) {
+async fn lingering_close(stream: &TcpStream) {
     if stream.shutdown(std::net::Shutdown::Write).await.is_err() {
         return;
     }
     let deadline = time::now() + LINGER;
     let mut drained = 0;
+    let mut sink = Vec::with_capacity(16 * 1024);
     while drained < LINGER_BYTES {
-        input.clear();
-        input.reserve(16 * 1024);
-        match timeout_at(deadline, stream.read(input)).await {
+        sink.clear();
+        match timeout_at(deadline, stream.read(sink)).await {
             Ok((Ok(n), back)) if n > 0 => {
                 drained += n;
-                input = back;
+                sink = back;
             }
             _ => return,
         }
@@ -232,6 +232,11 @@ async fn lingering_close(stream: &TcpStream, mut input: BytesMut) {
 }
 
 /// Serves one connection until it closes, errs, times out, or the runtime shuts down.
+///
+/// Bytes arrive in the core's pooled buffers (multishot receive); a head that lies whole in
+/// one is parsed where it is, and the request keeps that buffer. Heads split across buffers
+/// and bodies are copied into a per-connection buffer. Responses of one batch are encoded into
+/// one output buffer borrowed from the core and written with one send.
 pub async fn serve_connection<H: Handler>(
     stream: Rc<TcpStream>,
     handler: &H,
@@ -240,26 +245,25 @@ pub async fn serve_connection<H: Handler>(
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(config.write_timeout));
     let io = Rc::new(ConnIo {
+        reader: RefCell::new(Some(stream.pooled())),
         stream: Rc::clone(&stream),
         state: RefCell::new(IoState {
-            input: BytesMut::with_capacity(8 * 1024),
+            input: BytesMut::new(),
             decoder: RequestDecoder::new(config.limits),
             continue_owed: false,
             head_timeout: config.header_timeout,
         }),
     });
-    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
     let server = config.server_name.as_deref().map(str::as_bytes);
     let mut request_started = None;
+    // The pooled buffer being parsed, and how far.
+    let mut chunk: Option<Chunk> = None;
     loop {
-        // Every complete request already here, answered in order into one buffer.
+        let mut out = out_buffer::take();
         let mut close = false;
+        // Every complete request already here, answered in order into one buffer.
         loop {
-            let head = {
-                let mut st = io.state.borrow_mut();
-                let IoState { input, decoder, .. } = &mut *st;
-                decoder.decode_head(input)
-            };
+            let head = next_head(&io, &mut chunk);
             let (mut req, framing) = match head {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => break,
@@ -271,18 +275,21 @@ pub async fn serve_connection<H: Handler>(
             };
             request_started = None;
             if framing != Framing::None {
+                // The body goes through the connection's input buffer.
+                if let Some((data, at)) = chunk.take() {
+                    let rest = &(*data).as_ref()[at..];
+                    io.state.borrow_mut().input.extend_from_slice(rest);
+                }
                 io.state.borrow_mut().continue_owed = req.expects_continue();
                 let whole = match framing {
                     Framing::Length(n) => n <= config.buffer_body_up_to,
                     _ => false,
                 };
+                flush(&stream, &mut out).await?;
                 if whole {
                     // Small bodies are read whole before the handler runs.
-                    flush(&stream, &mut out).await?;
-                    match BodyStream::new(Rc::clone(&io))
-                        .read_all(config.limits.max_body_bytes)
-                        .await
-                    {
+                    let body = BodyStream::new(Rc::clone(&io));
+                    match body.read_all(config.limits.max_body_bytes).await {
                         Ok(body) => req.set_body(body),
                         Err(BodyError::Http(e)) => {
                             encode_error(e, server, &mut out);
@@ -293,7 +300,6 @@ pub async fn serve_connection<H: Handler>(
                     }
                 } else {
                     // Large or chunked bodies stream: the handler pulls them (see BodyStream).
-                    flush(&stream, &mut out).await?;
                     req.set_extension(Rc::new(BodyStream::new(Rc::clone(&io))));
                 }
             }
@@ -330,37 +336,112 @@ pub async fn serve_connection<H: Handler>(
                 break;
             }
         }
-        flush(&stream, &mut out).await?;
+        let flushed = flush(&stream, &mut out).await;
+        out_buffer::give_back(out);
+        flushed?;
         if close {
-            let input = std::mem::take(&mut io.state.borrow_mut().input);
-            lingering_close(&stream, input).await;
+            // Stop the multishot receive; what the client still sends is drained below.
+            drop(io.reader.borrow_mut().take());
+            lingering_close(&stream).await;
             return Ok(());
         }
         // Wait for more: a head in progress has until its deadline, an idle connection until
         // the idle timeout or shutdown.
         let mid_request = !io.state.borrow().input.is_empty();
-        let deadline = if mid_request {
+        if mid_request {
             // Counted from the request's first byte, not from the last read: a client that
             // trickles one byte at a time still runs out of time.
-            *request_started.get_or_insert(time::now()) + config.header_timeout
-        } else {
-            request_started = None;
-            time::now() + config.idle_timeout
-        };
-        let outcome = if mid_request {
+            let deadline = *request_started.get_or_insert(time::now()) + config.header_timeout;
             match timeout_at(deadline, io.fill()).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    if !r? {
+                        return Ok(());
+                    }
+                }
                 Err(_) => return Ok(()), // slow head: close
             }
         } else {
-            match until_shutdown(timeout_at(deadline, io.fill())).await {
-                Some(Ok(r)) => r,
+            request_started = None;
+            let deadline = time::now() + config.idle_timeout;
+            match until_shutdown(timeout_at(deadline, io.next_chunk())).await {
+                Some(Ok(Ok(Some(buf)))) => {
+                    let data: Rc<dyn AsRef<[u8]>> = Rc::new(buf);
+                    chunk = Some((data, 0));
+                }
+                Some(Ok(Ok(None))) => return Ok(()), // end of stream
+                Some(Ok(Err(e))) => return Err(e),
                 Some(Err(_)) | None => return Ok(()), // idle timeout or shutdown
             }
-        };
-        if !outcome? {
-            return Ok(()); // end of stream
         }
+    }
+}
+
+/// A received buffer shared with the requests parsed from it, and how far parsing got.
+type Chunk = (Rc<dyn AsRef<[u8]>>, usize);
+
+/// The next request head: from the copy buffer if a head is being assembled there, else in
+/// place from the pooled buffer being parsed. A head cut off at the end of a pooled buffer is
+/// moved to the copy buffer to be completed by the next read.
+fn next_head(
+    io: &ConnIo,
+    chunk: &mut Option<Chunk>,
+) -> Result<Option<(Request, Framing)>, crate::http1::Http1Error> {
+    let mut st = io.state.borrow_mut();
+    let IoState { input, decoder, .. } = &mut *st;
+    if !input.is_empty() {
+        return decoder.decode_head(input);
+    }
+    let Some((data, at)) = chunk.as_mut() else {
+        return Ok(None);
+    };
+    let len = (**data).as_ref().len();
+    if *at >= len {
+        *chunk = None;
+        return Ok(None);
+    }
+    match decoder.decode_head_shared(data, *at)? {
+        Some((req, framing, end)) => {
+            *at = end;
+            Ok(Some((req, framing)))
+        }
+        None => {
+            input.extend_from_slice(&(**data).as_ref()[*at..]);
+            *chunk = None;
+            Ok(None)
+        }
+    }
+}
+
+/// Output buffers lent to connections for one batch of responses, so an idle connection holds
+/// none.
+mod out_buffer {
+    use std::cell::RefCell;
+
+    /// Buffers kept for reuse per core.
+    const KEEP: usize = 64;
+    /// Buffers grown past this are not kept.
+    const KEEP_BYTES: usize = 256 * 1024;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Vec<u8> {
+        FREE.with(|f| f.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(16 * 1024))
+    }
+
+    pub(super) fn give_back(mut buf: Vec<u8>) {
+        if buf.capacity() > KEEP_BYTES {
+            return;
+        }
+        buf.clear();
+        FREE.with(|f| {
+            let mut free = f.borrow_mut();
+            if free.len() < KEEP {
+                free.push(buf);
+            }
+        });
     }
 }
 
