@@ -96,6 +96,30 @@ fn bench(c: &mut Criterion) {
                 )
             })
         });
+        // The server's path: heads parsed in place from the receive buffer they arrived in.
+        let shared: std::rc::Rc<dyn AsRef<[u8]>> = std::rc::Rc::new(input.to_vec());
+        group.bench_function("coring-codec-in-place", |b| {
+            b.iter(|| {
+                out.clear();
+                let mut at = 0;
+                let mut n = 0;
+                while let Ok(Some((req, _, end))) = decoder.decode_head_shared(&shared, at) {
+                    let cx = EncodeContext {
+                        date: DATE,
+                        server: Some(b"coring"),
+                        head_request: false,
+                        keep_alive: req.keep_alive(),
+                    };
+                    encode_response(&resp, &cx, &mut out);
+                    at = end;
+                    n += 1;
+                    if at == input.len() {
+                        break;
+                    }
+                }
+                n
+            })
+        });
         if per == 1 {
             // The two halves apart: decoding alone, and encoding alone.
             group.bench_function("coring-decode-only", |b| {

@@ -351,7 +351,7 @@ impl RequestDecoder {
 }
 
 /// Header fields kept inline in a request before spilling to the heap.
-const INLINE_HEADERS: usize = 16;
+const INLINE_HEADERS: usize = 8;
 
 /// Most header fields a request may carry, whatever the limits say.
 const HEADER_SLOTS: usize = 256;
