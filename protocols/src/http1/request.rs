@@ -5,7 +5,6 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use smallvec::SmallVec;
 
 use super::chunked::ChunkedDecoder;
 use super::{Http1Error, Limits, Version};
@@ -57,9 +56,11 @@ pub struct Request {
     method: Range<usize>,
     target: Range<usize>,
     version: Version,
-    /// `(name start, name end, value start, value end)` offsets into `head`; inline for
-    /// typical requests, so parsing allocates nothing for them.
-    headers: SmallVec<[[u32; 4]; INLINE_HEADERS]>,
+    /// Where the header lines lie in `head` (validated by the parser, indexed on first use).
+    header_lines: Range<u32>,
+    /// `(name start, name end, value start, value end)` offsets into `head`, built the first
+    /// time a handler asks for headers: a request nobody inspects costs no index.
+    index: std::cell::OnceCell<Vec<[u32; 4]>>,
     body: Bytes,
     keep_alive: bool,
     expect_continue: bool,
@@ -103,7 +104,10 @@ impl Request {
 
     /// Every header, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|&[ns, ne, vs, ve]| {
+        let index = self
+            .index
+            .get_or_init(|| index_lines(self.head.bytes(), &self.header_lines));
+        index.iter().map(|&[ns, ne, vs, ve]| {
             (
                 std::str::from_utf8(&self.head.bytes()[ns as usize..ne as usize]).unwrap_or(""),
                 &self.head.bytes()[vs as usize..ve as usize],
@@ -350,8 +354,33 @@ impl RequestDecoder {
     }
 }
 
-/// Header fields kept inline in a request before spilling to the heap.
-const INLINE_HEADERS: usize = 8;
+/// Indexes the header lines of a head the parser already validated: `name: value` per CRLF
+/// line, optional whitespace around the value.
+fn index_lines(head: &[u8], lines: &Range<u32>) -> Vec<[u32; 4]> {
+    let mut index = Vec::new();
+    let mut at = lines.start as usize;
+    let end = (lines.end as usize).min(head.len());
+    while at < end {
+        let line_end = head[at..end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |i| at + i + 1);
+        let line = &head[at..line_end];
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let mut vs = at + colon + 1;
+            let mut ve = line_end;
+            while ve > vs && matches!(head[ve - 1], b'\r' | b'\n' | b' ' | b'\t') {
+                ve -= 1;
+            }
+            while vs < ve && matches!(head[vs], b' ' | b'\t') {
+                vs += 1;
+            }
+            index.push([at as u32, (at + colon) as u32, vs as u32, ve as u32]);
+        }
+        at = line_end;
+    }
+    index
+}
 
 /// Most header fields a request may carry, whatever the limits say.
 const HEADER_SLOTS: usize = 256;
@@ -431,11 +460,17 @@ fn parse_head_at(
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut host = 0;
-    let mut ranges = SmallVec::new();
+    // The header lines run from the end of the request line to the blank line. httparse
+    // checked the line ends with " HTTP/1.x" and CRLF (or a bare LF) after the target.
+    let version_end = target.end - start + " HTTP/1.1".len();
+    let first_line_end = version_end
+        + if buf.get(version_end) == Some(&b'\r') {
+            2
+        } else {
+            1
+        };
+    let header_lines = (start + first_line_end) as u32..(start + len.saturating_sub(2)) as u32;
     for h in req.headers.iter() {
-        let (n, v) = (range(h.name.as_bytes()), range(h.value));
-        // The head is at most `max_head_bytes` long, far below u32::MAX.
-        ranges.push([n.start as u32, n.end as u32, v.start as u32, v.end as u32]);
         let name = h.name;
         // Only names of the lengths below can matter for framing: skip the rest cheaply.
         if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
@@ -510,7 +545,8 @@ fn parse_head_at(
         method,
         target,
         version,
-        headers: ranges,
+        header_lines,
+        index: std::cell::OnceCell::new(),
         body: Bytes::new(),
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
