@@ -142,24 +142,26 @@ impl Startup {
         if index == 0 {
             return Some(requested);
         }
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while st.0.is_none() && !st.2 {
-            st = self.cv.wait(st).unwrap();
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.0
     }
 
     /// Core `index` is bound to `addr` (or failed). Prints the ready line after the last one.
     pub fn bound(&self, index: usize, addr: Option<SocketAddr>) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match addr {
             Some(a) if index == 0 => st.0 = Some(a),
             None => st.2 = true,
             _ => {}
         }
         st.1 += 1;
-        if st.1 == self.cores && !st.2 {
-            let addr = st.0.expect("core 0 bound");
+        if st.1 == self.cores
+            && !st.2
+            && let Some(addr) = st.0
+        {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on {addr}");
             let _ = out.flush();
