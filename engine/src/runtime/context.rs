@@ -34,6 +34,8 @@ pub(crate) struct CoreContext {
     pub(crate) published: Arc<Published>,
     pub(crate) executor: Executor,
     pub(crate) timers: RefCell<Timers>,
+    /// Wakers of expired timers, gathered each turn (kept to reuse its allocation).
+    pub(crate) due: Cell<Vec<Waker>>,
     /// The clock, read once per loop turn.
     pub(crate) clock: Cell<Instant>,
     /// The part other threads may touch.

@@ -61,7 +61,7 @@ where
         let timeout = if ctx.executor.has_ready() || shutdown_unseen {
             Some(Duration::ZERO)
         } else {
-            let timer = ctx.timers.borrow().next_deadline();
+            let timer = ctx.timers.borrow_mut().next_deadline();
             let grace = ctx.shutdown_deadline.get();
             let deadline = match (timer, grace) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -102,10 +102,12 @@ where
 fn after_turn(ctx: &CoreContext) {
     let now = Instant::now();
     ctx.clock.set(now);
-    let expired = ctx.timers.borrow_mut().expired(now);
-    for waker in expired {
+    let mut due = ctx.due.take();
+    ctx.timers.borrow_mut().expired(now, &mut due);
+    for waker in due.drain(..) {
         waker.wake();
     }
+    ctx.due.set(due);
     while let Some(runnable) = ctx.shared.pop_remote() {
         ctx.executor.push(runnable);
     }

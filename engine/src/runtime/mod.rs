@@ -519,6 +519,7 @@ impl Runtime {
             published: Arc::clone(&self.shared.stats[index.min(self.shared.stats.len() - 1)]),
             executor: Executor::new(),
             timers: RefCell::new(Timers::default()),
+            due: Cell::new(Vec::new()),
             clock: Cell::new(Instant::now()),
             shared: Arc::clone(&shared),
             runtime: Arc::clone(&self.shared),

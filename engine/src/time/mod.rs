@@ -6,7 +6,8 @@
 
 mod interval;
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use interval::{Interval, MissedTicks, Tick, interval, interval_at};
+
+use slab::Slab;
 
 use crate::error::{Error, ErrorKind};
 use crate::runtime::context;
@@ -180,52 +183,129 @@ impl<F> fmt::Debug for Timeout<F> {
     }
 }
 
-/// Identifies a registered timer: its deadline and a sequence number (equal deadlines fire in
-/// registration order).
-type TimerKey = (Instant, u64);
+/// Identifies a registered timer: its slot and the sequence number it was given (a reused
+/// slot has another).
+type TimerKey = (usize, u64);
 
-/// The timers of one core, ordered by deadline.
+/// The timers of one core: a min-heap of deadlines over a slab of wakers. Removing a timer
+/// frees its slot at once and leaves its heap entry stale; stale entries are skipped when they
+/// reach the top, and the heap is rebuilt when they outnumber the live ones, so memory follows
+/// live timers. In steady state nothing is allocated.
 #[derive(Default)]
 pub(crate) struct Timers {
-    entries: BTreeMap<TimerKey, Waker>,
+    slots: Slab<Slot>,
+    heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     seq: u64,
+}
+
+struct Slot {
+    deadline: Instant,
+    seq: u64,
+    waker: Waker,
 }
 
 impl Timers {
     fn insert(&mut self, deadline: Instant, waker: Waker) -> TimerKey {
         self.seq += 1;
-        let key = (deadline, self.seq);
-        self.entries.insert(key, waker);
-        key
+        let seq = self.seq;
+        let key = self.slots.insert(Slot {
+            deadline,
+            seq,
+            waker,
+        });
+        self.heap.push(Reverse((deadline, seq, key)));
+        (key, seq)
     }
 
-    fn update(&mut self, key: TimerKey, waker: &Waker) {
-        if let Some(w) = self.entries.get_mut(&key)
-            && !w.will_wake(waker)
+    fn update(&mut self, (key, seq): TimerKey, waker: &Waker) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.seq == seq
+            && !slot.waker.will_wake(waker)
         {
-            w.clone_from(waker);
+            slot.waker.clone_from(waker);
         }
     }
 
-    fn remove(&mut self, key: TimerKey) {
-        self.entries.remove(&key);
+    fn remove(&mut self, (key, seq): TimerKey) {
+        if self.slots.get(key).is_some_and(|s| s.seq == seq) {
+            self.slots.remove(key);
+            if self.heap.len() > 2 * self.slots.len() + 64 {
+                self.rebuild();
+            }
+        }
     }
 
-    /// The earliest deadline.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.entries.first_key_value().map(|(k, _)| k.0)
+    fn rebuild(&mut self) {
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.clear();
+        entries.extend(
+            self.slots
+                .iter()
+                .map(|(key, s)| Reverse((s.deadline, s.seq, key))),
+        );
+        self.heap = BinaryHeap::from(entries);
     }
 
-    /// Removes and returns the wakers of every timer due at `now`. Their `Sleep`s see the
+    fn is_live(&self, seq: u64, key: usize) -> bool {
+        self.slots.get(key).is_some_and(|s| s.seq == seq)
+    }
+
+    /// The earliest live deadline (stale entries on top are dropped on the way).
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((deadline, seq, key))) = self.heap.peek().copied() {
+            if self.is_live(seq, key) {
+                return Some(deadline);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Moves the wakers of every timer due at `now` into `due`. Their `Sleep`s see the
     /// deadline passed when polled and finish.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Waker> {
-        let mut due = Vec::new();
-        while let Some(entry) = self.entries.first_entry() {
-            if entry.key().0 > now {
+    pub(crate) fn expired(&mut self, now: Instant, due: &mut Vec<Waker>) {
+        while let Some(Reverse((deadline, seq, key))) = self.heap.peek().copied() {
+            if deadline > now {
                 break;
             }
-            due.push(entry.remove());
+            self.heap.pop();
+            if self.is_live(seq, key) {
+                due.push(self.slots.remove(key).waker);
+            }
         }
-        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_timers_do_not_pile_up_and_order_holds() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        let keep = t.insert(base + Duration::from_secs(60), Waker::noop().clone());
+        for i in 0..100_000u64 {
+            // A per-request timeout armed and cancelled, as a server does.
+            let k = t.insert(
+                base + Duration::from_secs(30 + i % 7),
+                Waker::noop().clone(),
+            );
+            t.remove(k);
+            assert!(
+                t.heap.len() <= 2 * t.slots.len() + 65,
+                "heap {}",
+                t.heap.len()
+            );
+        }
+        assert_eq!(t.next_deadline(), Some(base + Duration::from_secs(60)));
+        let early = t.insert(base + Duration::from_secs(1), Waker::noop().clone());
+        assert_eq!(t.next_deadline(), Some(base + Duration::from_secs(1)));
+        let mut due = Vec::new();
+        t.expired(base + Duration::from_secs(2), &mut due);
+        assert_eq!(due.len(), 1);
+        t.remove(early); // already fired: a no-op
+        t.remove(keep);
+        assert_eq!(t.next_deadline(), None);
     }
 }

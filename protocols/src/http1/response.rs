@@ -8,7 +8,7 @@ use bytes::Bytes;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response {
     status: u16,
-    headers: Vec<(Cow<'static, str>, Bytes)>,
+    headers: HeaderList,
     body: Bytes,
     /// Set when the body is not in `body` but sent after the head by the caller.
     framing: Option<BodyFraming>,
@@ -51,7 +51,7 @@ impl Response {
     pub fn new(status: u16) -> Self {
         Response {
             status,
-            headers: Vec::new(),
+            headers: HeaderList::default(),
             body: Bytes::new(),
             framing: None,
         }
@@ -73,7 +73,7 @@ impl Response {
     /// Adds a header. `Content-Length`, `Date`, `Server` and `Connection` are written by the
     /// encoder and ignored here.
     pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push(name.into(), value.into());
         self
     }
 
@@ -96,6 +96,35 @@ impl Response {
     /// The headers set by the handler.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+}
+
+/// Header fields kept inline in a response before spilling to the heap: typical responses set
+/// a handful, and a response should not cost an allocation for them.
+const INLINE_FIELDS: usize = 4;
+
+type Field = (Cow<'static, str>, Bytes);
+
+/// A response's header fields: the first few inline, the rest on the heap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HeaderList {
+    inline: [Option<Field>; INLINE_FIELDS],
+    more: Vec<Field>,
+}
+
+impl HeaderList {
+    fn push(&mut self, name: Cow<'static, str>, value: Bytes) {
+        match self.inline.iter_mut().find(|f| f.is_none()) {
+            Some(free) => *free = Some((name, value)),
+            None => self.more.push((name, value)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Field> {
+        self.inline
+            .iter()
+            .map_while(Option::as_ref)
+            .chain(self.more.iter())
     }
 }
 
@@ -153,7 +182,7 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(cx.date);
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &resp.headers {
+    for (name, value) in resp.headers.iter() {
         if is_reserved(name) {
             continue;
         }
