@@ -119,7 +119,7 @@ impl<T: OpCode> Op<T> {
     pub(crate) fn submit_with_timeout(mut op: T, timeout: Option<Duration>) -> Op<T> {
         let (mode, deadline) = context::with_driver(|d| match d {
             Driver::Uring(d) => {
-                let deadline = timeout.map(Deadline::after);
+                let deadline = timeout.map(|t| d.deadline(t));
                 let key = d.submit(&mut op, deadline.as_ref(), false);
                 (Mode::Uring { key }, deadline)
             }
@@ -139,6 +139,9 @@ impl<T: OpCode> Op<T> {
     }
 
     fn finish(&mut self, cqe: CqeResult) -> Completion<T> {
+        if let Some(deadline) = self.deadline.take() {
+            context::with_driver(|d| d.uring().recycle_deadline(deadline));
+        }
         self.mode = Mode::Done;
         let mut result = cqe.result(T::NAME);
         if let Err(e) = &mut result

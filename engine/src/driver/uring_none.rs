@@ -105,6 +105,14 @@ impl UringDriver {
         match self.0 {}
     }
 
+    pub(crate) fn deadline(&mut self, _dur: Duration) -> Deadline {
+        match self.0 {}
+    }
+
+    pub(crate) fn recycle_deadline(&mut self, _deadline: Deadline) {
+        match self.0 {}
+    }
+
     pub(crate) fn ring_fd(&self) -> std::io::Result<OwnedFd> {
         match self.0 {}
     }

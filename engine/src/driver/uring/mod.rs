@@ -51,6 +51,9 @@ impl Deadline {
     }
 }
 
+/// Spare timespec boxes kept for reuse (per-op deadlines allocate nothing in steady state).
+const SPARE_DEADLINES: usize = 1024;
+
 /// Completion of an ASYNC_CANCEL we issued.
 const CANCEL_KEY: u64 = u64::MAX;
 /// Completion of a LINK_TIMEOUT attached to an op with a deadline.
@@ -95,6 +98,8 @@ pub(crate) struct UringDriver {
     /// Cores we rang with MSG_RING whose completion has not come back yet; kept alive (and
     /// their ring fds open) until it has.
     doorbells: Slab<Arc<CoreShared>>,
+    /// Timespec boxes of completed ops, reused by the next deadlines.
+    spare_deadlines: Vec<Deadline>,
 }
 
 impl UringDriver {
@@ -138,6 +143,7 @@ impl UringDriver {
             stats: DriverStats::default(),
             pool: Rc::clone(pool),
             doorbells: Slab::new(),
+            spare_deadlines: Vec::new(),
         };
         Ok((driver, bell))
     }
@@ -246,6 +252,25 @@ impl UringDriver {
                 self.cancel(key as u64);
             }
             Lifecycle::Ignored(_) => unreachable!("op dropped twice"),
+        }
+    }
+
+    /// A deadline `dur` from now, in a reused box when one is spare.
+    pub(crate) fn deadline(&mut self, dur: Duration) -> Deadline {
+        match self.spare_deadlines.pop() {
+            Some(mut d) => {
+                *d.ts = types::Timespec::from(dur);
+                d
+            }
+            None => Deadline::after(dur),
+        }
+    }
+
+    /// Takes back the deadline of a completed op (the kernel read it at submission, long
+    /// before the op's completion).
+    pub(crate) fn recycle_deadline(&mut self, deadline: Deadline) {
+        if self.spare_deadlines.len() < SPARE_DEADLINES {
+            self.spare_deadlines.push(deadline);
         }
     }
 
