@@ -12,7 +12,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use crate::buf::IoBuf;
 use crate::driver::uring::bufring::BufRing;
@@ -286,6 +286,65 @@ impl Drop for Pool {
         // SAFETY: allocated in `new` with this layout; nothing refers to it any more (every
         // holder has an `Rc`, and this is the last one).
         unsafe { dealloc(self.memory.as_ptr(), self.layout) };
+    }
+}
+
+/// A pooled receiver's standing with the pool while the ring is dry: a claim on a free buffer
+/// (so no more receivers re-arm than there are buffers for them) or a place in the queue for
+/// the next returned one. Every pooled receiver (stream or datagram) goes through it.
+#[derive(Debug, Default)]
+pub(crate) struct BufferClaim {
+    /// Our place in the pool's queue while waiting for a buffer.
+    waiting: Option<u64>,
+    /// We hold a claim on a free buffer for the receive we are (re-)arming.
+    reserved: bool,
+}
+
+impl BufferClaim {
+    /// Before arming: `Ready` if the receive may arm now, `Pending` while still queued for a
+    /// buffer (woken when one comes back).
+    pub(crate) fn poll_arm(&mut self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(ticket) = self.waiting else {
+            return Poll::Ready(());
+        };
+        if !pool.reserve() {
+            // Polled before a buffer was free for us: keep (or retake) our place.
+            self.waiting = Some(pool.rewait(ticket, cx.waker()));
+            return Poll::Pending;
+        }
+        self.waiting = None;
+        self.reserved = true;
+        Poll::Ready(())
+    }
+
+    /// The ring ran dry under the receive (ENOBUFS): `Ready` to re-arm at once with a claimed
+    /// buffer, `Pending` once queued for the next returned one.
+    pub(crate) fn on_enobufs(&mut self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
+        pool.count_enobufs();
+        if std::mem::take(&mut self.reserved) {
+            pool.unreserve();
+        }
+        if pool.reserve() {
+            self.reserved = true;
+            return Poll::Ready(());
+        }
+        self.waiting = Some(pool.wait_for_buffer(cx.waker()));
+        Poll::Pending
+    }
+
+    /// Any other completion: a claim, if held, has been used.
+    pub(crate) fn settled(&mut self) {
+        self.reserved = false;
+    }
+
+    /// The receiver goes away: gives up its place and its claim.
+    pub(crate) fn release(&mut self, pool: &Pool) {
+        if let Some(ticket) = self.waiting.take() {
+            pool.stop_waiting(ticket);
+        }
+        if std::mem::take(&mut self.reserved) {
+            pool.unreserve();
+        }
     }
 }
 

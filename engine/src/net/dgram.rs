@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use socket2::SockAddr;
 
+use crate::buf::pool::BufferClaim;
 use crate::buf::{IoBuf, IoBufMut, PooledBuf};
 use crate::driver::{MultiOp, Op};
 use crate::error::{Error, ErrorKind, Result};
@@ -100,7 +101,7 @@ impl DatagramIo {
         PooledDatagrams {
             fd: self.fd.clone(),
             op: None,
-            waiting: None,
+            claim: BufferClaim::default(),
         }
     }
 }
@@ -110,7 +111,7 @@ impl DatagramIo {
 pub struct PooledDatagrams {
     fd: SharedFd,
     op: Option<MultiOp<RecvMsgMulti>>,
-    waiting: Option<u64>,
+    claim: BufferClaim,
 }
 
 impl PooledDatagrams {
@@ -122,12 +123,8 @@ impl PooledDatagrams {
     fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram<Option<SockAddr>>>> {
         let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
         loop {
-            if let Some(ticket) = self.waiting.take() {
-                if !pool.reserve() {
-                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
-                    return Poll::Pending;
-                }
-                pool.unreserve();
+            if self.claim.poll_arm(&pool, cx).is_pending() {
+                return Poll::Pending;
             }
             let make = || RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool));
             let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
@@ -136,17 +133,15 @@ impl PooledDatagrams {
             };
             let buffer = crate::driver::buffer_id(cqe.flags);
             if cqe.res == -libc::ENOBUFS {
-                // The pool ran dry: re-arm at once if a buffer came back meanwhile, otherwise
-                // sleep until one does.
-                pool.count_enobufs();
+                // The pool ran dry: re-arm at once with a claimed buffer, or sleep until one
+                // comes back.
                 self.op = None;
-                if pool.reserve() {
-                    pool.unreserve();
-                    continue;
+                if self.claim.on_enobufs(&pool, cx).is_pending() {
+                    return Poll::Pending;
                 }
-                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
-                return Poll::Pending;
+                continue;
             }
+            self.claim.settled();
             if cqe.res < 0 {
                 if let Some(bid) = buffer {
                     pool.give_back(bid);
@@ -173,9 +168,8 @@ impl PooledDatagrams {
 
 impl Drop for PooledDatagrams {
     fn drop(&mut self) {
-        if let Some(ticket) = self.waiting.take() {
-            context::try_with_current(|ctx| ctx.pool.stop_waiting(ticket));
-        }
+        let claim = &mut self.claim;
+        context::try_with_current(|ctx| claim.release(&ctx.pool));
     }
 }
 

@@ -4,6 +4,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use crate::buf::PooledBuf;
+use crate::buf::pool::BufferClaim;
 use crate::driver::MultiOp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::RecvMulti;
@@ -20,10 +21,7 @@ pub struct PooledReader {
     pub(crate) fd: SharedFd,
     pub(crate) op: Option<MultiOp<RecvMulti>>,
     pub(crate) eof: bool,
-    /// Our place in the pool's queue while waiting for a buffer.
-    pub(crate) waiting: Option<u64>,
-    /// We hold a claim on a free buffer for the receive we re-armed after ENOBUFS.
-    pub(crate) reserved: bool,
+    claim: BufferClaim,
 }
 
 impl PooledReader {
@@ -32,8 +30,7 @@ impl PooledReader {
             fd,
             op: None,
             eof: false,
-            waiting: None,
-            reserved: false,
+            claim: BufferClaim::default(),
         }
     }
 
@@ -48,44 +45,30 @@ impl PooledReader {
             if self.eof {
                 return Poll::Ready(Ok(None));
             }
-            if let Some(ticket) = self.waiting {
-                // Woken (or polled spuriously) while waiting for a buffer: re-arm only with a
-                // free buffer to go with it.
-                let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-                if !pool.reserve() {
-                    self.waiting = Some(pool.rewait(ticket, cx.waker()));
-                    return Poll::Pending;
-                }
-                self.waiting = None;
-                self.reserved = true;
+            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+            if self.claim.poll_arm(&pool, cx).is_pending() {
+                return Poll::Pending;
             }
             let make = || RecvMulti {
                 fd: self.fd.clone(),
-                pool: context::with_current(|ctx| Rc::clone(&ctx.pool)),
+                pool: Rc::clone(&pool),
                 filled: None,
             };
             let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(cqe) => cqe,
             };
-            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
             let buffer = crate::driver::buffer_id(cqe.flags);
             if cqe.res == -libc::ENOBUFS {
-                // The pool ran dry. Re-arm at once only if a free buffer can be claimed for us;
-                // otherwise queue up and sleep until one comes back.
-                pool.count_enobufs();
+                // The pool ran dry: re-arm at once with a claimed buffer, or sleep until one
+                // comes back.
                 self.op = None;
-                if std::mem::take(&mut self.reserved) {
-                    pool.unreserve();
+                if self.claim.on_enobufs(&pool, cx).is_pending() {
+                    return Poll::Pending;
                 }
-                if pool.reserve() {
-                    self.reserved = true;
-                    continue;
-                }
-                self.waiting = Some(pool.wait_for_buffer(cx.waker()));
-                return Poll::Pending;
+                continue;
             }
-            self.reserved = false;
+            self.claim.settled();
             if cqe.res <= 0 {
                 if let Some(bid) = buffer {
                     pool.give_back(bid);
@@ -107,15 +90,8 @@ impl PooledReader {
 
 impl Drop for PooledReader {
     fn drop(&mut self) {
-        let (waiting, reserved) = (self.waiting.take(), self.reserved);
-        context::try_with_current(|ctx| {
-            if let Some(ticket) = waiting {
-                ctx.pool.stop_waiting(ticket);
-            }
-            if reserved {
-                ctx.pool.unreserve();
-            }
-        });
+        let claim = &mut self.claim;
+        context::try_with_current(|ctx| claim.release(&ctx.pool));
     }
 }
 
