@@ -163,6 +163,15 @@ unsafe impl IoBuf for bytes::Bytes {
     }
 }
 
+/// Where a read into `buf` writes (just past its initialised bytes) and how much room there is.
+pub(crate) fn spare_of<B: IoBufMut>(buf: &mut B) -> (*mut u8, usize) {
+    let init = buf.bytes_init();
+    let room = buf.bytes_total() - init;
+    // SAFETY: `init <= bytes_total`, so the offset stays inside the allocation.
+    let ptr = unsafe { buf.stable_mut_ptr().add(init) };
+    (ptr, room)
+}
+
 /// A window `begin..end` into an [`IoBuf`], so `write_all` can send the rest of a buffer
 /// without copying it.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use socket2::{SockAddr, SockAddrStorage};
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, spare_of};
 use crate::sys::SharedFd;
 
 /// Room for one `UDP_SEGMENT` control message (a `u16`), 8-byte aligned.
@@ -13,56 +13,54 @@ pub(crate) const GSO_CMSG_BYTES: usize = 24;
 pub(crate) struct SendTo<B> {
     pub(crate) fd: SharedFd,
     pub(crate) buf: B,
-    /// INVARIANT (all boxes): the msghdr points at `addr`, `iov` and `control`; the iovec points
-    /// at `buf`'s heap memory. All stay until the last completion.
-    #[allow(
-        dead_code,
-        reason = "owned for the kernel, which reads it through `msg`"
-    )]
-    addr: Option<Box<SockAddr>>,
-    #[allow(
-        dead_code,
-        reason = "owned for the kernel, which reads it through `msg`"
-    )]
-    iov: Box<libc::iovec>,
-    #[allow(
-        dead_code,
-        reason = "owned for the kernel, which reads it through `msg`"
-    )]
-    control: Option<Box<[u64; GSO_CMSG_BYTES / 8]>>,
-    pub(crate) msg: Box<libc::msghdr>,
+    parts: Box<SendParts>,
+}
+
+/// What the kernel reads for a sendmsg, in one allocation.
+///
+/// INVARIANT: boxed and never moved out; `msg` points at `iov`, `addr` and `control` inside
+/// the same box, and `iov` at the buffer's heap memory. All stay until the last completion.
+struct SendParts {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: Option<SockAddr>,
+    control: [u64; GSO_CMSG_BYTES / 8],
 }
 
 impl<B: IoBuf> SendTo<B> {
     /// `segment`: with UDP GSO (4.18), the kernel cuts `buf` into datagrams of this size.
     pub(crate) fn new(fd: SharedFd, buf: B, addr: Option<SockAddr>, segment: Option<u16>) -> Self {
-        let addr = addr.map(Box::new);
-        let mut iov = Box::new(libc::iovec {
-            iov_base: buf.stable_ptr() as *mut libc::c_void,
-            iov_len: buf.bytes_init(),
+        let mut parts = Box::new(SendParts {
+            // SAFETY: `msghdr` is plain data; zero means no name and no control data.
+            msg: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: buf.stable_ptr() as *mut libc::c_void,
+                iov_len: buf.bytes_init(),
+            },
+            addr,
+            control: [0; GSO_CMSG_BYTES / 8],
         });
-        // SAFETY: `msghdr` is plain data; zero means no name and no control data.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        if let Some(a) = &addr {
+        let SendParts {
+            msg,
+            iov,
+            addr,
+            control,
+        } = &mut *parts;
+        if let Some(a) = addr {
             msg.msg_name = a.as_ptr() as *mut libc::c_void;
             msg.msg_namelen = a.len();
         }
-        msg.msg_iov = &mut *iov;
+        msg.msg_iov = iov;
         msg.msg_iovlen = 1;
-        let mut control = None;
         if let Some(size) = segment {
-            let mut space = Box::new([0u64; GSO_CMSG_BYTES / 8]);
-            crate::sys::udp::write_gso(&mut space, &mut msg, size);
-            control = Some(space);
+            crate::sys::udp::write_gso(control, msg, size);
         }
-        SendTo {
-            fd,
-            buf,
-            addr,
-            iov,
-            control,
-            msg,
-        }
+        SendTo { fd, buf, parts }
+    }
+
+    /// The message header the kernel reads.
+    pub(crate) fn msghdr(&self) -> &libc::msghdr {
+        &self.parts.msg
     }
 }
 
@@ -70,52 +68,56 @@ impl<B: IoBuf> SendTo<B> {
 pub(crate) struct RecvFrom<B> {
     pub(crate) fd: SharedFd,
     pub(crate) buf: B,
-    /// INVARIANT: as for `SendTo`; the kernel writes the address into `addr` and the flags and
-    /// name length into `msg`.
-    addr: Box<SockAddrStorage>,
-    #[allow(dead_code, reason = "owned for the kernel, which writes through `msg`")]
-    iov: Box<libc::iovec>,
-    pub(crate) msg: Box<libc::msghdr>,
+    parts: Box<RecvParts>,
+}
+
+/// What the kernel reads and writes for a recvmsg, in one allocation.
+///
+/// INVARIANT: as for `SendParts`; the kernel writes the address into `addr` and the flags and
+/// name length into `msg`.
+struct RecvParts {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: SockAddrStorage,
 }
 
 impl<B: IoBufMut> RecvFrom<B> {
     pub(crate) fn new(fd: SharedFd, mut buf: B) -> Self {
-        let init = buf.bytes_init();
-        let room = buf.bytes_total() - init;
-        // SAFETY: `init <= bytes_total`, so the offset stays inside the buffer.
-        let base = unsafe { buf.stable_mut_ptr().add(init) };
-        let mut iov = Box::new(libc::iovec {
-            iov_base: base.cast(),
-            iov_len: room,
+        let (base, room) = spare_of(&mut buf);
+        let mut parts = Box::new(RecvParts {
+            // SAFETY: plain data; zero means no control data.
+            msg: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: base.cast(),
+                iov_len: room,
+            },
+            addr: SockAddrStorage::zeroed(),
         });
-        let mut addr = Box::new(SockAddrStorage::zeroed());
-        // SAFETY: plain data; zero means no control data.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        let addr_ptr: *mut SockAddrStorage = &mut *addr;
-        msg.msg_name = addr_ptr.cast();
+        let RecvParts { msg, iov, addr } = &mut *parts;
+        let addr: *mut SockAddrStorage = addr;
+        msg.msg_name = addr.cast();
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut *iov;
+        msg.msg_iov = iov;
         msg.msg_iovlen = 1;
-        RecvFrom {
-            fd,
-            buf,
-            addr,
-            iov,
-            msg,
-        }
+        RecvFrom { fd, buf, parts }
+    }
+
+    /// The message header the kernel fills.
+    pub(crate) fn msghdr_mut(&mut self) -> &mut libc::msghdr {
+        &mut self.parts.msg
     }
 
     /// The source address after a successful receive.
     pub(crate) fn source(&self) -> SockAddr {
-        let len = self.msg.msg_namelen;
+        let len = self.parts.msg.msg_namelen;
         // SAFETY: `SockAddrStorage` is plain data, so a bitwise copy is valid; the kernel wrote
         // `len` bytes of a valid address (at most the size we gave), and the rest is zeroed.
-        unsafe { SockAddr::new(std::ptr::read(&*self.addr), len) }
+        unsafe { SockAddr::new(std::ptr::read(&self.parts.addr), len) }
     }
 
     /// Whether the datagram was longer than the buffer (MSG_TRUNC).
     pub(crate) fn truncated(&self) -> bool {
-        self.msg.msg_flags & libc::MSG_TRUNC != 0
+        self.parts.msg.msg_flags & libc::MSG_TRUNC != 0
     }
 }
 

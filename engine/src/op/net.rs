@@ -117,10 +117,7 @@ pub(crate) struct Shutdown {
 impl<B: IoBufMut> Recv<B> {
     /// Where the kernel writes and how much room there is.
     pub(crate) fn spare(&mut self) -> (*mut u8, u32) {
-        let init = self.buf.bytes_init();
-        let room = self.buf.bytes_total() - init;
-        // SAFETY: `init <= bytes_total`, so the offset stays inside the allocation.
-        let ptr = unsafe { self.buf.stable_mut_ptr().add(init) };
+        let (ptr, room) = crate::buf::spare_of(&mut self.buf);
         (ptr, room.min(u32::MAX as usize) as u32)
     }
 }

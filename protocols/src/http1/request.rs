@@ -335,19 +335,6 @@ impl RequestDecoder {
         Ok(Decoded::Request(p.request))
     }
 
-    /// Streaming mode, second step, from a slice: moves body bytes from the front of `input`
-    /// to `out`; returns how many bytes were used and whether the body is complete.
-    pub fn decode_body_slice(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(usize, bool), Http1Error> {
-        let mut buf = BytesMut::from(input);
-        let before = buf.len();
-        let done = self.decode_body(&mut buf, out)?;
-        Ok((before - buf.len(), done))
-    }
-
     /// Whether a request head has been read and its body is still arriving.
     pub fn in_body(&self) -> bool {
         self.pending.is_some() || self.body.is_some()

@@ -189,7 +189,7 @@ impl<B: IoBuf> ReadyOp for SendTo<B> {
 
     fn perform(&mut self) -> io::Result<usize> {
         // SAFETY: `msg` points at this op's address, iovec, control data and buffer.
-        unsafe { sys::sendmsg(self.fd.raw(), &*self.msg) }
+        unsafe { sys::sendmsg(self.fd.raw(), self.msghdr()) }
     }
 }
 
@@ -200,7 +200,7 @@ impl<B: IoBufMut> ReadyOp for RecvFrom<B> {
 
     fn perform(&mut self) -> io::Result<usize> {
         // SAFETY: `msg` points at this op's address storage, iovec and buffer.
-        unsafe { sys::recvmsg(self.fd.raw(), &mut *self.msg) }
+        unsafe { sys::recvmsg(self.fd.raw(), self.msghdr_mut()) }
     }
 }
 

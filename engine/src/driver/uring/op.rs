@@ -65,7 +65,7 @@ impl UringOp for RecvMsgMulti {
 
 impl<B: IoBuf> UringOp for SendTo<B> {
     fn entry(&mut self) -> Entry {
-        opcode::SendMsg::new(Fd(self.fd.raw()), &*self.msg)
+        opcode::SendMsg::new(Fd(self.fd.raw()), self.msghdr())
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
     }
@@ -73,7 +73,7 @@ impl<B: IoBuf> UringOp for SendTo<B> {
 
 impl<B: IoBufMut> UringOp for RecvFrom<B> {
     fn entry(&mut self) -> Entry {
-        opcode::RecvMsg::new(Fd(self.fd.raw()), &mut *self.msg).build()
+        opcode::RecvMsg::new(Fd(self.fd.raw()), self.msghdr_mut()).build()
     }
 }
 
