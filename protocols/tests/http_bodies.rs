@@ -1,18 +1,21 @@
 //! File responses (zero-copy, ranges, conditional) and streamed chunked responses, read by a
 //! real client and by raw sockets.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use coring::time::Sleep;
 use coring_protocols::http1::Response;
-use coring_protocols::serve::{BodyStream, Reply, Router, Server, serve_file};
+use coring_protocols::serve::{BodyStream, Config, Reply, Router, serve_file};
+
+use common::{TestServer, serve};
 
 /// Yields `left` chunks, one every 20 ms.
 struct Ticker {
@@ -47,61 +50,39 @@ fn byte(i: u64) -> u8 {
     (i * 7 + i / 13) as u8
 }
 
-fn start(
-    file: PathBuf,
-) -> (
-    SocketAddr,
-    coring::ShutdownHandle,
-    std::thread::JoinHandle<()>,
-) {
-    let rt = coring::Runtime::builder()
-        .shutdown_grace(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let shutdown = rt.shutdown_handle();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        rt.run(|_| {
-            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            tx.send(listener.local_addr()).unwrap();
-            let file = file.clone();
-            async move {
-                let router = Router::new()
-                    .route("GET", "/file", move |req, _p| {
-                        let file = file.clone();
-                        async move { serve_file(&req, &file) }
-                    })
-                    .route("GET", "/missing", |req, _p| async move {
-                        serve_file(&req, "/nonexistent/coring")
-                    })
-                    .route("POST", "/count", |req, _p| async move {
-                        // Reads the body piece by piece as it arrives.
-                        let Some(body) = BodyStream::of(&req) else {
-                            return Response::new(200).body(format!("whole {}", req.body().len()));
-                        };
-                        let (mut pieces, mut bytes, mut sum) = (0u64, 0u64, 0u64);
-                        while let Some(piece) = body.next().await.unwrap() {
-                            pieces += 1;
-                            bytes += piece.len() as u64;
-                            sum += piece.iter().map(|&b| u64::from(b)).sum::<u64>();
-                        }
-                        Response::new(200).body(format!("streamed {bytes} {sum} {}", pieces > 1))
-                    })
-                    .route("GET", "/stream", |_req, _p| async {
-                        Reply::stream(
-                            Response::new(200).header("Content-Type", "text/plain"),
-                            Ticker {
-                                left: 5,
-                                sleep: None,
-                            },
-                        )
-                    });
-                Server::new(router).serve(listener).await;
-            }
-        })
-        .unwrap();
-    });
-    (rx.recv().unwrap(), shutdown, thread)
+fn start(file: PathBuf) -> TestServer {
+    serve(Config::default(), move || {
+        Router::new()
+            .route("GET", "/file", move |req, _p| {
+                let file = file.clone();
+                async move { serve_file(&req, &file) }
+            })
+            .route("GET", "/missing", |req, _p| async move {
+                serve_file(&req, "/nonexistent/coring")
+            })
+            .route("POST", "/count", |req, _p| async move {
+                // Reads the body piece by piece as it arrives.
+                let Some(body) = BodyStream::of(&req) else {
+                    return Response::new(200).body(format!("whole {}", req.body().len()));
+                };
+                let (mut pieces, mut bytes, mut sum) = (0u64, 0u64, 0u64);
+                while let Some(piece) = body.next().await.unwrap() {
+                    pieces += 1;
+                    bytes += piece.len() as u64;
+                    sum += piece.iter().map(|&b| u64::from(b)).sum::<u64>();
+                }
+                Response::new(200).body(format!("streamed {bytes} {sum} {}", pieces > 1))
+            })
+            .route("GET", "/stream", |_req, _p| async {
+                Reply::stream(
+                    Response::new(200).header("Content-Type", "text/plain"),
+                    Ticker {
+                        left: 5,
+                        sleep: None,
+                    },
+                )
+            })
+    })
 }
 
 fn raw(addr: SocketAddr, request: &str) -> Vec<u8> {
@@ -126,7 +107,8 @@ fn files_ranges_conditionals_and_streams() {
     const LEN: u64 = 1_500_000;
     let path = std::env::temp_dir().join(format!("coring-serve-{}.bin", std::process::id()));
     std::fs::write(&path, (0..LEN).map(byte).collect::<Vec<u8>>()).unwrap();
-    let (addr, shutdown, thread) = start(path.clone());
+    let server = start(path.clone());
+    let addr = server.addr;
     let base = format!("http://{addr}");
 
     // Whole file through a real client.
@@ -197,14 +179,14 @@ fn files_ranges_conditionals_and_streams() {
     let text = resp.body_mut().read_to_string().unwrap();
     assert_eq!(text, "tick 4\ntick 3\ntick 2\ntick 1\ntick 0\n");
 
-    shutdown.shutdown();
-    thread.join().unwrap();
+    drop(server);
     std::fs::remove_file(path).unwrap();
 }
 
 #[test]
 fn request_bodies_stream_to_the_handler_and_small_ones_arrive_whole() {
-    let (addr, shutdown, thread) = start(PathBuf::from("/nonexistent"));
+    let server = start(PathBuf::from("/nonexistent"));
+    let addr = server.addr;
     // 1 MiB, chunked, written in pieces with pauses: the handler sees it arrive in pieces.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -234,6 +216,5 @@ fn request_bodies_stream_to_the_handler_and_small_ones_arrive_whole() {
     );
     // The next request on the same connection, small: read whole up front.
     assert!(text.contains("whole 5"), "{text}");
-    shutdown.shutdown();
-    thread.join().unwrap();
+    drop(server);
 }

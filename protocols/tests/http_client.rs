@@ -2,93 +2,61 @@
 //! keep-alive pooling, redirects and method rewriting, cookies, limits, timeouts, a stale pooled
 //! connection retried, close-delimited bodies, and the blocking API.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use coring_protocols::client::{Client, ClientConfig, ClientError, ClientRequest, blocking};
 use coring_protocols::http1::{Http1Error, Response};
-use coring_protocols::serve::{Router, Server};
+use coring_protocols::serve::{Config, Router};
 
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: coring::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
+use common::{TestServer, serve};
 
 fn start() -> TestServer {
-    let rt = coring::Runtime::builder()
-        .shutdown_grace(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let shutdown = rt.shutdown_handle();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        rt.run(|_| {
-            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            tx.send(listener.local_addr()).unwrap();
-            async move {
-                let router = Router::new()
-                    .route("GET", "/plaintext", |_r, _p| async {
-                        Response::new(200).body("Hello, World!")
-                    })
-                    .route("GET", "/hop/:n", |_r, p| async move {
-                        let n: u32 = p.get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
-                        if n == 0 {
-                            Response::new(200).body("arrived")
-                        } else {
-                            Response::new(302).header("Location", format!("/hop/{}", n - 1))
-                        }
-                    })
-                    .route("POST", "/form", |_r, _p| async {
-                        Response::new(303).header("Location", "/method")
-                    })
-                    .route("POST", "/keep", |_r, _p| async {
-                        Response::new(307).header("Location", "/method")
-                    })
-                    .route("GET", "/method", |r, _p| async move {
-                        Response::new(200).body(format!("{} {}", r.method(), r.body().len()))
-                    })
-                    .route("POST", "/method", |r, _p| async move {
-                        Response::new(200).body(format!("{} {}", r.method(), r.body().len()))
-                    })
-                    .route("GET", "/set-cookie", |_r, _p| async {
-                        Response::new(200)
-                            .header("Set-Cookie", "session=abc123; Path=/; HttpOnly")
-                            .body("ok")
-                    })
-                    .route("GET", "/show-cookie", |r, _p| async move {
-                        let c = r.header("cookie").map(|c| c.to_vec()).unwrap_or_default();
-                        Response::new(200).body(c)
-                    })
-                    .route("GET", "/big", |_r, _p| async {
-                        Response::new(200).body(vec![b'x'; 2 * 1024 * 1024])
-                    })
-                    .route("GET", "/slow", |_r, _p| async {
-                        coring::time::sleep(Duration::from_secs(5)).await;
-                        Response::new(200)
-                    });
-                Server::new(router).serve(listener).await;
-            }
-        })
-        .unwrap();
-    });
-    let addr = rx.recv().unwrap();
-    TestServer {
-        addr,
-        shutdown,
-        thread: Some(thread),
-    }
+    serve(Config::default(), || {
+        Router::new()
+            .route("GET", "/plaintext", |_r, _p| async {
+                Response::new(200).body("Hello, World!")
+            })
+            .route("GET", "/hop/:n", |_r, p| async move {
+                let n: u32 = p.get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+                if n == 0 {
+                    Response::new(200).body("arrived")
+                } else {
+                    Response::new(302).header("Location", format!("/hop/{}", n - 1))
+                }
+            })
+            .route("POST", "/form", |_r, _p| async {
+                Response::new(303).header("Location", "/method")
+            })
+            .route("POST", "/keep", |_r, _p| async {
+                Response::new(307).header("Location", "/method")
+            })
+            .route("GET", "/method", |r, _p| async move {
+                Response::new(200).body(format!("{} {}", r.method(), r.body().len()))
+            })
+            .route("POST", "/method", |r, _p| async move {
+                Response::new(200).body(format!("{} {}", r.method(), r.body().len()))
+            })
+            .route("GET", "/set-cookie", |_r, _p| async {
+                Response::new(200)
+                    .header("Set-Cookie", "session=abc123; Path=/; HttpOnly")
+                    .body("ok")
+            })
+            .route("GET", "/show-cookie", |r, _p| async move {
+                let c = r.header("cookie").map(|c| c.to_vec()).unwrap_or_default();
+                Response::new(200).body(c)
+            })
+            .route("GET", "/big", |_r, _p| async {
+                Response::new(200).body(vec![b'x'; 2 * 1024 * 1024])
+            })
+            .route("GET", "/slow", |_r, _p| async {
+                coring::time::sleep(Duration::from_secs(5)).await;
+                Response::new(200)
+            })
+    })
 }
 
 #[test]

@@ -1,66 +1,32 @@
 //! The HTTP/1.1 server over real loopback sockets: a third-party client (ureq), pipelining,
-//! every smuggling vector over a raw socket, and slowloris.
+//! and every smuggling vector over a raw socket.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
-use coring::ShutdownHandle;
 use coring_protocols::http1::Response;
-use coring_protocols::serve::{Config, Router, Server};
+use coring_protocols::serve::{Config, Router};
 
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+use common::{TestServer, exchange, serve};
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
+fn router() -> Router {
+    Router::new()
+        .route("GET", "/plaintext", |_req, _p| async {
+            Response::new(200)
+                .header("Content-Type", "text/plain")
+                .body("Hello, World!")
+        })
+        .route("POST", "/echo", |req, _p| async move {
+            Response::new(200).body(req.body().clone())
+        })
+        .route("GET", "/users/:id", |_req, p| async move {
+            Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
+        })
 }
 
 fn start(config: Config) -> TestServer {
-    let rt = coring::Runtime::builder()
-        .shutdown_grace(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let shutdown = rt.shutdown_handle();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        rt.run(|_| {
-            let listener = coring::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            tx.send(listener.local_addr()).unwrap();
-            let config = config.clone();
-            async move {
-                let router = Router::new()
-                    .route("GET", "/plaintext", |_req, _p| async {
-                        Response::new(200)
-                            .header("Content-Type", "text/plain")
-                            .body("Hello, World!")
-                    })
-                    .route("POST", "/echo", |req, _p| async move {
-                        Response::new(200).body(req.body().clone())
-                    })
-                    .route("GET", "/users/:id", |_req, p| async move {
-                        Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
-                    });
-                Server::new(router).config(config).serve(listener).await;
-            }
-        })
-        .unwrap();
-    });
-    let addr = rx.recv().unwrap();
-    TestServer {
-        addr,
-        shutdown,
-        thread: Some(thread),
-    }
+    serve(config, router)
 }
 
 #[test]
@@ -98,23 +64,6 @@ fn a_real_client_gets_answers_bodies_and_statuses() {
             .status(),
         405
     );
-}
-
-/// Sends `raw`, reads until the server closes (or `limit`), returns what came back.
-fn exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> (String, bool) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(limit)).unwrap();
-    s.write_all(raw).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 65536];
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
 #[test]
