@@ -17,19 +17,11 @@ fn main() {
     let runtime = support::server_runtime("echo", &args);
     let startup = Arc::new(support::Startup::new(args.cores));
     let result = runtime.run(|core| {
-        let listener = startup
-            .addr_for(core.index(), args.addr)
-            .ok_or(())
-            .and_then(|addr| {
-                TcpListener::bind_reuseport(addr).map_err(|e| {
-                    eprintln!("echo: core {}: {e}", core.index());
-                })
-            });
-        startup.bound(core.index(), listener.as_ref().ok().map(|l| l.local_addr()));
-        let handle = core.shutdown_handle();
+        let listener = startup.bind("echo", &core, args.addr, TcpListener::bind_reuseport, |l| {
+            Some(l.local_addr())
+        });
         async move {
-            let Ok(listener) = listener else {
-                handle.shutdown();
+            let Some(listener) = listener else {
                 return;
             };
             let mut incoming = listener.incoming();

@@ -19,22 +19,15 @@ fn main() {
     let runtime = support::server_runtime("udp_echo", &args);
     let startup = Arc::new(support::Startup::new(args.cores));
     let result = runtime.run(|core| {
-        let socket = startup
-            .addr_for(core.index(), args.addr)
-            .ok_or(())
-            .and_then(|addr| {
-                UdpSocket::bind_reuseport(addr).map_err(|e| {
-                    eprintln!("udp_echo: core {}: {e}", core.index());
-                })
-            });
-        startup.bound(
-            core.index(),
-            socket.as_ref().ok().and_then(|s| s.local_addr().ok()),
+        let socket = startup.bind(
+            "udp_echo",
+            &core,
+            args.addr,
+            UdpSocket::bind_reuseport,
+            |s| s.local_addr().ok(),
         );
-        let handle = core.shutdown_handle();
         async move {
-            let Ok(socket) = socket else {
-                handle.shutdown();
+            let Some(socket) = socket else {
                 return;
             };
             let mut rx = socket.pooled();

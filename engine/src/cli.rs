@@ -136,6 +136,36 @@ impl Startup {
         }
     }
 
+    /// Binds `core`'s socket with `bind`: core 0 on `requested`, the others on core 0's real
+    /// address (so port 0 means one port for all), and prints the ready line once every core
+    /// has bound. On failure, prints one line naming `name` and the core, starts the runtime's
+    /// shutdown, and returns `None`.
+    pub fn bind<S>(
+        &self,
+        name: &str,
+        core: &crate::Core,
+        requested: SocketAddr,
+        bind: impl FnOnce(SocketAddr) -> crate::Result<S>,
+        local_addr: impl Fn(&S) -> Option<SocketAddr>,
+    ) -> Option<S> {
+        let index = core.index();
+        let socket = match self.addr_for(index, requested) {
+            None => None,
+            Some(addr) => match bind(addr) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("{name}: core {index}: {e}");
+                    None
+                }
+            },
+        };
+        self.bound(index, socket.as_ref().and_then(&local_addr));
+        if socket.is_none() {
+            core.shutdown_handle().shutdown();
+        }
+        socket
+    }
+
     /// The address this core should bind: the requested one for core 0, core 0's real
     /// address for the others (waits for it).
     pub fn addr_for(&self, index: usize, requested: SocketAddr) -> Option<SocketAddr> {

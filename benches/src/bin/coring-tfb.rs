@@ -18,19 +18,15 @@ fn main() {
     let runtime = coring::cli::server_runtime("coring-tfb", &args);
     let startup = Arc::new(coring::cli::Startup::new(args.cores));
     let result = runtime.run(|core| {
-        let listener = startup
-            .addr_for(core.index(), args.addr)
-            .ok_or(())
-            .and_then(|addr| {
-                TcpListener::bind_reuseport(addr).map_err(|e| {
-                    eprintln!("coring-tfb: core {}: {e}", core.index());
-                })
-            });
-        startup.bound(core.index(), listener.as_ref().ok().map(|l| l.local_addr()));
-        let handle = core.shutdown_handle();
+        let listener = startup.bind(
+            "coring-tfb",
+            &core,
+            args.addr,
+            TcpListener::bind_reuseport,
+            |l| Some(l.local_addr()),
+        );
         async move {
-            let Ok(listener) = listener else {
-                handle.shutdown();
+            let Some(listener) = listener else {
                 return;
             };
             Server::new(coring_benches::tfb).serve(listener).await;
