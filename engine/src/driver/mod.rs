@@ -33,7 +33,7 @@ cfg_select! {
 
 use std::time::Duration;
 
-pub(crate) use lifecycle::{MultiOp, Op, when_ready};
+pub(crate) use lifecycle::{CqeResult, MultiOp, Op, when_ready};
 
 use crate::error::Result;
 use crate::runtime::RuntimeConfig;

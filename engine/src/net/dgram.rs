@@ -9,6 +9,7 @@ use crate::buf::pool::BufferClaim;
 use crate::buf::{IoBuf, IoBufMut, PooledBuf};
 use crate::driver::{MultiOp, Op};
 use crate::error::{Error, ErrorKind, Result};
+use crate::net::pooled::poll_pooled;
 use crate::op::{RecvFrom, RecvMsgMulti, SendTo, parse_datagram};
 use crate::runtime::context;
 use crate::sys::SharedFd;
@@ -122,47 +123,29 @@ impl PooledDatagrams {
 
     fn poll_next_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Datagram<Option<SockAddr>>>> {
         let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-        loop {
-            if self.claim.poll_arm(&pool, cx).is_pending() {
-                return Poll::Pending;
+        let make = || RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool));
+        let cqe = std::task::ready!(poll_pooled(&mut self.op, &mut self.claim, &pool, make, cx));
+        let buffer = crate::driver::buffer_id(cqe.flags);
+        if cqe.res < 0 {
+            if let Some(bid) = buffer {
+                pool.give_back(bid);
             }
-            let make = || RecvMsgMulti::new(self.fd.clone(), Rc::clone(&pool));
-            let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(cqe) => cqe,
-            };
-            let buffer = crate::driver::buffer_id(cqe.flags);
-            if cqe.res == -libc::ENOBUFS {
-                // The pool ran dry: re-arm at once with a claimed buffer, or sleep until one
-                // comes back.
-                self.op = None;
-                if self.claim.on_enobufs(&pool, cx).is_pending() {
-                    return Poll::Pending;
-                }
-                continue;
-            }
-            self.claim.settled();
-            if cqe.res < 0 {
-                if let Some(bid) = buffer {
-                    pool.give_back(bid);
-                }
-                return Poll::Ready(Err(Error::from_os(-cqe.res, "recvmsg")));
-            }
-            let Some(bid) = buffer else {
-                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (no buffer)")));
-            };
-            let mut data = pool.hand_out(bid, cqe.res as usize);
-            let Some(layout) = parse_datagram(&data, cqe.res as usize) else {
-                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (short buffer)")));
-            };
-            data.window(layout.payload.clone());
-            context::count(|c| c.bytes_in += layout.payload.len() as u64);
-            return Poll::Ready(Ok(Datagram {
-                data,
-                source: layout.source,
-                truncated: layout.truncated,
-            }));
+            return Poll::Ready(Err(Error::from_os(-cqe.res, "recvmsg")));
         }
+        let Some(bid) = buffer else {
+            return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (no buffer)")));
+        };
+        let mut data = pool.hand_out(bid, cqe.res as usize);
+        let Some(layout) = parse_datagram(&data, cqe.res as usize) else {
+            return Poll::Ready(Err(Error::new(ErrorKind::Other, "recvmsg (short buffer)")));
+        };
+        data.window(layout.payload.clone());
+        context::count(|c| c.bytes_in += layout.payload.len() as u64);
+        Poll::Ready(Ok(Datagram {
+            data,
+            source: layout.source,
+            truncated: layout.truncated,
+        }))
     }
 }
 

@@ -1,11 +1,11 @@
 //! Receiving into the core's buffer pool.
 
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use crate::buf::PooledBuf;
-use crate::buf::pool::BufferClaim;
-use crate::driver::MultiOp;
+use crate::buf::pool::{BufferClaim, Pool};
+use crate::driver::{CqeResult, MultiOp, OpCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::RecvMulti;
 use crate::runtime::context;
@@ -41,50 +41,54 @@ impl PooledReader {
 
     /// Polls for the next received bytes.
     pub fn poll_next_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<PooledBuf>>> {
-        loop {
-            if self.eof {
+        if self.eof {
+            return Poll::Ready(Ok(None));
+        }
+        let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
+        let make = || RecvMulti {
+            fd: self.fd.clone(),
+            pool: Rc::clone(&pool),
+            filled: None,
+        };
+        let cqe = ready!(poll_pooled(&mut self.op, &mut self.claim, &pool, make, cx));
+        let buffer = crate::driver::buffer_id(cqe.flags);
+        if cqe.res <= 0 {
+            if let Some(bid) = buffer {
+                pool.give_back(bid);
+            }
+            if cqe.res == 0 {
+                self.eof = true;
                 return Poll::Ready(Ok(None));
             }
-            let pool = context::with_current(|ctx| Rc::clone(&ctx.pool));
-            if self.claim.poll_arm(&pool, cx).is_pending() {
-                return Poll::Pending;
-            }
-            let make = || RecvMulti {
-                fd: self.fd.clone(),
-                pool: Rc::clone(&pool),
-                filled: None,
-            };
-            let cqe = match MultiOp::poll_rearming(&mut self.op, make, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(cqe) => cqe,
-            };
-            let buffer = crate::driver::buffer_id(cqe.flags);
-            if cqe.res == -libc::ENOBUFS {
-                // The pool ran dry: re-arm at once with a claimed buffer, or sleep until one
-                // comes back.
-                self.op = None;
-                if self.claim.on_enobufs(&pool, cx).is_pending() {
-                    return Poll::Pending;
-                }
-                continue;
-            }
-            self.claim.settled();
-            if cqe.res <= 0 {
-                if let Some(bid) = buffer {
-                    pool.give_back(bid);
-                }
-                if cqe.res == 0 {
-                    self.eof = true;
-                    return Poll::Ready(Ok(None));
-                }
-                return Poll::Ready(Err(Error::from_os(-cqe.res, "recv")));
-            }
-            let Some(bid) = buffer else {
-                return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
-            };
-            context::count(|c| c.bytes_in += cqe.res as u64);
-            return Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))));
+            return Poll::Ready(Err(Error::from_os(-cqe.res, "recv")));
         }
+        let Some(bid) = buffer else {
+            return Poll::Ready(Err(Error::new(ErrorKind::Other, "recv (no buffer)")));
+        };
+        context::count(|c| c.bytes_in += cqe.res as u64);
+        Poll::Ready(Ok(Some(pool.hand_out(bid, cqe.res as usize))))
+    }
+}
+
+/// Polls a pooled multishot receive (stream or datagram) for its next completion other than
+/// ENOBUFS: arms it with `make` once `claim` allows, re-arms it when the kernel ends it, and
+/// waits out a dry pool (re-arming with a claimed buffer, or queued for the next returned one).
+pub(crate) fn poll_pooled<T: OpCode>(
+    op: &mut Option<MultiOp<T>>,
+    claim: &mut BufferClaim,
+    pool: &Pool,
+    make: impl Fn() -> T,
+    cx: &mut Context<'_>,
+) -> Poll<CqeResult> {
+    loop {
+        ready!(claim.poll_arm(pool, cx));
+        let cqe = ready!(MultiOp::poll_rearming(op, &make, cx));
+        if cqe.res != -libc::ENOBUFS {
+            claim.settled();
+            return Poll::Ready(cqe);
+        }
+        *op = None;
+        ready!(claim.on_enobufs(pool, cx));
     }
 }
 
