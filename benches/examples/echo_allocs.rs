@@ -1,49 +1,17 @@
 //! Steady-state heap allocations per echoed message on the server core, counted by a
 //! wrapping global allocator (only the server core's thread is counted).
 //!
-//! `cargo run --release --example echo_allocs` (target: 0 per message on both read paths).
+//! `cargo run --release -p coring-benches --example echo_allocs` (target: 0 per message on both read paths).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::{Runtime, until_shutdown};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: defers every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use coring_benches::measure::{ALLOCS, Counting, count_this_thread};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -75,7 +43,7 @@ fn run(pooled: bool) -> (u64, u64) {
         rt.run(|_| {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             p.store(listener.local_addr().port(), Ordering::Release);
-            COUNTED.with(|c| c.set(true));
+            count_this_thread();
             async move {
                 let mut incoming = listener.incoming();
                 while let Some(Ok(conn)) = until_shutdown(incoming.next()).await {

@@ -2,35 +2,17 @@
 //! a task waiting to read. Reports resident memory and heap bytes per connection for the pooled
 //! read path (no buffer while idle) and for a 16 KiB buffer per connection (what peers do).
 //!
-//! `cargo run --release --example idle_conns [-- CONNECTIONS]`
+//! `cargo run --release -p coring-benches --example idle_conns [-- CONNECTIONS]`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coring::net::TcpListener;
 use coring::runtime::{Runtime, until_shutdown};
-
-struct Counting;
-
-/// Live heap bytes of the whole process.
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: defers to the system allocator unchanged; it only keeps a byte count.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use coring_benches::measure::{
+    Counting, LIVE, hold_idle_clients, raise_fd_limit, rss_bytes, run_idle_clients_if_asked,
+};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -39,21 +21,8 @@ static GLOBAL: Counting = Counting;
 const OWNED_BUF: usize = 16 * 1024;
 
 fn main() {
+    run_idle_clients_if_asked();
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--client") {
-        // The clients live in a child process so that each side has its own fd limit.
-        let port: u16 = args[2].parse().expect("port");
-        let conns: usize = args[3].parse().expect("count");
-        raise_fd_limit(conns + 64);
-        let mut held = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            held.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
-        }
-        println!("connected");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        return;
-    }
     let conns: usize = args
         .get(1)
         .map(|a| a.parse().expect("CONNECTIONS must be a number"))
@@ -111,17 +80,7 @@ fn run(conns: usize, pooled: bool) -> (i64, i64) {
     let port = port.load(Ordering::Acquire);
     std::thread::sleep(Duration::from_millis(50));
     let (rss0, heap0) = (rss_bytes(), LIVE.load(Ordering::Relaxed));
-    let mut clients = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--client", &port.to_string(), &conns.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("client process");
-    let mut ready = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(clients.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("client ready");
+    let mut clients = hold_idle_clients(port, conns, None);
     while waiting.load(Ordering::Acquire) < conns {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -133,33 +92,4 @@ fn run(conns: usize, pooled: bool) -> (i64, i64) {
     shutdown.shutdown();
     server.join().expect("server");
     (rss1 - rss0, heap1 - heap0)
-}
-
-fn rss_bytes() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn raise_fd_limit(want: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur = lim
-        .rlim_max
-        .min(want.max(lim.rlim_cur as usize) as libc::rlim_t);
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    if (lim.rlim_cur as usize) < want {
-        eprintln!(
-            "idle_conns: RLIMIT_NOFILE {} is below {want}; expect failures",
-            lim.rlim_cur
-        );
-    }
 }

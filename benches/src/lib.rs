@@ -4,7 +4,12 @@
 //!   following the binaries convention of the project (`--addr`, `--cores`, `--driver`).
 //! - `benches/http1_codec.rs` (criterion): the HTTP/1.1 codec beside bare httparse.
 //!
+//! - `measure`: the counting allocator and idle-connection harness the measurement examples
+//!   (`echo_allocs`, `idle_conns`, `http_allocs`, `http_idle`) share.
+//!
 //! The side-by-side suite with peer servers and the load generator lands with their issues.
+
+pub mod measure;
 
 use coring_protocols::http1::{Request, Response};
 use serde::Serialize;
