@@ -13,6 +13,9 @@ use crate::task::{JoinError, JoinHandle, spawn_local};
 /// many tasks are ready.
 const TASKS_PER_TURN: usize = 256;
 
+/// How stale a busy core's published counters may get.
+const PUBLISH_EVERY: Duration = Duration::from_millis(1);
+
 /// When a core stops.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Exit {
@@ -34,6 +37,7 @@ where
     ctx.clock.set(Instant::now());
     let mut root = spawn_local(root).cancel_on_drop();
     let mut output = None;
+    let mut last_publish = ctx.clock.get();
 
     loop {
         ctx.executor.run(TASKS_PER_TURN);
@@ -69,8 +73,12 @@ where
             };
             deadline.map(|d| d.saturating_duration_since(now))
         };
-        // Published before the core may sleep, so readers see everything done so far.
-        ctx.published.publish(ctx.snapshot());
+        // Published before the core may sleep, so readers see everything done so far, and
+        // at most every PUBLISH_EVERY while it is busy (not on every turn of a busy loop).
+        if timeout != Some(Duration::ZERO) || now >= last_publish + PUBLISH_EVERY {
+            ctx.published.publish(ctx.snapshot());
+            last_publish = now;
+        }
         let root_done = output.is_some();
         let must_stay_awake = || {
             shutdown_unseen
