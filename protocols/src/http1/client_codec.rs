@@ -176,85 +176,254 @@ impl ResponseDecoder {
         }
     }
 
-    #[allow(clippy::type_complexity, reason = "private helper returning its parts")]
     fn parse_head(
         &self,
         buf: &[u8],
         head_request: bool,
     ) -> Result<Option<(ClientResponse, Option<Body>, usize)>, Http1Error> {
-        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > self.limits.max_head_bytes {
-                    return Err(Http1Error::HeadersTooLarge);
-                }
-                return Ok(None);
-            }
-            Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::HeadersTooLarge),
-            Err(_) => return Err(Http1Error::BadRequest("malformed response")),
-        };
-        let status = resp.code.unwrap_or(0);
-        let http10 = resp.version == Some(0);
-        let mut content_length = None;
-        let mut chunked = false;
-        let mut close = http10;
-        let mut out = Vec::with_capacity(resp.headers.len());
-        for h in resp.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or(Http1Error::BadRequest("invalid Content-Length"))?;
-                if content_length.is_some_and(|c| c != v) {
-                    return Err(Http1Error::BadRequest("conflicting Content-Length"));
-                }
-                content_length = Some(v);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                if !chunked {
-                    return Err(Http1Error::UnsupportedTransferCoding);
-                }
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for t in h.value.split(|&b| b == b',') {
-                    let t = t.trim_ascii();
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if http10 && t.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
-                    }
-                }
-            }
-            out.push((h.name.to_string(), Bytes::copy_from_slice(h.value)));
-        }
-        let bodiless = head_request || status < 200 || status == 204 || status == 304;
-        let body = if bodiless {
-            None
-        } else if chunked {
-            Some(Body::Chunked(ChunkedDecoder::new(
-                self.limits.max_body_bytes,
-            )))
-        } else if let Some(n) = content_length {
-            if n > self.limits.max_body_bytes {
-                return Err(Http1Error::BodyTooLarge);
-            }
-            (n > 0).then_some(Body::Length(n))
-        } else {
-            close = true;
-            Some(Body::UntilClose)
+        let mut headers = Vec::new();
+        let Some(head) = parse_head_with(&self.limits, buf, head_request, |h| {
+            headers.push((h.name.to_string(), Bytes::copy_from_slice(h.value)))
+        })?
+        else {
+            return Ok(None);
         };
         let response = ClientResponse {
-            status,
-            headers: out,
+            status: head.status,
+            headers,
             body: Bytes::new(),
-            keep_alive: !close,
+            keep_alive: !head.close,
         };
-        Ok(Some((response, body, len)))
+        Ok(Some((response, head.body, head.len)))
+    }
+}
+
+/// What a response head says about the message that follows it.
+struct Head {
+    status: u16,
+    /// `None`: no body follows.
+    body: Option<Body>,
+    close: bool,
+    /// Bytes of the head.
+    len: usize,
+}
+
+/// Header slots tried on the stack before a head with more fields is parsed again on the heap.
+const STACK_HEADERS: usize = 32;
+
+/// Parses a response head at the front of `buf` (`Ok(None)`: incomplete), calling `each` for
+/// every header field in order.
+fn parse_head_with(
+    limits: &Limits,
+    buf: &[u8],
+    head_request: bool,
+    mut each: impl FnMut(&httparse::Header<'_>),
+) -> Result<Option<Head>, Http1Error> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap;
+    let mut resp = httparse::Response::new(&mut stack[..limits.max_headers.min(STACK_HEADERS)]);
+    let mut parsed = resp.parse(buf);
+    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > STACK_HEADERS
+    {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        resp = httparse::Response::new(&mut heap);
+        parsed = resp.parse(buf);
+    }
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_head_bytes {
+                return Err(Http1Error::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::HeadersTooLarge),
+        Err(_) => return Err(Http1Error::BadRequest("malformed response")),
+    };
+    let status = resp.code.unwrap_or(0);
+    let http10 = resp.version == Some(0);
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut close = http10;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Http1Error::BadRequest("invalid Content-Length"))?;
+            if content_length.is_some_and(|c| c != v) {
+                return Err(Http1Error::BadRequest("conflicting Content-Length"));
+            }
+            content_length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                return Err(Http1Error::UnsupportedTransferCoding);
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if http10 && t.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        each(h);
+    }
+    let bodiless = head_request || status < 200 || status == 204 || status == 304;
+    let body = if bodiless {
+        None
+    } else if chunked {
+        Some(Body::Chunked(ChunkedDecoder::new(limits.max_body_bytes)))
+    } else if let Some(n) = content_length {
+        if n > limits.max_body_bytes {
+            return Err(Http1Error::BodyTooLarge);
+        }
+        (n > 0).then_some(Body::Length(n))
+    } else {
+        close = true;
+        Some(Body::UntilClose)
+    };
+    Ok(Some(Head {
+        status,
+        body,
+        close,
+        len,
+    }))
+}
+
+/// One response as seen by [`ResponseFramer`]: its status and size, not its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramedResponse {
+    /// Status code.
+    pub status: u16,
+    /// Bytes of the head.
+    pub head_bytes: usize,
+    /// Bytes of the body after transfer decoding.
+    pub body_bytes: u64,
+    /// Whether the server keeps the connection open for another request.
+    pub keep_alive: bool,
+}
+
+/// Finds where responses begin and end without keeping their bytes: the framing half of
+/// [`ResponseDecoder`] for clients that only count and check responses (load generators,
+/// health checks). Allocation-free per response.
+///
+/// The head of a response must be contiguous in the input passed to [`advance`]; a body may be
+/// split across any number of calls.
+///
+/// [`advance`]: ResponseFramer::advance
+pub struct ResponseFramer {
+    limits: Limits,
+    body: Option<(FramedResponse, Body)>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for ResponseFramer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFramer")
+            .field("in_body", &self.body.is_some())
+            .finish()
+    }
+}
+
+impl ResponseFramer {
+    /// A framer with `limits` (`max_body_bytes` caps the response body).
+    pub fn new(limits: Limits) -> Self {
+        ResponseFramer {
+            limits,
+            body: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether the next bytes belong to a response head (which must arrive contiguous), rather
+    /// than to a body.
+    pub fn in_head(&self) -> bool {
+        self.body.is_none()
+    }
+
+    /// Consumes bytes from the front of `input`: returns how many, and the response they
+    /// completed, if any. `(0, None)` means a head is incomplete: call again with more bytes
+    /// appended. `head_request`: the request this response answers was HEAD. Interim 1xx
+    /// responses are consumed and not returned.
+    pub fn advance(
+        &mut self,
+        input: &[u8],
+        head_request: bool,
+    ) -> Result<(usize, Option<FramedResponse>), Http1Error> {
+        let mut used = 0;
+        loop {
+            if self.body.is_none() {
+                let Some(head) =
+                    parse_head_with(&self.limits, &input[used..], head_request, |_| {})?
+                else {
+                    return Ok((used, None));
+                };
+                used += head.len;
+                if (100..200).contains(&head.status) {
+                    continue;
+                }
+                let framed = FramedResponse {
+                    status: head.status,
+                    head_bytes: head.len,
+                    body_bytes: 0,
+                    keep_alive: !head.close,
+                };
+                match head.body {
+                    None => return Ok((used, Some(framed))),
+                    Some(body) => self.body = Some((framed, body)),
+                }
+            }
+            let (framed, body) = self.body.as_mut().expect("in a body");
+            let rest = &input[used..];
+            let done = match body {
+                Body::Length(n) => {
+                    let take = (*n - framed.body_bytes).min(rest.len() as u64);
+                    framed.body_bytes += take;
+                    used += take as usize;
+                    framed.body_bytes == *n
+                }
+                Body::Chunked(dec) => {
+                    self.scratch.clear();
+                    used += dec.decode(rest, &mut self.scratch)?;
+                    framed.body_bytes += self.scratch.len() as u64;
+                    dec.is_done()
+                }
+                Body::UntilClose => {
+                    framed.body_bytes += rest.len() as u64;
+                    used += rest.len();
+                    if framed.body_bytes > self.limits.max_body_bytes {
+                        return Err(Http1Error::BodyTooLarge);
+                    }
+                    false
+                }
+            };
+            if !done {
+                return Ok((used, None));
+            }
+            let (framed, _) = self.body.take().expect("in a body");
+            return Ok((used, Some(framed)));
+        }
+    }
+
+    /// The server closed the connection: completes a response delimited by the close, or says
+    /// the response was cut short. `Ok(None)`: no response was under way.
+    pub fn finish(&mut self) -> Result<Option<FramedResponse>, Http1Error> {
+        match self.body.take() {
+            None => Ok(None),
+            Some((mut framed, Body::UntilClose)) => {
+                framed.keep_alive = false;
+                Ok(Some(framed))
+            }
+            Some(_) => Err(Http1Error::BadRequest("connection closed mid-response")),
+        }
     }
 }
 
@@ -311,5 +480,50 @@ mod tests {
             out,
             b"POST /x HTTP/1.1\r\nHost: h:80\r\nA: 1\r\nContent-Length: 4\r\n\r\nbody"
         );
+    }
+
+    #[test]
+    fn framer_counts_responses_split_anywhere() {
+        let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\
+HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+        let want = [(200, 5, true), (201, 2, true), (204, 0, false)];
+        // Every split point: heads are re-offered whole, bodies are fed as they come.
+        for split in 0..wire.len() {
+            let mut f = ResponseFramer::new(Limits::default());
+            let mut got = Vec::new();
+            let mut pending: Vec<u8> = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                pending.extend_from_slice(part);
+                loop {
+                    let (used, r) = f.advance(&pending, false).unwrap();
+                    pending.drain(..used);
+                    match r {
+                        Some(r) => got.push((r.status, r.body_bytes, r.keep_alive)),
+                        None if used == 0 || pending.is_empty() => break,
+                        None => {}
+                    }
+                }
+            }
+            assert_eq!(got, want, "split at {split}");
+            assert!(pending.is_empty());
+        }
+    }
+
+    #[test]
+    fn framer_refuses_bad_framing_and_cut_bodies() {
+        let mut f = ResponseFramer::new(Limits::default());
+        let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert!(f.advance(bad, false).is_err());
+        let mut f = ResponseFramer::new(Limits::default());
+        let (used, r) = f
+            .advance(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", false)
+            .unwrap();
+        assert_eq!((used, r), (41, None));
+        assert!(f.finish().is_err());
+        let mut f = ResponseFramer::new(Limits::default());
+        f.advance(b"HTTP/1.0 200 OK\r\n\r\nabc", false).unwrap();
+        let r = f.finish().unwrap().unwrap();
+        assert_eq!((r.body_bytes, r.keep_alive), (3, false));
     }
 }

@@ -17,7 +17,9 @@ mod request;
 mod response;
 
 pub use chunked::{ChunkedDecoder, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
-pub use client_codec::{ClientResponse, ResponseDecoder, encode_request};
+pub use client_codec::{
+    ClientResponse, FramedResponse, ResponseDecoder, ResponseFramer, encode_request,
+};
 pub use error::Http1Error;
 pub use request::{Decoded, Framing, Request, RequestDecoder};
 pub use response::{

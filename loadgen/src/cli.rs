@@ -1,0 +1,244 @@
+//! Command-line flags, wrk's where wrk has one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use coring::driver::probe::DriverChoice;
+
+use crate::run::Options;
+
+/// A coordinated-omission-correct load generator on the coring engine.
+///
+/// Closed model by default: each connection keeps `--pipeline` requests in flight and sends the
+/// next when a response arrives. With `--rate` (open model) requests leave on a fixed schedule
+/// and each latency counts from the request's intended send time, so a stalled server shows
+/// up as the latency its users would have seen.
+#[derive(Debug, Parser)]
+#[command(name = "coring-loadgen", version)]
+pub struct Cli {
+    /// The workload.
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+/// Workloads.
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCmd {
+    /// HTTP/1.1 requests to URL over keep-alive connections.
+    Http(HttpCmd),
+    /// Messages to a TCP echo server at ADDR, every echoed byte checked.
+    TcpEcho(EchoCmd),
+    /// Datagrams to a UDP echo server at ADDR at a fixed rate; counts loss and reordering.
+    UdpEcho(UdpCmd),
+}
+
+/// `http` flags.
+#[derive(Debug, Args)]
+pub struct HttpCmd {
+    /// http://host:port/path
+    pub url: String,
+    /// Request method.
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Request body read from a file.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Status every response must have (default: any 2xx or 3xx).
+    #[arg(long, value_name = "CODE")]
+    pub expect_status: Option<u16>,
+    /// Body length every response must have, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub expect_body_len: Option<u64>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `tcp-echo` flags.
+#[derive(Debug, Args)]
+pub struct EchoCmd {
+    /// HOST:PORT of the echo server.
+    pub addr: String,
+    /// Message size in bytes.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub size: usize,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `udp-echo` flags.
+#[derive(Debug, Args)]
+pub struct UdpCmd {
+    /// HOST:PORT of the echo server.
+    pub addr: String,
+    /// Datagram size in bytes (at least 12: socket and sequence numbers).
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub size: usize,
+    /// Common flags (`--rate` defaults to 10000 datagrams/s for UDP, which needs a rate).
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags of every workload.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Connections (sockets, for UDP) across all cores.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub connections: usize,
+    /// Measured period: 10s, 1m, 500ms.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many responses (instead of after --duration).
+    #[arg(short = 'n', long)]
+    pub requests: Option<u64>,
+    /// Load generator cores, one pinned engine thread each.
+    #[arg(long, default_value_t = 1)]
+    pub cores: usize,
+    /// Requests in flight per connection.
+    #[arg(short = 'p', long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Open model: total requests per second, latency from each intended send time.
+    #[arg(short = 'R', long)]
+    pub rate: Option<f64>,
+    /// Unanswered request (and connect) timeout: 5s, 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Traffic before the measured period, excluded from every figure.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Engine driver: auto, uring or compat.
+    #[arg(long, env = "CORING_DRIVER", default_value = "auto", value_parser = parse_driver)]
+    pub driver: DriverChoice,
+    /// Do not pin the load generator's threads to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Write every figure as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the latency distribution in HdrHistogram's percentile format to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Write an SVG chart (latency by percentile, throughput over time) to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// No live progress bar.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+impl Common {
+    /// The run options these flags ask for.
+    pub fn options(&self) -> Options {
+        Options {
+            connections: self.connections,
+            cores: self.cores,
+            duration: self.duration,
+            requests: self.requests,
+            warmup: self.warmup,
+            pipeline: self.pipeline,
+            rate: self.rate,
+            timeout: self.timeout,
+            driver: self.driver,
+            pin: !self.no_pin,
+        }
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 10s, 500ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use us, ms, s, m, h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_driver(s: &str) -> Result<DriverChoice, String> {
+    DriverChoice::parse(s).ok_or_else(|| format!("{s:?} is not auto, uring or compat"))
+}
+
+/// Splits `Name: value`.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("header {s:?} is not NAME: VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(format!("header name {name:?} is not a token"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_headers_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(
+            parse_header("X-Key:  v 1 "),
+            Ok(("X-Key".into(), "v 1".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: v").is_err());
+    }
+
+    #[test]
+    fn flags_map_to_options() {
+        let cli = Cli::try_parse_from([
+            "coring-loadgen",
+            "http",
+            "http://127.0.0.1:1/x",
+            "-c",
+            "8",
+            "-d",
+            "3s",
+            "--pipeline",
+            "16",
+            "-R",
+            "1000",
+            "-H",
+            "A: b",
+        ])
+        .expect("valid flags");
+        let WorkloadCmd::Http(http) = cli.workload else {
+            panic!("http subcommand")
+        };
+        let o = http.common.options();
+        assert_eq!((o.connections, o.pipeline), (8, 16));
+        assert_eq!(o.duration, Duration::from_secs(3));
+        assert_eq!(o.rate, Some(1000.0));
+        assert_eq!(http.headers, ["A: b"]);
+        assert!(Cli::try_parse_from(["coring-loadgen", "http"]).is_err());
+    }
+}
