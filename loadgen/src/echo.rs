@@ -112,7 +112,7 @@ impl Exchange for EchoExchange {
             }
             input = &input[n..];
             self.received += n;
-            if self.received % size == 0 {
+            if self.received.is_multiple_of(size) {
                 reply(Reply {
                     verdict: Verdict::Ok,
                     close: false,
@@ -123,7 +123,7 @@ impl Exchange for EchoExchange {
     }
 
     fn closed(&mut self, _reply: &mut dyn FnMut(Reply)) -> Result<(), &'static str> {
-        if self.received % self.echo.size != 0 {
+        if !self.received.is_multiple_of(self.echo.size) {
             return Err("echo_truncated");
         }
         Ok(())

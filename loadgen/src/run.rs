@@ -231,12 +231,16 @@ pub fn run(
         return Err(RunError("--rate must be a positive number".into()));
     }
     let cores = options.cores.min(options.connections);
-    let rt = Runtime::builder()
+    let mut builder = Runtime::builder()
         .cores(cores)
         .pin(options.pin)
-        .driver(options.driver)
         .thread_name("loadgen")
-        .shutdown_grace(Duration::from_millis(100))
+        .shutdown_grace(Duration::from_millis(100));
+    if options.driver != DriverChoice::Auto {
+        // Auto leaves the choice to the engine, which honours CORING_DRIVER.
+        builder = builder.driver(options.driver);
+    }
+    let rt = builder
         .build()
         .map_err(|e| RunError(format!("cannot start the engine: {e}")))?;
     let driver = rt.driver_kind();

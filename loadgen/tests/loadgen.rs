@@ -1,0 +1,200 @@
+//! The load generator against servers whose behaviour is known: injected delays, a stall,
+//! resets, corruption and loss must show up in its figures exactly as they happened.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coring_loadgen::echo::TcpEcho;
+use coring_loadgen::http::{Http, HttpSpec};
+use coring_loadgen::report::Report;
+use coring_loadgen::run::{Options, Outcome, run};
+use coring_loadgen::udp::UdpEcho;
+
+use common::{Behaviour, http_server, options, tcp_echo_server, udp_echo_server};
+
+fn http(addr: std::net::SocketAddr, options: &Options) -> (Report, Outcome) {
+    let spec = HttpSpec {
+        url: format!("http://{addr}/plaintext"),
+        expect_body_bytes: Some(13),
+        ..HttpSpec::default()
+    };
+    let http = Arc::new(Http::new(spec, options.pipeline).expect("valid spec"));
+    let outcome = run(http, options, |_| {}).expect("run");
+    let report = Report::new("http", &addr.to_string(), options, &outcome);
+    (report, outcome)
+}
+
+const MS: u64 = 1000;
+
+#[test]
+fn latencies_match_an_injected_delay() {
+    let delay = Duration::from_millis(5);
+    let addr = http_server(Behaviour::Delay(delay));
+    let (report, _) = http(addr, &options(4, Duration::from_millis(800)));
+    let l = report.latency_us;
+    assert!(report.requests > 100, "{}", report.human());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    // Never faster than the delay; a loaded CI machine may add a little, not a lot.
+    assert!(l.min >= 5 * MS, "{}", report.human());
+    assert!(l.p50 < 8 * MS, "{}", report.human());
+}
+
+#[test]
+fn pipelined_requests_each_get_their_own_latency() {
+    // The server answers one request at a time, each after 5 ms. With 4 in flight on one
+    // connection, every request waits for the 3 ahead of it: ~20 ms each, p50 to p99 alike.
+    // (wrk's correction divides the batch instead, and prints 0 µs for p75..p99.)
+    let addr = http_server(Behaviour::Delay(Duration::from_millis(5)));
+    let mut o = options(1, Duration::from_secs(1));
+    o.pipeline = 4;
+    o.warmup = Duration::from_millis(100);
+    let (report, _) = http(addr, &o);
+    let l = report.latency_us;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.requests > 50, "{}", report.human());
+    assert!(l.min >= 15 * MS, "{}", report.human());
+    assert!(
+        l.p50 >= 20 * MS && l.p50 < 28 * MS,
+        "p50 should be 4 × 5 ms\n{}",
+        report.human()
+    );
+    assert!(l.p90 >= 20 * MS, "{}", report.human());
+}
+
+#[test]
+fn open_model_counts_the_requests_a_stall_held_back() {
+    let stall = Behaviour::StallOnce {
+        after: Duration::from_millis(500),
+        stall: Duration::from_millis(600),
+    };
+    // Closed model: the stall delays the one request in flight; the others never left.
+    let addr = http_server(stall);
+    let (closed, _) = http(addr, &options(1, Duration::from_secs(2)));
+    // Open model, 1,000 requests/s: the ~600 requests due during the stall wait for it.
+    let addr = http_server(stall);
+    let mut o = options(1, Duration::from_secs(2));
+    o.rate = Some(1000.0);
+    let (open, _) = http(addr, &o);
+
+    for r in [&closed, &open] {
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(r.latency_us.max >= 550 * MS, "{}", r.human());
+    }
+    assert!(
+        closed.latency_us.p90 < 50 * MS,
+        "closed model hides the stall\n{}",
+        closed.human()
+    );
+    assert!(
+        open.latency_us.p90 >= 100 * MS,
+        "open model shows the stall\n{}",
+        open.human()
+    );
+    // The open model sent at the asked rate: ~2,000 requests in 2 s.
+    assert!((1700..=2100).contains(&open.requests), "{}", open.human());
+}
+
+#[test]
+fn resets_are_counted_and_the_others_served() {
+    let addr = http_server(Behaviour::ResetEveryTenth);
+    let (report, outcome) = http(addr, &options(20, Duration::from_millis(800)));
+    let resets = report.errors.get("reset").copied().unwrap_or(0);
+    assert!(resets >= 2, "{}", report.human());
+    assert!(outcome.rec.dropped >= 2, "{}", report.human());
+    assert!(report.requests > 1000, "{}", report.human());
+}
+
+#[test]
+fn refused_connections_are_counted() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("addr");
+    drop(free);
+    let (report, _) = http(addr, &options(2, Duration::from_millis(300)));
+    assert_eq!(report.requests, 0);
+    assert!(
+        report.errors.get("connect_refused").copied().unwrap_or(0) >= 2,
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn wrong_statuses_and_lengths_are_counted() {
+    let addr = http_server(Behaviour::Delay(Duration::ZERO));
+    let o = options(2, Duration::from_millis(300));
+    let spec = HttpSpec {
+        url: format!("http://{addr}/"),
+        expect_status: Some(201),
+        ..HttpSpec::default()
+    };
+    let outcome = run(Arc::new(Http::new(spec, 1).unwrap()), &o, |_| {}).unwrap();
+    let status = outcome.rec.errors.get("status_200").copied().unwrap_or(0);
+    assert!(
+        status > 0 && status >= outcome.rec.requests,
+        "{:?}",
+        outcome.rec.errors
+    );
+
+    let spec = HttpSpec {
+        url: format!("http://{addr}/"),
+        expect_body_bytes: Some(12),
+        ..HttpSpec::default()
+    };
+    let outcome = run(Arc::new(Http::new(spec, 1).unwrap()), &o, |_| {}).unwrap();
+    assert!(outcome.rec.errors.get("body_length").copied().unwrap_or(0) > 0);
+}
+
+#[test]
+fn request_count_bounds_the_run() {
+    let addr = http_server(Behaviour::Delay(Duration::ZERO));
+    let mut o = options(4, Duration::from_secs(30));
+    o.requests = Some(5000);
+    o.pipeline = 8;
+    let (report, _) = http(addr, &o);
+    assert_eq!(report.requests, 5000, "{}", report.human());
+    assert!(report.duration_s < 10.0);
+}
+
+#[test]
+fn tcp_echo_checks_every_byte() {
+    let o = {
+        let mut o = options(4, Duration::from_millis(500));
+        o.pipeline = 4;
+        o
+    };
+    let addr = tcp_echo_server(None);
+    let echo = Arc::new(TcpEcho::new(&addr.to_string(), 100, o.pipeline).unwrap());
+    let outcome = run(echo, &o, |_| {}).unwrap();
+    assert!(outcome.rec.requests > 1000, "{outcome:?}");
+    assert!(outcome.rec.errors.is_empty(), "{:?}", outcome.rec.errors);
+
+    let addr = tcp_echo_server(Some(5000));
+    let echo = Arc::new(TcpEcho::new(&addr.to_string(), 100, o.pipeline).unwrap());
+    let outcome = run(echo, &o, |_| {}).unwrap();
+    // Every connection (and each reconnection) is caught at byte 5,000.
+    let mismatches = outcome
+        .rec
+        .errors
+        .get("echo_mismatch")
+        .copied()
+        .unwrap_or(0);
+    assert!(mismatches >= 4, "{:?}", outcome.rec.errors);
+}
+
+#[test]
+fn udp_echo_counts_loss() {
+    let addr = udp_echo_server(10);
+    let mut o = options(2, Duration::from_secs(1));
+    o.rate = Some(2000.0);
+    let echo = Arc::new(UdpEcho::new(&addr.to_string(), 64).unwrap());
+    let outcome = run(echo, &o, |_| {}).unwrap();
+    let report = Report::new("udp-echo", &addr.to_string(), &o, &outcome);
+    let d = report.datagrams.expect("datagram figures");
+    assert!((1800..=2100).contains(&d.sent), "{}", report.human());
+    // The server drops one in ten.
+    assert!((8.0..=12.0).contains(&d.loss_pct), "{}", report.human());
+    assert_eq!(d.duplicated, 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
