@@ -10,6 +10,7 @@
 //! The side-by-side suite with peer servers and the load generator lands with their issues.
 
 pub mod measure;
+pub mod servers;
 
 use coring_protocols::http1::{Request, Response};
 use serde::Serialize;

@@ -1,0 +1,97 @@
+//! coring, on the driver asked for: the project's own HTTP stack (the `coring-tfb` app with the
+//! suite's `Server` name, `/static` through the zero-copy file path) and a pooled echo.
+
+use std::rc::Rc;
+
+use coring::driver::probe::DriverChoice;
+use coring::net::{TcpListener, TcpStream};
+use coring::runtime::{Runtime, until_shutdown};
+use coring_protocols::http1::{Request, Response};
+use coring_protocols::serve::{Config, Reply, Server};
+
+use super::{App, SERVER_NAME, ServerConfig};
+
+/// Serves `config` on coring with `driver`, one core per listener; returns when shut down.
+pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
+    let cores = config.listeners.len();
+    let rt = Runtime::builder()
+        .cores(cores)
+        .driver(driver)
+        .thread_name("coring")
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.shutdown_on_signals().map_err(|e| e.to_string())?;
+    let listeners: Vec<_> = config
+        .listeners
+        .into_iter()
+        .map(|l| std::sync::Mutex::new(Some(l)))
+        .collect();
+    let (app, file) = (config.app, config.file);
+    rt.run(|core| {
+        let listener = listeners[core.index()]
+            .lock()
+            .expect("listener lock")
+            .take()
+            .map(TcpListener::from_std);
+        let file = file.clone();
+        async move {
+            let listener = match listener {
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    eprintln!("coring: {e}");
+                    return;
+                }
+                None => return,
+            };
+            match app {
+                App::Tfb => {
+                    let file = file.and_then(|p| coring::fs::File::open(p).ok().map(Rc::new));
+                    let server_config = Config {
+                        server_name: Some(SERVER_NAME.into()),
+                        ..Config::default()
+                    };
+                    Server::new(move |req: Request| handle(req, file.clone()))
+                        .config(server_config)
+                        .serve(listener)
+                        .await;
+                }
+                App::Echo => {
+                    let mut incoming = listener.incoming();
+                    while let Some(next) = until_shutdown(incoming.next()).await {
+                        if let Ok(stream) = next {
+                            coring::spawn_local(echo(stream));
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+async fn handle(req: Request, file: Option<Rc<coring::fs::File>>) -> Reply {
+    match (req.path(), file) {
+        ("/static", Some(file)) => match file.len() {
+            Ok(len) => Reply::file(
+                Response::new(200).header("Content-Type", "application/octet-stream"),
+                file,
+                0,
+                len,
+            ),
+            Err(_) => Response::new(500).into(),
+        },
+        _ => crate::tfb(req).await.into(),
+    }
+}
+
+/// Echoes from the core's buffer pool (multishot receive), each buffer written back as is.
+async fn echo(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut reader = stream.pooled();
+    while let Some(Ok(Some(buf))) = until_shutdown(reader.next()).await {
+        let (result, _) = stream.write_all(buf).await;
+        if result.is_err() {
+            return;
+        }
+    }
+}

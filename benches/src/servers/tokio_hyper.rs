@@ -1,0 +1,114 @@
+//! tokio + hyper: a current-thread runtime per core thread on its own SO_REUSEPORT listener,
+//! hyper's HTTP/1 server with pipelined flushing; echo on tokio's streams.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderValue, SERVER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{App, SERVER_NAME, ServerConfig, json_body, with_date};
+
+/// Serves `config` on tokio + hyper, one thread per listener; never returns normally.
+pub fn serve(config: ServerConfig) -> Result<(), String> {
+    let app = config.app;
+    let file = config.file.map(Arc::new);
+    let threads: Vec<_> = config
+        .listeners
+        .into_iter()
+        .map(|listener| {
+            let file = file.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| format!("tokio runtime: {e}"))?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let file = file.clone();
+                        tokio::spawn(async move {
+                            match app {
+                                App::Tfb => http(stream, file).await,
+                                App::Echo => echo(stream).await,
+                            }
+                        });
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| "tokio thread panicked".to_string())??;
+    }
+    Ok(())
+}
+
+async fn http(stream: TcpStream, file: Option<Arc<PathBuf>>) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let file = file.clone();
+        async move { Ok::<_, Infallible>(handle(req, file).await) }
+    });
+    let _ = http1::Builder::new()
+        .pipeline_flush(true)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handle(req: Request<Incoming>, file: Option<Arc<PathBuf>>) -> Response<Full<Bytes>> {
+    let (content_type, body) = match (req.uri().path(), file) {
+        ("/plaintext", _) => ("text/plain", Bytes::from_static(crate::PLAINTEXT)),
+        ("/json", _) => ("application/json", Bytes::from(json_body())),
+        ("/static", Some(path)) => match tokio::fs::read(&*path).await {
+            Ok(bytes) => ("application/octet-stream", Bytes::from(bytes)),
+            Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+        _ => return status(StatusCode::NOT_FOUND),
+    };
+    let len = body.len();
+    let mut resp = Response::new(Full::new(body));
+    let h = resp.headers_mut();
+    h.insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+    with_date(|d| {
+        if let Ok(v) = HeaderValue::from_bytes(d) {
+            h.insert(DATE, v);
+        }
+    });
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = code;
+    resp
+}
+
+async fn echo(mut stream: TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
