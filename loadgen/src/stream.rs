@@ -157,6 +157,10 @@ async fn write_loop<E: Exchange>(
     schedule: Option<Rc<crate::run::Schedule>>,
 ) {
     let depth = run.options.pipeline;
+    // The closed model refills a pipelined window once half of it is free: a few larger writes
+    // cost both ends far less than one small write per response, and half the window stays in
+    // flight meanwhile. The open model sends whatever is due.
+    let refill = if schedule.is_some() { 1 } else { depth.div_ceil(2) };
     loop {
         let room = poll_fn(|cx| {
             let mut w = conn.window.borrow_mut();
@@ -164,7 +168,7 @@ async fn write_loop<E: Exchange>(
                 return Poll::Ready(None);
             }
             let room = depth - w.in_flight.len();
-            if room > 0 {
+            if room >= refill {
                 return Poll::Ready(Some(room));
             }
             w.writer = Some(cx.waker().clone());
