@@ -11,6 +11,8 @@
 
 pub mod measure;
 pub mod servers;
+#[cfg(target_os = "linux")]
+pub mod suite;
 
 use coring_protocols::http1::{Request, Response};
 use serde::Serialize;

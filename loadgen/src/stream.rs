@@ -160,7 +160,11 @@ async fn write_loop<E: Exchange>(
     // The closed model refills a pipelined window once half of it is free: a few larger writes
     // cost both ends far less than one small write per response, and half the window stays in
     // flight meanwhile. The open model sends whatever is due.
-    let refill = if schedule.is_some() { 1 } else { depth.div_ceil(2) };
+    let refill = if schedule.is_some() {
+        1
+    } else {
+        depth.div_ceil(2)
+    };
     loop {
         let room = poll_fn(|cx| {
             let mut w = conn.window.borrow_mut();

@@ -2,7 +2,6 @@
 
 use std::os::fd::IntoRawFd as _;
 use std::os::unix::io::FromRawFd as _;
-use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -27,7 +26,6 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
             .spawn(move || async move {
                 // SAFETY: `fd` is a listening socket this executor now owns alone.
                 let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                let file = file.map(Rc::new);
                 loop {
                     let Ok(stream) = listener.accept().await else {
                         continue;
@@ -46,13 +44,14 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
             .map_err(|e| format!("glommio executor: {e}"))?;
         handles.push(handle);
     }
-    for h in handles {
-        h.join().map_err(|e| format!("glommio executor: {e}"))?;
-    }
-    Ok(())
+    handles.into_iter().try_for_each(|h| {
+        h.join()
+            .map(|_| ())
+            .map_err(|e| format!("glommio executor: {e}"))
+    })
 }
 
-async fn http(mut stream: TcpStream, file: Option<Rc<std::sync::Arc<StaticFile>>>) {
+async fn http(mut stream: TcpStream, file: Option<std::sync::Arc<StaticFile>>) {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -62,7 +61,7 @@ async fn http(mut stream: TcpStream, file: Option<Rc<std::sync::Arc<StaticFile>>
             Ok(n) => n,
         };
         input.extend_from_slice(&chunk[..n]);
-        let Ok(used) = respond(&input, &mut out, file.as_deref().map(|f| &**f)) else {
+        let Ok(used) = respond(&input, &mut out, file.as_deref()) else {
             return;
         };
         input.drain(..used);

@@ -1,8 +1,6 @@
 //! monoio, on its io_uring driver or its legacy (epoll) driver: one runtime per core thread,
 //! owned-buffer reads and writes, the shared responder.
 
-use std::rc::Rc;
-
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
@@ -35,7 +33,6 @@ pub fn serve(config: ServerConfig, driver: Driver) -> Result<(), String> {
             std::thread::spawn(move || -> Result<(), String> {
                 let run = async move {
                     let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-                    let file = file.map(|f| Rc::new(StaticFileRef(f)));
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
@@ -71,9 +68,7 @@ pub fn serve(config: ServerConfig, driver: Driver) -> Result<(), String> {
     Ok(())
 }
 
-struct StaticFileRef(std::sync::Arc<StaticFile>);
-
-async fn http(mut stream: TcpStream, file: Option<Rc<StaticFileRef>>) {
+async fn http(mut stream: TcpStream, file: Option<std::sync::Arc<StaticFile>>) {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
@@ -87,7 +82,7 @@ async fn http(mut stream: TcpStream, file: Option<Rc<StaticFileRef>>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let Ok(used) = respond(&input, &mut out, file.as_deref().map(|f| &*f.0)) else {
+        let Ok(used) = respond(&input, &mut out, file.as_deref()) else {
             return;
         };
         input.drain(..used);

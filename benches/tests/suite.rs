@@ -1,0 +1,90 @@
+//! The suite in a tiny mode: one variant pair, one second per run, the report written and
+//! well-formed. The full suite is the main job, not a test.
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+#[test]
+fn tiny_suite_measures_validates_and_reports() {
+    let out = std::env::temp_dir().join(format!("coring-suite-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_suite"))
+        .args(["--only", "coring-uring,coring-compat,plaintext,echo-64"])
+        .args([
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--runs",
+            "1",
+            "--no-syscalls",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_bench-server"))
+        .status()
+        .expect("run the suite");
+    assert!(status.success());
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{results:#?}");
+    for r in results {
+        assert!(r["skipped"].is_null(), "{r:#}");
+        for field in ["rps_median", "rps_min", "rps_max", "cpu_pct", "rps_per_cpu"] {
+            assert!(r[field].as_f64().unwrap() > 0.0, "{field} in {r:#}");
+        }
+        assert!(r["p99_us"].as_u64().unwrap() > 0);
+        assert!(r.get("syscalls_per_req").is_some());
+        assert_eq!(r["errors"], 0, "{r:#}");
+    }
+    let variants: Vec<&str> = results
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert!(variants.contains(&"coring-uring") && variants.contains(&"coring-compat"));
+    let baseline = results
+        .iter()
+        .find(|r| r["variant"] == "coring-uring")
+        .unwrap();
+    assert_eq!(baseline["ratio_to_baseline"].as_f64(), Some(1.0));
+    assert!(report["kernel"].is_string() && report["cpu"].is_string());
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## plaintext") && md.contains("## echo-64") && md.contains("## Targets"));
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn unknown_names_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_suite"))
+        .args(["--only", "nginx"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_server_that_answers_wrongly_is_refused() {
+    // Right status and body, but a header the others do not send.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nServer: tfb\r\nDate: {date}\r\nContent-Type: text/plain\r\n\
+                 X-Extra: 1\r\nContent-Length: 13\r\n\r\nHello, World!"
+            );
+        }
+    });
+    let err = coring_benches::suite::validate::tfb(addr, None).unwrap_err();
+    assert!(err.contains("headers"), "{err}");
+}
