@@ -20,8 +20,6 @@ fn tiny_suite_measures_validates_and_reports() {
         ])
         .arg("--out")
         .arg(&out)
-        .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_bench-server"))
         .status()
         .expect("run the suite");
     assert!(status.success());

@@ -5,86 +5,8 @@
 //! `--cores N`, one `listening on HOST:PORT` line when ready; `--file PATH` is served at
 //! `/static`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use coring_benches::servers::{self, App, ServerConfig};
-
-const USAGE: &str = "bench-server: one server variant of the bench suite
-
-usage: bench-server --variant NAME [--app tfb|echo] [--addr HOST:PORT] [--cores N] [--file PATH]
-
-  --variant  coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
-             raw-uring
-  --app      tfb: /plaintext, /json (and /static with --file); echo: TCP echo (default tfb)
-  --addr     listen address (default 127.0.0.1:8080; port 0 picks a free port)
-  --cores    server threads, one SO_REUSEPORT listener each (default 1)
-  --file     file served at /static";
-
 fn main() -> ExitCode {
-    let mut variant = None;
-    let mut app = App::Tfb;
-    let mut addr: SocketAddr = "127.0.0.1:8080".parse().expect("valid default");
-    let mut cores = 1usize;
-    let mut file = None;
-    let mut args = std::env::args().skip(1);
-    let fail = |m: String| {
-        eprintln!("bench-server: {m}");
-        ExitCode::from(2)
-    };
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        let Some(value) = args.next() else {
-            return fail(format!("{flag} needs a value"));
-        };
-        match flag.as_str() {
-            "--variant" => variant = Some(value),
-            "--app" => {
-                app = match value.as_str() {
-                    "tfb" => App::Tfb,
-                    "echo" => App::Echo,
-                    other => return fail(format!("--app: {other:?} is not tfb or echo")),
-                }
-            }
-            "--addr" => match value.parse() {
-                Ok(a) => addr = a,
-                Err(_) => return fail(format!("--addr: {value:?} is not HOST:PORT")),
-            },
-            "--cores" => match value.parse() {
-                Ok(n) if n > 0 => cores = n,
-                _ => return fail(format!("--cores: {value:?} is not a positive number")),
-            },
-            "--file" => file = Some(PathBuf::from(value)),
-            other => return fail(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    let Some(variant) = variant else {
-        return fail("--variant is required (try --help)".into());
-    };
-    let listeners = match servers::bind_listeners(addr, cores) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("bench-server: cannot listen on {addr}: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let bound = listeners[0].local_addr().unwrap_or(addr);
-    let config = ServerConfig {
-        listeners,
-        app,
-        file,
-    };
-    // The listeners are open: connections queue in the backlog until each thread accepts.
-    servers::announce(bound);
-    match servers::serve(&variant, config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-server: {variant}: {e}");
-            ExitCode::from(1)
-        }
-    }
+    coring_benches::servers::cli::cli_main(std::env::args().skip(1))
 }

@@ -42,7 +42,7 @@ struct Args {
     /// Do not count syscalls per request with strace.
     #[arg(long)]
     no_syscalls: bool,
-    /// The bench-server binary (default: next to this one).
+    /// A bench-server binary to start the variants with (default: this program).
     #[arg(long)]
     server_bin: Option<PathBuf>,
 }
@@ -52,6 +52,11 @@ fn main() -> ExitCode {
     use coring_benches::servers::VARIANTS;
     use coring_benches::suite::{self, WORKLOADS, report, sys};
 
+    // The suite starts each server variant as `suite bench-server …`: one binary to build.
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some("bench-server") {
+        return coring_benches::servers::cli::cli_main(argv);
+    }
     let args = Args::parse();
     for name in args.only.iter().chain(&args.skip) {
         if !VARIANTS.contains(&name.as_str()) && !WORKLOADS.iter().any(|w| w.name == name) {
@@ -59,12 +64,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let server_bin = args.server_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("bench-server")))
-            .unwrap_or_else(|| PathBuf::from("bench-server"))
-    });
+    let server_cmd = match (&args.server_bin, std::env::current_exe()) {
+        (Some(bin), _) => (bin.clone(), Vec::new()),
+        (None, Ok(me)) => (me, vec!["bench-server".to_owned()]),
+        (None, Err(e)) => {
+            eprintln!("suite: cannot find my own executable ({e}); pass --server-bin");
+            return ExitCode::from(1);
+        }
+    };
     let options = suite::SuiteOptions {
         cores: args.cores.max(1),
         duration: args.duration.unwrap_or(if args.quick {
@@ -82,7 +89,7 @@ fn main() -> ExitCode {
         skip: args.skip,
         out: args.out,
         syscalls: !args.no_syscalls && !args.quick,
-        server_bin,
+        server_cmd,
     };
     let placement = suite::placement(options.cores);
     let (variants, workloads) = suite::selection(&options);

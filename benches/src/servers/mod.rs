@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+pub mod cli;
 #[cfg(target_os = "linux")]
 pub mod coring_server;
 #[cfg(target_os = "linux")]

@@ -45,8 +45,9 @@ pub struct SuiteOptions {
     pub out: PathBuf,
     /// Count syscalls per request with strace on a short fixed-count run.
     pub syscalls: bool,
-    /// The `bench-server` binary.
-    pub server_bin: PathBuf,
+    /// The command that starts a server variant: the `bench-server` binary, or this program
+    /// with its `bench-server` argument.
+    pub server_cmd: (PathBuf, Vec<String>),
 }
 
 /// What the load generator sends.
@@ -250,8 +251,10 @@ impl Server {
         cpus: &[usize],
         file: &Path,
     ) -> Result<Server, String> {
-        let mut cmd = Command::new(&options.server_bin);
-        cmd.args(["--variant", variant, "--app", app, "--addr", "127.0.0.1:0"])
+        let (program, leading) = &options.server_cmd;
+        let mut cmd = Command::new(program);
+        cmd.args(leading)
+            .args(["--variant", variant, "--app", app, "--addr", "127.0.0.1:0"])
             .args(["--cores", &options.cores.to_string()])
             .arg("--file")
             .arg(file)
@@ -268,7 +271,7 @@ impl Server {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", options.server_bin.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
