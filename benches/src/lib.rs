@@ -30,7 +30,12 @@ pub struct Message {
 /// Answers the TechEmpower endpoints: headers composed per response, JSON serialised per
 /// request (as the rules require).
 pub async fn tfb(req: Request) -> Response {
-    match req.path() {
+    tfb_response(req.path())
+}
+
+/// The TechEmpower answer for `path`: `/plaintext`, `/json`, or 404.
+pub fn tfb_response(path: &str) -> Response {
+    match path {
         "/plaintext" => Response::new(200)
             .header("Content-Type", "text/plain")
             .body(PLAINTEXT),

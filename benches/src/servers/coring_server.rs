@@ -70,8 +70,9 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
 }
 
 async fn handle(req: Request, file: Option<Rc<coring::fs::File>>) -> Reply {
-    match (req.path(), file) {
-        ("/static", Some(file)) => match file.len() {
+    let path = req.path();
+    match file {
+        Some(file) if path == "/static" => match file.len() {
             Ok(len) => Reply::file(
                 Response::new(200).header("Content-Type", "application/octet-stream"),
                 file,
@@ -80,7 +81,7 @@ async fn handle(req: Request, file: Option<Rc<coring::fs::File>>) -> Reply {
             ),
             Err(_) => Response::new(500).into(),
         },
-        _ => crate::tfb(req).await.into(),
+        _ => crate::tfb_response(path).into(),
     }
 }
 

@@ -67,27 +67,38 @@ pub struct Request {
     extension: Option<std::rc::Rc<dyn std::any::Any>>,
 }
 
+/// `bytes` as text (httparse let request lines through only as UTF-8, so the fallback to ""
+/// is never taken for parsed requests).
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
 impl Request {
     /// The method (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
-        // Tokens were validated by httparse, so this is ASCII.
-        std::str::from_utf8(&self.head.bytes()[self.method.clone()]).unwrap_or("")
+        text(&self.head.bytes()[self.method.clone()])
+    }
+
+    /// Whether the method is `HEAD` (no body goes with the response).
+    pub fn is_head(&self) -> bool {
+        &self.head.bytes()[self.method.clone()] == b"HEAD"
     }
 
     /// The request target as sent (`/path?query`).
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.head.bytes()[self.target.clone()]).unwrap_or("")
+        text(&self.head.bytes()[self.target.clone()])
     }
 
     /// The path part of the target.
     pub fn path(&self) -> &str {
-        let t = self.target();
-        t.split_once('?').map_or(t, |(p, _)| p)
+        let t = &self.head.bytes()[self.target.clone()];
+        text(t.iter().position(|&b| b == b'?').map_or(t, |q| &t[..q]))
     }
 
     /// The query part of the target, without `?`.
     pub fn query(&self) -> Option<&str> {
-        self.target().split_once('?').map(|(_, q)| q)
+        let t = &self.head.bytes()[self.target.clone()];
+        t.iter().position(|&b| b == b'?').map(|q| text(&t[q + 1..]))
     }
 
     /// HTTP/1.0 or HTTP/1.1.
@@ -224,6 +235,7 @@ impl RequestDecoder {
     /// Streaming mode, first step, without copying: parses the head that starts at `start` in
     /// `data` (a receive buffer shared with the request). Returns the request, its framing and
     /// where the head ends; `Ok(None)` if the head is not complete in `data`.
+    #[inline]
     pub fn decode_head_shared(
         &mut self,
         data: &Rc<dyn AsRef<[u8]>>,

@@ -48,6 +48,7 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
 
 impl Response {
     /// A response with `status` and no body.
+    #[inline]
     pub fn new(status: u16) -> Self {
         Response {
             status,
@@ -59,6 +60,7 @@ impl Response {
 
     /// The body will be sent after the head by the caller, framed as `framing`; the encoder
     /// writes only the head.
+    #[inline]
     pub fn body_follows(mut self, framing: BodyFraming) -> Self {
         self.framing = Some(framing);
         self.body = Bytes::new();
@@ -72,12 +74,14 @@ impl Response {
 
     /// Adds a header. `Content-Length`, `Date`, `Server` and `Connection` are written by the
     /// encoder and ignored here.
+    #[inline]
     pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
         self.headers.push(name.into(), value.into());
         self
     }
 
     /// Sets the body.
+    #[inline]
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
@@ -113,6 +117,7 @@ struct HeaderList {
 }
 
 impl HeaderList {
+    #[inline]
     fn push(&mut self, name: Cow<'static, str>, value: Bytes) {
         match self.inline.iter_mut().find(|f| f.is_none()) {
             Some(free) => *free = Some((name, value)),
@@ -174,12 +179,14 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
             out.extend_from_slice(b"\r\n");
         }
     }
-    if let Some(server) = cx.server {
-        out.extend_from_slice(b"Server: ");
-        out.extend_from_slice(server);
-        out.extend_from_slice(b"\r\n");
+    match cx.server {
+        Some(server) => {
+            out.extend_from_slice(b"Server: ");
+            out.extend_from_slice(server);
+            out.extend_from_slice(b"\r\nDate: ");
+        }
+        None => out.extend_from_slice(b"Date: "),
     }
-    out.extend_from_slice(b"Date: ");
     out.extend_from_slice(cx.date);
     out.extend_from_slice(b"\r\n");
     for (name, value) in resp.headers.iter() {

@@ -42,6 +42,19 @@ fn parses_the_techempower_request() {
     assert_eq!(r.headers().count(), 4);
     assert!(r.keep_alive());
     assert!(r.body().is_empty());
+    assert!(!r.is_head());
+    assert_eq!(r.query(), None);
+}
+
+#[test]
+fn path_query_and_head_are_split_from_the_target() {
+    let r = decode_one(b"HEAD /a/b?x=1&y=?2 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert!(r.is_head());
+    assert_eq!(r.target(), "/a/b?x=1&y=?2");
+    assert_eq!(r.path(), "/a/b");
+    assert_eq!(r.query(), Some("x=1&y=?2"));
+    let r = decode_one(b"GET /? HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!((r.path(), r.query()), ("/", Some("")));
 }
 
 #[test]

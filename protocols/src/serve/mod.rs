@@ -304,7 +304,7 @@ pub async fn serve_connection<H: Handler>(
                 }
             }
             let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
-            let head_request = req.method() == "HEAD";
+            let head_request = req.is_head();
             let reply = handler.call(req).await;
             // Whatever the handler left of a streamed body is read and dropped, so the next
             // request starts where it should.
@@ -382,6 +382,7 @@ type Chunk = (Rc<dyn AsRef<[u8]>>, usize);
 /// The next request head: from the copy buffer if a head is being assembled there, else in
 /// place from the pooled buffer being parsed. A head cut off at the end of a pooled buffer is
 /// moved to the copy buffer to be completed by the next read.
+#[inline]
 fn next_head(
     io: &ConnIo,
     chunk: &mut Option<Chunk>,
