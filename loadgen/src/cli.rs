@@ -93,10 +93,10 @@ pub struct Common {
     /// Connections (sockets, for UDP) across all cores.
     #[arg(short = 'c', long, default_value_t = 64)]
     pub connections: usize,
-    /// Measured period: 10s, 1m, 500ms.
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Stop after this many responses (instead of after --duration).
+    /// Measured period: 10s, 1m, 500ms (default 10s; with --requests, a cap, default none).
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many responses (or at --duration, if given and sooner).
     #[arg(short = 'n', long)]
     pub requests: Option<u64>,
     /// Load generator cores, one pinned engine thread each.
@@ -140,7 +140,11 @@ impl Common {
         Options {
             connections: self.connections,
             cores: self.cores,
-            duration: self.duration,
+            duration: match (self.duration, self.requests) {
+                (Some(d), _) => d,
+                (None, None) => Duration::from_secs(10),
+                (None, Some(_)) => Duration::MAX,
+            },
             requests: self.requests,
             warmup: self.warmup,
             pipeline: self.pipeline,

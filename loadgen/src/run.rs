@@ -21,9 +21,10 @@ pub struct Options {
     pub connections: usize,
     /// Engine cores (one pinned thread each).
     pub cores: usize,
-    /// Length of the measured period (ignored when `requests` bounds the run).
+    /// Length of the measured period when `requests` is `None`; with `requests`, the most the
+    /// measured period may last (`Duration::MAX`: no limit).
     pub duration: Duration,
-    /// Stop after this many responses in the measured period instead of after `duration`.
+    /// Stop after this many responses in the measured period (or at `duration`, if sooner).
     pub requests: Option<u64>,
     /// Traffic before the measured period, not counted.
     pub warmup: Duration,
@@ -248,11 +249,9 @@ pub fn run(
 
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + options.warmup;
-    // A run bounded by a request count has no end time; a day stands in for "never".
-    let send_until = match options.requests {
-        Some(_) => measure_from + Duration::from_secs(86_400),
-        None => measure_from + options.duration,
-    };
+    // A run bounded by a request count ends at its duration cap, if any; a day stands in for
+    // "never".
+    let send_until = measure_from + options.duration.min(Duration::from_secs(86_400));
     let counters: Vec<Arc<AtomicU64>> = (0..cores).map(|_| Arc::default()).collect();
     let results: Arc<Mutex<Vec<Recorder>>> = Arc::default();
     let total = options

@@ -116,6 +116,8 @@ pub struct Report {
     pub versions: Vec<(String, String)>,
     /// Why syscalls were not counted, when they were not.
     pub syscalls_note: Option<String>,
+    /// Pairs whose syscalls could not be counted: (variant, workload, why).
+    pub syscalls_failed: Vec<(String, String, String)>,
     /// Per workload: connections, ranking, latency curves.
     pub workloads: Vec<WorkloadSummary>,
     /// One row per variant and workload.
@@ -267,6 +269,11 @@ pub fn build(
         runs: options.runs,
         versions: peer_versions(),
         syscalls_note: m.syscalls_note.clone(),
+        syscalls_failed: m
+            .syscalls_failed
+            .iter()
+            .map(|((v, w), why)| (v.clone(), w.clone(), why.clone()))
+            .collect(),
         workloads: summaries,
         results,
         targets,
@@ -474,6 +481,12 @@ pub fn markdown(r: &Report) -> String {
     }
     if let Some(note) = &r.syscalls_note {
         let _ = writeln!(o, "Syscalls per request: {note}.\n");
+    }
+    for (variant, workload, why) in &r.syscalls_failed {
+        let _ = writeln!(
+            o,
+            "Syscalls of {variant} on {workload} not counted: {why}.\n"
+        );
     }
     let _ = writeln!(o, "## Targets\n");
     let _ = writeln!(o, "| target | measured | |\n|---|---|---|");
