@@ -242,7 +242,9 @@ async fn read_loop<E: Exchange>(conn: &Connection<E>, run: &CoreRun) {
         let now = Instant::now();
         let buf = match received {
             Err(_) => {
-                if now >= run.send_until {
+                if now >= run.send_until
+                    || (run.budget_spent() && conn.window.borrow().in_flight.is_empty())
+                {
                     return;
                 }
                 if conn

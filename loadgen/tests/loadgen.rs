@@ -43,9 +43,10 @@ fn latencies_match_an_injected_delay() {
 
 #[test]
 fn pipelined_requests_each_get_their_own_latency() {
-    // The server answers one request at a time, each after 5 ms. With 4 in flight on one
-    // connection, every request waits for the 3 ahead of it: ~20 ms each, p50 to p99 alike.
-    // (wrk's correction divides the batch instead, and prints 0 µs for p75..p99.)
+    // The server answers one request at a time, each after 5 ms. One connection keeps 3 or 4
+    // requests in flight (it refills the window two at a time), so every request waits for the
+    // 2 or 3 ahead of it plus its own 5 ms: 15–20 ms each, p50 to p99 alike. (wrk's correction
+    // divides the batch instead, and prints 0 µs for p75..p99.)
     let addr = http_server(Behaviour::Delay(Duration::from_millis(5)));
     let mut o = options(1, Duration::from_secs(1));
     o.pipeline = 4;
@@ -56,11 +57,11 @@ fn pipelined_requests_each_get_their_own_latency() {
     assert!(report.requests > 50, "{}", report.human());
     assert!(l.min >= 15 * MS, "{}", report.human());
     assert!(
-        l.p50 >= 20 * MS && l.p50 < 28 * MS,
-        "p50 should be 4 × 5 ms\n{}",
+        l.p50 >= 15 * MS && l.p50 < 24 * MS,
+        "p50 should be 3–4 × 5 ms\n{}",
         report.human()
     );
-    assert!(l.p90 >= 20 * MS, "{}", report.human());
+    assert!(l.p90 >= 15 * MS && l.p99 < 30 * MS, "{}", report.human());
 }
 
 #[test]
