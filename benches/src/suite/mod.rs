@@ -102,7 +102,7 @@ pub const WORKLOADS: [WorkloadDef; 6] = [
             rate_per_core: None,
         },
         connections_per_core: 256,
-        syscall_requests: 200_000,
+        syscall_requests: 50_000,
     },
     WorkloadDef {
         name: "json",
@@ -112,19 +112,19 @@ pub const WORKLOADS: [WorkloadDef; 6] = [
             rate_per_core: None,
         },
         connections_per_core: 64,
-        syscall_requests: 20_000,
+        syscall_requests: 10_000,
     },
     WorkloadDef {
         name: "echo-64",
         traffic: Traffic::Echo { size: 64 },
         connections_per_core: 64,
-        syscall_requests: 20_000,
+        syscall_requests: 10_000,
     },
     WorkloadDef {
         name: "echo-4k",
         traffic: Traffic::Echo { size: 4096 },
         connections_per_core: 64,
-        syscall_requests: 20_000,
+        syscall_requests: 10_000,
     },
     WorkloadDef {
         name: "static",
@@ -134,7 +134,7 @@ pub const WORKLOADS: [WorkloadDef; 6] = [
             rate_per_core: None,
         },
         connections_per_core: 16,
-        syscall_requests: 2_000,
+        syscall_requests: 500,
     },
     WorkloadDef {
         name: "latency",
