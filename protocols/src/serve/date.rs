@@ -8,14 +8,15 @@ const DATE_LEN: usize = 29;
 
 struct Cached {
     value: [u8; DATE_LEN],
-    refreshed: Option<Instant>,
+    /// When the value goes stale (`None`: never formatted).
+    stale_at: Option<Instant>,
 }
 
 thread_local! {
     static DATE: RefCell<Cached> = const {
         RefCell::new(Cached {
             value: [b' '; DATE_LEN],
-            refreshed: None,
+            stale_at: None,
         })
     };
 }
@@ -26,15 +27,13 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     let now = coring::time::now();
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
-        let stale = cached
-            .refreshed
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-        if stale {
+        // One comparison per response; the formatting happens once a second.
+        if cached.stale_at.is_none_or(|at| now >= at) {
             let text = httpdate::fmt_http_date(SystemTime::now());
             if text.len() == DATE_LEN {
                 cached.value.copy_from_slice(text.as_bytes());
             }
-            cached.refreshed = Some(now);
+            cached.stale_at = Some(now + Duration::from_secs(1));
         }
         f(&cached.value)
     })
