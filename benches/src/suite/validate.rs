@@ -40,6 +40,7 @@ pub fn tfb(addr: SocketAddr, static_body: StaticBody<'_>) -> Result<(), String> 
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(format!("{path}: connection closed")),
                 Ok(n) => input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("{path}: read: {e}")),
             }
         };

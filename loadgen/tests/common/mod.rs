@@ -80,6 +80,7 @@ fn serve(
             }
         }
         match stream.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => return,
             Ok(k) => buf.extend_from_slice(&chunk[..k]),
         }
@@ -99,6 +100,7 @@ pub fn tcp_echo_server(corrupt_after: Option<usize>) -> SocketAddr {
                 let mut offset = 0;
                 loop {
                     let n = match stream.read(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
