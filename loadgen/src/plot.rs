@@ -91,6 +91,15 @@ fn throughput_chart<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("second")
         .y_desc("requests/s")
+        .y_label_formatter(&|v| {
+            if *v >= 1e6 {
+                format!("{:.2}M", v / 1e6)
+            } else if *v >= 1e3 {
+                format!("{:.0}k", v / 1e3)
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .draw()
         .map_err(err)?;
     chart

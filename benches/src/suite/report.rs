@@ -547,6 +547,7 @@ pub fn throughput_svg(r: &Report) -> Result<String, String> {
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .y_label_formatter(&|v| big(Some(*v)))
                 .x_labels(rows.len().max(1) * 2 + 1)
                 .x_label_formatter(&|x| {
                     let i = x.floor() as usize;
