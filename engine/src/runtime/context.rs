@@ -43,7 +43,8 @@ pub(crate) struct CoreContext {
     pub(crate) runtime: Arc<RuntimeShared>,
     /// When this core saw the shutdown request, and the deadline for in-flight work.
     pub(crate) shutdown_deadline: Cell<Option<Instant>>,
-    pub(crate) shutdown_waiters: RefCell<Vec<Waker>>,
+    /// Tasks waiting for shutdown, one slot per live `ShutdownSignal` that has been polled.
+    pub(crate) shutdown_waiters: RefCell<slab::Slab<Waker>>,
 }
 
 /// How other threads end a core's blocking wait.

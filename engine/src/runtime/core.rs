@@ -134,7 +134,7 @@ fn observe_shutdown(ctx: &CoreContext, now: Instant) -> bool {
         return false;
     }
     ctx.shutdown_deadline.set(Some(now + ctx.runtime.grace));
-    let waiters: Vec<Waker> = ctx.shutdown_waiters.borrow_mut().drain(..).collect();
+    let waiters: Vec<Waker> = ctx.shutdown_waiters.borrow_mut().drain().collect();
     for w in waiters {
         w.wake();
     }

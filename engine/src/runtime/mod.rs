@@ -524,7 +524,7 @@ impl Runtime {
             shared: Arc::clone(&shared),
             runtime: Arc::clone(&self.shared),
             shutdown_deadline: Cell::new(None),
-            shutdown_waiters: RefCell::new(Vec::new()),
+            shutdown_waiters: RefCell::new(slab::Slab::new()),
         });
         Ok((ctx, shared))
     }
@@ -611,30 +611,61 @@ impl ShutdownHandle {
 /// Resolves when the runtime of the current core is asked to shut down. Accept loops select on
 /// it to stop accepting; connection tasks may use it to finish early.
 pub fn shutdown_signal() -> ShutdownSignal {
-    ShutdownSignal { _priv: () }
+    ShutdownSignal { slot: None }
 }
 
-/// Future returned by [`shutdown_signal`].
+/// Future returned by [`shutdown_signal`]. While pending it holds one waker slot on the core
+/// that polled it, freed when it is dropped, so connections that come and go leave nothing
+/// behind.
 #[derive(Debug)]
 pub struct ShutdownSignal {
-    _priv: (),
+    /// The core context it registered with (by address) and its slot there.
+    slot: Option<(usize, usize)>,
+}
+
+fn context_id(ctx: &context::CoreContext) -> usize {
+    std::ptr::from_ref(ctx) as usize
 }
 
 impl Future for ShutdownSignal {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         context::with_current(|ctx| {
             if ctx.shutdown_deadline.get().is_some() {
-                Poll::Ready(())
-            } else {
-                let mut waiters = ctx.shutdown_waiters.borrow_mut();
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
+                return Poll::Ready(());
             }
+            let id = context_id(ctx);
+            let mut waiters = ctx.shutdown_waiters.borrow_mut();
+            let mine = match self.slot {
+                Some((core, key)) if core == id => waiters.get_mut(key),
+                _ => None,
+            };
+            match mine {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                Some(w) => w.clone_from(cx.waker()),
+                None => self.slot = Some((id, waiters.insert(cx.waker().clone()))),
+            }
+            Poll::Pending
         })
+    }
+}
+
+impl Drop for ShutdownSignal {
+    fn drop(&mut self) {
+        let Some((core, key)) = self.slot.take() else {
+            return;
+        };
+        let _ = context::try_with_current(|ctx| {
+            // Once shutdown has begun the slots were drained and nothing registers again, so
+            // a slot still present on this core is this signal's.
+            if context_id(ctx) == core && ctx.shutdown_deadline.get().is_none() {
+                let mut waiters = ctx.shutdown_waiters.borrow_mut();
+                if waiters.contains(key) {
+                    waiters.remove(key);
+                }
+            }
+        });
     }
 }
 
@@ -682,4 +713,29 @@ pub fn core_stats() -> CoreStats {
 /// A snapshot of the current core's buffer pool figures.
 pub fn pool_stats() -> PoolStats {
     context::with_current(|ctx| ctx.pool.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_waiters_leave_with_their_signals() {
+        // A server's connections each wait on the shutdown signal and then end; the core must
+        // not keep a waker (and with it the task's memory) for every connection it ever had.
+        let rt = Runtime::builder().cores(1).build().expect("runtime");
+        rt.block_on(async {
+            for _ in 0..1_000 {
+                let task = crate::spawn_local(async {
+                    until_shutdown(crate::time::sleep(std::time::Duration::from_secs(60))).await
+                })
+                .cancel_on_drop();
+                crate::task::yield_now().await; // the task polls its signal once
+                drop(task);
+                crate::task::yield_now().await;
+            }
+            let waiting = context::with_current(|ctx| ctx.shutdown_waiters.borrow().len());
+            assert_eq!(waiting, 0);
+        });
+    }
 }
