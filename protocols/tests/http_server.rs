@@ -143,3 +143,40 @@ fn smuggling_vectors_get_their_status_and_a_closed_connection() {
     );
     assert!(!text.contains("smuggled"), "{text}");
 }
+
+#[test]
+fn idle_keep_alive_connections_close_and_busy_ones_stay() {
+    use std::io::{Read, Write};
+    let server = start(Config {
+        idle_timeout: Duration::from_millis(300),
+        ..Config::default()
+    });
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = b"GET /plaintext HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut buf = [0u8; 4096];
+    let read = |s: &mut std::net::TcpStream, buf: &mut [u8]| loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap(),
+        }
+    };
+    // Busy for 1.2 s, four idle-timeouts long, one request every 150 ms: never closed.
+    for _ in 0..8 {
+        s.write_all(request).unwrap();
+        let n = read(&mut s, &mut buf);
+        assert!(
+            buf[..n].ends_with(b"Hello, World!"),
+            "answered on the same connection"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Then idle: closed once the timeout has passed, not long after.
+    let idle_from = std::time::Instant::now();
+    assert_eq!(read(&mut s, &mut buf), 0, "closed when idle");
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}

@@ -30,7 +30,9 @@ mod router;
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -256,6 +258,11 @@ pub async fn serve_connection<H: Handler>(
     });
     let server = config.server_name.as_deref().map(str::as_bytes);
     let mut request_started = None;
+    // The idle timer is armed once and re-armed only when it fires early: between requests a
+    // busy connection touches no timer, it only notes when it went idle.
+    let mut idle = time::sleep(config.idle_timeout);
+    let mut idle_since: std::time::Instant;
+    let mut shutdown = coring::runtime::shutdown_signal();
     // The pooled buffer being parsed, and how far.
     let mut chunk: Option<Chunk> = None;
     loop {
@@ -362,15 +369,33 @@ pub async fn serve_connection<H: Handler>(
             }
         } else {
             request_started = None;
-            let deadline = time::now() + config.idle_timeout;
-            match until_shutdown(timeout_at(deadline, io.next_chunk())).await {
-                Some(Ok(Ok(Some(buf)))) => {
+            idle_since = time::now();
+            let mut next = std::pin::pin!(io.next_chunk());
+            let waited = std::future::poll_fn(|cx| {
+                if Pin::new(&mut shutdown).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if let Poll::Ready(r) = next.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                while Pin::new(&mut idle).poll(cx).is_ready() {
+                    let due = idle_since + config.idle_timeout;
+                    if time::now() >= due {
+                        return Poll::Ready(None);
+                    }
+                    idle.reset(due);
+                }
+                Poll::Pending
+            })
+            .await;
+            match waited {
+                Some(Ok(Some(buf))) => {
                     let data: Rc<dyn AsRef<[u8]>> = Rc::new(buf);
                     chunk = Some((data, 0));
                 }
-                Some(Ok(Ok(None))) => return Ok(()), // end of stream
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(_)) | None => return Ok(()), // idle timeout or shutdown
+                Some(Ok(None)) => return Ok(()), // end of stream
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()), // idle timeout or shutdown
             }
         }
     }
