@@ -56,6 +56,7 @@ pub enum ErrorKind {
 }
 
 /// The portable kind of a raw OS error code (a positive errno).
+#[cfg(unix)]
 pub fn kind_of_os(code: i32) -> ErrorKind {
     use ErrorKind::*;
     match code {
@@ -78,6 +79,45 @@ pub fn kind_of_os(code: i32) -> ErrorKind {
         libc::EMFILE | libc::ENFILE => TooManyOpenFiles,
         libc::ENOENT => NotFound,
         _ => Other,
+    }
+}
+
+/// The portable kind of a raw OS error code (a Winsock `WSAE*` code or a Win32 `ERROR_*`).
+#[cfg(windows)]
+pub fn kind_of_os(code: i32) -> ErrorKind {
+    use ErrorKind::*;
+    use windows_sys::Win32::Foundation as f;
+    use windows_sys::Win32::Networking::WinSock as ws;
+    match code {
+        ws::WSAECONNRESET | ws::WSAENETRESET => ConnectionReset,
+        ws::WSAECONNREFUSED => ConnectionRefused,
+        ws::WSAECONNABORTED => ConnectionAborted,
+        ws::WSAESHUTDOWN => BrokenPipe,
+        ws::WSAENOTCONN => NotConnected,
+        ws::WSAEADDRINUSE => AddrInUse,
+        ws::WSAEADDRNOTAVAIL => AddrNotAvailable,
+        ws::WSAENETUNREACH | ws::WSAEHOSTUNREACH | ws::WSAENETDOWN => Unreachable,
+        ws::WSAETIMEDOUT => TimedOut,
+        ws::WSA_OPERATION_ABORTED => Cancelled,
+        ws::WSAEWOULDBLOCK | ws::WSAEINPROGRESS | ws::WSAEALREADY => WouldBlock,
+        ws::WSAEINTR => Interrupted,
+        ws::WSAEINVAL | ws::WSAEBADF | ws::WSAENOTSOCK | ws::WSAEFAULT | ws::WSAEISCONN => {
+            InvalidInput
+        }
+        ws::WSAEACCES => PermissionDenied,
+        ws::WSAEOPNOTSUPP | ws::WSAEAFNOSUPPORT | ws::WSAEPROTONOSUPPORT => Unsupported,
+        ws::WSAENOBUFS => OutOfMemory,
+        ws::WSAEMFILE => TooManyOpenFiles,
+        c => match c as u32 {
+            f::ERROR_FILE_NOT_FOUND | f::ERROR_PATH_NOT_FOUND => NotFound,
+            f::ERROR_ACCESS_DENIED => PermissionDenied,
+            f::ERROR_NOT_ENOUGH_MEMORY | f::ERROR_OUTOFMEMORY => OutOfMemory,
+            f::ERROR_TOO_MANY_OPEN_FILES => TooManyOpenFiles,
+            f::ERROR_OPERATION_ABORTED => Cancelled,
+            f::ERROR_NOT_SUPPORTED => Unsupported,
+            f::ERROR_BROKEN_PIPE | f::ERROR_NO_DATA => BrokenPipe,
+            _ => Other,
+        },
     }
 }
 
@@ -131,7 +171,7 @@ pub fn io_kind_of(kind: ErrorKind) -> io::ErrorKind {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -12,10 +12,11 @@ cfg_select! {
         mod unix;
         pub use unix::*;
     }
+    windows => {
+        mod windows;
+        pub use windows::*;
+    }
     _ => {
-        compile_error!(
-            "coring-compat has Unix backends (epoll, kqueue) so far; the IOCP backend for \
-             Windows is not written yet"
-        );
+        compile_error!("coring-compat supports Unix (epoll, kqueue) and Windows (IOCP) only");
     }
 }

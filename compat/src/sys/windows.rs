@@ -1,0 +1,248 @@
+//! Windows sockets (Winsock), under the reactor's IOCP-based readiness (`polling` over AFD).
+//!
+//! The same calls as the Unix backend with Winsock's types: sockets are `SOCKET` handles, errors
+//! come from `WSAGetLastError`, and `recvmsg` is the `WSARecvMsg` extension, looked up once per
+//! socket family's provider. Writes never raise signals on Windows, so nothing is needed for
+//! SIGPIPE. File → socket without a copy (`TransmitFile`) is not offered here: the engine falls
+//! back to a pooled read/write loop.
+
+use std::io;
+use std::os::windows::io::{BorrowedSocket, RawSocket};
+
+use polling::{Event, Poller};
+use windows_sys::Win32::Networking::WinSock as ws;
+
+/// A raw socket handle.
+pub type RawSource = RawSocket;
+
+/// The socket address type of this platform's calls.
+pub type SockAddr = ws::SOCKADDR;
+
+/// The length type of socket addresses.
+pub type SockLen = i32;
+
+/// The message header of `sendmsg`/`recvmsg`.
+pub type MsgHdr = ws::WSAMSG;
+
+/// `shutdown` directions.
+pub const SHUT_RD: i32 = ws::SD_RECEIVE;
+/// See [`SHUT_RD`].
+pub const SHUT_WR: i32 = ws::SD_SEND;
+/// See [`SHUT_RD`].
+pub const SHUT_RDWR: i32 = ws::SD_BOTH;
+
+fn last_error() -> io::Error {
+    // SAFETY: reads the calling thread's last Winsock error; no preconditions.
+    io::Error::from_raw_os_error(unsafe { ws::WSAGetLastError() })
+}
+
+fn check(ret: i32) -> io::Result<usize> {
+    if ret == ws::SOCKET_ERROR {
+        Err(last_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn socket(source: RawSource) -> ws::SOCKET {
+    source as ws::SOCKET
+}
+
+pub(crate) fn modify(poller: &Poller, source: RawSource, ev: Event) -> io::Result<()> {
+    // SAFETY: the reactor's caller keeps `source` open while it is registered.
+    poller.modify(unsafe { BorrowedSocket::borrow_raw(source) }, ev)
+}
+
+pub(crate) fn delete(poller: &Poller, source: RawSource) -> io::Result<()> {
+    // SAFETY: as above; it is still open when removed.
+    poller.delete(unsafe { BorrowedSocket::borrow_raw(source) })
+}
+
+pub(crate) fn is_not_registered(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+pub(crate) fn is_already_registered(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AlreadyExists
+}
+
+/// Puts a socket in non-blocking mode (Windows has no per-call flag for it).
+pub fn set_nonblocking(source: RawSource) -> io::Result<()> {
+    let mut on: u32 = 1;
+    // SAFETY: FIONBIO reads one u32 from a pointer that is valid for the call.
+    check(unsafe { ws::ioctlsocket(socket(source), ws::FIONBIO, &mut on) }).map(|_| ())
+}
+
+/// Per-socket options the platform needs before use: non-blocking mode.
+pub fn prepare_socket(source: RawSource) -> io::Result<()> {
+    set_nonblocking(source)
+}
+
+/// Accepts a connection, non-blocking, with the peer's address.
+///
+/// # Safety
+///
+/// `addr`/`len` must be null or point at writable storage of `*len` bytes.
+pub unsafe fn accept(
+    source: RawSource,
+    addr: *mut SockAddr,
+    len: *mut SockLen,
+) -> io::Result<RawSource> {
+    // SAFETY: the caller vouches for `addr`/`len`.
+    let s = unsafe { ws::accept(socket(source), addr, len) };
+    if s == ws::INVALID_SOCKET {
+        return Err(last_error());
+    }
+    let accepted = s as RawSource;
+    if let Err(e) = set_nonblocking(accepted) {
+        // SAFETY: `s` was just accepted here and is owned by nobody else.
+        unsafe { ws::closesocket(s) };
+        return Err(e);
+    }
+    Ok(accepted)
+}
+
+/// Starts or checks a connect: `Ok` once connected, `WouldBlock` while in progress.
+///
+/// # Safety
+///
+/// `addr` must point at `len` bytes of a valid socket address.
+pub unsafe fn connect(source: RawSource, addr: *const SockAddr, len: SockLen) -> io::Result<()> {
+    // SAFETY: the caller vouches for `addr`.
+    match check(unsafe { ws::connect(socket(source), addr, len) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(ws::WSAEISCONN) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(ws::WSAEINPROGRESS | ws::WSAEALREADY | ws::WSAEINVAL)
+            ) =>
+        {
+            // Winsock reports a connect still under way as WSAEALREADY or, for a second call,
+            // WSAEINVAL.
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Receives into `buf..buf+len`.
+///
+/// # Safety
+///
+/// `buf` must point at `len` writable bytes.
+pub unsafe fn recv(source: RawSource, buf: *mut u8, len: usize) -> io::Result<usize> {
+    let len = len.min(i32::MAX as usize) as i32;
+    // SAFETY: the caller vouches for the buffer.
+    check(unsafe { ws::recv(socket(source), buf, len, 0) })
+}
+
+/// Sends `buf..buf+len`.
+///
+/// # Safety
+///
+/// `buf` must point at `len` readable bytes.
+pub unsafe fn send(source: RawSource, buf: *const u8, len: usize) -> io::Result<usize> {
+    let len = len.min(i32::MAX as usize) as i32;
+    // SAFETY: the caller vouches for the buffer.
+    check(unsafe { ws::send(socket(source), buf, len, 0) })
+}
+
+/// WSASendMsg.
+///
+/// # Safety
+///
+/// `msg` must describe valid memory (name, buffers, control data).
+pub unsafe fn sendmsg(source: RawSource, msg: *const MsgHdr) -> io::Result<usize> {
+    let mut sent: u32 = 0;
+    // SAFETY: the caller vouches for `msg`; no overlapped I/O (the socket is non-blocking).
+    let ret = unsafe {
+        ws::WSASendMsg(
+            socket(source),
+            msg,
+            0,
+            &mut sent,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    check(ret).map(|_| sent as usize)
+}
+
+/// WSARecvMsg (a Winsock extension, looked up through the socket).
+///
+/// # Safety
+///
+/// `msg` must describe valid, writable memory.
+pub unsafe fn recvmsg(source: RawSource, msg: *mut MsgHdr) -> io::Result<usize> {
+    let recv_msg = recv_msg_fn(source)?;
+    let mut received: u32 = 0;
+    // SAFETY: `recv_msg` is the provider's WSARecvMsg; the caller vouches for `msg`.
+    let ret = unsafe {
+        recv_msg(
+            socket(source),
+            msg,
+            &mut received,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    check(ret).map(|_| received as usize)
+}
+
+type RecvMsgFn = unsafe extern "system" fn(
+    ws::SOCKET,
+    *mut ws::WSAMSG,
+    *mut u32,
+    *mut windows_sys::Win32::System::IO::OVERLAPPED,
+    ws::LPWSAOVERLAPPED_COMPLETION_ROUTINE,
+) -> i32;
+
+fn recv_msg_fn(source: RawSource) -> io::Result<RecvMsgFn> {
+    let guid = ws::WSAID_WSARECVMSG;
+    let mut f: ws::LPFN_WSARECVMSG = None;
+    let mut returned: u32 = 0;
+    // SAFETY: the in and out buffers are a GUID and a function pointer slot, both valid for
+    // the sizes given.
+    let ret = unsafe {
+        ws::WSAIoctl(
+            socket(source),
+            ws::SIO_GET_EXTENSION_FUNCTION_POINTER,
+            (&guid as *const windows_sys::core::GUID).cast(),
+            size_of::<windows_sys::core::GUID>() as u32,
+            (&mut f as *mut ws::LPFN_WSARECVMSG).cast(),
+            size_of::<ws::LPFN_WSARECVMSG>() as u32,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    check(ret)?;
+    f.ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// shutdown.
+pub fn shutdown(source: RawSource, how: i32) -> io::Result<()> {
+    // SAFETY: a plain call on a socket handle.
+    check(unsafe { ws::shutdown(socket(source), how) }).map(|_| ())
+}
+
+/// Reads up to `len` bytes of a file at `offset` (files are always "ready").
+///
+/// # Safety
+///
+/// `buf` must point at `len` writable bytes; `file` must be an open file handle.
+pub unsafe fn pread(
+    file: std::os::windows::io::RawHandle,
+    buf: *mut u8,
+    len: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    use std::os::windows::fs::FileExt as _;
+    use std::os::windows::io::FromRawHandle as _;
+    // SAFETY: the handle is borrowed for the call only (ManuallyDrop: not closed here).
+    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_handle(file) });
+    // SAFETY: the caller vouches for the buffer.
+    let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+    f.seek_read(out, offset)
+}
