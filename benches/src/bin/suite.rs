@@ -21,10 +21,10 @@ struct Args {
     /// Server cores per variant (the load generator gets the other allowed CPUs).
     #[arg(long, default_value_t = 1)]
     cores: usize,
-    /// Measured period of each run (default 1s, --quick 0.5s).
+    /// Measured period of each run (default 800ms, --quick 500ms).
     #[arg(long, value_parser = coring_loadgen::cli::parse_duration)]
     duration: Option<Duration>,
-    /// Warm-up before each run (default 300ms, --quick 200ms).
+    /// Warm-up before each run (default 200ms, --quick 200ms).
     #[arg(long, value_parser = coring_loadgen::cli::parse_duration)]
     warmup: Option<Duration>,
     /// Interleaved runs of every pair; medians are reported (default 3, --quick 1).
@@ -77,13 +77,9 @@ fn main() -> ExitCode {
         duration: args.duration.unwrap_or(if args.quick {
             Duration::from_millis(500)
         } else {
-            Duration::from_secs(1)
+            Duration::from_millis(800)
         }),
-        warmup: args.warmup.unwrap_or(if args.quick {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_millis(300)
-        }),
+        warmup: args.warmup.unwrap_or(Duration::from_millis(200)),
         runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         only: args.only,
         skip: args.skip,
