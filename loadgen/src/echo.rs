@@ -4,7 +4,7 @@
 //! that what comes back is the same stream: a lost, duplicated, reordered or corrupted byte is
 //! caught (`echo_mismatch`) and fails the connection.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -34,11 +34,7 @@ impl TcpEcho {
         if size == 0 {
             return Err("--size must be at least 1".into());
         }
-        let addr = target
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {target}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{target} has no address"))?;
+        let addr = crate::run::resolve(target, target)?;
         let span = PERIOD + size * pipeline.max(1);
         let stream = (0..span).map(pattern).collect::<Vec<u8>>().into();
         Ok(TcpEcho {

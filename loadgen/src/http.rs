@@ -1,6 +1,6 @@
 //! The `http` workload: HTTP/1.1 requests over keep-alive connections, pipelined or not.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -60,11 +60,7 @@ impl Http {
     /// Resolves the URL and renders the request, `pipeline` copies of it.
     pub fn new(spec: HttpSpec, pipeline: usize) -> Result<Http, String> {
         let url = Url::parse(&spec.url)?;
-        let addr = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", url.host))?;
+        let addr = crate::run::resolve((url.host.as_str(), url.port), &url.host)?;
         let method = spec.method.to_ascii_uppercase();
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(format!("{:?} is not an HTTP method", spec.method));

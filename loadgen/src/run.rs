@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,16 @@ impl Default for Options {
     }
 }
 
+/// The first address `target` (`host:port`, or a `(host, port)` pair) resolves to; `name` is
+/// how the user wrote it, for the error.
+pub fn resolve(target: impl ToSocketAddrs, name: &str) -> Result<SocketAddr, String> {
+    target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{name} has no address"))
+}
+
 /// A kind of traffic (`http`, `tcp-echo`, `udp-echo`, …). New workloads implement it and get
 /// the runner, the models, the recording and the reports for free.
 pub trait Workload: Send + Sync + 'static {
@@ -84,8 +95,6 @@ pub struct CoreRun {
     permits: Cell<Option<u64>>,
     /// Responses completed (warm-up included), for the live progress display.
     progress: Arc<AtomicU64>,
-    /// When the run began (the open model's schedules start here).
-    pub start: Instant,
 }
 
 impl CoreRun {
@@ -170,6 +179,13 @@ impl Schedule {
             t += self.interval;
         }
         self.next.set(t);
+    }
+
+    /// Takes the next intended send time.
+    pub fn pop(&self) -> Instant {
+        let t = self.next.get();
+        self.next.set(t + self.interval);
+        t
     }
 
     /// Time between sends.
@@ -272,7 +288,6 @@ pub fn run(
                     send_until,
                     permits: Cell::new(budget),
                     progress: Arc::clone(&counters[index]),
-                    start,
                 });
                 let workload = Arc::clone(&workload);
                 let results = Arc::clone(&results);

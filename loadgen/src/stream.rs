@@ -134,9 +134,11 @@ pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() ->
             window: RefCell::new(Window::default()),
             exchange: RefCell::new(make()),
         });
-        let mut writer = coring::spawn_local(write_loop(Rc::clone(&conn), Rc::clone(run), {
-            lane.schedule.clone()
-        }));
+        let mut writer = coring::spawn_local(write_loop(
+            Rc::clone(&conn),
+            Rc::clone(run),
+            lane.schedule.clone(),
+        ));
         read_loop(&conn, run).await;
         let mut window = conn.window.borrow_mut();
         window.dead = true;

@@ -4,7 +4,7 @@
 //! to the moment it was due to leave (its latency), and loss, reordering and duplication are
 //! counted exactly. The rest of the datagram is a pattern the reply must repeat.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,11 +36,7 @@ impl UdpEcho {
         if !(HEADER..=65_507).contains(&size) {
             return Err(format!("--size must be between {HEADER} and 65507 bytes"));
         }
-        let addr = target
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {target}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{target} has no address"))?;
+        let addr = crate::run::resolve(target, target)?;
         Ok(UdpEcho {
             addr,
             target: target.to_owned(),
@@ -122,9 +118,8 @@ async fn send_loop(
             sleep_until(schedule.next().min(run.send_until)).await;
             continue;
         }
-        let mut intended = Vec::with_capacity(due);
-        schedule.take(due, |t| intended.push(t));
-        for t in intended {
+        for _ in 0..due {
+            let t = schedule.pop();
             dgram[4..HEADER].copy_from_slice(&seq.to_le_bytes());
             seq += 1;
             let (result, back) = socket.send(dgram).await;

@@ -11,43 +11,33 @@ use super::{App, ServerConfig, StaticFile, respond};
 
 /// Serves `config` on glommio, one executor per listener; never returns normally.
 pub fn serve(config: ServerConfig) -> Result<(), String> {
-    let file = match &config.file {
-        Some(p) => Some(StaticFile::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
-    let file = file.map(std::sync::Arc::new);
+    let file = config.static_file()?;
     let app = config.app;
-    let mut handles = Vec::new();
-    for listener in config.listeners {
+    super::thread_per_listener(config.listeners, move |listener| {
         let file = file.clone();
-        let fd = listener.into_raw_fd();
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name("glommio")
-            .spawn(move || async move {
-                // SAFETY: `fd` is a listening socket this executor now owns alone.
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                loop {
-                    let Ok(stream) = listener.accept().await else {
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let file = file.clone();
-                    glommio::spawn_local(async move {
-                        match app {
-                            App::Tfb => http(stream, file).await,
-                            App::Echo => echo(stream).await,
-                        }
-                    })
-                    .detach();
-                }
-            })
+            .make()
             .map_err(|e| format!("glommio executor: {e}"))?;
-        handles.push(handle);
-    }
-    handles.into_iter().try_for_each(|h| {
-        h.join()
-            .map(|_| ())
-            .map_err(|e| format!("glommio executor: {e}"))
+        executor.run(async move {
+            // SAFETY: the raw socket is taken out of the std listener, so this executor is
+            // its only owner.
+            let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+            loop {
+                let Ok(stream) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let file = file.clone();
+                glommio::spawn_local(async move {
+                    match app {
+                        App::Tfb => http(stream, file).await,
+                        App::Echo => echo(stream).await,
+                    }
+                })
+                .detach();
+            }
+        })
     })
 }
 

@@ -50,6 +50,43 @@ pub struct ServerConfig {
     pub file: Option<PathBuf>,
 }
 
+impl ServerConfig {
+    /// Opens the `/static` file for the shared responder, if one was given.
+    pub fn static_file(&self) -> Result<Option<std::sync::Arc<StaticFile>>, String> {
+        self.file
+            .as_deref()
+            .map(|p| {
+                StaticFile::open(p)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            })
+            .transpose()
+    }
+}
+
+/// Runs `serve_one` on a thread of its own for each listener and waits for them all: the
+/// shape every peer variant shares (one runtime per core thread).
+pub fn thread_per_listener<F>(
+    listeners: Vec<std::net::TcpListener>,
+    serve_one: F,
+) -> Result<(), String>
+where
+    F: Fn(std::net::TcpListener) -> Result<(), String> + Clone + Send + 'static,
+{
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let serve_one = serve_one.clone();
+            std::thread::spawn(move || serve_one(listener))
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| "server thread panicked".to_string())??;
+    }
+    Ok(())
+}
+
 /// Binds `cores` SO_REUSEPORT listeners on `addr` (port 0: the first picks a port and the
 /// others share it).
 pub fn bind_listeners(
@@ -139,16 +176,6 @@ impl StaticFile {
         let len = file.metadata()?.len();
         Ok(StaticFile { file, len })
     }
-
-    /// Its length.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 /// The request could not be answered; the connection should close.
@@ -176,11 +203,12 @@ pub fn respond(
                 if has_body {
                     return Err(Malformed);
                 }
-                match req.path.unwrap_or("") {
-                    "/plaintext" => write_response(out, "200 OK", "text/plain", crate::PLAINTEXT),
-                    "/json" => write_response(out, "200 OK", "application/json", &json_body()),
-                    "/static" if file.is_some() => {
-                        let f = file.ok_or(Malformed)?;
+                match (req.path.unwrap_or(""), file) {
+                    ("/plaintext", _) => {
+                        write_response(out, "200 OK", "text/plain", crate::PLAINTEXT)
+                    }
+                    ("/json", _) => write_response(out, "200 OK", "application/json", &json_body()),
+                    ("/static", Some(f)) => {
                         write_head(out, "200 OK", "application/octet-stream", f.len);
                         let start = out.len();
                         out.resize(start + f.len as usize, 0);

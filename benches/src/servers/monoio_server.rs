@@ -19,53 +19,38 @@ pub enum Driver {
 
 /// Serves `config` on monoio with `driver`, one thread per listener; never returns normally.
 pub fn serve(config: ServerConfig, driver: Driver) -> Result<(), String> {
-    let file = match &config.file {
-        Some(p) => Some(StaticFile::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
-    let file = file.map(std::sync::Arc::new);
+    let file = config.static_file()?;
     let app = config.app;
-    let threads: Vec<_> = config
-        .listeners
-        .into_iter()
-        .map(|listener| {
-            let file = file.clone();
-            std::thread::spawn(move || -> Result<(), String> {
-                let run = async move {
-                    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let file = file.clone();
-                        monoio::spawn(async move {
-                            match app {
-                                App::Tfb => http(stream, file).await,
-                                App::Echo => echo(stream).await,
-                            }
-                        });
-                    }
+    super::thread_per_listener(config.listeners, move |listener| {
+        let file = file.clone();
+        let run = async move {
+            let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
                 };
-                match driver {
-                    Driver::Uring => RuntimeBuilder::<IoUringDriver>::new()
-                        .with_entries(1024)
-                        .build()
-                        .map_err(|e| format!("monoio io_uring runtime: {e}"))?
-                        .block_on(run),
-                    Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
-                        .build()
-                        .map_err(|e| format!("monoio legacy runtime: {e}"))?
-                        .block_on(run),
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join()
-            .map_err(|_| "monoio thread panicked".to_string())??;
-    }
-    Ok(())
+                let _ = stream.set_nodelay(true);
+                let file = file.clone();
+                monoio::spawn(async move {
+                    match app {
+                        App::Tfb => http(stream, file).await,
+                        App::Echo => echo(stream).await,
+                    }
+                });
+            }
+        };
+        match driver {
+            Driver::Uring => RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(1024)
+                .build()
+                .map_err(|e| format!("monoio io_uring runtime: {e}"))?
+                .block_on(run),
+            Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
+                .build()
+                .map_err(|e| format!("monoio legacy runtime: {e}"))?
+                .block_on(run),
+        }
+    })
 }
 
 async fn http(mut stream: TcpStream, file: Option<std::sync::Arc<StaticFile>>) {

@@ -25,24 +25,11 @@ struct Conn {
 
 /// Serves `config` with the raw loop, one thread per listener; never returns normally.
 pub fn serve(config: ServerConfig) -> Result<(), String> {
-    let file = match &config.file {
-        Some(p) => Some(StaticFile::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
-    };
-    let file = file.map(std::sync::Arc::new);
+    let file = config.static_file()?;
     let app = config.app;
-    let threads: Vec<_> = config
-        .listeners
-        .into_iter()
-        .map(|listener| {
-            let file = file.clone();
-            std::thread::spawn(move || run_loop(listener, app, file.as_deref()))
-        })
-        .collect();
-    for t in threads {
-        t.join().map_err(|_| "raw loop panicked".to_string())??;
-    }
-    Ok(())
+    super::thread_per_listener(config.listeners, move |listener| {
+        run_loop(listener, app, file.as_deref())
+    })
 }
 
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> Result<(), String> {

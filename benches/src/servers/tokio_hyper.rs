@@ -22,40 +22,29 @@ use super::{App, SERVER_NAME, ServerConfig, json_body, with_date};
 pub fn serve(config: ServerConfig) -> Result<(), String> {
     let app = config.app;
     let file = config.file.map(Arc::new);
-    let threads: Vec<_> = config
-        .listeners
-        .into_iter()
-        .map(|listener| {
-            let file = file.clone();
-            std::thread::spawn(move || -> Result<(), String> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(|e| format!("tokio runtime: {e}"))?;
-                rt.block_on(async move {
-                    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let file = file.clone();
-                        tokio::spawn(async move {
-                            match app {
-                                App::Tfb => http(stream, file).await,
-                                App::Echo => echo(stream).await,
-                            }
-                        });
+    super::thread_per_listener(config.listeners, move |listener| {
+        let file = file.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let file = file.clone();
+                tokio::spawn(async move {
+                    match app {
+                        App::Tfb => http(stream, file).await,
+                        App::Echo => echo(stream).await,
                     }
-                })
-            })
+                });
+            }
         })
-        .collect();
-    for t in threads {
-        t.join()
-            .map_err(|_| "tokio thread panicked".to_string())??;
-    }
-    Ok(())
+    })
 }
 
 async fn http(stream: TcpStream, file: Option<Arc<PathBuf>>) {

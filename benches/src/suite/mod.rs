@@ -210,11 +210,6 @@ pub fn placement(cores: usize) -> Placement {
     }
 }
 
-fn selected(name: &str, options: &SuiteOptions) -> bool {
-    let listed = |list: &[String]| list.iter().any(|s| s == name);
-    !listed(&options.skip)
-}
-
 /// The variants and workloads the options select.
 pub fn selection(options: &SuiteOptions) -> (Vec<&'static str>, Vec<WorkloadDef>) {
     let only_variants: Vec<&String> = options
@@ -230,12 +225,12 @@ pub fn selection(options: &SuiteOptions) -> (Vec<&'static str>, Vec<WorkloadDef>
     let variants = VARIANTS
         .into_iter()
         .filter(|v| only_variants.is_empty() || only_variants.iter().any(|o| o == v))
-        .filter(|v| selected(v, options))
+        .filter(|v| !options.skip.iter().any(|s| s == v))
         .collect();
     let workloads = WORKLOADS
         .into_iter()
         .filter(|w| only_workloads.is_empty() || only_workloads.iter().any(|o| *o == w.name))
-        .filter(|w| selected(w.name, options))
+        .filter(|w| !options.skip.iter().any(|s| s == w.name))
         .collect();
     (variants, workloads)
 }
@@ -480,6 +475,9 @@ pub fn measure(
     let mut m = Measured::default();
 
     // Which variants can run which app, and answer it correctly.
+    let mut apps: Vec<&str> = workloads.iter().map(WorkloadDef::app).collect();
+    apps.sort_unstable();
+    apps.dedup();
     let mut broken: Vec<((String, &str), String)> = Vec::new();
     for &variant in &variants {
         if variant == "glommio" && sys::memlock_limit().is_some_and(|l| l < 512 * 1024) {
@@ -491,14 +489,7 @@ pub fn measure(
             }
             continue;
         }
-        let apps: Vec<&str> = {
-            let mut a: Vec<&str> = workloads.iter().map(WorkloadDef::app).collect();
-            a.dedup();
-            a.sort_unstable();
-            a.dedup();
-            a
-        };
-        for app in apps {
+        for &app in &apps {
             let checked =
                 Server::start(options, variant, app, &placement.server, &file).and_then(|server| {
                     let result = if app == "tfb" {
