@@ -43,10 +43,12 @@ fn latencies_match_an_injected_delay() {
 
 #[test]
 fn pipelined_requests_each_get_their_own_latency() {
-    // The server answers one request at a time, each after 5 ms. One connection keeps 3 or 4
-    // requests in flight (it refills the window two at a time), so every request waits for the
-    // 2 or 3 ahead of it plus its own 5 ms: 15–20 ms each, p50 to p99 alike. (wrk's correction
-    // divides the batch instead, and prints 0 µs for p75..p99.)
+    // The server answers one request at a time, each after 5 ms. One connection keeps 4 in
+    // flight and refills two at a time once two have been answered, so each pair written finds
+    // two ahead of it, the first already under way: its requests complete ~15 and ~20 ms after
+    // they were written, never before 10 ms (two full service times). Half the latencies sit
+    // near 15 ms, half near 20 ms. (wrk's correction divides the batch instead, and prints
+    // 0 µs for p75..p99.)
     let addr = http_server(Behaviour::Delay(Duration::from_millis(5)));
     let mut o = options(1, Duration::from_secs(1));
     o.pipeline = 4;
@@ -55,13 +57,17 @@ fn pipelined_requests_each_get_their_own_latency() {
     let l = report.latency_us;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.requests > 50, "{}", report.human());
-    assert!(l.min >= 15 * MS, "{}", report.human());
+    assert!(l.min >= 10 * MS, "{}", report.human());
     assert!(
-        l.p50 >= 15 * MS && l.p50 < 40 * MS,
-        "p50 should be 3–4 × 5 ms\n{}",
+        l.p50 >= 12 * MS && l.p50 < 40 * MS,
+        "p50 should be ~3 × 5 ms\n{}",
         report.human()
     );
-    assert!(l.p90 >= 15 * MS && l.p99 < 60 * MS, "{}", report.human());
+    assert!(
+        l.p90 >= 18 * MS && l.p99 < 60 * MS,
+        "p90 should be ~4 × 5 ms\n{}",
+        report.human()
+    );
 }
 
 #[test]
