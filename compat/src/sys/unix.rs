@@ -8,6 +8,58 @@ use polling::{Event, Poller};
 /// A raw descriptor.
 pub type RawSource = RawFd;
 
+/// The socket address type of this platform's calls.
+pub type SockAddr = libc::sockaddr;
+
+/// The length type of socket addresses.
+pub type SockLen = libc::socklen_t;
+
+/// The message header of `sendmsg`/`recvmsg`.
+pub type MsgHdr = libc::msghdr;
+
+/// One scatter/gather element of a message.
+pub type IoVec = libc::iovec;
+
+/// `shutdown` directions.
+pub const SHUT_RD: i32 = libc::SHUT_RD;
+/// See [`SHUT_RD`].
+pub const SHUT_WR: i32 = libc::SHUT_WR;
+/// See [`SHUT_RD`].
+pub const SHUT_RDWR: i32 = libc::SHUT_RDWR;
+
+/// The `recvmsg` flag saying a datagram was longer than the buffer.
+pub const MSG_TRUNC: i32 = libc::MSG_TRUNC;
+
+/// An element pointing at `len` bytes from `base`.
+pub fn io_vec(base: *mut u8, len: usize) -> IoVec {
+    libc::iovec {
+        iov_base: base.cast(),
+        iov_len: len,
+    }
+}
+
+/// A message header with an address (`name`, may be null) and `count` elements at `iov`, no
+/// control data.
+pub fn msg_header(name: *mut u8, name_len: SockLen, iov: *mut IoVec, count: usize) -> MsgHdr {
+    // SAFETY: `msghdr` is plain data; zero is "no name, no control data, no flags".
+    let mut msg: MsgHdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = name.cast();
+    msg.msg_namelen = name_len;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count as _;
+    msg
+}
+
+/// The address length a `recvmsg` wrote.
+pub fn msg_name_len(msg: &MsgHdr) -> SockLen {
+    msg.msg_namelen
+}
+
+/// The flags a `recvmsg` wrote.
+pub fn msg_flags(msg: &MsgHdr) -> i32 {
+    msg.msg_flags
+}
+
 fn check(ret: isize) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -69,8 +121,8 @@ pub fn prepare_socket(fd: RawSource) -> io::Result<()> {
 /// `addr`/`len` must be null or point at writable storage of `*len` bytes.
 pub unsafe fn accept(
     fd: RawSource,
-    addr: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
+    addr: *mut SockAddr,
+    len: *mut SockLen,
 ) -> io::Result<RawSource> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
@@ -101,8 +153,8 @@ pub unsafe fn accept(
 /// `addr` must point at `len` bytes of a valid socket address.
 pub unsafe fn connect(
     fd: RawSource,
-    addr: *const libc::sockaddr,
-    len: libc::socklen_t,
+    addr: *const SockAddr,
+    len: SockLen,
     started: bool,
 ) -> io::Result<()> {
     // SAFETY: per the caller's contract.
@@ -143,9 +195,50 @@ pub unsafe fn send(fd: RawSource, buf: *const u8, len: usize) -> io::Result<usiz
 /// # Safety
 ///
 /// `msg` must describe valid memory (name, iovecs, control data).
-pub unsafe fn sendmsg(fd: RawSource, msg: *const libc::msghdr) -> io::Result<usize> {
+pub unsafe fn sendmsg(fd: RawSource, msg: *const MsgHdr) -> io::Result<usize> {
     // SAFETY: per the caller's contract.
     check(unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT | NO_SIGNAL) })
+}
+
+/// Sends messages with as few calls as the system allows: one `sendmmsg` for up to 1,024 of
+/// them on Linux, one `sendmsg` each elsewhere. Returns how many went (at least one), with the
+/// bytes of message `i` in `sent[i]`; an error (or `WouldBlock`) only when the first did not go.
+///
+/// # Safety
+///
+/// Every header in `msgs` must describe valid memory (name, iovecs, control data).
+pub unsafe fn sendmsg_batch(fd: RawSource, msgs: &[MsgHdr], sent: &mut [usize]) -> io::Result<usize> {
+    let count = msgs.len().min(sent.len());
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let count = count.min(1024); // UIO_MAXIOV: the kernel's limit per call
+        let mut batch: Vec<libc::mmsghdr> = msgs[..count]
+            .iter()
+            .map(|&msg_hdr| libc::mmsghdr { msg_hdr, msg_len: 0 })
+            .collect();
+        // SAFETY: `batch` holds `count` headers the caller vouches for; the kernel writes only
+        // their `msg_len` fields.
+        let n = unsafe {
+            libc::sendmmsg(fd, batch.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT | NO_SIGNAL)
+        };
+        let n = check(n as isize)?;
+        for (out, m) in sent.iter_mut().zip(&batch[..n]) {
+            *out = m.msg_len as usize;
+        }
+        Ok(n)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        for i in 0..count {
+            // SAFETY: per the caller's contract.
+            match unsafe { sendmsg(fd, &msgs[i]) } {
+                Ok(n) => sent[i] = n,
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
+            }
+        }
+        Ok(count)
+    }
 }
 
 /// recvmsg.
@@ -153,13 +246,13 @@ pub unsafe fn sendmsg(fd: RawSource, msg: *const libc::msghdr) -> io::Result<usi
 /// # Safety
 ///
 /// `msg` must describe valid, writable memory.
-pub unsafe fn recvmsg(fd: RawSource, msg: *mut libc::msghdr) -> io::Result<usize> {
+pub unsafe fn recvmsg(fd: RawSource, msg: *mut MsgHdr) -> io::Result<usize> {
     // SAFETY: per the caller's contract.
     check(unsafe { libc::recvmsg(fd, msg, libc::MSG_DONTWAIT) })
 }
 
 /// shutdown(2).
-pub fn shutdown(fd: RawSource, how: libc::c_int) -> io::Result<()> {
+pub fn shutdown(fd: RawSource, how: i32) -> io::Result<()> {
     // SAFETY: plain syscall; an invalid descriptor is reported as EBADF.
     check(unsafe { libc::shutdown(fd, how) } as isize).map(drop)
 }

@@ -24,6 +24,47 @@ pub type SockLen = i32;
 /// The message header of `sendmsg`/`recvmsg`.
 pub type MsgHdr = ws::WSAMSG;
 
+/// One scatter/gather element of a message.
+pub type IoVec = ws::WSABUF;
+
+/// The `WSARecvMsg` flag saying a datagram was longer than the buffer.
+pub const MSG_TRUNC: i32 = ws::MSG_TRUNC as i32;
+
+/// An element pointing at `len` bytes from `base` (Winsock lengths are 32-bit: longer
+/// buffers are used in part, and the call reports how much moved).
+pub fn io_vec(base: *mut u8, len: usize) -> IoVec {
+    ws::WSABUF {
+        len: len.min(u32::MAX as usize) as u32,
+        buf: base,
+    }
+}
+
+/// A message header with an address (`name`, may be null) and `count` elements at `iov`, no
+/// control data.
+pub fn msg_header(name: *mut u8, name_len: SockLen, iov: *mut IoVec, count: usize) -> MsgHdr {
+    ws::WSAMSG {
+        name: name.cast(),
+        namelen: name_len,
+        lpBuffers: iov,
+        dwBufferCount: count as u32,
+        Control: ws::WSABUF {
+            len: 0,
+            buf: std::ptr::null_mut(),
+        },
+        dwFlags: 0,
+    }
+}
+
+/// The address length a `WSARecvMsg` wrote.
+pub fn msg_name_len(msg: &MsgHdr) -> SockLen {
+    msg.namelen
+}
+
+/// The flags a `WSARecvMsg` wrote.
+pub fn msg_flags(msg: &MsgHdr) -> i32 {
+    msg.dwFlags as i32
+}
+
 /// `shutdown` directions.
 pub const SHUT_RD: i32 = ws::SD_RECEIVE;
 /// See [`SHUT_RD`].
@@ -107,11 +148,16 @@ pub unsafe fn accept(
 /// # Safety
 ///
 /// `addr` must point at `len` bytes of a valid socket address.
-pub unsafe fn connect(source: RawSource, addr: *const SockAddr, len: SockLen) -> io::Result<()> {
+pub unsafe fn connect(
+    source: RawSource,
+    addr: *const SockAddr,
+    len: SockLen,
+    started: bool,
+) -> io::Result<()> {
     // SAFETY: the caller vouches for `addr`.
     match check(unsafe { ws::connect(socket(source), addr, len) }) {
         Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(ws::WSAEISCONN) => Ok(()),
+        Err(e) if started && e.raw_os_error() == Some(ws::WSAEISCONN) => Ok(()),
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -167,6 +213,26 @@ pub unsafe fn sendmsg(source: RawSource, msg: *const MsgHdr) -> io::Result<usize
         )
     };
     check(ret).map(|_| sent as usize)
+}
+
+/// Sends messages one `WSASendMsg` each (Winsock has no batch call). Returns how many went
+/// (at least one), with the bytes of message `i` in `sent[i]`; an error (or `WouldBlock`) only
+/// when the first did not go.
+///
+/// # Safety
+///
+/// Every header in `msgs` must describe valid memory (name, buffers, control data).
+pub unsafe fn sendmsg_batch(source: RawSource, msgs: &[MsgHdr], sent: &mut [usize]) -> io::Result<usize> {
+    let count = msgs.len().min(sent.len());
+    for i in 0..count {
+        // SAFETY: per the caller's contract.
+        match unsafe { sendmsg(source, &msgs[i]) } {
+            Ok(n) => sent[i] = n,
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => return Ok(i),
+        }
+    }
+    Ok(count)
 }
 
 /// WSARecvMsg (a Winsock extension, looked up through the socket).
@@ -233,7 +299,7 @@ pub fn shutdown(source: RawSource, how: i32) -> io::Result<()> {
 ///
 /// `buf` must point at `len` writable bytes; `file` must be an open file handle.
 pub unsafe fn pread(
-    file: std::os::windows::io::RawHandle,
+    file: RawSource,
     buf: *mut u8,
     len: usize,
     offset: u64,
@@ -241,8 +307,22 @@ pub unsafe fn pread(
     use std::os::windows::fs::FileExt as _;
     use std::os::windows::io::FromRawHandle as _;
     // SAFETY: the handle is borrowed for the call only (ManuallyDrop: not closed here).
-    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_handle(file) });
+    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_handle(file as _) });
     // SAFETY: the caller vouches for the buffer.
     let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
     f.seek_read(out, offset)
+}
+
+/// File → socket without a copy is not offered on Windows (`TransmitFile` blocks a
+/// non-overlapped caller until the whole file is sent): `Unsupported`, and the engine falls
+/// back to a pooled read/send loop.
+pub fn sendfile(sock: RawSource, file: RawSource, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let _ = (sock, file, offset, count);
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// No pipes to splice through on Windows: `Unsupported`.
+pub fn splice(fd_in: RawSource, off_in: Option<u64>, fd_out: RawSource, len: usize) -> io::Result<usize> {
+    let _ = (fd_in, off_in, fd_out, len);
+    Err(io::ErrorKind::Unsupported.into())
 }

@@ -247,7 +247,7 @@ fn poll_ready<T: OpCode>(op: &mut T, cx: &mut Context<'_>) -> Poll<CqeResult> {
 /// Readiness mode for a call that has no io_uring counterpart (sendfile on the compat driver):
 /// tries `f`, and while it would block waits for `interest` on `fd`.
 pub(crate) async fn when_ready<R>(
-    fd: std::os::fd::RawFd,
+    fd: crate::sys::fd::RawDesc,
     interest: crate::driver::compat::op::Interest,
     mut f: impl FnMut() -> std::io::Result<R>,
 ) -> std::io::Result<R> {

@@ -42,6 +42,10 @@ use crate::stats::DriverStats;
 use probe::Capabilities;
 pub use probe::DriverKind;
 
+/// The error code of a pooled receive that found no free buffer (ENOBUFS: what io_uring
+/// reports for an empty buffer ring; the readiness driver reports the same).
+pub(crate) const NO_BUFFERS: i32 = libc::ENOBUFS;
+
 /// `IORING_CQE_F_BUFFER`: the completion carries the id of a pooled buffer it filled.
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
 
@@ -140,7 +144,7 @@ impl Driver {
     }
 
     /// A descriptor is about to be closed.
-    pub(crate) fn forget_fd(&mut self, fd: std::os::fd::RawFd) {
+    pub(crate) fn forget_fd(&mut self, fd: crate::sys::fd::RawDesc) {
         if let Driver::Compat(d) = self {
             d.forget(fd);
         }

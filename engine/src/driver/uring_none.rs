@@ -1,7 +1,6 @@
 //! No io_uring on this platform: the backend's types exist but are uninhabited, so the driver
 //! contract and the op lifecycle compile unchanged and the probe reports io_uring as missing.
 
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -70,7 +69,7 @@ pub(crate) struct RingProbe {
 
 /// Always ENOSYS: the platform has no io_uring.
 pub(crate) fn probe_ring(_entries: u32, _sqpoll: bool) -> std::io::Result<RingProbe> {
-    Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
 pub(crate) struct UringDriver(Never);
@@ -113,7 +112,7 @@ impl UringDriver {
         match self.0 {}
     }
 
-    pub(crate) fn ring_fd(&self) -> std::io::Result<OwnedFd> {
+    pub(crate) fn ring_fd(&self) -> std::io::Result<crate::sys::fd::OwnedDesc> {
         match self.0 {}
     }
 

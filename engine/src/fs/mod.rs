@@ -1,7 +1,6 @@
 //! Files on a core: positioned reads, and sending a file to a socket without a user-space copy
 //! (`TcpStream::send_file`: splice on io_uring, sendfile on the compat driver).
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::buf::IoBufMut;
@@ -22,24 +21,23 @@ impl File {
     pub fn open(path: impl AsRef<Path>) -> Result<File> {
         let file = std::fs::File::open(path).map_err(|e| Error::from_io(e, "open"))?;
         Ok(File {
-            fd: SharedFd::new(OwnedFd::from(file)),
+            fd: SharedFd::file(file),
         })
     }
 
     /// Wraps an open std file.
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            fd: SharedFd::new(OwnedFd::from(file)),
+            fd: SharedFd::file(file),
         }
     }
 
     /// The file's size in bytes.
     pub fn len(&self) -> Result<u64> {
-        let file = std::fs::File::from(
-            self.fd
-                .as_owned_clone()
-                .map_err(|e| Error::from_io(e, "dup"))?,
-        );
+        let file = self
+            .fd
+            .try_clone_file()
+            .map_err(|e| Error::from_io(e, "dup"))?;
         Ok(file
             .metadata()
             .map_err(|e| Error::from_io(e, "fstat"))?

@@ -17,7 +17,7 @@ pub(crate) async fn accept_one(listener: &SharedFd) -> Result<(SharedFd, SockAdd
     let fd = done.result?;
     context::count(|n| n.accepted += 1);
     // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-    let fd = unsafe { SharedFd::from_raw(fd as i32) };
+    let fd = unsafe { SharedFd::from_accepted(fd) };
     Ok((fd, done.op.peer_sockaddr()))
 }
 
@@ -50,7 +50,7 @@ impl<S> Incoming<S> {
             cqe.result("accept").map(|fd| {
                 context::count(|n| n.accepted += 1);
                 // SAFETY: a successful accept returns a new descriptor nobody owns.
-                (self.make)(unsafe { SharedFd::from_raw(fd as i32) })
+                (self.make)(unsafe { SharedFd::from_accepted(fd) })
             })
         })
     }

@@ -4,9 +4,12 @@
 mod accept;
 mod dgram;
 mod pooled;
+#[cfg(windows)]
+mod shared_listen;
 mod stream;
 mod tcp;
 mod udp;
+#[cfg(unix)]
 mod unix;
 
 pub use accept::Incoming;
@@ -14,4 +17,5 @@ pub use dgram::{Datagram, RecvMeta};
 pub use pooled::PooledReader;
 pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpListener, TcpStream};
 pub use udp::{UdpPooled, UdpSocket};
+#[cfg(unix)]
 pub use unix::{UnixAddr, UnixDatagram, UnixListener, UnixPooled, UnixStream};

@@ -83,7 +83,7 @@ pub(crate) fn poll_pooled<T: OpCode>(
     loop {
         ready!(claim.poll_arm(pool, cx));
         let cqe = ready!(MultiOp::poll_rearming(op, &make, cx));
-        if cqe.res != -libc::ENOBUFS {
+        if cqe.res != -crate::driver::NO_BUFFERS {
             claim.settled();
             return Poll::Ready(cqe);
         }

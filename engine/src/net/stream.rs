@@ -25,7 +25,7 @@ pub(crate) fn new_socket(
     socket
         .set_nonblocking(true)
         .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
-    coring_compat::sys::prepare_socket(std::os::fd::AsRawFd::as_raw_fd(&socket))
+    coring_compat::sys::prepare_socket(crate::sys::fd::raw_of_socket(&socket))
         .map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
     Ok(socket)
 }
@@ -38,7 +38,7 @@ pub(crate) async fn connect_socket(
     timeout: Option<Duration>,
 ) -> Result<SharedFd> {
     let socket = new_socket(domain, socket2::Type::STREAM, protocol)?;
-    let fd = SharedFd::new(std::os::fd::OwnedFd::from(socket));
+    let fd = SharedFd::socket(socket);
     let op = crate::op::Connect {
         fd: fd.clone(),
         addr: Box::new(addr),
@@ -153,9 +153,9 @@ impl StreamIo {
     /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
     pub(crate) async fn shutdown(&self, how: How) -> Result<()> {
         let how_raw = match how {
-            How::Read => libc::SHUT_RD,
-            How::Write => libc::SHUT_WR,
-            How::Both => libc::SHUT_RDWR,
+            How::Read => coring_compat::sys::SHUT_RD,
+            How::Write => coring_compat::sys::SHUT_WR,
+            How::Both => coring_compat::sys::SHUT_RDWR,
         };
         let op = Shutdown {
             fd: self.fd.clone(),
@@ -185,13 +185,15 @@ impl StreamIo {
     /// the compat driver. Returns the bytes sent.
     pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
         let sent = match context::with_driver(|d| d.kind()) {
+            #[cfg(unix)]
             DriverKind::Uring => self.splice_file(file, offset, len).await?,
-            DriverKind::Compat => self.sendfile(file, offset, len).await?,
+            _ => self.sendfile(file, offset, len).await?,
         };
         context::count(|c| c.bytes_out += sent);
         Ok(sent)
     }
 
+    #[cfg(unix)]
     async fn splice_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
         let (pipe_r, pipe_w) =
             crate::sys::fd::pipe(SEND_FILE_CHUNK_BYTES).map_err(|e| Error::from_io(e, "pipe"))?;

@@ -1,7 +1,6 @@
 //! TCP listeners and streams.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, TcpKeepalive, Type};
@@ -46,6 +45,9 @@ impl Default for ListenOptions {
 pub struct TcpListener {
     fd: SharedFd,
     local: SocketAddr,
+    /// Windows has no SO_REUSEPORT: per-core listeners on one address share one socket.
+    #[cfg(windows)]
+    _shared: Option<super::shared_listen::ShareGuard>,
 }
 
 impl TcpListener {
@@ -111,19 +113,39 @@ impl TcpListener {
             .local_addr()
             .map_err(|e| Error::from_io(e, "getsockname"))?;
         Ok(TcpListener {
-            fd: SharedFd::new(OwnedFd::from(listener)),
+            fd: SharedFd::socket(listener),
             local,
+            #[cfg(windows)]
+            _shared: None,
         })
     }
 }
 
 fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
+    #[cfg(windows)]
+    if options.reuse_port {
+        // Emulated: the first core binds, the others share its socket.
+        let plain = ListenOptions {
+            reuse_port: false,
+            ..options.clone()
+        };
+        let (socket, guard) = super::shared_listen::listen(addr, || bind_socket(addr, &plain))?;
+        let mut listener = listener_of(socket)?;
+        listener._shared = guard;
+        return Ok(listener);
+    }
+    listener_of(bind_socket(addr, options)?)
+}
+
+/// A new socket bound to `addr` and listening.
+fn bind_socket(addr: SocketAddr, options: &ListenOptions) -> Result<socket2::Socket> {
     let socket = new_socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     let opt = |r: std::io::Result<()>, op| r.map_err(|e| Error::from_io(e, op));
     opt(
         socket.set_reuse_address(options.reuse_addr),
         "setsockopt(SO_REUSEADDR)",
     )?;
+    #[cfg(unix)]
     if options.reuse_port {
         opt(socket.set_reuse_port(true), "setsockopt(SO_REUSEPORT)")?;
     }
@@ -132,14 +154,20 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
     }
     opt(socket.bind(&addr.into()), "bind")?;
     opt(socket.listen(options.backlog), "listen")?;
+    Ok(socket)
+}
+
+fn listener_of(socket: socket2::Socket) -> Result<TcpListener> {
     let local = socket
         .local_addr()
         .map_err(|e| Error::from_io(e, "getsockname"))?
         .as_socket()
         .ok_or(Error::new(ErrorKind::InvalidInput, "getsockname"))?;
     Ok(TcpListener {
-        fd: SharedFd::new(OwnedFd::from(socket)),
+        fd: SharedFd::socket(socket),
         local,
+        #[cfg(windows)]
+        _shared: None,
     })
 }
 
@@ -194,7 +222,7 @@ impl TcpStream {
             .set_nonblocking(true)
             .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
         context::count(|n| n.connected += 1);
-        Ok(Self::from_shared(SharedFd::new(OwnedFd::from(stream))))
+        Ok(Self::from_shared(SharedFd::socket(stream)))
     }
 
     stream_io_methods!();
@@ -232,9 +260,17 @@ impl TcpStream {
         {
             return Ok(None);
         }
-        sock.tcp_keepalive_time()
+        #[cfg(unix)]
+        return sock
+            .tcp_keepalive_time()
             .map(Some)
-            .map_err(|e| Error::from_io(e, "getsockopt(TCP_KEEPIDLE)"))
+            .map_err(|e| Error::from_io(e, "getsockopt(TCP_KEEPIDLE)"));
+        // Winsock sets the idle time (SIO_KEEPALIVE_VALS) but cannot read it back.
+        #[cfg(windows)]
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "getsockopt(TCP_KEEPIDLE): not readable on Windows",
+        ))
     }
 
     /// The peer's address.

@@ -1,7 +1,6 @@
 //! UDP sockets.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -39,7 +38,14 @@ impl UdpSocket {
                     Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
                 socket.set_nonblocking(true)?;
                 if reuse_port {
+                    #[cfg(unix)]
                     socket.set_reuse_port(true)?;
+                    // Windows spreads no datagrams among sockets sharing a port.
+                    #[cfg(windows)]
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        "SO_REUSEPORT does not exist on Windows: bind one UDP socket",
+                    ));
                 }
                 socket.bind(&addr.into())?;
                 Ok::<_, std::io::Error>(socket)
@@ -48,7 +54,7 @@ impl UdpSocket {
                 Ok(socket) => {
                     return Ok(UdpSocket {
                         io: DatagramIo {
-                            fd: SharedFd::new(OwnedFd::from(socket)),
+                            fd: SharedFd::socket(socket),
                         },
                     });
                 }

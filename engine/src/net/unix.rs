@@ -2,7 +2,6 @@
 //! and (Linux) abstract names.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -85,10 +84,7 @@ fn pair(ty: Type) -> Result<(SharedFd, SharedFd)> {
         coring_compat::sys::prepare_socket(std::os::fd::AsRawFd::as_raw_fd(s))
             .map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
     }
-    Ok((
-        SharedFd::new(OwnedFd::from(a)),
-        SharedFd::new(OwnedFd::from(b)),
-    ))
+    Ok((SharedFd::socket(a), SharedFd::socket(b)))
 }
 
 /// A Unix stream listener on the current core.
@@ -114,7 +110,7 @@ impl UnixListener {
             .listen(crate::net::DEFAULT_BACKLOG)
             .map_err(|e| Error::from_io(e, "listen"))?;
         Ok(UnixListener {
-            fd: SharedFd::new(OwnedFd::from(socket)),
+            fd: SharedFd::socket(socket),
         })
     }
 
@@ -201,13 +197,13 @@ impl UnixDatagram {
 
     fn bind_addr(addr: &UnixAddr) -> Result<UnixDatagram> {
         let socket = bind_unix(Type::DGRAM, addr)?;
-        Ok(Self::from_fd(SharedFd::new(OwnedFd::from(socket))))
+        Ok(Self::from_fd(SharedFd::socket(socket)))
     }
 
     /// A socket with no name (it can send; replies need a name or a pair).
     pub fn unbound() -> Result<UnixDatagram> {
         let socket = new_socket(Domain::UNIX, Type::DGRAM, None)?;
-        Ok(Self::from_fd(SharedFd::new(OwnedFd::from(socket))))
+        Ok(Self::from_fd(SharedFd::socket(socket)))
     }
 
     /// Two connected datagram sockets.

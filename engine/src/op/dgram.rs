@@ -1,5 +1,6 @@
 //! Datagram operations: sendmsg with a destination (and optional GSO), recvmsg with the source.
 
+use coring_compat::sys::{self as os, IoVec, MsgHdr, SockLen};
 use socket2::{SockAddr, SockAddrStorage};
 
 use crate::buf::{IoBuf, IoBufMut, spare_of};
@@ -21,8 +22,8 @@ pub(crate) struct SendTo<B> {
 /// INVARIANT: boxed and never moved out; `msg` points at `iov`, `addr` and `control` inside
 /// the same box, and `iov` at the buffer's heap memory. All stay until the last completion.
 struct SendParts {
-    msg: libc::msghdr,
-    iov: libc::iovec,
+    msg: MsgHdr,
+    iov: IoVec,
     addr: Option<SockAddr>,
     control: [u64; GSO_CMSG_BYTES / 8],
 }
@@ -31,12 +32,8 @@ impl<B: IoBuf> SendTo<B> {
     /// `segment`: with UDP GSO (4.18), the kernel cuts `buf` into datagrams of this size.
     pub(crate) fn new(fd: SharedFd, buf: B, addr: Option<SockAddr>, segment: Option<u16>) -> Self {
         let mut parts = Box::new(SendParts {
-            // SAFETY: `msghdr` is plain data; zero means no name and no control data.
-            msg: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: buf.stable_ptr() as *mut libc::c_void,
-                iov_len: buf.bytes_init(),
-            },
+            msg: os::msg_header(std::ptr::null_mut(), 0, std::ptr::null_mut(), 0),
+            iov: os::io_vec(buf.stable_ptr().cast_mut(), buf.bytes_init()),
             addr,
             control: [0; GSO_CMSG_BYTES / 8],
         });
@@ -46,12 +43,11 @@ impl<B: IoBuf> SendTo<B> {
             addr,
             control,
         } = &mut *parts;
-        if let Some(a) = addr {
-            msg.msg_name = a.as_ptr() as *mut libc::c_void;
-            msg.msg_namelen = a.len();
-        }
-        msg.msg_iov = iov;
-        msg.msg_iovlen = 1;
+        let (name, name_len) = match addr {
+            Some(a) => (a.as_ptr().cast_mut().cast(), a.len()),
+            None => (std::ptr::null_mut(), 0),
+        };
+        *msg = os::msg_header(name, name_len, iov, 1);
         if let Some(size) = segment {
             crate::sys::udp::write_gso(control, msg, size);
         }
@@ -59,7 +55,7 @@ impl<B: IoBuf> SendTo<B> {
     }
 
     /// The message header the kernel reads.
-    pub(crate) fn msghdr(&self) -> &libc::msghdr {
+    pub(crate) fn msghdr(&self) -> &MsgHdr {
         &self.parts.msg
     }
 }
@@ -76,8 +72,8 @@ pub(crate) struct RecvFrom<B> {
 /// INVARIANT: as for `SendParts`; the kernel writes the address into `addr` and the flags and
 /// name length into `msg`.
 struct RecvParts {
-    msg: libc::msghdr,
-    iov: libc::iovec,
+    msg: MsgHdr,
+    iov: IoVec,
     addr: SockAddrStorage,
 }
 
@@ -85,31 +81,24 @@ impl<B: IoBufMut> RecvFrom<B> {
     pub(crate) fn new(fd: SharedFd, mut buf: B) -> Self {
         let (base, room) = spare_of(&mut buf);
         let mut parts = Box::new(RecvParts {
-            // SAFETY: plain data; zero means no control data.
-            msg: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: base.cast(),
-                iov_len: room,
-            },
+            msg: os::msg_header(std::ptr::null_mut(), 0, std::ptr::null_mut(), 0),
+            iov: os::io_vec(base, room),
             addr: SockAddrStorage::zeroed(),
         });
         let RecvParts { msg, iov, addr } = &mut *parts;
         let addr: *mut SockAddrStorage = addr;
-        msg.msg_name = addr.cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = iov;
-        msg.msg_iovlen = 1;
+        *msg = os::msg_header(addr.cast(), RECVMSG_NAME_BYTES as SockLen, iov, 1);
         RecvFrom { fd, buf, parts }
     }
 
     /// The message header the kernel fills.
-    pub(crate) fn msghdr_mut(&mut self) -> &mut libc::msghdr {
+    pub(crate) fn msghdr_mut(&mut self) -> &mut MsgHdr {
         &mut self.parts.msg
     }
 
     /// The source address after a successful receive.
     pub(crate) fn source(&self) -> SockAddr {
-        let len = self.parts.msg.msg_namelen;
+        let len = os::msg_name_len(&self.parts.msg);
         // SAFETY: `SockAddrStorage` is plain data, so a bitwise copy is valid; the kernel wrote
         // `len` bytes of a valid address (at most the size we gave), and the rest is zeroed.
         unsafe { SockAddr::new(std::ptr::read(&self.parts.addr), len) }
@@ -117,14 +106,14 @@ impl<B: IoBufMut> RecvFrom<B> {
 
     /// Whether the datagram was longer than the buffer (MSG_TRUNC).
     pub(crate) fn truncated(&self) -> bool {
-        self.parts.msg.msg_flags & libc::MSG_TRUNC != 0
+        os::msg_flags(&self.parts.msg) & os::MSG_TRUNC != 0
     }
 }
 
 /// Bytes of `struct io_uring_recvmsg_out` at the start of each pooled datagram buffer.
 pub(crate) const RECVMSG_OUT_BYTES: usize = 16;
 /// Room reserved for the source address in each pooled datagram buffer.
-pub(crate) const RECVMSG_NAME_BYTES: usize = size_of::<libc::sockaddr_storage>();
+pub(crate) const RECVMSG_NAME_BYTES: usize = size_of::<SockAddrStorage>();
 
 /// Receive datagrams into pooled buffers until cancelled (multishot recvmsg, 6.0). Each buffer
 /// holds a `io_uring_recvmsg_out` header, the source address, then the payload; the readiness
@@ -133,16 +122,20 @@ pub(crate) struct RecvMsgMulti {
     pub(crate) fd: SharedFd,
     pub(crate) pool: std::rc::Rc<crate::buf::pool::Pool>,
     /// INVARIANT: boxed; the template the kernel reads (name and control sizes).
-    pub(crate) msg: Box<libc::msghdr>,
+    pub(crate) msg: Box<MsgHdr>,
     /// Readiness mode: the buffer the last receive filled.
     pub(crate) filled: Option<u16>,
 }
 
 impl RecvMsgMulti {
     pub(crate) fn new(fd: SharedFd, pool: std::rc::Rc<crate::buf::pool::Pool>) -> Self {
-        // SAFETY: plain data; only the name length is set (no control data).
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_namelen = RECVMSG_NAME_BYTES as libc::socklen_t;
+        // Only the name length is set: the kernel picks the buffer.
+        let msg = Box::new(os::msg_header(
+            std::ptr::null_mut(),
+            RECVMSG_NAME_BYTES as SockLen,
+            std::ptr::null_mut(),
+            0,
+        ));
         RecvMsgMulti {
             fd,
             pool,
@@ -177,12 +170,12 @@ pub(crate) fn parse_datagram(buf: &[u8], filled: usize) -> Option<DatagramLayout
                 dst.cast::<u8>(),
                 name_len,
             );
-            SockAddr::new(storage, name_len as libc::socklen_t)
+            SockAddr::new(storage, name_len as SockLen)
         }
     });
     Some(DatagramLayout {
         source,
         payload: start.min(end)..end,
-        truncated: flags & libc::MSG_TRUNC as u32 != 0,
+        truncated: flags & os::MSG_TRUNC as u32 != 0,
     })
 }

@@ -20,7 +20,7 @@ pub(crate) use fs::{ReadAt, Splice};
 pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
 use crate::driver::OpCode;
-use crate::sys::fd::close_raw;
+use crate::sys::fd::close_accepted;
 
 impl OpCode for Accept {
     const NAME: &'static str = "accept";
@@ -28,7 +28,7 @@ impl OpCode for Accept {
     fn complete_orphan(&mut self, res: i32, _flags: u32) {
         if res >= 0 {
             // Nobody waits for this connection any more: close it rather than leak it.
-            close_raw(res);
+            close_accepted(res);
         }
     }
 }
@@ -38,7 +38,7 @@ impl OpCode for AcceptMulti {
 
     fn complete_orphan(&mut self, res: i32, _flags: u32) {
         if res >= 0 {
-            close_raw(res);
+            close_accepted(res);
         }
     }
 }

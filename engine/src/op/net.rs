@@ -1,5 +1,6 @@
 //! Socket operations.
 
+use coring_compat::sys::{IoVec, MsgHdr, SockLen};
 use socket2::{SockAddr, SockAddrStorage};
 
 use std::rc::Rc;
@@ -12,7 +13,7 @@ use crate::sys::SharedFd;
 pub(crate) struct Accept {
     pub(crate) fd: SharedFd,
     /// INVARIANT: boxed; the kernel writes the address and its length here.
-    pub(crate) addr: Box<(SockAddrStorage, libc::socklen_t)>,
+    pub(crate) addr: Box<(SockAddrStorage, SockLen)>,
 }
 
 impl Accept {
@@ -21,7 +22,7 @@ impl Accept {
             fd,
             addr: Box::new((
                 SockAddrStorage::zeroed(),
-                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                size_of::<SockAddrStorage>() as SockLen,
             )),
         }
     }
@@ -81,24 +82,23 @@ pub(crate) struct SendVectored<B> {
         dead_code,
         reason = "owned for the kernel, which reads it through `msg`"
     )]
-    pub(crate) iovecs: Vec<libc::iovec>,
+    pub(crate) iovecs: Vec<IoVec>,
     /// INVARIANT: boxed; points at `iovecs`' heap block.
-    pub(crate) msg: Box<libc::msghdr>,
+    pub(crate) msg: Box<MsgHdr>,
 }
 
 impl<B: IoBuf> SendVectored<B> {
     pub(crate) fn new(fd: SharedFd, bufs: Vec<B>) -> Self {
-        let mut iovecs: Vec<libc::iovec> = bufs
+        let mut iovecs: Vec<IoVec> = bufs
             .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_ptr() as *mut libc::c_void,
-                iov_len: b.bytes_init(),
-            })
+            .map(|b| coring_compat::sys::io_vec(b.stable_ptr().cast_mut(), b.bytes_init()))
             .collect();
-        // SAFETY: `msghdr` is plain data; zero is "no name, no control data".
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iovecs.as_mut_ptr();
-        msg.msg_iovlen = iovecs.len() as _;
+        let msg = Box::new(coring_compat::sys::msg_header(
+            std::ptr::null_mut(),
+            0,
+            iovecs.as_mut_ptr(),
+            iovecs.len(),
+        ));
         SendVectored {
             fd,
             bufs,
@@ -111,7 +111,7 @@ impl<B: IoBuf> SendVectored<B> {
 /// Shut down one or both directions of a connection.
 pub(crate) struct Shutdown {
     pub(crate) fd: SharedFd,
-    pub(crate) how: libc::c_int,
+    pub(crate) how: i32,
 }
 
 impl<B: IoBufMut> Recv<B> {

@@ -1,7 +1,7 @@
 //! The state of the core running on this thread, reachable from anywhere on it.
 
+use crate::sys::fd::{OwnedDesc, RawDesc};
 use std::cell::{Cell, RefCell};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -50,7 +50,8 @@ pub(crate) struct CoreContext {
 /// How other threads end a core's blocking wait.
 pub(crate) enum Doorbell {
     /// An eventfd on which the io_uring driver keeps a read armed.
-    EventFd(OwnedFd),
+    #[cfg(target_os = "linux")]
+    EventFd(std::os::fd::OwnedFd),
     /// The compat reactor's own notification.
     Reactor(coring_compat::reactor::Notifier),
 }
@@ -58,13 +59,14 @@ pub(crate) enum Doorbell {
 impl Doorbell {
     pub(crate) fn ring(&self) {
         match self {
+            #[cfg(target_os = "linux")]
             Doorbell::EventFd(fd) => {
                 let one: u64 = 1;
                 // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter
                 // (EAGAIN) still leaves the fd readable, which is all the wake-up needs.
                 unsafe {
                     libc::write(
-                        fd.as_raw_fd(),
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
                         (&one as *const u64).cast(),
                         size_of::<u64>(),
                     )
@@ -93,7 +95,7 @@ pub(crate) struct CoreShared {
     doorbell: Doorbell,
     /// A duplicate of the core's io_uring fd, so other io_uring cores can ring it with
     /// MSG_RING; it keeps the ring file alive as long as someone may still target it.
-    ring_fd: OnceLock<OwnedFd>,
+    ring_fd: OnceLock<OwnedDesc>,
 }
 
 impl CoreShared {
@@ -108,12 +110,12 @@ impl CoreShared {
     }
 
     /// Lets io_uring cores wake this one with MSG_RING.
-    pub(crate) fn set_ring_fd(&self, fd: OwnedFd) {
+    pub(crate) fn set_ring_fd(&self, fd: OwnedDesc) {
         let _ = self.ring_fd.set(fd);
     }
 
-    pub(crate) fn ring_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.ring_fd.get().map(AsRawFd::as_raw_fd)
+    pub(crate) fn ring_fd(&self) -> Option<RawDesc> {
+        self.ring_fd.get().map(crate::sys::fd::raw_of)
     }
 
     /// Queues a task woken from another thread and wakes the core if it sleeps.
@@ -279,7 +281,7 @@ pub(crate) fn count(f: impl FnOnce(&mut NetStats)) {
 }
 
 /// Tells this core's driver that `fd` is about to be closed.
-pub(crate) fn forget_fd(fd: std::os::fd::RawFd) {
+pub(crate) fn forget_fd(fd: RawDesc) {
     try_with_current(|ctx| {
         if let Ok(mut driver) = ctx.driver.try_borrow_mut() {
             driver.forget_fd(fd);

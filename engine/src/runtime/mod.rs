@@ -346,7 +346,17 @@ impl Runtime {
         }
     }
 
-    /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them).
+    /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them); on
+    /// Windows, on Ctrl+C, Ctrl+Break or the console closing.
+    #[cfg(windows)]
+    pub fn shutdown_on_signals(&self) -> Result<()> {
+        crate::sys::console::on_ctrl(self.shutdown_handle())
+            .map_err(|e| Error::from_io(e, "SetConsoleCtrlHandler"))
+    }
+
+    /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them); on
+    /// Windows, on Ctrl+C, Ctrl+Break or the console closing.
+    #[cfg(unix)]
     pub fn shutdown_on_signals(&self) -> Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])

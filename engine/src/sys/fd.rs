@@ -1,48 +1,140 @@
-//! Owned file descriptors shared between a handle and the operations in flight on it.
+//! Owned descriptors shared between a handle and the operations in flight on it.
+//!
+//! Unix names sockets, files and pipes with one kind of descriptor; Windows has socket handles
+//! (`SOCKET`) and file handles, closed by different calls. [`SharedFd`] hides the difference:
+//! its raw value is the compat layer's `RawSource` on every platform.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-/// A descriptor owned by a socket handle and, while they run, by its in-flight operations.
+pub(crate) use coring_compat::sys::RawSource as RawDesc;
+
+/// An owned socket: `OwnedFd` on Unix, `OwnedSocket` on Windows.
+#[cfg(unix)]
+pub(crate) type OwnedSocket = std::os::fd::OwnedFd;
+#[cfg(windows)]
+pub(crate) use std::os::windows::io::OwnedSocket;
+
+/// An owned descriptor of any kind (the io_uring driver's ring and eventfd on Linux).
+#[cfg(unix)]
+pub(crate) type OwnedDesc = std::os::fd::OwnedFd;
+#[cfg(windows)]
+pub(crate) type OwnedDesc = std::os::windows::io::OwnedHandle;
+
+/// The raw value of an owned descriptor.
+pub(crate) fn raw_of(desc: &OwnedDesc) -> RawDesc {
+    #[cfg(unix)]
+    {
+        std::os::fd::AsRawFd::as_raw_fd(desc)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::io::AsRawHandle::as_raw_handle(desc) as usize as RawDesc
+    }
+}
+
+/// The raw value of a socket (a `socket2::Socket` before the engine takes it).
+#[cfg(unix)]
+pub(crate) fn raw_of_socket(socket: &impl std::os::fd::AsRawFd) -> RawDesc {
+    socket.as_raw_fd()
+}
+
+/// The raw value of a socket (a `socket2::Socket` before the engine takes it).
+#[cfg(windows)]
+pub(crate) fn raw_of_socket(socket: &impl std::os::windows::io::AsRawSocket) -> RawDesc {
+    socket.as_raw_socket()
+}
+
+/// What a [`SharedFd`] owns.
+#[derive(Debug)]
+enum Desc {
+    Socket(OwnedSocket),
+    /// On Unix files are plain descriptors like sockets; kept apart so Windows closes them
+    /// with the right call.
+    File(std::fs::File),
+}
+
+/// A descriptor owned by a socket or file handle and, while they run, by its in-flight
+/// operations.
 ///
 /// Each op keeps a clone, so the descriptor is closed only after the handle is gone *and* the
 /// kernel has posted the last completion for it: a number the kernel may still act on is never
 /// closed and handed out again.
 #[derive(Clone, Debug)]
 pub(crate) struct SharedFd {
-    inner: Rc<OwnedFd>,
+    inner: Rc<Desc>,
+    /// The raw value, read on every op.
+    raw: RawDesc,
 }
 
 impl SharedFd {
-    pub(crate) fn new(fd: OwnedFd) -> Self {
-        SharedFd { inner: Rc::new(fd) }
+    /// Takes ownership of a socket (a `socket2::Socket`, a std listener or stream).
+    pub(crate) fn socket(socket: impl Into<OwnedSocket>) -> Self {
+        let socket = socket.into();
+        let raw = raw_of_socket(&socket);
+        SharedFd {
+            inner: Rc::new(Desc::Socket(socket)),
+            raw,
+        }
     }
 
-    /// Takes ownership of a raw descriptor returned by the kernel (an accept result).
+    /// Takes ownership of an open file.
+    pub(crate) fn file(file: std::fs::File) -> Self {
+        #[cfg(unix)]
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+        #[cfg(windows)]
+        let raw = std::os::windows::io::AsRawHandle::as_raw_handle(&file) as usize as RawDesc;
+        SharedFd {
+            inner: Rc::new(Desc::File(file)),
+            raw,
+        }
+    }
+
+    /// Takes ownership of the socket an accept returned, as its result carries it (a
+    /// non-negative `i32`; Windows handle values fit in 32 bits, which Windows documents for
+    /// 32/64-bit interoperability).
     ///
     /// # Safety
     ///
-    /// `fd` must be an open descriptor that nothing else owns.
-    pub(crate) unsafe fn from_raw(fd: RawFd) -> Self {
-        // SAFETY: the caller hands over sole ownership of an open descriptor.
-        Self::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    /// `res` must be an open socket that nothing else owns.
+    pub(crate) unsafe fn from_accepted(res: u32) -> Self {
+        // SAFETY: the caller hands over sole ownership of an open socket.
+        Self::socket(unsafe { owned_socket(res) })
     }
 
-    pub(crate) fn raw(&self) -> RawFd {
-        self.inner.as_raw_fd()
+    pub(crate) fn raw(&self) -> RawDesc {
+        self.raw
+    }
+
+    /// A duplicate of the file for calls that want ownership (metadata through std).
+    pub(crate) fn try_clone_file(&self) -> std::io::Result<std::fs::File> {
+        match &*self.inner {
+            Desc::File(f) => f.try_clone(),
+            Desc::Socket(_) => Err(std::io::ErrorKind::InvalidInput.into()),
+        }
     }
 }
 
-impl SharedFd {
-    /// A duplicate descriptor for calls that want ownership (fstat through std).
-    pub(crate) fn as_owned_clone(&self) -> std::io::Result<OwnedFd> {
-        self.inner.try_clone()
+/// # Safety
+///
+/// `res` must be an open socket that nothing else owns.
+unsafe fn owned_socket(res: u32) -> OwnedSocket {
+    #[cfg(unix)]
+    // SAFETY: per the caller's contract.
+    unsafe {
+        std::os::fd::FromRawFd::from_raw_fd(res as RawDesc)
+    }
+    #[cfg(windows)]
+    // SAFETY: per the caller's contract.
+    unsafe {
+        std::os::windows::io::FromRawSocket::from_raw_socket(RawDesc::from(res))
     }
 }
 
 /// A pipe `(read end, write end)`, close-on-exec, blocking (io_uring splices through it from
 /// its worker threads). Made as large as the system allows, up to `bytes`.
+#[cfg(unix)]
 pub(crate) fn pipe(bytes: usize) -> std::io::Result<(SharedFd, SharedFd)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -60,29 +152,54 @@ pub(crate) fn pipe(bytes: usize) -> std::io::Result<(SharedFd, SharedFd)> {
         libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int)
     };
     let _ = bytes;
-    Ok((SharedFd::new(r), SharedFd::new(w)))
+    // A pipe end is read and written like a file.
+    Ok((
+        SharedFd::file(std::fs::File::from(r)),
+        SharedFd::file(std::fs::File::from(w)),
+    ))
 }
 
 impl Drop for SharedFd {
     fn drop(&mut self) {
         if Rc::strong_count(&self.inner) == 1 {
             // The last owner: the descriptor closes right after this; the driver lets go first.
-            crate::runtime::context::forget_fd(self.raw());
+            crate::runtime::context::forget_fd(self.raw);
         }
     }
 }
 
-impl AsFd for SharedFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+#[cfg(unix)]
+impl std::os::fd::AsFd for SharedFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &*self.inner {
+            Desc::Socket(s) => s.as_fd(),
+            Desc::File(f) => f.as_fd(),
+        }
     }
 }
 
-/// Closes a raw descriptor the engine owns but never wrapped (an accept that completed after
-/// its future was dropped). Errors from close are not actionable: the number is released
-/// either way on Linux.
-pub(crate) fn close_raw(fd: RawFd) {
-    // SAFETY: the caller owns `fd` (the kernel just returned it to us) and nothing else refers
-    // to it; wrapping it in `OwnedFd` closes it exactly once.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for SharedFd {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        match &*self.inner {
+            Desc::Socket(s) => s.as_socket(),
+            // SAFETY: the handle stays open while `self` lives. Socket options are only asked
+            // of stream and datagram handles; a socket call made on a file handle anyway fails
+            // with WSAENOTSOCK and touches no memory.
+            Desc::File(f) => unsafe {
+                std::os::windows::io::BorrowedSocket::borrow_raw(
+                    std::os::windows::io::AsRawHandle::as_raw_handle(f) as usize as RawDesc,
+                )
+            },
+        }
+    }
+}
+
+/// Closes a socket the engine owns but never wrapped (an accept that completed after its
+/// future was dropped), as its result carries it. Errors from close are not actionable: the
+/// number is released either way.
+pub(crate) fn close_accepted(res: i32) {
+    // SAFETY: the caller owns the socket (the kernel just returned it to us) and nothing else
+    // refers to it; wrapping it closes it exactly once.
+    drop(unsafe { owned_socket(res as u32) });
 }

@@ -3,6 +3,8 @@
 //!
 //! Everything here is Linux; the compat issue adds the other platforms behind the same names.
 
+#[cfg(windows)]
+pub(crate) mod console;
 pub(crate) mod fd;
 pub(crate) mod probe;
 pub(crate) mod thread;

@@ -1,6 +1,7 @@
 //! Facts about the host that the capability report reads.
 
 /// `uname -r`, e.g. `6.18.44`.
+#[cfg(unix)]
 pub(crate) fn kernel_release() -> String {
     // SAFETY: `utsname` is plain data; all-zero is a valid value to be overwritten.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
@@ -11,6 +12,12 @@ pub(crate) fn kernel_release() -> String {
     // SAFETY: on success `release` holds a NUL-terminated string inside the array.
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
     release.to_string_lossy().into_owned()
+}
+
+/// Windows has no `uname`; the capability report only needs a name.
+#[cfg(windows)]
+pub(crate) fn kernel_release() -> String {
+    String::from("windows")
 }
 
 /// `(major, minor)` parsed from a release string; `(0, 0)` when it cannot be read.
@@ -30,6 +37,7 @@ pub(crate) fn io_uring_disabled_sysctl() -> Option<u8> {
 }
 
 /// `(soft, hard)` RLIMIT_MEMLOCK in bytes; `u64::MAX` means unlimited.
+#[cfg(unix)]
 pub(crate) fn memlock_limit() -> (u64, u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -47,6 +55,12 @@ pub(crate) fn memlock_limit() -> (u64, u64) {
         }
     };
     (conv(lim.rlim_cur), conv(lim.rlim_max))
+}
+
+/// No locked-memory limit applies to the compat driver's buffers on Windows.
+#[cfg(windows)]
+pub(crate) fn memlock_limit() -> (u64, u64) {
+    (u64::MAX, u64::MAX)
 }
 
 #[cfg(test)]

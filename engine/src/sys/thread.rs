@@ -1,10 +1,14 @@
-//! CPU affinity and the CPUs this process may run on (Linux; elsewhere pinning is skipped).
+//! CPU affinity and the CPUs this process may run on (Linux and Windows; elsewhere pinning is
+//! skipped).
 
 use crate::error::Result;
 
 cfg_select! {
     target_os = "linux" => {
         pub(crate) use linux::{allowed_cpus, pin_to};
+    }
+    windows => {
+        pub(crate) use windows::{allowed_cpus, pin_to};
     }
     _ => {
         pub(crate) use other::{allowed_cpus, pin_to};
@@ -47,7 +51,39 @@ mod linux {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod windows {
+    use super::Result;
+    use crate::error::Error;
+
+    /// Every CPU the system reports; pinning below is what restricts a core.
+    pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
+        Ok((0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect())
+    }
+
+    /// Pins the calling thread to `cpu` (within the first processor group of 64 CPUs).
+    pub(crate) fn pin_to(cpu: usize) -> Result<()> {
+        use windows_sys::Win32::System::Threading::{GetCurrentThread, SetThreadAffinityMask};
+        if cpu >= usize::BITS as usize {
+            tracing::debug!(
+                cpu,
+                "CPU outside the first processor group; core not pinned"
+            );
+            return Ok(());
+        }
+        // SAFETY: sets the affinity of the calling thread through its pseudo-handle.
+        let previous = unsafe { SetThreadAffinityMask(GetCurrentThread(), 1 << cpu) };
+        if previous == 0 {
+            return Err(Error::from_io(
+                std::io::Error::last_os_error(),
+                "SetThreadAffinityMask",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod other {
     use super::Result;
 

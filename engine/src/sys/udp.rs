@@ -7,7 +7,11 @@ pub(crate) const GSO_AVAILABLE: bool = cfg!(target_os = "linux");
 
 /// Points `msg` at `space` holding a `UDP_SEGMENT` control message for `size`-byte segments.
 #[cfg(target_os = "linux")]
-pub(crate) fn write_gso(space: &mut [u64; GSO_CMSG_BYTES / 8], msg: &mut libc::msghdr, size: u16) {
+pub(crate) fn write_gso(
+    space: &mut [u64; GSO_CMSG_BYTES / 8],
+    msg: &mut coring_compat::sys::MsgHdr,
+    size: u16,
+) {
     msg.msg_control = space.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a pure size computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
@@ -26,7 +30,7 @@ pub(crate) fn write_gso(space: &mut [u64; GSO_CMSG_BYTES / 8], msg: &mut libc::m
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn write_gso(
     _space: &mut [u64; GSO_CMSG_BYTES / 8],
-    _msg: &mut libc::msghdr,
+    _msg: &mut coring_compat::sys::MsgHdr,
     _size: u16,
 ) {
     unreachable!("GSO sends are refused before an op is built on this platform")

@@ -104,7 +104,7 @@ impl ReadyOp for RecvMulti {
         // A buffer is taken only now that the socket is (probably) readable, and put back if
         // it was not: an idle connection holds none.
         let Some(bid) = self.pool.take() else {
-            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+            return Err(io::Error::from_raw_os_error(crate::driver::NO_BUFFERS));
         };
         let (ptr, len) = self.pool.slot(bid);
         // SAFETY: buffer `bid` was just taken from the pool, so nobody else uses it; it is
@@ -136,28 +136,33 @@ impl ReadyOp for RecvMsgMulti {
 
     fn perform(&mut self) -> io::Result<usize> {
         let Some(bid) = self.pool.take() else {
-            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+            return Err(io::Error::from_raw_os_error(crate::driver::NO_BUFFERS));
         };
         let (base, len) = self.pool.slot(bid);
         let skip = RECVMSG_OUT_BYTES + RECVMSG_NAME_BYTES;
-        let mut iov = libc::iovec {
+        let mut iov = sys::io_vec(
             // SAFETY: the pool's buffers are larger than the header and name area (64 bytes
-            // minimum is raised to fit in `Pool::new` callers; checked by `len > skip` below).
-            iov_base: unsafe { base.add(skip.min(len)) }.cast(),
-            iov_len: len.saturating_sub(skip),
-        };
-        // SAFETY: plain data.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // SAFETY: the name area lies inside buffer `bid`, which we hold.
-        msg.msg_name = unsafe { base.add(RECVMSG_OUT_BYTES) }.cast();
-        msg.msg_namelen = RECVMSG_NAME_BYTES as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+            // minimum is raised to fit in `Pool::new` callers); `min` keeps it in bounds anyway.
+            unsafe { base.add(skip.min(len)) },
+            len.saturating_sub(skip),
+        );
+        let mut msg = sys::msg_header(
+            // SAFETY: the name area lies inside buffer `bid`, which we hold.
+            unsafe { base.add(RECVMSG_OUT_BYTES) },
+            RECVMSG_NAME_BYTES as sys::SockLen,
+            &mut iov,
+            1,
+        );
         // SAFETY: `msg` describes memory of buffer `bid`, taken from the pool for us.
         match unsafe { sys::recvmsg(self.fd.raw(), &mut msg) } {
             Ok(n) => {
                 // Same layout as io_uring's `io_uring_recvmsg_out`.
-                let head = [msg.msg_namelen, 0, n as u32, msg.msg_flags as u32];
+                let head = [
+                    sys::msg_name_len(&msg) as u32,
+                    0,
+                    n as u32,
+                    sys::msg_flags(&msg) as u32,
+                ];
                 for (i, word) in head.iter().enumerate() {
                     // SAFETY: 16 header bytes at the start of buffer `bid`.
                     unsafe {
