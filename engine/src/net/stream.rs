@@ -237,16 +237,44 @@ impl StreamIo {
         let end = offset + len;
         while pos < end {
             let count = (end - pos).min(SEND_FILE_CHUNK_BYTES as u64) as usize;
-            let n = when_ready(sock, Interest::Write, || {
+            let sent = when_ready(sock, Interest::Write, || {
                 coring_compat::sys::sendfile(sock, src, &mut pos, count)
             })
-            .await
-            .map_err(|e| Error::from_io(e, "sendfile"))?;
-            if n == 0 {
-                break; // end of file
+            .await;
+            match sent {
+                Ok(0) => break, // end of file
+                Ok(_) => {}
+                // No sendfile here (Windows, some BSDs): the rest goes through user space.
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    return Ok(pos - offset + self.copy_file(file, pos, end - pos).await?);
+                }
+                Err(e) => return Err(Error::from_io(e, "sendfile")),
             }
         }
         Ok(pos - offset)
+    }
+
+    /// `send_file` where the system cannot send a file by itself: positioned reads into one
+    /// buffer, each written out whole before the next read.
+    async fn copy_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = Vec::with_capacity(CHUNK.min(len as usize));
+        let mut sent = 0u64;
+        while sent < len {
+            buf.clear();
+            let want = (len - sent).min(CHUNK as u64) as usize;
+            let (read, back) = file.read_at(buf, offset + sent).await;
+            buf = back;
+            if read? == 0 {
+                break; // end of file
+            }
+            buf.truncate(want); // the last read may bring more than was asked
+            let (written, back) = self.write_all(buf).await;
+            buf = back;
+            written?;
+            sent += buf.len() as u64;
+        }
+        Ok(sent)
     }
 }
 
@@ -319,3 +347,47 @@ macro_rules! stream_io_methods {
 }
 
 pub(crate) use stream_io_methods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_file_sends_the_asked_range_over_a_socket() {
+        // The fallback of `send_file` where the system has no sendfile (Windows).
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = std::env::temp_dir().join(format!("coring-copy-file-{}", std::process::id()));
+        std::fs::write(&path, &data).expect("write file");
+        let rt = crate::Runtime::builder().cores(1).build().expect("runtime");
+        let (offset, len) = (1_000u64, 250_000u64);
+        let file = File::open(&path).expect("open");
+        let received = rt.block_on(async move {
+            let listener = crate::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr();
+            let reader = crate::spawn_local(async move {
+                let (conn, _) = listener.accept().await.expect("accept");
+                let mut got = Vec::new();
+                loop {
+                    let (n, buf) = conn.read(Vec::with_capacity(65_536)).await;
+                    if n.expect("read") == 0 {
+                        break got;
+                    }
+                    got.extend_from_slice(&buf);
+                }
+            });
+            let conn = crate::net::TcpStream::connect(addr).await.expect("connect");
+            let sent = conn.io.copy_file(&file, offset, len).await.expect("copy");
+            assert_eq!(sent, len);
+            // Past the end of the file: what is there, then end of file.
+            let tail = conn.io.copy_file(&file, 299_990, 100).await.expect("tail");
+            assert_eq!(tail, 10);
+            drop(conn);
+            reader.await.expect("reader")
+        });
+        std::fs::remove_file(&path).ok();
+        let mut expected = data[offset as usize..(offset + len) as usize].to_vec();
+        expected.extend_from_slice(&data[299_990..]);
+        assert_eq!(received.len(), expected.len());
+        assert!(received == expected, "the bytes differ");
+    }
+}

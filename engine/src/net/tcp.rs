@@ -177,7 +177,7 @@ fn listener_of(socket: socket2::Socket) -> Result<TcpListener> {
 /// Buffers are passed by value and handed back with the result.
 #[derive(Debug)]
 pub struct TcpStream {
-    io: StreamIo,
+    pub(crate) io: StreamIo,
 }
 
 impl TcpStream {
