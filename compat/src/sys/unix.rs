@@ -1,9 +1,8 @@
 //! Unix sockets: Linux (epoll) and macOS/BSD (kqueue).
 
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 
-use polling::{Event, Poller};
 
 /// A raw descriptor.
 pub type RawSource = RawFd;
@@ -73,24 +72,6 @@ fn check(ret: isize) -> io::Result<usize> {
 const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 const NO_SIGNAL: libc::c_int = 0;
-
-pub(crate) fn modify(poller: &Poller, source: RawSource, ev: Event) -> io::Result<()> {
-    // SAFETY: the reactor's caller keeps `source` open while it is registered.
-    poller.modify(unsafe { BorrowedFd::borrow_raw(source) }, ev)
-}
-
-pub(crate) fn delete(poller: &Poller, source: RawSource) -> io::Result<()> {
-    // SAFETY: as above; it is still open when removed.
-    poller.delete(unsafe { BorrowedFd::borrow_raw(source) })
-}
-
-pub(crate) fn is_not_registered(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOENT)
-}
-
-pub(crate) fn is_already_registered(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EEXIST)
-}
 
 /// Per-socket options the platform needs before use: Apple has no MSG_NOSIGNAL, so writes to a
 /// closed peer would raise SIGPIPE without SO_NOSIGPIPE.

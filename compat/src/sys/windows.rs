@@ -94,6 +94,16 @@ pub(crate) fn modify(poller: &Poller, source: RawSource, ev: Event) -> io::Resul
     poller.modify(unsafe { BorrowedSocket::borrow_raw(source) }, ev)
 }
 
+pub(crate) fn modify_with_mode(
+    poller: &Poller,
+    source: RawSource,
+    ev: Event,
+    mode: polling::PollMode,
+) -> io::Result<()> {
+    // SAFETY: the reactor's caller keeps `source` open while it is registered.
+    poller.modify_with_mode(unsafe { BorrowedSocket::borrow_raw(source) }, ev, mode)
+}
+
 pub(crate) fn delete(poller: &Poller, source: RawSource) -> io::Result<()> {
     // SAFETY: as above; it is still open when removed.
     poller.delete(unsafe { BorrowedSocket::borrow_raw(source) })

@@ -1,11 +1,16 @@
-//! Readiness backend (epoll on Linux, through `polling`): runs every op in readiness mode.
+//! Readiness backend (epoll or kqueue through `mio`, IOCP through `polling`): runs every op in
+//! readiness mode.
 //!
 //! An op first tries its non-blocking syscall right away (data is often already there); on
 //! `WouldBlock` its task registers interest in the descriptor and sleeps until the reactor
 //! reports readiness, then tries again. Nothing the kernel writes outlives a syscall, so a
 //! dropped op needs no cancellation: its memory is free as soon as its future is gone.
 //!
-//! Registrations are one-shot: each readiness event disarms the descriptor, and it is re-armed
+//! Where the platform reports edges (epoll, kqueue) a descriptor is registered once, for both
+//! directions, the first time an op on it would block, and stays registered until it is
+//! closed: no syscall per wait. That is sound because every op tries its syscall before it
+//! waits, so a wait always follows a `WouldBlock` and the next change is reported. Elsewhere
+//! (IOCP) registrations are one-shot: each report disarms the descriptor, and it is re-armed
 //! with whatever interest is still wanted.
 
 pub(crate) mod op;
@@ -24,6 +29,8 @@ use op::Interest;
 
 pub(crate) struct CompatDriver {
     reactor: Reactor,
+    /// Descriptors are watched for edges (registered once) rather than armed per wait.
+    edges: bool,
     fds: HashMap<RawSource, Waiters>,
     /// Reports of the last wait (kept to reuse its allocation).
     ready: Vec<reactor::Ready>,
@@ -54,6 +61,7 @@ impl CompatDriver {
         let bell = Doorbell::Reactor(reactor.notifier());
         Ok((
             CompatDriver {
+                edges: reactor.supports_edges(),
                 reactor,
                 fds: HashMap::new(),
                 ready: Vec::new(),
@@ -74,7 +82,12 @@ impl CompatDriver {
             list.push(waker.clone());
         }
         self.stats.ops_submitted += 1;
-        if let Err(e) = arm(&self.reactor, fd, waiters) {
+        let armed = if self.edges {
+            watch(&self.reactor, fd, waiters)
+        } else {
+            arm(&self.reactor, fd, waiters)
+        };
+        if let Err(e) = armed {
             // The fd cannot be watched (closed under us, or not pollable): wake the task so its
             // next attempt reports the real error instead of sleeping forever.
             tracing::debug!(fd, error = %e, "arming readiness failed; waking the waiter");
@@ -130,7 +143,7 @@ impl CompatDriver {
                 woken.append(&mut waiters.write);
             }
             let rest = waiters.interest();
-            if rest.read || rest.write {
+            if !self.edges && (rest.read || rest.write) {
                 // One-shot: re-arm for what is still wanted.
                 let _ = arm(&self.reactor, fd, waiters);
             }
@@ -139,6 +152,16 @@ impl CompatDriver {
             w.wake();
         }
     }
+}
+
+/// Watches `fd` for edges in both directions, unless it already is.
+fn watch(reactor: &Reactor, fd: RawSource, waiters: &mut Waiters) -> std::io::Result<()> {
+    if !waiters.added {
+        // SAFETY: as in `arm`.
+        unsafe { reactor.watch(fd, fd as usize) }?;
+        waiters.added = true;
+    }
+    Ok(())
 }
 
 /// (Re-)arms `fd` with the interest its waiters want.
