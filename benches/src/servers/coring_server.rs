@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use coring::driver::probe::DriverChoice;
 use coring::net::{TcpListener, TcpStream};
-use coring::runtime::{Runtime, until_shutdown};
+use coring::runtime::{Runtime, shutdown_signal, until_shutdown};
 use coring_protocols::http1::{Request, Response};
 use coring_protocols::serve::{Config, Reply, Server};
 
@@ -89,7 +89,8 @@ async fn handle(req: Request, file: Option<Rc<coring::fs::File>>) -> Reply {
 async fn echo(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut reader = stream.pooled();
-    while let Some(Ok(Some(buf))) = until_shutdown(reader.next()).await {
+    let mut shutdown = shutdown_signal();
+    while let Some(Ok(Some(buf))) = shutdown.guard(reader.next()).await {
         let (result, _) = stream.write_all(buf).await;
         if result.is_err() {
             return;

@@ -637,6 +637,29 @@ fn context_id(ctx: &context::CoreContext) -> usize {
     std::ptr::from_ref(ctx) as usize
 }
 
+impl ShutdownSignal {
+    /// Runs `future` unless shutdown begins first: `Some(output)`, or `None` once shutdown is
+    /// requested (the future is then dropped). The signal stays registered between calls, so a
+    /// loop that guards each wait with the same signal registers once, not once per wait.
+    pub async fn guard<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            if is_shutting_down() {
+                return Poll::Ready(None);
+            }
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            // Only a future that waits needs waking at shutdown.
+            match Pin::new(&mut *self).poll(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
 impl Future for ShutdownSignal {
     type Output = ();
 
@@ -683,16 +706,11 @@ impl Drop for ShutdownSignal {
 /// shutdown is requested (the future is then dropped, cancelling what it was doing). Wrap the
 /// wait for the next request or connection in it so idle work stops at once while busy work
 /// finishes.
+///
+/// In a loop, [`ShutdownSignal::guard`] with one signal costs less: this registers a fresh
+/// signal each time it has to wait.
 pub async fn until_shutdown<F: Future>(future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut signal = shutdown_signal();
-    std::future::poll_fn(|cx| {
-        if Pin::new(&mut signal).poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        future.as_mut().poll(cx).map(Some)
-    })
-    .await
+    shutdown_signal().guard(future).await
 }
 
 /// Whether the current core has seen a shutdown request.

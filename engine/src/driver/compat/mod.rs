@@ -27,11 +27,39 @@ use crate::runtime::context::Doorbell;
 use crate::stats::DriverStats;
 use op::Interest;
 
+/// Hashes descriptors, which are small distinct integers: one multiplication (Fibonacci
+/// hashing) spreads them over the table; the default SipHash costs more than the rest of a
+/// readiness wait's bookkeeping.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl std::hash::Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FdMap<V> = HashMap<RawSource, V, std::hash::BuildHasherDefault<FdHasher>>;
+
 pub(crate) struct CompatDriver {
     reactor: Reactor,
     /// Descriptors are watched for edges (registered once) rather than armed per wait.
     edges: bool,
-    fds: HashMap<RawSource, Waiters>,
+    fds: FdMap<Waiters>,
     /// Reports of the last wait (kept to reuse its allocation).
     ready: Vec<reactor::Ready>,
     stats: DriverStats,
@@ -63,7 +91,7 @@ impl CompatDriver {
             CompatDriver {
                 edges: reactor.supports_edges(),
                 reactor,
-                fds: HashMap::new(),
+                fds: FdMap::default(),
                 ready: Vec::new(),
                 stats: DriverStats::default(),
             },
