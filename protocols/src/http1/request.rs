@@ -223,13 +223,13 @@ impl RequestDecoder {
         buf: &mut BytesMut,
     ) -> Result<Option<(Request, Framing)>, Http1Error> {
         debug_assert!(self.pending.is_none() && self.body.is_none());
-        let Some((request, framing, len)) = parse_head(buf, &self.limits)? else {
+        let Some((parsed, framing, len)) = parse_head(buf, &self.limits)? else {
             return Ok(None);
         };
         let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
         bytes::Buf::advance(buf, len);
         self.start_body(framing);
-        Ok(Some((Request { head, ..request }, framing)))
+        Ok(Some((parsed.into_request(head), framing)))
     }
 
     /// Streaming mode, first step, without copying: parses the head that starts at `start` in
@@ -243,14 +243,11 @@ impl RequestDecoder {
     ) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
         debug_assert!(self.pending.is_none() && self.body.is_none());
         let all = (**data).as_ref();
-        let Some((request, framing, len)) = parse_head_at(all, start, &self.limits)? else {
+        let Some((parsed, framing, len)) = parse_head_at(all, start, &self.limits)? else {
             return Ok(None);
         };
         self.start_body(framing);
-        let request = Request {
-            head: Head::Shared(Rc::clone(data)),
-            ..request
-        };
+        let request = parsed.into_request(Head::Shared(Rc::clone(data)));
         Ok(Some((request, framing, start + len)))
     }
 
@@ -301,14 +298,14 @@ impl RequestDecoder {
     /// more is buffered: a head that is already too long fails without waiting for its end.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
         if self.pending.is_none() {
-            let Some((request, framing, len)) = parse_head(buf, &self.limits)? else {
+            let Some((parsed, framing, len)) = parse_head(buf, &self.limits)? else {
                 return Ok(Decoded::Partial {
                     send_continue: false,
                 });
             };
             let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
             bytes::Buf::advance(buf, len);
-            let request = Request { head, ..request };
+            let request = parsed.into_request(head);
             if framing == Framing::None {
                 return Ok(Decoded::Request(request));
             }
@@ -384,21 +381,51 @@ fn index_lines(head: &[u8], lines: &Range<u32>) -> Vec<[u32; 4]> {
 /// Most header fields a request may carry, whatever the limits say.
 const HEADER_SLOTS: usize = 256;
 
+/// What parsing a head yields: everything of a [`Request`] but where its bytes live.
+struct ParsedHead {
+    method: Range<usize>,
+    target: Range<usize>,
+    version: Version,
+    header_lines: Range<u32>,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl ParsedHead {
+    /// The request, its ranges pointing into `head`.
+    #[inline]
+    fn into_request(self, head: Head) -> Request {
+        Request {
+            head,
+            method: self.method,
+            target: self.target,
+            version: self.version,
+            header_lines: self.header_lines,
+            index: std::cell::OnceCell::new(),
+            body: Bytes::new(),
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            extension: None,
+        }
+    }
+}
+
 /// Parses the head at the front of `buf`: `None` if incomplete. Ranges are into `buf`.
 fn parse_head(
     buf: &[u8],
     limits: &Limits,
-) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+) -> Result<Option<(ParsedHead, Framing, usize)>, Http1Error> {
     parse_head_at(buf, 0, limits)
 }
 
 /// Parses the head starting at `start` in `all`: `None` if incomplete. Ranges are into `all`,
 /// the returned length counts from `start`.
+#[inline]
 fn parse_head_at(
     all: &[u8],
     start: usize,
     limits: &Limits,
-) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
+) -> Result<Option<(ParsedHead, Framing, usize)>, Http1Error> {
     let buf = &all[start..];
     // On the stack and uninitialised: httparse fills only what it finds.
     let mut storage =
@@ -475,14 +502,15 @@ fn parse_head_at(
         if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
             continue;
         }
-        if name.eq_ignore_ascii_case("content-length") {
+        let name = name.as_bytes();
+        if token_is(name, b"content-length") {
             let value = parse_length(h.value)?;
             if content_length.is_some() {
                 // Duplicates, even equal ones, are how smuggling starts: refuse them all.
                 return Err(Http1Error::BadRequest("repeated Content-Length"));
             }
             content_length = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if token_is(name, b"transfer-encoding") {
             transfer_encoding = true;
             for coding in h.value.split(|&b| b == b',') {
                 let coding = trim(coding);
@@ -493,25 +521,25 @@ fn parse_head_at(
                     // Anything after `chunked` means the body is not framed by chunked.
                     return Err(Http1Error::BadRequest("chunked is not the final coding"));
                 }
-                if coding.eq_ignore_ascii_case(b"chunked") {
+                if token_is(coding, b"chunked") {
                     chunked_last = true;
                 } else {
                     return Err(Http1Error::UnsupportedTransferCoding);
                 }
             }
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if token_is(name, b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = trim(token);
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                close |= token_is(token, b"close");
+                keep_alive_token |= token_is(token, b"keep-alive");
             }
-        } else if name.eq_ignore_ascii_case("expect") {
-            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+        } else if token_is(name, b"expect") {
+            if token_is(trim(h.value), b"100-continue") {
                 expect_continue = true;
             } else {
                 return Err(Http1Error::BadRequest("unsupported expectation"));
             }
-        } else if name.eq_ignore_ascii_case("host") {
+        } else if token_is(name, b"host") {
             host += 1;
         }
     }
@@ -539,19 +567,31 @@ fn parse_head_at(
         Version::Http11 => !close,
         Version::Http10 => keep_alive_token && !close,
     };
-    let request = Request {
-        head: Head::Owned(Bytes::new()),
+    let parsed = ParsedHead {
         method,
         target,
         version,
         header_lines,
-        index: std::cell::OnceCell::new(),
-        body: Bytes::new(),
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
-        extension: None,
     };
-    Ok(Some((request, framing, len)))
+    Ok(Some((parsed, framing, len)))
+}
+
+/// Whether `bytes` is `lower` (letters, digits and `-`, lowercase) in any case.
+///
+/// ORing 0x20 lowercases the letters and leaves digits and `-` alone; the only other bytes it
+/// could turn into one of those are control characters (CR into `-`), which the parser never
+/// lets into a header name or value. One pass without an early exit, so it compiles to a few
+/// wide operations instead of a branch per byte.
+#[inline]
+fn token_is(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.len() == lower.len()
+        && bytes
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (&b, &l)| diff | ((b | 0x20) ^ l))
+            == 0
 }
 
 /// 414 when the request line alone is over the limit, 431 otherwise.
@@ -583,4 +623,20 @@ fn trim(v: &[u8]) -> &[u8] {
         .rposition(|b| !matches!(b, b' ' | b'\t'))
         .map_or(start, |e| e + 1);
     &v[start..end]
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_is;
+
+    #[test]
+    fn token_is_ignores_case_and_nothing_else() {
+        assert!(token_is(b"Content-Length", b"content-length"));
+        assert!(token_is(b"TRANSFER-ENCODING", b"transfer-encoding"));
+        assert!(token_is(b"100-Continue", b"100-continue"));
+        assert!(!token_is(b"Content_Length", b"content-length"));
+        assert!(!token_is(b"Content-Lengt", b"content-length"));
+        assert!(!token_is(b"keep-alivf", b"keep-alive"));
+        assert!(!token_is(b"close ", b"close"));
+    }
 }
