@@ -46,24 +46,31 @@ use crate::http1::{
 pub use body::{BodyError, BodyStream};
 use body::{ConnIo, IoState};
 use reply::Source;
-pub use reply::{Reply, serve_file};
+pub use reply::{IntoReply, Reply, serve_file};
 pub use router::{Params, Router};
 
 /// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = R>` where `R` is a
 /// [`Response`] or a [`Reply`] (a file or streamed body).
 pub trait Handler: 'static {
-    /// The reply to `req`.
-    fn call(&self, req: Request) -> impl Future<Output = Reply>;
+    /// What it answers with: a [`Response`] or a [`Reply`].
+    type Output: IntoReply;
+
+    /// The answer to `req`.
+    fn call(&self, req: Request) -> impl Future<Output = Self::Output>;
 }
 
 impl<F, Fut, R> Handler for F
 where
     F: Fn(Request) -> Fut + 'static,
     Fut: Future<Output = R>,
-    R: Into<Reply>,
+    R: IntoReply,
 {
-    async fn call(&self, req: Request) -> Reply {
-        self(req).await.into()
+    type Output = R;
+
+    // The caller's future itself, not one wrapped around it: a response is moved once less.
+    #[inline]
+    fn call(&self, req: Request) -> impl Future<Output = R> {
+        self(req)
     }
 }
 
@@ -312,7 +319,8 @@ pub async fn serve_connection<H: Handler>(
             }
             let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
             let head_request = req.is_head();
-            let reply = handler.call(req).await;
+            // Encoded from where the answer lies; only a body that follows moves it again.
+            let answer = handler.call(req).await;
             // Whatever the handler left of a streamed body is read and dropped, so the next
             // request starts where it should.
             if io.state.borrow().decoder.in_body() {
@@ -333,10 +341,10 @@ pub async fn serve_connection<H: Handler>(
                     head_request,
                     keep_alive,
                 };
-                encode_response(&reply.response, &cx, &mut out);
+                encode_response(answer.response(), &cx, &mut out);
             });
-            if !head_request {
-                send_body(&stream, reply.source, &mut out).await?;
+            if !head_request && answer.body_follows() {
+                send_body(&stream, answer.into_reply().source, &mut out).await?;
             }
             if !keep_alive {
                 close = true;

@@ -45,6 +45,60 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// What a handler may answer with: a [`Response`] (body inline) or a [`Reply`] (a body that
+/// follows). Implemented for those two only; the server encodes the answer where it lies.
+pub trait IntoReply: sealed::Sealed + 'static {
+    /// The response head (and inline body).
+    #[doc(hidden)]
+    fn response(&self) -> &Response;
+
+    /// Whether a body follows the head (a file or a stream).
+    #[doc(hidden)]
+    fn body_follows(&self) -> bool;
+
+    /// The whole reply, for sending a body that follows.
+    #[doc(hidden)]
+    fn into_reply(self) -> Reply;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::http1::Response {}
+    impl Sealed for super::Reply {}
+}
+
+impl IntoReply for Response {
+    #[inline]
+    fn response(&self) -> &Response {
+        self
+    }
+
+    #[inline]
+    fn body_follows(&self) -> bool {
+        false
+    }
+
+    fn into_reply(self) -> Reply {
+        self.into()
+    }
+}
+
+impl IntoReply for Reply {
+    #[inline]
+    fn response(&self) -> &Response {
+        &self.response
+    }
+
+    #[inline]
+    fn body_follows(&self) -> bool {
+        !matches!(self.source, Source::Inline)
+    }
+
+    fn into_reply(self) -> Reply {
+        self
+    }
+}
+
 impl From<Response> for Reply {
     fn from(response: Response) -> Reply {
         Reply {

@@ -89,6 +89,8 @@ impl Router {
 }
 
 impl crate::serve::Handler for Router {
+    type Output = Reply;
+
     async fn call(&self, req: Request) -> Reply {
         let found = self.find(req.method(), req.path());
         match found {
