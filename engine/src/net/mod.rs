@@ -4,7 +4,7 @@
 mod accept;
 mod dgram;
 mod pooled;
-#[cfg(windows)]
+#[cfg(any(windows, test))]
 mod shared_listen;
 mod stream;
 mod tcp;
