@@ -194,6 +194,46 @@ fn read_timeout_gives_timed_out_and_stream_stays_usable() {
 }
 
 #[test]
+fn write_timeout_fires_against_a_peer_that_stops_reading_and_writes_then_resume() {
+    coring::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            rx.recv().unwrap(); // reads nothing until told
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break total,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => panic!("peer read: {e}"),
+                }
+            }
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(100)));
+        // Far more than the socket buffers hold: the write must wait, and time out.
+        let big = vec![7u8; 64 << 20];
+        let start = Instant::now();
+        let (r, big) = s.write_all(big).await;
+        let err = r.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(90));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // The connection still works: the peer drains, a write without a deadline completes.
+        s.set_write_timeout(None);
+        tx.send(()).unwrap();
+        let (r, _) = s.write_all(big[..1 << 20].to_vec()).await;
+        r.unwrap();
+        drop(s);
+        assert!(peer.join().unwrap() >= 1 << 20);
+    });
+}
+
+#[test]
 fn shutdown_write_gives_peer_eof_and_read_side_keeps_working() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::driver::uring::Deadline;
 use crate::driver::{Driver, OpCode, Orphan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::context;
@@ -69,7 +68,6 @@ pub(crate) enum Lifecycle {
 /// Memory of an op whose future was dropped, parked in the driver.
 struct Parked<T> {
     op: T,
-    _deadline: Option<Deadline>,
 }
 
 impl<T: OpCode> Orphan for Parked<T> {
@@ -91,8 +89,9 @@ pub(crate) struct Completion<T> {
 
 /// How an op in flight runs.
 enum Mode {
-    /// Queued on the ring under this slab key.
-    Uring { key: usize },
+    /// Queued on the ring under this slab key. `timer` enforces the deadline: armed once the
+    /// op has to wait, and when it fires the op is cancelled in the kernel.
+    Uring { key: usize, timer: Option<Sleep> },
     /// Readiness mode: the op tries its syscall when polled; `timer` enforces the deadline.
     Ready { timer: Option<Sleep> },
     /// Finished (its output was taken).
@@ -103,9 +102,8 @@ enum Mode {
 pub(crate) struct Op<T: OpCode> {
     mode: Mode,
     op: Option<T>,
-    /// The io_uring deadline, parked with the op until its last completion.
-    deadline: Option<Deadline>,
-    has_deadline: bool,
+    /// The deadline passed and the op was cancelled for it: ECANCELED means TimedOut.
+    timed_out: bool,
 }
 
 impl<T: OpCode> Op<T> {
@@ -115,37 +113,34 @@ impl<T: OpCode> Op<T> {
     }
 
     /// Queues `op`; with `timeout`, the op is cancelled when the time passes and it completes
-    /// with [`ErrorKind::TimedOut`] (a linked timeout on io_uring, a core timer on compat).
+    /// with [`ErrorKind::TimedOut`].
+    ///
+    /// The deadline is a core timer on both drivers, armed only once the op has to wait: an op
+    /// that completes at once (most writes) never touches a timer, and on io_uring no
+    /// LINK_TIMEOUT rides along with every op (it cost a kernel timer, a second completion and
+    /// ~160 instructions in user space per write). When the timer fires first, io_uring is asked
+    /// to cancel the op.
     pub(crate) fn submit_with_timeout(mut op: T, timeout: Option<Duration>) -> Op<T> {
-        let (mode, deadline) = context::with_driver(|d| match d {
-            Driver::Uring(d) => {
-                let deadline = timeout.map(|t| d.deadline(t));
-                let key = d.submit(&mut op, deadline.as_ref(), false);
-                (Mode::Uring { key }, deadline)
-            }
-            Driver::Compat(_) => (
-                Mode::Ready {
-                    timer: timeout.map(crate::time::sleep),
-                },
-                None,
-            ),
+        let timer = timeout.map(crate::time::sleep);
+        let mode = context::with_driver(|d| match d {
+            Driver::Uring(d) => Mode::Uring {
+                key: d.submit(&mut op, false),
+                timer,
+            },
+            Driver::Compat(_) => Mode::Ready { timer },
         });
         Op {
             mode,
             op: Some(op),
-            deadline,
-            has_deadline: timeout.is_some(),
+            timed_out: false,
         }
     }
 
     fn finish(&mut self, cqe: CqeResult) -> Completion<T> {
-        if let Some(deadline) = self.deadline.take() {
-            context::with_driver(|d| d.uring().recycle_deadline(deadline));
-        }
         self.mode = Mode::Done;
         let mut result = cqe.result(T::NAME);
         if let Err(e) = &mut result
-            && self.has_deadline
+            && self.timed_out
             && e.raw_os_error() == Some(libc::ECANCELED)
         {
             *e = e.with_kind(ErrorKind::TimedOut);
@@ -172,11 +167,24 @@ impl<T: OpCode> Future for Op<T> {
             return Poll::Pending;
         }
         let cqe = match &mut this.mode {
-            Mode::Uring { key } => {
+            Mode::Uring { key, timer } => {
                 let key = *key;
                 match context::with_driver(|d| d.uring().poll_op(key, cx)) {
                     Poll::Ready(cqe) => cqe,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if !this.timed_out
+                            && timer
+                                .as_mut()
+                                .is_some_and(|t| Pin::new(t).poll(cx).is_ready())
+                        {
+                            // The completion (ECANCELED, or the result if the op won the race)
+                            // wakes this task again.
+                            this.timed_out = true;
+                            *timer = None;
+                            context::with_driver(|d| d.uring().cancel_op(key));
+                        }
+                        return Poll::Pending;
+                    }
                 }
             }
             Mode::Ready { timer } => {
@@ -190,6 +198,7 @@ impl<T: OpCode> Future for Op<T> {
                         if !expired {
                             return Poll::Pending;
                         }
+                        this.timed_out = true;
                         CqeResult {
                             res: -libc::ECANCELED,
                             flags: 0,
@@ -205,15 +214,12 @@ impl<T: OpCode> Future for Op<T> {
 
 impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
-        let Mode::Uring { key } = std::mem::replace(&mut self.mode, Mode::Done) else {
+        let Mode::Uring { key, .. } = std::mem::replace(&mut self.mode, Mode::Done) else {
             // Readiness mode: nothing of ours is in the kernel.
             return;
         };
         let Some(op) = self.op.take() else { return };
-        let parked = Box::new(Parked {
-            op,
-            _deadline: self.deadline.take(),
-        });
+        let parked = Box::new(Parked { op });
         park(key, parked);
     }
 }
@@ -282,7 +288,7 @@ pub(crate) struct MultiOp<T: OpCode> {
 impl<T: OpCode> MultiOp<T> {
     pub(crate) fn submit(mut op: T) -> MultiOp<T> {
         let key = context::with_driver(|d| match d {
-            Driver::Uring(d) => Some(d.submit(&mut op, None, true)),
+            Driver::Uring(d) => Some(d.submit(&mut op, true)),
             Driver::Compat(_) => None,
         });
         MultiOp {
@@ -355,13 +361,7 @@ impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
         let Some(op) = self.op.take() else { return };
-        park(
-            key,
-            Box::new(Parked {
-                op,
-                _deadline: None,
-            }),
-        );
+        park(key, Box::new(Parked { op }));
     }
 }
 

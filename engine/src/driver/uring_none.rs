@@ -50,15 +50,6 @@ pub(crate) mod bufring {
     }
 }
 
-/// A per-op deadline; readiness mode enforces deadlines with core timers instead.
-pub(crate) struct Deadline(Never);
-
-impl Deadline {
-    pub(crate) fn after(_dur: Duration) -> Deadline {
-        unreachable!("linked timeouts only exist on the io_uring driver")
-    }
-}
-
 /// What the probe learned from a test ring.
 pub(crate) struct RingProbe {
     pub(crate) flags: RingFlags,
@@ -86,7 +77,6 @@ impl UringDriver {
     pub(crate) fn submit<T: OpCode>(
         &mut self,
         _op: &mut T,
-        _deadline: Option<&Deadline>,
         _multishot: bool,
     ) -> usize {
         match self.0 {}
@@ -104,11 +94,7 @@ impl UringDriver {
         match self.0 {}
     }
 
-    pub(crate) fn deadline(&mut self, _dur: Duration) -> Deadline {
-        match self.0 {}
-    }
-
-    pub(crate) fn recycle_deadline(&mut self, _deadline: Deadline) {
+    pub(crate) fn cancel_op(&mut self, _key: usize) {
         match self.0 {}
     }
 

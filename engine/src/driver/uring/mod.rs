@@ -34,30 +34,8 @@ use crate::runtime::RuntimeConfig;
 use crate::runtime::context::{CoreShared, Doorbell};
 use crate::stats::DriverStats;
 
-/// A per-op deadline, enforced by the kernel with a linked timeout.
-///
-/// INVARIANT: `ts` is boxed so the address in the LINK_TIMEOUT SQE stays valid while the op
-/// moves; the box lives with the op (or its orphan) until the op's last completion, which is
-/// after the kernel has read it at submission.
-pub(crate) struct Deadline {
-    pub(crate) ts: Box<io_uring::types::Timespec>,
-}
-
-impl Deadline {
-    pub(crate) fn after(dur: Duration) -> Deadline {
-        Deadline {
-            ts: Box::new(io_uring::types::Timespec::from(dur)),
-        }
-    }
-}
-
-/// Spare timespec boxes kept for reuse (per-op deadlines allocate nothing in steady state).
-const SPARE_DEADLINES: usize = 1024;
-
 /// Completion of an ASYNC_CANCEL we issued.
 const CANCEL_KEY: u64 = u64::MAX;
-/// Completion of a LINK_TIMEOUT attached to an op with a deadline.
-const LINK_TIMEOUT_KEY: u64 = u64::MAX - 1;
 /// Completion of the read on the wake-up eventfd.
 const WAKE_KEY: u64 = u64::MAX - 2;
 /// Completion of the TIMEOUT used to bound a wait on kernels without EXT_ARG.
@@ -98,8 +76,6 @@ pub(crate) struct UringDriver {
     /// Cores we rang with MSG_RING whose completion has not come back yet; kept alive (and
     /// their ring fds open) until it has.
     doorbells: Slab<Arc<CoreShared>>,
-    /// Timespec boxes of completed ops, reused by the next deadlines.
-    spare_deadlines: Vec<Deadline>,
 }
 
 impl UringDriver {
@@ -143,7 +119,6 @@ impl UringDriver {
             stats: DriverStats::default(),
             pool: Rc::clone(pool),
             doorbells: Slab::new(),
-            spare_deadlines: Vec::new(),
         };
         Ok((driver, bell))
     }
@@ -151,7 +126,6 @@ impl UringDriver {
     pub(crate) fn submit<T: OpCode>(
         &mut self,
         op: &mut T,
-        deadline: Option<&Deadline>,
         multishot: bool,
     ) -> usize {
         let key = self.ops.insert(if multishot {
@@ -163,17 +137,7 @@ impl UringDriver {
             Lifecycle::Submitted
         });
         let entry = op.entry().user_data(key as u64);
-        match deadline {
-            None => self.push(&[entry]),
-            Some(deadline) => {
-                // The pair must reach the kernel in one submission for the link to hold, so
-                // both are pushed together.
-                let link = opcode::LinkTimeout::new(&*deadline.ts)
-                    .build()
-                    .user_data(LINK_TIMEOUT_KEY);
-                self.push(&[entry.flags(squeue::Flags::IO_LINK), link]);
-            }
-        }
+        self.push(&[entry]);
         self.stats.ops_submitted += 1;
         key
     }
@@ -255,22 +219,12 @@ impl UringDriver {
         }
     }
 
-    /// A deadline `dur` from now, in a reused box when one is spare.
-    pub(crate) fn deadline(&mut self, dur: Duration) -> Deadline {
-        match self.spare_deadlines.pop() {
-            Some(mut d) => {
-                *d.ts = types::Timespec::from(dur);
-                d
-            }
-            None => Deadline::after(dur),
-        }
-    }
-
-    /// Takes back the deadline of a completed op (the kernel read it at submission, long
-    /// before the op's completion).
-    pub(crate) fn recycle_deadline(&mut self, deadline: Deadline) {
-        if self.spare_deadlines.len() < SPARE_DEADLINES {
-            self.spare_deadlines.push(deadline);
+    /// An op's deadline passed: asks the kernel to cancel it. The op completes as usual,
+    /// with -ECANCELED or, if it won the race, with its result.
+    pub(crate) fn cancel_op(&mut self, key: usize) {
+        if let Some(Lifecycle::Submitted | Lifecycle::Waiting(_)) = self.ops.get(key) {
+            self.stats.timeouts += 1;
+            self.cancel(key as u64);
         }
     }
 
@@ -482,11 +436,6 @@ impl UringDriver {
                             error = %Error::from_os(-cqe.res, "async_cancel"),
                             "io_uring cancel failed; the op stays parked until it completes"
                         );
-                    }
-                }
-                LINK_TIMEOUT_KEY => {
-                    if cqe.res == -libc::ETIME {
-                        stats.timeouts += 1;
                     }
                 }
                 WAKE_KEY => *wake_armed = false,
