@@ -215,6 +215,13 @@ fn write_timeout_fires_against_a_peer_that_stops_reading_and_writes_then_resume(
         });
         let (s, _) = listener.accept().await.unwrap();
         s.set_write_timeout(Some(Duration::from_millis(100)));
+        // Quick writes first, then a pause past their deadline: a timer armed for them must
+        // not cut the next write short.
+        for _ in 0..10 {
+            let (r, _) = s.write_all(vec![7u8; 1024]).await;
+            r.unwrap();
+        }
+        coring::time::sleep(Duration::from_millis(150)).await;
         // Far more than the socket buffers hold: the write must wait, and time out.
         let big = vec![7u8; 64 << 20];
         let start = Instant::now();
@@ -229,7 +236,7 @@ fn write_timeout_fires_against_a_peer_that_stops_reading_and_writes_then_resume(
         let (r, _) = s.write_all(big[..1 << 20].to_vec()).await;
         r.unwrap();
         drop(s);
-        assert!(peer.join().unwrap() >= 1 << 20);
+        assert!(peer.join().unwrap() >= (1 << 20) + 10 * 1024);
     });
 }
 

@@ -136,6 +136,25 @@ impl<T: OpCode> Op<T> {
         }
     }
 
+    /// The caller's own deadline for this op passed (a timer it keeps itself): cancel the op;
+    /// it completes with [`ErrorKind::TimedOut`] unless it finished first. The caller keeps
+    /// polling for that completion.
+    pub(crate) fn cancel_for_deadline(&mut self, cx: &mut Context<'_>) {
+        if self.timed_out {
+            return;
+        }
+        self.timed_out = true;
+        match &mut self.mode {
+            Mode::Uring { key, .. } => {
+                let key = *key;
+                context::with_driver(|d| d.uring().cancel_op(key));
+            }
+            // Nothing is in the kernel: the next poll reports the timeout.
+            Mode::Ready { .. } => cx.waker().wake_by_ref(),
+            Mode::Done => {}
+        }
+    }
+
     fn finish(&mut self, cqe: CqeResult) -> Completion<T> {
         self.mode = Mode::Done;
         let mut result = cqe.result(T::NAME);
@@ -189,7 +208,15 @@ impl<T: OpCode> Future for Op<T> {
             }
             Mode::Ready { timer } => {
                 let op = this.op.as_mut().expect("op data present until completion");
-                match poll_ready(op, cx) {
+                let cancelled = CqeResult {
+                    res: -libc::ECANCELED,
+                    flags: 0,
+                };
+                match if this.timed_out {
+                    Poll::Ready(cancelled)
+                } else {
+                    poll_ready(op, cx)
+                } {
                     Poll::Ready(cqe) => cqe,
                     Poll::Pending => {
                         let expired = timer

@@ -1,18 +1,22 @@
 //! What every connected byte stream (TCP, Unix) can do, written once.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::Shutdown as How;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::compat::op::Interest;
-use crate::driver::{DriverKind, Op, when_ready};
+use crate::driver::lifecycle::Completion;
+use crate::driver::{DriverKind, Op, OpCode, when_ready};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
 use crate::op::{Recv, Send, SendVectored, Shutdown, Splice};
 use crate::runtime::context;
 use crate::sys::SharedFd;
+use crate::time::{self, Sleep};
 
 /// A new non-blocking, close-on-exec socket.
 pub(crate) fn new_socket(
@@ -55,6 +59,11 @@ pub(crate) struct StreamIo {
     pub(crate) fd: SharedFd,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
+    /// One timer for every write's deadline, kept armed between writes: a write that
+    /// completes at once (most do) only notes its start, and a timer that fires for an
+    /// earlier write is moved to the current one's deadline. A timer per write would cost a
+    /// heap insertion and a stale entry to pop for each.
+    write_timer: RefCell<Option<Sleep>>,
 }
 
 impl StreamIo {
@@ -63,6 +72,7 @@ impl StreamIo {
             fd,
             read_timeout: Cell::new(None),
             write_timeout: Cell::new(None),
+            write_timer: RefCell::new(None),
         }
     }
 
@@ -99,7 +109,7 @@ impl StreamIo {
             fd: self.fd.clone(),
             buf,
         };
-        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        let done = self.with_write_deadline(Op::submit(op)).await;
         if let Ok(n) = done.result {
             context::count(|c| c.bytes_out += u64::from(n));
         }
@@ -128,7 +138,7 @@ impl StreamIo {
     /// Writes several buffers with one sendmsg; returns how many bytes were taken in all.
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (Result<usize>, Vec<B>) {
         let op = SendVectored::new(self.fd.clone(), bufs);
-        let done = Op::submit_with_timeout(op, self.write_timeout.get()).await;
+        let done = self.with_write_deadline(Op::submit(op)).await;
         if let Ok(n) = done.result {
             context::count(|c| c.bytes_out += u64::from(n));
         }
@@ -163,6 +173,37 @@ impl StreamIo {
         };
         Op::submit(op).await.result?;
         Ok(())
+    }
+
+    /// Runs a write op under the write timeout, if one is set: past it, the op is cancelled
+    /// and completes with `TimedOut` (unless it finished first). The timer wakes the task that
+    /// last polled it, so one task writes to a stream at a time (as ordered writes need anyway).
+    async fn with_write_deadline<T: OpCode>(&self, mut op: Op<T>) -> Completion<T> {
+        let Some(limit) = self.write_timeout.get() else {
+            return op.await;
+        };
+        let due = time::now() + limit;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = Pin::new(&mut op).poll(cx) {
+                return Poll::Ready(done);
+            }
+            let mut timer = self.write_timer.borrow_mut();
+            let timer = timer.get_or_insert_with(|| time::sleep_until(due));
+            if timer.deadline() > due {
+                // Armed under a longer timeout than the one now set.
+                timer.reset(due);
+            }
+            while Pin::new(&mut *timer).poll(cx).is_ready() {
+                if time::now() >= due {
+                    op.cancel_for_deadline(cx);
+                    break;
+                }
+                // It fired for an earlier write: follow this one.
+                timer.reset(due);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Deadline for each read; a read that takes longer fails with `TimedOut`.
@@ -218,9 +259,7 @@ impl StreamIo {
                     fd_out: self.fd.clone(),
                     len: in_pipe as u32,
                 };
-                let m = Op::submit_with_timeout(out, self.write_timeout.get())
-                    .await
-                    .result?;
+                let m = self.with_write_deadline(Op::submit(out)).await.result?;
                 if m == 0 {
                     return Err(Error::new(ErrorKind::WriteZero, "splice"));
                 }
