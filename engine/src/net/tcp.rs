@@ -186,8 +186,8 @@ impl TcpStream {
         Self::connect_inner(addr, None).await
     }
 
-    /// Connects, giving up with `TimedOut` after `timeout` (enforced by the kernel with a
-    /// linked timeout, per address tried).
+    /// Connects, giving up with `TimedOut` after `timeout` (per address tried; a core timer
+    /// cancels the connect).
     pub async fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream> {
         Self::connect_inner(addr, Some(timeout)).await
     }
