@@ -380,11 +380,14 @@ pub async fn serve_connection<H: Handler>(
             idle_since = time::now();
             let mut next = std::pin::pin!(io.next_chunk());
             let waited = std::future::poll_fn(|cx| {
-                if Pin::new(&mut shutdown).poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
+                // Bytes that are here are served (a request that arrived with the shutdown is
+                // in flight, and its response says `Connection: close`); only a connection
+                // that has to wait registers for shutdown, once, and the idle timer.
                 if let Poll::Ready(r) = next.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
+                }
+                if Pin::new(&mut shutdown).poll(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
                 while Pin::new(&mut idle).poll(cx).is_ready() {
                     let due = idle_since + config.idle_timeout;
