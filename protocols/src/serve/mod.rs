@@ -272,6 +272,8 @@ pub async fn serve_connection<H: Handler>(
     let mut shutdown = coring::runtime::shutdown_signal();
     // The pooled buffer being parsed, and how far.
     let mut chunk: Option<Chunk> = None;
+    // The shared holder of received buffers, reused while no request still holds it.
+    let mut holder: Option<Rc<Received>> = None;
     loop {
         let mut out = out_buffer::take();
         let mut close = false;
@@ -378,6 +380,13 @@ pub async fn serve_connection<H: Handler>(
         } else {
             request_started = None;
             idle_since = time::now();
+            // Idle: the holder lets go of its buffer (or, if a request still has it, of it).
+            if let Some(rc) = holder.as_mut() {
+                match Rc::get_mut(rc) {
+                    Some(received) => received.0 = None,
+                    None => holder = None,
+                }
+            }
             let mut next = std::pin::pin!(io.next_chunk());
             let waited = std::future::poll_fn(|cx| {
                 // Bytes that are here are served (a request that arrived with the shutdown is
@@ -401,8 +410,7 @@ pub async fn serve_connection<H: Handler>(
             .await;
             match waited {
                 Some(Ok(Some(buf))) => {
-                    let data: Rc<dyn AsRef<[u8]>> = Rc::new(buf);
-                    chunk = Some((data, 0));
+                    chunk = Some((hold(&mut holder, buf), 0));
                 }
                 Some(Ok(None)) => return Ok(()), // end of stream
                 Some(Err(e)) => return Err(e),
@@ -414,6 +422,29 @@ pub async fn serve_connection<H: Handler>(
 
 /// A received buffer shared with the requests parsed from it, and how far parsing got.
 type Chunk = (Rc<dyn AsRef<[u8]>>, usize);
+
+/// A received buffer behind the `Rc` its requests share; empty while the connection is idle.
+struct Received(Option<coring::buf::PooledBuf>);
+
+impl AsRef<[u8]> for Received {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |b| b.as_ref())
+    }
+}
+
+/// `buf` behind a shared handle: the connection's holder again when no request from the last
+/// buffer is alive (no allocation per read), else a new one.
+fn hold(holder: &mut Option<Rc<Received>>, buf: coring::buf::PooledBuf) -> Rc<dyn AsRef<[u8]>> {
+    if let Some(rc) = holder.as_mut()
+        && let Some(received) = Rc::get_mut(rc)
+    {
+        received.0 = Some(buf);
+        return Rc::clone(rc) as Rc<dyn AsRef<[u8]>>;
+    }
+    let rc = Rc::new(Received(Some(buf)));
+    *holder = Some(Rc::clone(&rc));
+    rc
+}
 
 /// The next request head: from the copy buffer if a head is being assembled there, else in
 /// place from the pooled buffer being parsed. A head cut off at the end of a pooled buffer is
