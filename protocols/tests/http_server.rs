@@ -180,3 +180,44 @@ fn idle_keep_alive_connections_close_and_busy_ones_stay() {
         "{waited:?}"
     );
 }
+
+#[test]
+fn idle_keep_alive_connections_hold_no_receive_buffer() {
+    // Memory follows bytes in flight: once answered, a keep-alive connection keeps none of the
+    // core's pooled buffers while it waits for its next request.
+    let server = serve(Config::default(), || {
+        |_req: coring_protocols::http1::Request| async {
+            let in_use = coring::runtime::core_stats().pool.in_use;
+            Response::new(200).body(format!("{in_use:04}"))
+        }
+    });
+    let ask = |conn: &mut std::net::TcpStream| -> u64 {
+        use std::io::{Read, Write};
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() >= head_end + 4 + 4
+            {
+                let body = &got[head_end + 4..head_end + 8];
+                return std::str::from_utf8(body).unwrap().parse().unwrap();
+            }
+        }
+    };
+    let mut idle: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    for conn in &mut idle {
+        ask(conn);
+    }
+    // The one request being answered holds its own buffer; the twenty idle connections none.
+    let mut probe = std::net::TcpStream::connect(server.addr).unwrap();
+    assert_eq!(ask(&mut probe), 1);
+    // And they still serve.
+    assert_eq!(ask(&mut idle[7]), 1);
+}
