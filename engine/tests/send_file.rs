@@ -74,3 +74,34 @@ fn read_at_reads_at_the_offset_and_reports_end_of_file() {
     });
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn send_file_waits_for_a_reader_that_starts_late() {
+    // Far more than the socket buffers hold while the reader sleeps: the splice into the full
+    // socket must wait for room, not fail.
+    const LEN: u64 = 32 * 1024 * 1024;
+    let path = temp_file("send_file_late", LEN);
+    let p = path.clone();
+    coring::block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        let file = File::open(&p).unwrap();
+        assert_eq!(s.send_file(&file, 0, LEN).await.unwrap(), LEN);
+        drop(s);
+        let got = client.join().unwrap();
+        assert_eq!(got.len() as u64, LEN);
+        assert!(
+            got.iter().enumerate().all(|(i, &b)| b == byte(i as u64)),
+            "bytes differ"
+        );
+    });
+    std::fs::remove_file(path).unwrap();
+}

@@ -13,6 +13,8 @@ use crate::driver::{DriverKind, Op, OpCode, when_ready};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
+#[cfg(unix)]
+use crate::op::PollWritable;
 use crate::op::{Recv, Send, SendVectored, Shutdown, Splice};
 use crate::runtime::context;
 use crate::sys::SharedFd;
@@ -259,7 +261,19 @@ impl StreamIo {
                     fd_out: self.fd.clone(),
                     len: in_pipe as u32,
                 };
-                let m = self.with_write_deadline(Op::submit(out)).await.result?;
+                let m = match self.with_write_deadline(Op::submit(out)).await.result {
+                    Ok(m) => m,
+                    // The socket is non-blocking and full: io_uring hands splice's EAGAIN
+                    // back instead of waiting, so wait for room and go again.
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        let room = PollWritable {
+                            fd: self.fd.clone(),
+                        };
+                        self.with_write_deadline(Op::submit(room)).await.result?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if m == 0 {
                     return Err(Error::new(ErrorKind::WriteZero, "splice"));
                 }

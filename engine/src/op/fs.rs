@@ -18,6 +18,12 @@ impl<B: IoBufMut> ReadAt<B> {
     }
 }
 
+/// Wait until `fd` can be written (a socket a splice found full).
+#[cfg(unix)]
+pub(crate) struct PollWritable {
+    pub(crate) fd: SharedFd,
+}
+
 /// Move up to `len` bytes from `fd_in` (at `off_in` for a file, `None` for a pipe) into
 /// `fd_out`, one of the two being a pipe: the kernel copies pages, user space sees none.
 pub(crate) struct Splice {

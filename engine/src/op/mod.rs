@@ -16,6 +16,8 @@ pub(crate) use dgram::{
     GSO_CMSG_BYTES, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo,
     parse_datagram,
 };
+#[cfg(unix)]
+pub(crate) use fs::PollWritable;
 pub(crate) use fs::{ReadAt, Splice};
 pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
 
@@ -78,6 +80,11 @@ impl<B: crate::buf::IoBufMut> OpCode for ReadAt<B> {
 
 impl OpCode for Splice {
     const NAME: &'static str = "splice";
+}
+
+#[cfg(unix)]
+impl OpCode for PollWritable {
+    const NAME: &'static str = "poll";
 }
 
 impl OpCode for Connect {

@@ -259,6 +259,27 @@ impl ReadyOp for Splice {
     }
 }
 
+#[cfg(unix)]
+impl ReadyOp for crate::op::PollWritable {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.raw(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout: a plain readiness check.
+        match unsafe { libc::poll(&mut pfd, 1, 0) } {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            _ => Ok(pfd.revents as usize),
+        }
+    }
+}
+
 impl ReadyOp for Shutdown {
     fn readiness(&self) -> (RawFd, Interest) {
         (self.fd.raw(), Interest::Write)

@@ -113,6 +113,12 @@ impl UringOp for Splice {
     }
 }
 
+impl UringOp for crate::op::PollWritable {
+    fn entry(&mut self) -> Entry {
+        opcode::PollAdd::new(Fd(self.fd.raw()), libc::POLLOUT as u32).build()
+    }
+}
+
 impl UringOp for Shutdown {
     fn entry(&mut self) -> Entry {
         opcode::Shutdown::new(Fd(self.fd.raw()), self.how).build()
