@@ -189,14 +189,12 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     }
     out.extend_from_slice(cx.date);
     out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers.iter() {
-        if is_reserved(name) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+    // Plain loops over the two parts: cheaper per field than a chained iterator.
+    for (name, value) in resp.headers.inline.iter().map_while(Option::as_ref) {
+        encode_field(name, value, out);
+    }
+    for (name, value) in &resp.headers.more {
+        encode_field(name, value, out);
     }
     if !cx.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -215,7 +213,12 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
                 };
                 out.extend_from_slice(b"Content-Length: ");
                 out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-                out.extend_from_slice(b"\r\n");
+                // This line's end and the head's in one append.
+                out.extend_from_slice(b"\r\n\r\n");
+                if !cx.head_request {
+                    out.extend_from_slice(&resp.body);
+                }
+                return;
             }
         }
     }
@@ -223,6 +226,18 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     if !bodiless && !cx.head_request {
         out.extend_from_slice(&resp.body);
     }
+}
+
+/// Appends `name: value` and its line end, unless the encoder writes that field itself.
+#[inline]
+fn encode_field(name: &str, value: &[u8], out: &mut Vec<u8>) {
+    if is_reserved(name) {
+        return;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The reason phrase of a status.
