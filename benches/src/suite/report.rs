@@ -325,7 +325,7 @@ fn targets(rows: &[Row], summaries: &[WorkloadSummary]) -> Vec<Target> {
         out.push(match r {
             Some(r) if r > 0.0 => Target {
                 goal,
-                measured: format!("{:.2}×", 1.0 / r),
+                measured: ratio_text(1.0 / r, want),
                 met: Some(1.0 / r >= want),
             },
             _ => Target {
@@ -356,7 +356,7 @@ fn targets(rows: &[Row], summaries: &[WorkloadSummary]) -> Vec<Target> {
             match (ratio("coring-compat", w), ratio("monoio-legacy", w)) {
                 (Some(c), Some(m)) if m > 0.0 => Target {
                     goal,
-                    measured: format!("{:.2}×", c / m),
+                    measured: ratio_text(c / m, 1.0),
                     met: Some(c / m >= 1.0),
                 },
                 _ => Target {
@@ -666,4 +666,25 @@ pub fn write(r: &Report, dir: &Path) -> Result<(), String> {
         put("latency.svg", &svg)?;
     }
     Ok(())
+}
+
+/// A ratio to two places, or three when two would print a miss as the target itself.
+fn ratio_text(measured: f64, want: f64) -> String {
+    if measured < want && format!("{measured:.2}") == format!("{want:.2}") {
+        format!("{measured:.3}×")
+    } else {
+        format!("{measured:.2}×")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_text;
+
+    #[test]
+    fn a_near_miss_is_not_printed_as_the_target() {
+        assert_eq!(ratio_text(1.149, 1.15), "1.149×");
+        assert_eq!(ratio_text(1.151, 1.15), "1.15×");
+        assert_eq!(ratio_text(0.804, 0.9), "0.80×");
+    }
 }
