@@ -105,3 +105,33 @@ fn send_file_waits_for_a_reader_that_starts_late() {
     });
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn send_file_to_a_reader_that_stops_times_out() {
+    // The write timeout bounds a file send as it bounds any write: a peer that never reads
+    // cannot hold the sending task forever.
+    const LEN: u64 = 64 * 1024 * 1024;
+    let path = temp_file("send_file_stalled", LEN);
+    let p = path.clone();
+    coring::block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            rx.recv().unwrap(); // never reads; holds the connection open until told
+            drop(s);
+        });
+        let (s, _) = listener.accept().await.unwrap();
+        s.set_write_timeout(Some(std::time::Duration::from_millis(200)));
+        let file = File::open(&p).unwrap();
+        let start = std::time::Instant::now();
+        let err = s.send_file(&file, 0, LEN).await.unwrap_err();
+        assert_eq!(err.kind(), coring::ErrorKind::TimedOut, "{err}");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(180));
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        tx.send(()).unwrap();
+        client.join().unwrap();
+    });
+    std::fs::remove_file(path).unwrap();
+}

@@ -292,8 +292,15 @@ impl StreamIo {
             let count = (end - pos).min(SEND_FILE_CHUNK_BYTES as u64) as usize;
             let sent = when_ready(sock, Interest::Write, || {
                 coring_compat::sys::sendfile(sock, src, &mut pos, count)
-            })
-            .await;
+            });
+            // Each wait for room is bounded by the write timeout, as every other write is.
+            let sent = match self.write_timeout.get() {
+                None => sent.await,
+                Some(limit) => match time::timeout(limit, sent).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Err(Error::new(ErrorKind::TimedOut, "sendfile")),
+                },
+            };
             match sent {
                 Ok(0) => break, // end of file
                 Ok(_) => {}
