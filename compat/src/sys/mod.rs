@@ -20,3 +20,28 @@ cfg_select! {
         compile_error!("coring-compat supports Unix (epoll, kqueue) and Windows (IOCP) only");
     }
 }
+
+/// `sendmsg_batch` where the system has no batch call: one `sendmsg` per message, stopping at
+/// the first that does not go. Returns how many went (at least one), with the bytes of message
+/// `i` in `sent[i]`; an error (or `WouldBlock`) only when the first did not go.
+///
+/// # Safety
+///
+/// Every header in `msgs` must describe valid memory (name, buffers, control data).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+unsafe fn sendmsg_each(
+    source: RawSource,
+    msgs: &[MsgHdr],
+    sent: &mut [usize],
+) -> std::io::Result<usize> {
+    let count = msgs.len().min(sent.len());
+    for i in 0..count {
+        // SAFETY: per the caller's contract.
+        match unsafe { sendmsg(source, &msgs[i]) } {
+            Ok(n) => sent[i] = n,
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => return Ok(i),
+        }
+    }
+    Ok(count)
+}

@@ -209,16 +209,9 @@ pub unsafe fn sendmsg_batch(fd: RawSource, msgs: &[MsgHdr], sent: &mut [usize]) 
         Ok(n)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        for i in 0..count {
-            // SAFETY: per the caller's contract.
-            match unsafe { sendmsg(fd, &msgs[i]) } {
-                Ok(n) => sent[i] = n,
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => return Ok(i),
-            }
-        }
-        Ok(count)
+    // SAFETY: per the caller's contract.
+    unsafe {
+        super::sendmsg_each(fd, &msgs[..count], &mut sent[..count])
     }
 }
 

@@ -233,16 +233,8 @@ pub unsafe fn sendmsg(source: RawSource, msg: *const MsgHdr) -> io::Result<usize
 ///
 /// Every header in `msgs` must describe valid memory (name, buffers, control data).
 pub unsafe fn sendmsg_batch(source: RawSource, msgs: &[MsgHdr], sent: &mut [usize]) -> io::Result<usize> {
-    let count = msgs.len().min(sent.len());
-    for i in 0..count {
-        // SAFETY: per the caller's contract.
-        match unsafe { sendmsg(source, &msgs[i]) } {
-            Ok(n) => sent[i] = n,
-            Err(e) if i == 0 => return Err(e),
-            Err(_) => return Ok(i),
-        }
-    }
-    Ok(count)
+    // SAFETY: per the caller's contract.
+    unsafe { super::sendmsg_each(source, msgs, sent) }
 }
 
 /// WSARecvMsg (a Winsock extension, looked up through the socket).
