@@ -1,8 +1,11 @@
 //! Readiness on one OS: descriptors, interest, a bounded wait.
 //!
-//! Unix runs on `mio` (epoll, kqueue): descriptors are registered once, edge-triggered, and a
-//! wait is one `epoll_wait`/`kevent` call. Windows runs on `polling` (IOCP through AFD), whose
-//! registrations are one-shot and re-armed per wait.
+//! The driver arms a descriptor whenever an op on it would block, and again after each report
+//! while waiters remain; what that costs is the backend's business. Unix runs on `mio` (epoll,
+//! kqueue): the first arm registers the descriptor for both directions, edge-triggered, and
+//! later arms are free, so a wait is one `epoll_wait`/`kevent` call. That is sound because an
+//! op only waits after its syscall said `WouldBlock`, so the next change is reported. Windows
+//! runs on `polling` (IOCP through AFD), whose registrations are one-shot: every arm is a call.
 
 use std::io;
 use std::sync::Arc;
@@ -12,10 +15,73 @@ use crate::sys::RawSource;
 
 cfg_select! {
     unix => {
-        pub use edge::{Notifier, Reactor};
+        use edge as backend;
     }
     _ => {
-        pub use oneshot::{Notifier, Reactor};
+        use oneshot as backend;
+    }
+}
+
+/// The reactor of one thread.
+#[derive(Debug)]
+pub struct Reactor(backend::Reactor);
+
+/// Ends a [`Reactor::wait`] from any thread.
+#[derive(Clone, Debug)]
+pub struct Notifier(backend::Notifier);
+
+impl Notifier {
+    /// Wakes the reactor's current or next wait.
+    pub fn notify(&self) -> io::Result<()> {
+        self.0.notify()
+    }
+}
+
+impl Reactor {
+    /// A reactor on the platform's readiness API.
+    pub fn new() -> io::Result<Reactor> {
+        backend::Reactor::new().map(Reactor)
+    }
+
+    /// A handle that wakes this reactor from other threads.
+    pub fn notifier(&self) -> Notifier {
+        Notifier(self.0.notifier())
+    }
+
+    /// Arms `source` for a report of `interest` under `key`; call it again after a report while
+    /// interest remains. `added` says whether it was armed before; the call adapts if that
+    /// belief is stale (a closed and reused descriptor). Only wait after the descriptor's
+    /// syscall said `WouldBlock`: edge-triggered backends report changes, not states.
+    ///
+    /// # Safety
+    ///
+    /// `source` must stay open until [`Reactor::remove`] is called for it or it is closed (the
+    /// platform then forgets it).
+    pub unsafe fn arm(
+        &self,
+        source: RawSource,
+        key: usize,
+        interest: Interest,
+        added: bool,
+    ) -> io::Result<()> {
+        debug_assert!(key < MAX_KEY);
+        // SAFETY: per the caller's contract.
+        unsafe { self.0.arm(source, key, interest, added) }
+    }
+
+    /// Stops watching `source` (before it is closed).
+    pub fn remove(&self, source: RawSource) -> io::Result<()> {
+        self.0.remove(source)
+    }
+
+    /// Waits up to `timeout` (`None`: until something is ready or a notification) and
+    /// appends a report per ready source to `out`. On Unix timeouts have millisecond
+    /// resolution (rounded up).
+    pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Ready>) -> io::Result<()> {
+        match self.0.wait(timeout, out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -44,7 +110,7 @@ pub struct Ready {
 /// polling).
 pub const MAX_KEY: usize = usize::MAX - 1;
 
-/// The Unix reactor: `mio` over epoll or kqueue.
+/// Unix: `mio` over epoll or kqueue, each descriptor registered once for both directions.
 #[cfg(unix)]
 mod edge {
     use super::*;
@@ -54,49 +120,24 @@ mod edge {
     /// The key of the cross-thread wake-up.
     const WAKE: Token = Token(MAX_KEY);
 
-    /// The reactor of one thread.
-    pub struct Reactor {
+    #[derive(Debug)]
+    pub(super) struct Reactor {
         poll: Poll,
         events: Events,
         waker: Arc<Waker>,
     }
 
-    impl std::fmt::Debug for Reactor {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Reactor").finish_non_exhaustive()
-        }
-    }
-
-    /// Ends a [`Reactor::wait`] from any thread.
-    #[derive(Clone)]
-    pub struct Notifier {
-        waker: Arc<Waker>,
-    }
-
-    impl std::fmt::Debug for Notifier {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Notifier").finish_non_exhaustive()
-        }
-    }
+    #[derive(Clone, Debug)]
+    pub(super) struct Notifier(Arc<Waker>);
 
     impl Notifier {
-        /// Wakes the reactor's current or next wait.
-        pub fn notify(&self) -> io::Result<()> {
-            self.waker.wake()
-        }
-    }
-
-    fn interest_of(interest: Interest) -> mio::Interest {
-        match (interest.read, interest.write) {
-            (_, false) => mio::Interest::READABLE,
-            (false, true) => mio::Interest::WRITABLE,
-            (true, true) => mio::Interest::READABLE | mio::Interest::WRITABLE,
+        pub(super) fn notify(&self) -> io::Result<()> {
+            self.0.wake()
         }
     }
 
     impl Reactor {
-        /// A reactor on the platform's readiness API.
-        pub fn new() -> io::Result<Reactor> {
+        pub(super) fn new() -> io::Result<Reactor> {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
             Ok(Reactor {
@@ -106,82 +147,43 @@ mod edge {
             })
         }
 
-        /// A handle that wakes this reactor from other threads.
-        pub fn notifier(&self) -> Notifier {
-            Notifier {
-                waker: Arc::clone(&self.waker),
-            }
+        pub(super) fn notifier(&self) -> Notifier {
+            Notifier(Arc::clone(&self.waker))
         }
 
-        /// Whether [`Reactor::watch`] is available: always, with epoll and kqueue.
-        pub fn supports_edges(&self) -> bool {
-            true
-        }
-
-        /// Watches `source` for both directions until it is removed, reporting each change
-        /// (edge-triggered): registered once per descriptor, never re-armed. A report comes
-        /// when the descriptor *becomes* ready, so a caller must have seen `WouldBlock` before
-        /// it waits.
-        ///
-        /// # Safety
-        ///
-        /// `source` must stay open until [`Reactor::remove`] is called for it or it is closed
-        /// (the platform then forgets it).
-        pub unsafe fn watch(&self, source: RawSource, key: usize) -> io::Result<()> {
-            let both = Interest {
-                read: true,
-                write: true,
-            };
-            // SAFETY: per the caller's contract.
-            unsafe { self.arm(source, key, both, false) }
-        }
-
-        /// Registers `source` for `interest` under `key` (edge-triggered here: registering
-        /// again only changes the interest). `added` says whether it is already registered;
-        /// the call adapts if that belief is stale (a closed and reused descriptor).
-        ///
-        /// # Safety
-        ///
-        /// As for [`Reactor::watch`].
-        pub unsafe fn arm(
+        /// Registered for both directions, edge-triggered, the first time; free after that.
+        pub(super) unsafe fn arm(
             &self,
             source: RawSource,
             key: usize,
-            interest: Interest,
+            _interest: Interest,
             added: bool,
         ) -> io::Result<()> {
-            debug_assert!(key < MAX_KEY);
-            let registry = self.poll.registry();
-            let (token, interest) = (Token(key), interest_of(interest));
-            let mut fd = SourceFd(&source);
             if added {
-                match registry.reregister(&mut fd, token, interest) {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    other => return other,
-                }
+                return Ok(());
             }
-            match registry.register(&mut fd, token, interest) {
+            let registry = self.poll.registry();
+            let both = mio::Interest::READABLE | mio::Interest::WRITABLE;
+            let mut fd = SourceFd(&source);
+            match registry.register(&mut fd, Token(key), both) {
+                // A closed and reused number still registered: take the new descriptor's place.
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    registry.reregister(&mut fd, token, interest)
+                    registry.reregister(&mut fd, Token(key), both)
                 }
                 other => other,
             }
         }
 
-        /// Stops watching `source` (before it is closed).
-        pub fn remove(&self, source: RawSource) -> io::Result<()> {
+        pub(super) fn remove(&self, source: RawSource) -> io::Result<()> {
             self.poll.registry().deregister(&mut SourceFd(&source))
         }
 
-        /// Waits up to `timeout` (`None`: until something is ready or a notification) and
-        /// appends a report per ready source to `out`. Timeouts have millisecond resolution
-        /// (rounded up).
-        pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Ready>) -> io::Result<()> {
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-                Err(e) => return Err(e),
-            }
+        pub(super) fn wait(
+            &mut self,
+            timeout: Option<Duration>,
+            out: &mut Vec<Ready>,
+        ) -> io::Result<()> {
+            self.poll.poll(&mut self.events, timeout)?;
             for ev in self.events.iter() {
                 if ev.token() == WAKE {
                     continue; // the wait ending was the point
@@ -199,75 +201,47 @@ mod edge {
     }
 }
 
-/// The Windows reactor: `polling` over IOCP (AFD), one-shot registrations.
+/// Windows: `polling` over IOCP (AFD), one-shot registrations re-armed per wait.
 #[cfg(not(unix))]
 mod oneshot {
     use super::*;
-    use polling::{Event, Events, PollMode, Poller};
+    use polling::{Event, Events, Poller};
 
-    /// The reactor of one thread.
-    pub struct Reactor {
+    #[derive(Debug)]
+    pub(super) struct Reactor {
         poller: Arc<Poller>,
         events: Events,
     }
 
-    impl std::fmt::Debug for Reactor {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Reactor").finish_non_exhaustive()
-        }
-    }
-
-    /// Ends a [`Reactor::wait`] from any thread.
-    #[derive(Clone)]
-    pub struct Notifier {
-        poller: Arc<Poller>,
-    }
-
-    impl std::fmt::Debug for Notifier {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Notifier").finish_non_exhaustive()
-        }
-    }
+    #[derive(Clone, Debug)]
+    pub(super) struct Notifier(Arc<Poller>);
 
     impl Notifier {
-        /// Wakes the reactor's current or next wait.
-        pub fn notify(&self) -> io::Result<()> {
-            self.poller.notify()
+        pub(super) fn notify(&self) -> io::Result<()> {
+            self.0.notify()
         }
     }
 
     impl Reactor {
-        /// A reactor on the platform's readiness API.
-        pub fn new() -> io::Result<Reactor> {
+        pub(super) fn new() -> io::Result<Reactor> {
             Ok(Reactor {
                 poller: Arc::new(Poller::new()?),
                 events: Events::new(),
             })
         }
 
-        /// A handle that wakes this reactor from other threads.
-        pub fn notifier(&self) -> Notifier {
-            Notifier {
-                poller: Arc::clone(&self.poller),
-            }
+        pub(super) fn notifier(&self) -> Notifier {
+            Notifier(Arc::clone(&self.poller))
         }
 
-        /// Arms `source` for one readiness report of `interest` under `key` (one-shot: after a
-        /// report, arm it again). `added` says whether it is already registered; the call adapts
-        /// if that belief is stale (a closed and reused descriptor).
-        ///
-        /// # Safety
-        ///
-        /// `source` must stay open until [`Reactor::remove`] is called for it or it is closed (the
-        /// platform then forgets it).
-        pub unsafe fn arm(
+        /// One report of `interest`, then disarmed until armed again.
+        pub(super) unsafe fn arm(
             &self,
             source: RawSource,
             key: usize,
             interest: Interest,
             added: bool,
         ) -> io::Result<()> {
-            debug_assert!(key < MAX_KEY);
             let ev = Event::new(key, interest.read, interest.write);
             if added {
                 match crate::sys::modify(&self.poller, source, ev) {
@@ -284,46 +258,17 @@ mod oneshot {
             }
         }
 
-        /// Whether [`Reactor::watch`] is available (`polling`'s IOCP backend reports no
-        /// edges, so the driver arms one-shot registrations instead).
-        pub fn supports_edges(&self) -> bool {
-            self.poller.supports_edge()
-        }
-
-        /// Watches `source` for both directions until it is removed, reporting each change
-        /// (edge-triggered): registered once per descriptor, never re-armed. A report comes when
-        /// the descriptor *becomes* ready, so a caller must have seen `WouldBlock` before it waits.
-        ///
-        /// # Safety
-        ///
-        /// As for [`Reactor::arm`].
-        pub unsafe fn watch(&self, source: RawSource, key: usize) -> io::Result<()> {
-            debug_assert!(key < MAX_KEY);
-            let ev = Event::all(key);
-            // SAFETY: the caller keeps `source` open while registered.
-            match unsafe { self.poller.add_with_mode(source, ev, PollMode::Edge) } {
-                // A closed and reused number still registered: take the new descriptor's place.
-                Err(e) if crate::sys::is_already_registered(&e) => {
-                    crate::sys::modify_with_mode(&self.poller, source, ev, PollMode::Edge)
-                }
-                other => other,
-            }
-        }
-
-        /// Stops watching `source` (before it is closed).
-        pub fn remove(&self, source: RawSource) -> io::Result<()> {
+        pub(super) fn remove(&self, source: RawSource) -> io::Result<()> {
             crate::sys::delete(&self.poller, source)
         }
 
-        /// Waits up to `timeout` (`None`: until something is ready or a notification) and
-        /// appends a report per ready source to `out`.
-        pub fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Ready>) -> io::Result<()> {
+        pub(super) fn wait(
+            &mut self,
+            timeout: Option<Duration>,
+            out: &mut Vec<Ready>,
+        ) -> io::Result<()> {
             self.events.clear();
-            match self.poller.wait(&mut self.events, timeout) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-                Err(e) => return Err(e),
-            }
+            self.poller.wait(&mut self.events, timeout)?;
             for ev in self.events.iter() {
                 out.push(Ready {
                     key: ev.key,

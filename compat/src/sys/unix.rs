@@ -3,7 +3,6 @@
 use std::io;
 use std::os::fd::RawFd;
 
-
 /// A raw descriptor.
 pub type RawSource = RawFd;
 

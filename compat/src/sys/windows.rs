@@ -1,10 +1,10 @@
 //! Windows sockets (Winsock), under the reactor's IOCP-based readiness (`polling` over AFD).
 //!
 //! The same calls as the Unix backend with Winsock's types: sockets are `SOCKET` handles, errors
-//! come from `WSAGetLastError`, and `recvmsg` is the `WSARecvMsg` extension, looked up once per
-//! socket family's provider. Writes never raise signals on Windows, so nothing is needed for
-//! SIGPIPE. File → socket without a copy (`TransmitFile`) is not offered here: the engine falls
-//! back to a pooled read/write loop.
+//! come from `WSAGetLastError`, and `recvmsg` is the `WSARecvMsg` extension, looked up once.
+//! Writes never raise signals on Windows, so nothing is needed for SIGPIPE. File → socket
+//! without a copy (`TransmitFile`) is not offered here: the engine falls back to positioned
+//! reads, each sent whole.
 
 use std::io;
 use std::os::windows::io::{BorrowedSocket, RawSocket};
@@ -92,16 +92,6 @@ fn socket(source: RawSource) -> ws::SOCKET {
 pub(crate) fn modify(poller: &Poller, source: RawSource, ev: Event) -> io::Result<()> {
     // SAFETY: the reactor's caller keeps `source` open while it is registered.
     poller.modify(unsafe { BorrowedSocket::borrow_raw(source) }, ev)
-}
-
-pub(crate) fn modify_with_mode(
-    poller: &Poller,
-    source: RawSource,
-    ev: Event,
-    mode: polling::PollMode,
-) -> io::Result<()> {
-    // SAFETY: the reactor's caller keeps `source` open while it is registered.
-    poller.modify_with_mode(unsafe { BorrowedSocket::borrow_raw(source) }, ev, mode)
 }
 
 pub(crate) fn delete(poller: &Poller, source: RawSource) -> io::Result<()> {
@@ -237,7 +227,7 @@ pub unsafe fn sendmsg_batch(source: RawSource, msgs: &[MsgHdr], sent: &mut [usiz
     unsafe { super::sendmsg_each(source, msgs, sent) }
 }
 
-/// WSARecvMsg (a Winsock extension, looked up through the socket).
+/// WSARecvMsg (a Winsock extension, looked up through a socket once).
 ///
 /// # Safety
 ///
@@ -266,7 +256,18 @@ type RecvMsgFn = unsafe extern "system" fn(
     ws::LPWSAOVERLAPPED_COMPLETION_ROUTINE,
 ) -> i32;
 
+/// `WSARecvMsg`, looked up with the first socket that needs it and kept: the TCP/IP provider
+/// (mswsock) serves every socket the engine makes, and the lookup is a syscall.
 fn recv_msg_fn(source: RawSource) -> io::Result<RecvMsgFn> {
+    static RECV_MSG: std::sync::OnceLock<RecvMsgFn> = std::sync::OnceLock::new();
+    if let Some(f) = RECV_MSG.get() {
+        return Ok(*f);
+    }
+    let f = lookup_recv_msg(source)?;
+    Ok(*RECV_MSG.get_or_init(|| f))
+}
+
+fn lookup_recv_msg(source: RawSource) -> io::Result<RecvMsgFn> {
     let guid = ws::WSAID_WSARECVMSG;
     let mut f: ws::LPFN_WSARECVMSG = None;
     let mut returned: u32 = 0;

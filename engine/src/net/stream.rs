@@ -7,9 +7,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::driver::compat::op::Interest;
 use crate::driver::lifecycle::Completion;
-use crate::driver::{DriverKind, Op, OpCode, when_ready};
+use crate::driver::{DriverKind, Op, OpCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
@@ -266,10 +265,7 @@ impl StreamIo {
                     // The socket is non-blocking and full: io_uring hands splice's EAGAIN
                     // back instead of waiting, so wait for room and go again.
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        let room = PollWritable {
-                            fd: self.fd.clone(),
-                        };
-                        self.with_write_deadline(Op::submit(room)).await.result?;
+                        self.wait_writable().await?;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -290,20 +286,14 @@ impl StreamIo {
         let end = offset + len;
         while pos < end {
             let count = (end - pos).min(SEND_FILE_CHUNK_BYTES as u64) as usize;
-            let sent = when_ready(sock, Interest::Write, || {
-                coring_compat::sys::sendfile(sock, src, &mut pos, count)
-            });
-            // Each wait for room is bounded by the write timeout, as every other write is.
-            let sent = match self.write_timeout.get() {
-                None => sent.await,
-                Some(limit) => match time::timeout(limit, sent).await {
-                    Ok(sent) => sent,
-                    Err(_) => return Err(Error::new(ErrorKind::TimedOut, "sendfile")),
-                },
-            };
-            match sent {
+            match coring_compat::sys::sendfile(sock, src, &mut pos, count) {
                 Ok(0) => break, // end of file
                 Ok(_) => {}
+                #[cfg(unix)]
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait_writable().await?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // No sendfile here (Windows, some BSDs): the rest goes through user space.
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                     return Ok(pos - offset + self.copy_file(file, pos, end - pos).await?);
@@ -312,6 +302,17 @@ impl StreamIo {
             }
         }
         Ok(pos - offset)
+    }
+
+    /// Waits for room in the socket after a write-side call said `WouldBlock`, within the
+    /// write timeout like any write.
+    #[cfg(unix)]
+    async fn wait_writable(&self) -> Result<()> {
+        let room = PollWritable {
+            fd: self.fd.clone(),
+        };
+        self.with_write_deadline(Op::submit(room)).await.result?;
+        Ok(())
     }
 
     /// `send_file` where the system cannot send a file by itself: positioned reads into one

@@ -284,7 +284,7 @@ impl TcpStream {
     }
 
     fn sock(&self) -> SockRef<'_> {
-        SockRef::from(&self.io.fd)
+        self.io.fd.sock()
     }
 }
 

@@ -159,7 +159,7 @@ impl UdpSocket {
     }
 
     fn sock(&self) -> SockRef<'_> {
-        SockRef::from(&self.io.fd)
+        self.io.fd.sock()
     }
 }
 

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::error::{Error, Result};
@@ -62,14 +62,16 @@ fn bind_unix(ty: Type, addr: &UnixAddr) -> Result<Socket> {
 }
 
 fn local_of(fd: &SharedFd) -> Result<UnixAddr> {
-    let addr = SockRef::from(fd)
+    let addr = fd
+        .sock()
         .local_addr()
         .map_err(|e| Error::from_io(e, "getsockname"))?;
     Ok(UnixAddr::from_sockaddr(&addr))
 }
 
 fn peer_of(fd: &SharedFd) -> Result<UnixAddr> {
-    let addr = SockRef::from(fd)
+    let addr = fd
+        .sock()
         .peer_addr()
         .map_err(|e| Error::from_io(e, "getpeername"))?;
     Ok(UnixAddr::from_sockaddr(&addr))
@@ -220,7 +222,9 @@ impl UnixDatagram {
 
     /// Sets the default destination.
     pub fn connect(&self, addr: &UnixAddr) -> Result<()> {
-        SockRef::from(&self.io.fd)
+        self.io
+            .fd
+            .sock()
             .connect(&addr.to_sockaddr()?)
             .map_err(|e| Error::from_io(e, "connect"))
     }

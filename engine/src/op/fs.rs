@@ -18,7 +18,7 @@ impl<B: IoBufMut> ReadAt<B> {
     }
 }
 
-/// Wait until `fd` can be written (a socket a splice found full).
+/// Wait until `fd` can be written (a socket a splice or sendfile found full).
 #[cfg(unix)]
 pub(crate) struct PollWritable {
     pub(crate) fd: SharedFd,

@@ -44,6 +44,18 @@ pub(crate) fn raw_of_socket(socket: &impl std::os::windows::io::AsRawSocket) -> 
     socket.as_raw_socket()
 }
 
+/// The raw value of a file.
+fn raw_of_file(file: &std::fs::File) -> RawDesc {
+    #[cfg(unix)]
+    {
+        std::os::fd::AsRawFd::as_raw_fd(file)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::io::AsRawHandle::as_raw_handle(file) as usize as RawDesc
+    }
+}
+
 /// What a [`SharedFd`] owns.
 #[derive(Debug)]
 enum Desc {
@@ -62,30 +74,20 @@ enum Desc {
 #[derive(Clone, Debug)]
 pub(crate) struct SharedFd {
     inner: Rc<Desc>,
-    /// The raw value, read on every op.
-    raw: RawDesc,
 }
 
 impl SharedFd {
     /// Takes ownership of a socket (a `socket2::Socket`, a std listener or stream).
     pub(crate) fn socket(socket: impl Into<OwnedSocket>) -> Self {
-        let socket = socket.into();
-        let raw = raw_of_socket(&socket);
         SharedFd {
-            inner: Rc::new(Desc::Socket(socket)),
-            raw,
+            inner: Rc::new(Desc::Socket(socket.into())),
         }
     }
 
     /// Takes ownership of an open file.
     pub(crate) fn file(file: std::fs::File) -> Self {
-        #[cfg(unix)]
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
-        #[cfg(windows)]
-        let raw = std::os::windows::io::AsRawHandle::as_raw_handle(&file) as usize as RawDesc;
         SharedFd {
             inner: Rc::new(Desc::File(file)),
-            raw,
         }
     }
 
@@ -102,7 +104,19 @@ impl SharedFd {
     }
 
     pub(crate) fn raw(&self) -> RawDesc {
-        self.raw
+        match &*self.inner {
+            Desc::Socket(s) => raw_of_socket(s),
+            Desc::File(f) => raw_of_file(f),
+        }
+    }
+
+    /// Socket options of a socket handle (streams, listeners, datagram sockets only hold
+    /// sockets; files never reach here).
+    pub(crate) fn sock(&self) -> socket2::SockRef<'_> {
+        match &*self.inner {
+            Desc::Socket(s) => socket2::SockRef::from(s),
+            Desc::File(_) => unreachable!("socket options asked of a file"),
+        }
     }
 
     /// A duplicate of the file for calls that want ownership (metadata through std).
@@ -163,34 +177,7 @@ impl Drop for SharedFd {
     fn drop(&mut self) {
         if Rc::strong_count(&self.inner) == 1 {
             // The last owner: the descriptor closes right after this; the driver lets go first.
-            crate::runtime::context::forget_fd(self.raw);
-        }
-    }
-}
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for SharedFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match &*self.inner {
-            Desc::Socket(s) => s.as_fd(),
-            Desc::File(f) => f.as_fd(),
-        }
-    }
-}
-
-#[cfg(windows)]
-impl std::os::windows::io::AsSocket for SharedFd {
-    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
-        match &*self.inner {
-            Desc::Socket(s) => s.as_socket(),
-            // SAFETY: the handle stays open while `self` lives. Socket options are only asked
-            // of stream and datagram handles; a socket call made on a file handle anyway fails
-            // with WSAENOTSOCK and touches no memory.
-            Desc::File(f) => unsafe {
-                std::os::windows::io::BorrowedSocket::borrow_raw(
-                    std::os::windows::io::AsRawHandle::as_raw_handle(f) as usize as RawDesc,
-                )
-            },
+            crate::runtime::context::forget_fd(self.raw());
         }
     }
 }

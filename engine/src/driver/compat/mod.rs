@@ -6,12 +6,10 @@
 //! reports readiness, then tries again. Nothing the kernel writes outlives a syscall, so a
 //! dropped op needs no cancellation: its memory is free as soon as its future is gone.
 //!
-//! Where the platform reports edges (epoll, kqueue) a descriptor is registered once, for both
-//! directions, the first time an op on it would block, and stays registered until it is
-//! closed: no syscall per wait. That is sound because every op tries its syscall before it
-//! waits, so a wait always follows a `WouldBlock` and the next change is reported. Elsewhere
-//! (IOCP) registrations are one-shot: each report disarms the descriptor, and it is re-armed
-//! with whatever interest is still wanted.
+//! A descriptor is armed when an op on it would block, and re-armed after a report with
+//! whatever interest is still wanted. On epoll and kqueue that costs one registration per
+//! descriptor (edge-triggered, both directions; every op tries its syscall before it waits, so
+//! a wait always follows `WouldBlock`); on IOCP each arm is a one-shot registration.
 
 pub(crate) mod op;
 
@@ -57,8 +55,6 @@ type FdMap<V> = HashMap<RawSource, V, std::hash::BuildHasherDefault<FdHasher>>;
 
 pub(crate) struct CompatDriver {
     reactor: Reactor,
-    /// Descriptors are watched for edges (registered once) rather than armed per wait.
-    edges: bool,
     fds: FdMap<Waiters>,
     /// Reports of the last wait (kept to reuse its allocation).
     ready: Vec<reactor::Ready>,
@@ -89,7 +85,6 @@ impl CompatDriver {
         let bell = Doorbell::Reactor(reactor.notifier());
         Ok((
             CompatDriver {
-                edges: reactor.supports_edges(),
                 reactor,
                 fds: FdMap::default(),
                 ready: Vec::new(),
@@ -110,12 +105,7 @@ impl CompatDriver {
             list.push(waker.clone());
         }
         self.stats.ops_submitted += 1;
-        let armed = if self.edges {
-            watch(&self.reactor, fd, waiters)
-        } else {
-            arm(&self.reactor, fd, waiters)
-        };
-        if let Err(e) = armed {
+        if let Err(e) = arm(&self.reactor, fd, waiters) {
             // The fd cannot be watched (closed under us, or not pollable): wake the task so its
             // next attempt reports the real error instead of sleeping forever.
             tracing::debug!(fd, error = %e, "arming readiness failed; waking the waiter");
@@ -171,8 +161,8 @@ impl CompatDriver {
                 woken.append(&mut waiters.write);
             }
             let rest = waiters.interest();
-            if !self.edges && (rest.read || rest.write) {
-                // One-shot: re-arm for what is still wanted.
+            if rest.read || rest.write {
+                // Re-arm for what is still wanted (free where registrations are edge-triggered).
                 let _ = arm(&self.reactor, fd, waiters);
             }
         }
@@ -180,16 +170,6 @@ impl CompatDriver {
             w.wake();
         }
     }
-}
-
-/// Watches `fd` for edges in both directions, unless it already is.
-fn watch(reactor: &Reactor, fd: RawSource, waiters: &mut Waiters) -> std::io::Result<()> {
-    if !waiters.added {
-        // SAFETY: as in `arm`.
-        unsafe { reactor.watch(fd, fd as usize) }?;
-        waiters.added = true;
-    }
-    Ok(())
 }
 
 /// (Re-)arms `fd` with the interest its waiters want.

@@ -266,6 +266,8 @@ impl ReadyOp for crate::op::PollWritable {
     }
 
     fn perform(&mut self) -> io::Result<usize> {
+        // Asks the socket itself: a wake-up for any other reason (a timer, the read side)
+        // must not pass for room.
         let mut pfd = libc::pollfd {
             fd: self.fd.raw(),
             events: libc::POLLOUT,
