@@ -5,6 +5,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coring::driver::probe::DriverChoice;
+
 fn get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -25,10 +27,15 @@ fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-#[test]
-fn plaintext_and_json_follow_the_rules() {
+#[coring::test]
+fn plaintext_and_json_follow_the_rules(driver: DriverChoice) {
+    let driver = if driver == DriverChoice::Uring {
+        "uring"
+    } else {
+        "compat"
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_coring-tfb"))
-        .args(["--addr", "127.0.0.1:0", "--cores", "2"])
+        .args(["--addr", "127.0.0.1:0", "--cores", "2", "--driver", driver])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

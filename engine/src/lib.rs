@@ -56,6 +56,12 @@
 
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
 
+// `#[coring::test]` names `::coring`, here too.
+extern crate self as coring;
+
+#[doc(hidden)]
+#[path = "test_support.rs"]
+pub mod __test;
 pub mod buf;
 pub mod cli;
 pub mod driver;
@@ -74,6 +80,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use runtime::{Builder, Core, Runtime, ShutdownHandle, StatsHandle, block_on};
 pub use stats::{CoreStats, DriverStats, NetStats};
 pub use task::spawn_local;
+
+/// One test, run on every driver: `uring_NAME` and `compat_NAME` (see `coring-macros`).
+pub use coring_macros::test;
 
 /// The README's code blocks compile as doc-tests.
 #[cfg(doctest)]

@@ -2,11 +2,12 @@
 //! descriptors, no crash, no bytes delivered to a dropped read, accepted connections of dropped
 //! accepts closed.
 //!
-//! One test per file: it counts the process's open descriptors.
+//! One test per file, its two cases serial: it counts the process's open descriptors.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use coring::driver::probe::DriverChoice;
 use coring::net::{TcpListener, TcpStream};
 use coring::time::{sleep, timeout};
 
@@ -14,14 +15,10 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn on_uring() -> bool {
-    coring::runtime::driver_kind() == coring::driver::DriverKind::Uring
-}
-
 /// Waits until the core's driver holds no op (every cancel acknowledged). Only io_uring parks
 /// memory for dropped ops; readiness-mode ops own nothing in the kernel.
-async fn settle() {
-    if !on_uring() {
+async fn settle(driver: DriverChoice) {
+    if driver != DriverChoice::Uring {
         return;
     }
     for _ in 0..500 {
@@ -33,11 +30,11 @@ async fn settle() {
     panic!("ops still in flight: {:?}", coring::runtime::stats());
 }
 
-#[test]
-fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
+#[coring::test(serial)]
+fn dropping_in_flight_reads_and_accepts_leaks_nothing(driver: DriverChoice) {
     let baseline = open_fds();
 
-    coring::block_on(async {
+    coring::block_on(async move {
         // Reads dropped before submission, right after submission, and while in the kernel.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr();
@@ -64,9 +61,9 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         }
         // `from_std` made the shared socket non-blocking; the std side below wants blocking.
         client.set_nonblocking(false).unwrap();
-        settle().await;
+        settle(driver).await;
         let stats = coring::runtime::stats();
-        if on_uring() {
+        if driver == DriverChoice::Uring {
             assert!(stats.cancels >= 6000, "{stats:?}");
             assert_eq!(stats.cancel_failures, 0, "{stats:?}");
         }
@@ -85,7 +82,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         assert_eq!(&two, b"ok");
     });
 
-    coring::block_on(async {
+    coring::block_on(async move {
         // Accepts (single-shot and multishot) dropped while clients keep connecting: a
         // connection the kernel accepted for a dropped op must be closed, which the client sees
         // as end of stream.
@@ -120,7 +117,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing() {
         while let Ok(Ok((s, _))) = timeout(Duration::from_millis(100), listener.accept()).await {
             taken.push(s);
         }
-        settle().await;
+        settle(driver).await;
         let conns = connector.join().unwrap();
         assert!(round > 100, "accepts were exercised ({round} rounds)");
         let taken_ports: std::collections::HashSet<u16> = taken

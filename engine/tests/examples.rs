@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coring::driver::probe::DriverChoice;
+
 fn example(name: &str) -> PathBuf {
     // tests run from target/<profile>/deps; examples are built next to it by `cargo test`.
     let exe = std::env::current_exe().unwrap();
@@ -12,6 +14,15 @@ fn example(name: &str) -> PathBuf {
     let path = dir.join("examples").join(name);
     assert!(path.exists(), "{} not built", path.display());
     path
+}
+
+/// The `--driver` value for a test case's driver.
+fn driver_flag(driver: DriverChoice) -> &'static str {
+    match driver {
+        DriverChoice::Uring => "uring",
+        DriverChoice::Compat => "compat",
+        DriverChoice::Auto => "auto",
+    }
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
@@ -28,10 +39,11 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
     }
 }
 
-#[test]
-fn echo_announces_serves_and_drains_on_sigterm() {
+#[coring::test]
+fn echo_announces_serves_and_drains_on_sigterm(driver: DriverChoice) {
     let mut child = Command::new(example("echo"))
         .args(["--addr", "127.0.0.1:0", "--cores", "2"])
+        .args(["--driver", driver_flag(driver)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,10 +116,11 @@ fn echo_help_explains_every_flag() {
     }
 }
 
-#[test]
-fn udp_echo_announces_echoes_and_drains_on_sigterm() {
+#[coring::test]
+fn udp_echo_announces_echoes_and_drains_on_sigterm(driver: DriverChoice) {
     let mut child = Command::new(example("udp_echo"))
         .args(["--addr", "127.0.0.1:0", "--cores", "2"])
+        .args(["--driver", driver_flag(driver)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

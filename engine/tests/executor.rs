@@ -8,7 +8,7 @@ use coring::net::{TcpListener, TcpStream};
 use coring::task::{JoinError, consume_budget, yield_now};
 use coring::time::sleep;
 
-#[test]
+#[coring::test]
 fn spawn_local_runs_non_send_futures() {
     coring::block_on(async {
         let shared = Rc::new(RefCell::new(Vec::new()));
@@ -30,7 +30,7 @@ fn spawn_local_runs_non_send_futures() {
     });
 }
 
-#[test]
+#[coring::test]
 fn dropped_handle_detaches_by_default() {
     coring::block_on(async {
         let done = Rc::new(Cell::new(false));
@@ -44,7 +44,7 @@ fn dropped_handle_detaches_by_default() {
     });
 }
 
-#[test]
+#[coring::test]
 fn cancel_on_drop_and_abort_stop_the_task() {
     coring::block_on(async {
         let reached = Rc::new(Cell::new(0));
@@ -71,7 +71,7 @@ fn cancel_on_drop_and_abort_stop_the_task() {
     });
 }
 
-#[test]
+#[coring::test]
 fn a_panicking_task_fails_its_handle_not_the_core() {
     coring::block_on(async {
         let h = coring::spawn_local(async {
@@ -87,7 +87,7 @@ fn a_panicking_task_fails_its_handle_not_the_core() {
     });
 }
 
-#[test]
+#[coring::test]
 fn a_task_that_never_waits_cannot_starve_io() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -124,7 +124,7 @@ fn a_task_that_never_waits_cannot_starve_io() {
     });
 }
 
-#[test]
+#[coring::test]
 fn block_on_cancels_leftover_tasks_on_this_thread() {
     struct Flag(Rc<Cell<bool>>);
     impl Drop for Flag {
@@ -147,7 +147,7 @@ fn block_on_cancels_leftover_tasks_on_this_thread() {
     );
 }
 
-#[test]
+#[coring::test]
 fn wakers_from_other_threads_reach_the_core() {
     coring::block_on(async {
         let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
+use coring::driver::probe::DriverChoice;
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::{Runtime, until_shutdown};
 
@@ -19,8 +20,8 @@ fn byte_at(conn: usize, i: usize) -> u8 {
     ((i as u64).wrapping_mul(0x9e37_79b9) ^ (conn as u64 * 131)) as u8
 }
 
-#[test]
-fn two_hundred_connections_through_an_eight_buffer_pool() {
+#[coring::test]
+fn two_hundred_connections_through_an_eight_buffer_pool(driver: DriverChoice) {
     let server = Runtime::builder()
         .buffer_pool(POOL_BUFFERS, POOL_BUFFER_BYTES)
         .build()
@@ -43,12 +44,10 @@ fn two_hundred_connections_through_an_eight_buffer_pool() {
                 c.await.unwrap();
             }
             coring::time::sleep(Duration::from_millis(20)).await;
-            let uring = coring::runtime::driver_kind() == coring::driver::DriverKind::Uring;
             (
                 baseline,
                 coring::runtime::pool_stats(),
                 coring::runtime::stats(),
-                uring,
             )
         })
     });
@@ -71,7 +70,7 @@ fn two_hundred_connections_through_an_eight_buffer_pool() {
     });
     assert_eq!(verified, CONNECTIONS * BYTES_PER_CONNECTION);
     shutdown.shutdown();
-    let (baseline, after, stats, uring) = server_thread.join().unwrap();
+    let (baseline, after, stats) = server_thread.join().unwrap();
     eprintln!("pool {after:?}\ndriver {stats:?}");
 
     assert_eq!(after.in_use, 0, "every buffer came back: {after:?}");
@@ -79,7 +78,7 @@ fn two_hundred_connections_through_an_eight_buffer_pool() {
         after.free, baseline.free,
         "pool back to baseline: {after:?}"
     );
-    if uring {
+    if driver == DriverChoice::Uring {
         // The kernel fills buffers ahead of the reader, so 200 connections drain 8 buffers.
         // (Readiness mode takes a buffer only for the one receive it is making.)
         assert!(after.enobufs > 0, "the tiny pool ran dry: {after:?}");
@@ -147,7 +146,7 @@ async fn client_conn(conn: usize, port: u16) -> usize {
     received
 }
 
-#[test]
+#[coring::test]
 fn buffers_filled_for_a_dropped_receiver_return_to_the_pool() {
     let rt = Runtime::builder().buffer_pool(16, 1024).build().unwrap();
     rt.block_on(async {

@@ -20,7 +20,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
+#[coring::test]
 fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
     let rt = Runtime::builder().cores(2).pin(true).build().unwrap();
     let kind = rt.driver_kind();
@@ -59,7 +59,7 @@ fn every_core_runs_its_root_on_its_own_thread_and_pinned_cpu() {
     }
 }
 
-#[test]
+#[coring::test]
 fn reuseport_listeners_spread_connections_over_both_cores() {
     let port = free_port();
     let rt = Runtime::builder().cores(2).build().unwrap();
@@ -103,7 +103,7 @@ fn reuseport_listeners_spread_connections_over_both_cores() {
     );
 }
 
-#[test]
+#[coring::test]
 fn shutdown_stops_accepting_but_lets_in_flight_work_finish() {
     let port = free_port();
     let rt = Runtime::builder()
@@ -157,7 +157,7 @@ fn shutdown_stops_accepting_but_lets_in_flight_work_finish() {
     );
 }
 
-#[test]
+#[coring::test]
 fn grace_period_end_cancels_stuck_tasks() {
     static DROPPED: AtomicBool = AtomicBool::new(false);
     struct Flag;
@@ -195,7 +195,7 @@ fn grace_period_end_cancels_stuck_tasks() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
-#[test]
+#[coring::test]
 fn a_panicking_root_is_reraised_by_run_after_other_cores_stop() {
     let rt = Runtime::builder().cores(2).build().unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -209,7 +209,7 @@ fn a_panicking_root_is_reraised_by_run_after_other_cores_stop() {
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"root failed"));
 }
 
-#[test]
+#[coring::test(uring_only = "describes the io_uring ring")]
 fn capability_report_describes_the_host_and_the_ring() {
     let rt = Runtime::builder()
         .driver(DriverChoice::Uring)
@@ -246,7 +246,7 @@ fn capability_report_describes_the_host_and_the_ring() {
     }
 }
 
-#[test]
+#[coring::test(uring_only = "SQPOLL is an io_uring ring flag")]
 fn sqpoll_is_opt_in_and_works() {
     let rt = Runtime::builder()
         .driver(DriverChoice::Uring)
@@ -273,7 +273,7 @@ fn sqpoll_is_opt_in_and_works() {
     assert!(!default.capabilities().ring.as_ref().unwrap().flags.sqpoll);
 }
 
-#[test]
+#[coring::test(compat_only = "forces the compat driver through the builder")]
 fn forcing_the_compat_driver_serves_and_says_why() {
     let rt = Runtime::builder()
         .driver(DriverChoice::Compat)
@@ -302,7 +302,7 @@ fn forcing_the_compat_driver_serves_and_says_why() {
     assert_eq!(uring.fallback_reason(), None);
 }
 
-#[test]
+#[coring::test]
 fn a_tiny_ring_survives_a_full_sq_and_cq_pressure() {
     // 64 SQ entries, 128 CQ entries, and 400 connections whose reads are all queued in the same
     // turn: the SQ fills mid-turn and is flushed; completions outnumber the CQ.
@@ -343,7 +343,7 @@ fn a_tiny_ring_survives_a_full_sq_and_cq_pressure() {
     });
 }
 
-#[test]
+#[coring::test]
 fn every_cores_counters_are_readable_from_another_thread_while_it_runs() {
     let port = free_port();
     let rt = Runtime::builder().cores(2).build().unwrap();

@@ -11,14 +11,14 @@ fn byte(i: u64) -> u8 {
 }
 
 fn temp_file(tag: &str, len: u64) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("coring-{}-{tag}", std::process::id()));
+    let path = std::env::temp_dir().join(coring::__test::unique(tag));
     let mut f = std::fs::File::create(&path).unwrap();
     let data: Vec<u8> = (0..len).map(byte).collect();
     f.write_all(&data).unwrap();
     path
 }
 
-#[test]
+#[coring::test]
 fn send_file_moves_a_range_and_a_whole_file_intact() {
     const LEN: u64 = 3 * 1024 * 1024 + 123;
     let path = temp_file("send_file", LEN);
@@ -57,7 +57,7 @@ fn send_file_moves_a_range_and_a_whole_file_intact() {
     std::fs::remove_file(path).unwrap();
 }
 
-#[test]
+#[coring::test]
 fn read_at_reads_at_the_offset_and_reports_end_of_file() {
     let path = temp_file("read_at", 10_000);
     let p = path.clone();
@@ -75,7 +75,7 @@ fn read_at_reads_at_the_offset_and_reports_end_of_file() {
     std::fs::remove_file(path).unwrap();
 }
 
-#[test]
+#[coring::test]
 fn send_file_waits_for_a_reader_that_starts_late() {
     // Far more than the socket buffers hold while the reader sleeps: the splice into the full
     // socket must wait for room, not fail.
@@ -106,7 +106,7 @@ fn send_file_waits_for_a_reader_that_starts_late() {
     std::fs::remove_file(path).unwrap();
 }
 
-#[test]
+#[coring::test]
 fn send_file_to_a_reader_that_stops_times_out() {
     // The write timeout bounds a file send as it bounds any write: a peer that never reads
     // cannot hold the sending task forever.

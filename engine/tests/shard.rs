@@ -7,12 +7,13 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use coring::Runtime;
+use coring::driver::probe::DriverChoice;
 use coring::shard::{Mailbox, SendError, spawn_on};
 
 const MESSAGES: u64 = 20_000;
 
-#[test]
-fn messages_reach_the_right_core_in_order_per_sender_with_backpressure() {
+#[coring::test]
+fn messages_reach_the_right_core_in_order_per_sender_with_backpressure(driver: DriverChoice) {
     let rt = Runtime::builder().cores(2).build().unwrap();
     // Small on purpose: senders outrun the receiver and must wait for room.
     let mail: Mailbox<(u8, u64)> = Mailbox::new(&rt, 16);
@@ -74,7 +75,7 @@ fn messages_reach_the_right_core_in_order_per_sender_with_backpressure() {
         "the 16-slot mailbox pushed back on the external sender"
     );
     let stats = rt.stats();
-    if rt.driver_kind() == coring::driver::DriverKind::Uring && rt.capabilities().msg_ring {
+    if driver == DriverChoice::Uring && rt.capabilities().msg_ring {
         assert!(
             stats[0].driver.doorbells > 0,
             "core 0 woke core 1 with MSG_RING: {:?}",
@@ -87,7 +88,7 @@ thread_local! {
     static LOG: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-#[test]
+#[coring::test]
 fn spawn_on_runs_on_the_target_core_in_order_and_returns_output() {
     let rt = Runtime::builder().cores(2).build().unwrap();
     let outputs = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -127,7 +128,7 @@ fn spawn_on_runs_on_the_target_core_in_order_and_returns_output() {
     assert_eq!(*order, (0..200).collect::<Vec<u32>>(), "spawned in order");
 }
 
-#[test]
+#[coring::test]
 fn a_full_spawn_queue_pushes_back() {
     let rt = Runtime::builder().cores(2).spawn_queue(2).build().unwrap();
     let barrier = Arc::new(Barrier::new(2));
@@ -160,7 +161,7 @@ fn a_full_spawn_queue_pushes_back() {
     );
 }
 
-#[test]
+#[coring::test]
 fn a_sleeping_core_is_woken_promptly_from_another_core() {
     let rt = Runtime::builder().cores(2).build().unwrap();
     let mail: Mailbox<Instant> = Mailbox::new(&rt, 4);

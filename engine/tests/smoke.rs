@@ -1,6 +1,6 @@
 use coring::net::{TcpListener, TcpStream};
 
-#[test]
+#[coring::test]
 fn echo_roundtrip() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -5,13 +5,14 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use coring::ErrorKind;
+use coring::driver::probe::DriverChoice;
 use coring::net::{ListenOptions, TcpListener, TcpStream};
 
 fn ipv6_available() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
-#[test]
+#[coring::test]
 fn accept_reports_peer_and_local_addresses_v4() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -29,7 +30,7 @@ fn accept_reports_peer_and_local_addresses_v4() {
     });
 }
 
-#[test]
+#[coring::test]
 fn echo_over_ipv6() {
     if !ipv6_available() {
         eprintln!("skipping: no IPv6 loopback on this host");
@@ -54,7 +55,7 @@ fn echo_over_ipv6() {
     });
 }
 
-#[test]
+#[coring::test]
 fn dual_stack_listener_accepts_ipv4_clients() {
     if !ipv6_available() {
         eprintln!("skipping: no IPv6 on this host");
@@ -81,9 +82,9 @@ fn dual_stack_listener_accepts_ipv4_clients() {
     });
 }
 
-#[test]
-fn multishot_incoming_accepts_many_connections() {
-    coring::block_on(async {
+#[coring::test]
+fn multishot_incoming_accepts_many_connections(driver: DriverChoice) {
+    coring::block_on(async move {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr();
         let clients = std::thread::spawn(move || {
@@ -105,7 +106,7 @@ fn multishot_incoming_accepts_many_connections() {
         }
         seen.sort();
         assert_eq!(seen, (0..50).collect::<Vec<u8>>());
-        if coring::runtime::driver_kind() == coring::driver::DriverKind::Uring {
+        if driver == DriverChoice::Uring {
             let stats = coring::runtime::stats();
             assert!(
                 stats.ops_submitted < 50 + 60,
@@ -116,7 +117,7 @@ fn multishot_incoming_accepts_many_connections() {
     });
 }
 
-#[test]
+#[coring::test]
 fn connect_to_closed_port_is_refused() {
     coring::block_on(async {
         let port = {
@@ -130,7 +131,7 @@ fn connect_to_closed_port_is_refused() {
     });
 }
 
-#[test]
+#[coring::test]
 fn connect_timeout_fires_when_backlog_is_full() {
     coring::block_on(async {
         // A listener that never accepts, with a backlog of 1: once it is full the kernel drops
@@ -165,7 +166,7 @@ fn connect_timeout_fires_when_backlog_is_full() {
     });
 }
 
-#[test]
+#[coring::test]
 fn read_timeout_gives_timed_out_and_stream_stays_usable() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -193,7 +194,7 @@ fn read_timeout_gives_timed_out_and_stream_stays_usable() {
     });
 }
 
-#[test]
+#[coring::test]
 fn write_timeout_fires_against_a_peer_that_stops_reading_and_writes_then_resume() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -240,7 +241,7 @@ fn write_timeout_fires_against_a_peer_that_stops_reading_and_writes_then_resume(
     });
 }
 
-#[test]
+#[coring::test]
 fn shutdown_write_gives_peer_eof_and_read_side_keeps_working() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -264,7 +265,7 @@ fn shutdown_write_gives_peer_eof_and_read_side_keeps_working() {
     });
 }
 
-#[test]
+#[coring::test]
 fn writev_sends_buffers_in_order() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -290,7 +291,7 @@ fn writev_sends_buffers_in_order() {
     });
 }
 
-#[test]
+#[coring::test]
 fn write_all_moves_large_buffers_intact() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -314,7 +315,7 @@ fn write_all_moves_large_buffers_intact() {
     });
 }
 
-#[test]
+#[coring::test]
 fn socket_options_round_trip() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -331,7 +332,7 @@ fn socket_options_round_trip() {
     });
 }
 
-#[test]
+#[coring::test]
 fn writing_to_a_reset_connection_is_a_typed_error() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -365,7 +366,7 @@ fn writing_to_a_reset_connection_is_a_typed_error() {
     });
 }
 
-#[test]
+#[coring::test]
 fn rebinding_a_used_address_says_addr_in_use() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap();

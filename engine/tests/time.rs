@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use coring::time::{self, MissedTicks, interval, sleep, sleep_until, timeout};
 
-#[test]
+#[coring::test]
 fn sleep_never_fires_early() {
     coring::block_on(async {
         for ms in [1u64, 5, 20, 50] {
@@ -23,7 +23,7 @@ fn sleep_never_fires_early() {
     });
 }
 
-#[test]
+#[coring::test]
 fn many_sleeps_fire_in_deadline_order() {
     coring::block_on(async {
         let order = Rc::new(RefCell::new(Vec::new()));
@@ -43,7 +43,7 @@ fn many_sleeps_fire_in_deadline_order() {
     });
 }
 
-#[test]
+#[coring::test]
 fn timeout_passes_output_through_or_elapses() {
     coring::block_on(async {
         let quick = timeout(Duration::from_secs(5), async { 7 }).await;
@@ -58,14 +58,14 @@ fn timeout_passes_output_through_or_elapses() {
     });
 }
 
-#[test]
+#[coring::test]
 fn timeout_of_zero_still_sees_a_ready_future() {
     coring::block_on(async {
         assert_eq!(timeout(Duration::ZERO, async { 1 }).await, Ok(1));
     });
 }
 
-#[test]
+#[coring::test]
 fn now_is_cached_within_a_turn_and_advances_across_turns() {
     coring::block_on(async {
         let a = time::now();
@@ -78,7 +78,7 @@ fn now_is_cached_within_a_turn_and_advances_across_turns() {
     });
 }
 
-#[test]
+#[coring::test]
 fn interval_at_60hz_keeps_the_rate_without_drift() {
     coring::block_on(async {
         let period = Duration::from_nanos(1_000_000_000 / 60);
@@ -108,7 +108,7 @@ fn interval_at_60hz_keeps_the_rate_without_drift() {
     });
 }
 
-#[test]
+#[coring::test]
 fn late_ticks_are_reported_in_burst_mode() {
     coring::block_on(async {
         let period = Duration::from_millis(10);
@@ -138,7 +138,7 @@ fn late_ticks_are_reported_in_burst_mode() {
     });
 }
 
-#[test]
+#[coring::test]
 fn skipped_ticks_are_counted_in_skip_mode() {
     coring::block_on(async {
         let period = Duration::from_millis(10);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use coring::net::UdpSocket;
 use coring::time::timeout;
 
-#[test]
+#[coring::test]
 fn send_to_and_recv_from_report_addresses_v4_and_v6() {
     coring::block_on(async {
         let mut pairs = vec![("127.0.0.1:0", "127.0.0.1:0")];
@@ -29,7 +29,7 @@ fn send_to_and_recv_from_report_addresses_v4_and_v6() {
     });
 }
 
-#[test]
+#[coring::test]
 fn truncation_is_reported_not_hidden() {
     coring::block_on(async {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -69,7 +69,7 @@ fn truncation_is_reported_not_hidden() {
     });
 }
 
-#[test]
+#[coring::test]
 fn connected_sockets_send_and_receive_pooled() {
     coring::block_on(async {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -89,7 +89,7 @@ fn connected_sockets_send_and_receive_pooled() {
     });
 }
 
-#[test]
+#[coring::test]
 fn gso_cuts_one_buffer_into_many_datagrams() {
     coring::block_on(async {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -118,7 +118,7 @@ const DATAGRAMS: u64 = 100_000;
 const WINDOW: u64 = 256;
 const BATCH: usize = 32;
 
-#[test]
+#[coring::test]
 fn a_hundred_thousand_datagrams_through_a_batched_echo_without_loss() {
     let rt = coring::Runtime::builder().cores(1).build().unwrap();
     let (received, sent, sends_failed) = rt.block_on(async {

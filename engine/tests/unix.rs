@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use coring::net::{UnixAddr, UnixDatagram, UnixListener, UnixStream};
 
 fn temp_path(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("coring-{}-{tag}", std::process::id()));
+    let dir = std::env::temp_dir().join(coring::__test::unique(tag));
     let _ = std::fs::remove_file(&dir);
     dir
 }
@@ -18,7 +18,7 @@ async fn echo_once(listener: UnixListener) {
     }
 }
 
-#[test]
+#[coring::test]
 fn stream_echo_over_a_path_and_an_abstract_name() {
     coring::block_on(async {
         let path = temp_path("stream.sock");
@@ -38,7 +38,7 @@ fn stream_echo_over_a_path_and_an_abstract_name() {
         assert!(back == msg);
         std::fs::remove_file(&path).unwrap();
 
-        let name = format!("coring-test-{}", std::process::id()).into_bytes();
+        let name = coring::__test::unique("test").into_bytes();
         let listener = UnixListener::bind_abstract(&name).unwrap();
         assert_eq!(
             listener.local_addr().unwrap(),
@@ -53,10 +53,10 @@ fn stream_echo_over_a_path_and_an_abstract_name() {
     });
 }
 
-#[test]
+#[coring::test]
 fn multishot_incoming_and_pairs() {
     coring::block_on(async {
-        let name = format!("coring-incoming-{}", std::process::id()).into_bytes();
+        let name = coring::__test::unique("incoming").into_bytes();
         let listener = UnixListener::bind_abstract(&name).unwrap();
         let mut incoming = listener.incoming();
         let mut clients = Vec::new();
@@ -84,11 +84,11 @@ fn multishot_incoming_and_pairs() {
     });
 }
 
-#[test]
+#[coring::test]
 fn datagram_echo_with_sources_paths_and_abstract_names() {
     coring::block_on(async {
         let server_path = temp_path("dgram-server.sock");
-        let client_name = format!("coring-dgram-client-{}", std::process::id()).into_bytes();
+        let client_name = coring::__test::unique("dgram-client").into_bytes();
         let server = UnixDatagram::bind(&server_path).unwrap();
         let client = UnixDatagram::bind_abstract(&client_name).unwrap();
         let server_addr = UnixAddr::Pathname(server_path.clone());

@@ -27,10 +27,9 @@
 //! print!("{}", Report::new("http", "http://127.0.0.1:8080/plaintext", &options, &outcome).human());
 //! ```
 
-pub mod cli;
+pub mod args;
 pub mod echo;
 pub mod http;
-pub mod plot;
 pub mod record;
 pub mod report;
 pub mod run;

@@ -1,8 +1,6 @@
 //! The load generator against servers whose behaviour is known: injected delays, a stall,
 //! resets, corruption and loss must show up in its figures exactly as they happened.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use coring_loadgen::report::Report;
 use coring_loadgen::run::{Options, Outcome, run};
 use coring_loadgen::udp::UdpEcho;
 
-use common::{Behaviour, http_server, options, tcp_echo_server, udp_echo_server};
+use coring_tests::known::{Behaviour, http_server, tcp_echo_server, udp_echo_server};
 
 fn http(addr: std::net::SocketAddr, options: &Options) -> (Report, Outcome) {
     let spec = HttpSpec {
@@ -26,9 +24,20 @@ fn http(addr: std::net::SocketAddr, options: &Options) -> (Report, Outcome) {
     (report, outcome)
 }
 
+/// Options for a short test run: one unpinned core (CI machines are shared).
+fn options(connections: usize, duration: Duration) -> Options {
+    Options {
+        connections,
+        cores: 1,
+        duration,
+        pin: false,
+        ..Options::default()
+    }
+}
+
 const MS: u64 = 1000;
 
-#[test]
+#[coring::test]
 fn latencies_match_an_injected_delay() {
     let delay = Duration::from_millis(5);
     let addr = http_server(Behaviour::Delay(delay));
@@ -41,7 +50,7 @@ fn latencies_match_an_injected_delay() {
     assert!(l.p50 < 15 * MS, "{}", report.human());
 }
 
-#[test]
+#[coring::test]
 fn pipelined_requests_each_get_their_own_latency() {
     // The server answers one request at a time, each after 5 ms. One connection keeps 4 in
     // flight and refills two at a time once two have been answered, so each pair written finds
@@ -70,7 +79,7 @@ fn pipelined_requests_each_get_their_own_latency() {
     );
 }
 
-#[test]
+#[coring::test]
 fn open_model_counts_the_requests_a_stall_held_back() {
     let stall = Behaviour::StallOnce {
         after: Duration::from_millis(500),
@@ -103,7 +112,7 @@ fn open_model_counts_the_requests_a_stall_held_back() {
     assert!((1700..=2100).contains(&open.requests), "{}", open.human());
 }
 
-#[test]
+#[coring::test]
 fn resets_are_counted_and_the_others_served() {
     let addr = http_server(Behaviour::ResetEveryTenth);
     let (report, outcome) = http(addr, &options(20, Duration::from_millis(800)));
@@ -113,7 +122,7 @@ fn resets_are_counted_and_the_others_served() {
     assert!(report.requests > 1000, "{}", report.human());
 }
 
-#[test]
+#[coring::test]
 fn refused_connections_are_counted() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = free.local_addr().expect("addr");
@@ -127,7 +136,7 @@ fn refused_connections_are_counted() {
     );
 }
 
-#[test]
+#[coring::test]
 fn wrong_statuses_and_lengths_are_counted() {
     let addr = http_server(Behaviour::Delay(Duration::ZERO));
     let o = options(2, Duration::from_millis(300));
@@ -153,7 +162,7 @@ fn wrong_statuses_and_lengths_are_counted() {
     assert!(outcome.rec.errors.get("body_length").copied().unwrap_or(0) > 0);
 }
 
-#[test]
+#[coring::test]
 fn request_count_bounds_the_run() {
     let addr = http_server(Behaviour::Delay(Duration::ZERO));
     let mut o = options(4, Duration::from_secs(30));
@@ -164,7 +173,7 @@ fn request_count_bounds_the_run() {
     assert!(report.duration_s < 10.0);
 }
 
-#[test]
+#[coring::test]
 fn tcp_echo_checks_every_byte() {
     let o = {
         let mut o = options(4, Duration::from_millis(500));
@@ -190,7 +199,7 @@ fn tcp_echo_checks_every_byte() {
     assert!(mismatches >= 4, "{:?}", outcome.rec.errors);
 }
 
-#[test]
+#[coring::test]
 fn udp_echo_counts_loss() {
     let addr = udp_echo_server(10);
     let mut o = options(2, Duration::from_secs(1));

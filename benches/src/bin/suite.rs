@@ -22,10 +22,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     cores: usize,
     /// Measured period of each run (default 800ms, --quick 500ms).
-    #[arg(long, value_parser = coring_loadgen::cli::parse_duration)]
+    #[arg(long, value_parser = coring_loadgen::args::parse_duration)]
     duration: Option<Duration>,
     /// Warm-up before each run (default 200ms, --quick 200ms).
-    #[arg(long, value_parser = coring_loadgen::cli::parse_duration)]
+    #[arg(long, value_parser = coring_loadgen::args::parse_duration)]
     warmup: Option<Duration>,
     /// Interleaved runs of every pair; medians are reported (default 3, --quick 1).
     #[arg(long)]

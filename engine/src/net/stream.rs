@@ -413,11 +413,11 @@ pub(crate) use stream_io_methods;
 mod tests {
     use super::*;
 
-    #[test]
+    #[crate::test]
     fn copy_file_sends_the_asked_range_over_a_socket() {
         // The fallback of `send_file` where the system has no sendfile (Windows).
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let path = std::env::temp_dir().join(format!("coring-copy-file-{}", std::process::id()));
+        let path = std::env::temp_dir().join(crate::__test::unique("copy-file"));
         std::fs::write(&path, &data).expect("write file");
         let rt = crate::Runtime::builder().cores(1).build().expect("runtime");
         let (offset, len) = (1_000u64, 250_000u64);

@@ -166,12 +166,18 @@ impl Builder {
         let (driver, driver_source) = match self.driver {
             Some(choice) => (choice, "builder"),
             None => match std::env::var("CORING_DRIVER") {
+                // A `#[coring::test]` case names its driver for the runtimes it builds.
+                _ if let Some(choice) = crate::__test::case_driver() => (choice, "the test case"),
                 Ok(v) => match DriverChoice::parse(&v) {
                     Some(choice) => (choice, "CORING_DRIVER"),
                     None => {
                         return Err(Error::new(ErrorKind::InvalidInput, "CORING_DRIVER"));
                     }
                 },
+                // Built with `--cfg coring_force_compat`, the default is the compat driver.
+                Err(_) if cfg!(coring_force_compat) => {
+                    (DriverChoice::Compat, "cfg coring_force_compat")
+                }
                 Err(_) => (DriverChoice::Auto, "default"),
             },
         };
@@ -747,7 +753,7 @@ pub fn pool_stats() -> PoolStats {
 mod tests {
     use super::*;
 
-    #[test]
+    #[crate::test]
     fn shutdown_waiters_leave_with_their_signals() {
         // A server's connections each wait on the shutdown signal and then end; the core must
         // not keep a waker (and with it the task's memory) for every connection it ever had.

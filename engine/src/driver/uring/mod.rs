@@ -6,7 +6,7 @@
 //! the middle of a turn, the batch so far is submitted and pushing goes on.
 //!
 //! user_data is the op's slab key; a few keys at the top of the range mark the driver's own
-//! entries (cancels, linked timeouts, the wake-up read).
+//! entries (cancels, the wait timeout, the wake-up read).
 
 pub(crate) mod bufring;
 pub(crate) mod op;

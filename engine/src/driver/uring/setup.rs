@@ -6,7 +6,8 @@ use io_uring::{IoUring, Probe, opcode};
 
 use crate::driver::probe::{RingFlags, RingSetup};
 
-/// Opcodes the engine issues, with the kernel that added each.
+/// Opcodes the engine issues, with the kernel that added each: exactly those the backend
+/// submits (the test `probed_opcodes_are_the_submitted_ones` reads the backend's source).
 const OPCODES: &[(&str, u8)] = &[
     ("ACCEPT (5.5; multishot 5.19)", opcode::Accept::CODE),
     ("CONNECT (5.5)", opcode::Connect::CODE),
@@ -18,7 +19,7 @@ const OPCODES: &[(&str, u8)] = &[
     ("SPLICE (5.7)", opcode::Splice::CODE),
     ("RECVMSG (5.3; multishot 6.0)", opcode::RecvMsg::CODE),
     ("ASYNC_CANCEL (5.5)", opcode::AsyncCancel::CODE),
-    ("LINK_TIMEOUT (5.5)", opcode::LinkTimeout::CODE),
+    ("POLL_ADD (5.1)", opcode::PollAdd::CODE),
     ("TIMEOUT (5.4)", opcode::Timeout::CODE),
 ];
 
@@ -132,4 +133,74 @@ pub(crate) fn build_ring(
         builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
     }
     builder.build(setup.entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The io_uring backend's sources: every SQE it builds is written in one of them.
+    const BACKEND: &[&str] = &[
+        include_str!("mod.rs"),
+        include_str!("op.rs"),
+        include_str!("bufring.rs"),
+    ];
+
+    /// The opcode of each SQE builder the backend may name; a builder missing here fails the
+    /// test, so a new op cannot skip the probe.
+    fn code_of(builder: &str) -> u8 {
+        match builder {
+            "Accept" | "AcceptMulti" => opcode::Accept::CODE,
+            "Connect" => opcode::Connect::CODE,
+            "Recv" | "RecvMulti" => opcode::Recv::CODE,
+            "Send" => opcode::Send::CODE,
+            "SendMsg" => opcode::SendMsg::CODE,
+            "RecvMsg" | "RecvMsgMulti" => opcode::RecvMsg::CODE,
+            "Shutdown" => opcode::Shutdown::CODE,
+            "Read" => opcode::Read::CODE,
+            "Splice" => opcode::Splice::CODE,
+            "PollAdd" => opcode::PollAdd::CODE,
+            "AsyncCancel" => opcode::AsyncCancel::CODE,
+            "Timeout" => opcode::Timeout::CODE,
+            "LinkTimeout" => opcode::LinkTimeout::CODE,
+            "MsgRingData" => opcode::MsgRingData::CODE,
+            "SendZc" => opcode::SendZc::CODE,
+            other => panic!("opcode::{other} is submitted but unknown to this test and the probe"),
+        }
+    }
+
+    #[test]
+    fn probed_opcodes_are_the_submitted_ones() {
+        let mut submitted: Vec<u8> = BACKEND
+            .iter()
+            .flat_map(|src| src.split("opcode::").skip(1))
+            .filter_map(|rest| {
+                let name: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+                rest[name.len()..].starts_with("::new").then(|| code_of(&name))
+            })
+            .collect();
+        submitted.sort_unstable();
+        submitted.dedup();
+        let mut probed: Vec<u8> = OPCODES
+            .iter()
+            .chain(OPTIONAL_OPCODES)
+            .map(|&(_, code)| code)
+            .collect();
+        probed.sort_unstable();
+        let name = |c: &u8| {
+            OPCODES
+                .iter()
+                .chain(OPTIONAL_OPCODES)
+                .find(|(_, code)| code == c)
+                .map_or(format!("opcode {c}"), |(n, _)| (*n).to_string())
+        };
+        let unprobed: Vec<_> = submitted.iter().filter(|c| !probed.contains(c)).collect();
+        let unused: Vec<_> = probed
+            .iter()
+            .filter(|c| !submitted.contains(c))
+            .map(name)
+            .collect();
+        assert!(unprobed.is_empty(), "submitted but not probed: {unprobed:?}");
+        assert!(unused.is_empty(), "probed but never submitted: {unused:?}");
+    }
 }

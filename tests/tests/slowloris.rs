@@ -2,8 +2,6 @@
 //! served, and are closed when the header timeout expires. Its own test binary: it holds
 //! 1,000+ descriptors.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 use coring_protocols::http1::Response;
 use coring_protocols::serve::{Config, Router};
 
-use common::{TestServer, exchange, serve};
+use coring_tests::{TestServer, exchange, serve};
 
 fn start(config: Config) -> TestServer {
     serve(config, || {
@@ -21,21 +19,9 @@ fn start(config: Config) -> TestServer {
     })
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur = lim.rlim_max.min(65536);
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-}
-
-#[test]
+#[coring::test]
 fn slowloris_connections_time_out_while_normal_clients_are_served() {
-    raise_fd_limit();
+    coring_tests::fd_limit();
     let server = start(Config {
         header_timeout: Duration::from_millis(1500),
         ..Config::default()

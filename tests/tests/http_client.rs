@@ -2,8 +2,6 @@
 //! keep-alive pooling, redirects and method rewriting, cookies, limits, timeouts, a stale pooled
 //! connection retried, close-delimited bodies, and the blocking API.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +10,7 @@ use coring_protocols::client::{Client, ClientConfig, ClientError, ClientRequest,
 use coring_protocols::http1::{Http1Error, Response};
 use coring_protocols::serve::{Config, Router};
 
-use common::{TestServer, serve};
+use coring_tests::{TestServer, serve};
 
 fn start() -> TestServer {
     serve(Config::default(), || {
@@ -59,7 +57,7 @@ fn start() -> TestServer {
     })
 }
 
-#[test]
+#[coring::test]
 fn keep_alive_pool_redirects_cookies_limits_and_timeouts() {
     let server = start();
     let base = format!("http://{}", server.addr);
@@ -142,7 +140,7 @@ fn one_shot_server(
     (addr, t)
 }
 
-#[test]
+#[coring::test]
 fn a_stale_pooled_connection_is_retried_for_idempotent_requests() {
     let (addr, t) = one_shot_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 2);
     coring::block_on(async move {
@@ -161,7 +159,7 @@ fn a_stale_pooled_connection_is_retried_for_idempotent_requests() {
     t.join().unwrap();
 }
 
-#[test]
+#[coring::test]
 fn close_delimited_bodies_and_the_blocking_api() {
     let (addr, t) = one_shot_server(
         b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",

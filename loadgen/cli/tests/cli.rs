@@ -1,10 +1,10 @@
 //! The binary as users run it: flags, exit codes and the files it writes.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Behaviour, http_server};
+use coring::driver::probe::DriverChoice;
+
+use coring_tests::known::{Behaviour, http_server};
 
 fn loadgen() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_coring-loadgen"));
@@ -12,10 +12,13 @@ fn loadgen() -> Command {
     c
 }
 
-#[test]
-fn http_run_writes_json_hgrm_and_svg() {
+#[coring::test]
+fn http_run_writes_json_hgrm_and_svg(driver: DriverChoice) {
     let addr = http_server(Behaviour::Delay(std::time::Duration::ZERO));
-    let dir = std::env::temp_dir().join(format!("coring-loadgen-cli-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "coring-loadgen-cli-{}-{driver:?}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
     let out = loadgen()
@@ -31,6 +34,12 @@ fn http_run_writes_json_hgrm_and_svg() {
             "--pipeline",
             "4",
             "--no-pin",
+            "--driver",
+            if driver == DriverChoice::Uring {
+                "uring"
+            } else {
+                "compat"
+            },
             "--expect-body-len",
             "13",
             "-H",

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use crate::report::Report;
+use coring_loadgen::report::Report;
 
 /// Renders `report` as an SVG document.
 pub fn svg(report: &Report) -> Result<String, String> {

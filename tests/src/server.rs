@@ -1,6 +1,4 @@
-//! What the HTTP tests share: a server on its own one-core runtime, and a raw exchange.
-
-#![allow(dead_code, reason = "each test binary uses the part it needs")]
+//! A coring HTTP server on its own one-core runtime, and a raw exchange with it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +8,7 @@ use std::time::Duration;
 use coring_protocols::serve::{Config, Handler, Server};
 
 /// A coring HTTP server on a thread of its own; shut down and joined when dropped.
+#[derive(Debug)]
 pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: coring::ShutdownHandle,

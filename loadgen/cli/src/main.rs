@@ -7,13 +7,18 @@ use std::sync::Arc;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use coring_loadgen::cli::{Cli, Common, WorkloadCmd, parse_header};
+use coring_loadgen::args::parse_header;
 use coring_loadgen::echo::TcpEcho;
 use coring_loadgen::http::{Http, HttpSpec};
 use coring_loadgen::report::{Report, hgrm};
+use coring_loadgen::run::Options;
 use coring_loadgen::run::{Progress, Workload, run};
 use coring_loadgen::udp::UdpEcho;
-use coring_loadgen::{plot, run::Options};
+
+use cli::{Cli, Common, WorkloadCmd};
+
+mod cli;
+mod plot;
 
 /// Datagrams per second of `udp-echo` when `--rate` is not given.
 const DEFAULT_UDP_RATE: f64 = 10_000.0;

@@ -1,8 +1,6 @@
 //! File responses (zero-copy, ranges, conditional) and streamed chunked responses, read by a
 //! real client and by raw sockets.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +13,7 @@ use coring::time::Sleep;
 use coring_protocols::http1::Response;
 use coring_protocols::serve::{BodyStream, Config, Reply, Router, serve_file};
 
-use common::{TestServer, serve};
+use coring_tests::{TestServer, serve};
 
 /// Yields `left` chunks, one every 20 ms.
 struct Ticker {
@@ -102,10 +100,10 @@ fn split(resp: &[u8]) -> (String, &[u8]) {
     )
 }
 
-#[test]
+#[coring::test]
 fn files_ranges_conditionals_and_streams() {
     const LEN: u64 = 1_500_000;
-    let path = std::env::temp_dir().join(format!("coring-serve-{}.bin", std::process::id()));
+    let path = std::env::temp_dir().join(coring::__test::unique("serve.bin"));
     std::fs::write(&path, (0..LEN).map(byte).collect::<Vec<u8>>()).unwrap();
     let server = start(path.clone());
     let addr = server.addr;
@@ -183,7 +181,7 @@ fn files_ranges_conditionals_and_streams() {
     std::fs::remove_file(path).unwrap();
 }
 
-#[test]
+#[coring::test]
 fn request_bodies_stream_to_the_handler_and_small_ones_arrive_whole() {
     let server = start(PathBuf::from("/nonexistent"));
     let addr = server.addr;

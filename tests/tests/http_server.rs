@@ -1,14 +1,12 @@
 //! The HTTP/1.1 server over real loopback sockets: a third-party client (ureq), pipelining,
 //! and every smuggling vector over a raw socket.
 
-mod common;
-
 use std::time::Duration;
 
 use coring_protocols::http1::Response;
 use coring_protocols::serve::{Config, Router};
 
-use common::{TestServer, exchange, serve};
+use coring_tests::{TestServer, exchange, serve};
 
 fn router() -> Router {
     Router::new()
@@ -29,7 +27,7 @@ fn start(config: Config) -> TestServer {
     serve(config, router)
 }
 
-#[test]
+#[coring::test]
 fn a_real_client_gets_answers_bodies_and_statuses() {
     let server = start(Config::default());
     let base = format!("http://{}", server.addr);
@@ -66,7 +64,7 @@ fn a_real_client_gets_answers_bodies_and_statuses() {
     );
 }
 
-#[test]
+#[coring::test]
 fn sixteen_pipelined_requests_get_sixteen_answers_in_order() {
     let server = start(Config::default());
     let mut raw = Vec::new();
@@ -88,7 +86,7 @@ fn sixteen_pipelined_requests_get_sixteen_answers_in_order() {
     assert_eq!(bodies[16], "Hello, World!");
 }
 
-#[test]
+#[coring::test]
 fn smuggling_vectors_get_their_status_and_a_closed_connection() {
     let server = start(Config::default());
     let cases: &[(&[u8], &str)] = &[
@@ -144,7 +142,7 @@ fn smuggling_vectors_get_their_status_and_a_closed_connection() {
     assert!(!text.contains("smuggled"), "{text}");
 }
 
-#[test]
+#[coring::test]
 fn idle_keep_alive_connections_close_and_busy_ones_stay() {
     use std::io::{Read, Write};
     let server = start(Config {
@@ -181,7 +179,7 @@ fn idle_keep_alive_connections_close_and_busy_ones_stay() {
     );
 }
 
-#[test]
+#[coring::test]
 fn idle_keep_alive_connections_hold_no_receive_buffer() {
     // Memory follows bytes in flight: once answered, a keep-alive connection keeps none of the
     // core's pooled buffers while it waits for its next request.

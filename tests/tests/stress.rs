@@ -32,23 +32,14 @@ fn byte_at(conn: usize, i: usize) -> u8 {
 }
 
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur = lim.rlim_max.min(65536);
-    // SAFETY: valid pointer to an rlimit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let limit = coring_tests::fd_limit();
     assert!(
-        lim.rlim_cur as usize > CONNECTIONS * 2 + 100,
-        "RLIMIT_NOFILE too low for the stress test: {}",
-        lim.rlim_cur
+        limit > CONNECTIONS * 2 + 100,
+        "RLIMIT_NOFILE too low for the stress test: {limit}"
     );
 }
 
-#[test]
+#[coring::test]
 fn thousand_connections_echo_a_mebibyte_each_across_two_cores() {
     raise_fd_limit();
     let server = Runtime::builder().cores(2).build().unwrap();

@@ -1,15 +1,11 @@
 //! Servers with known behaviour for the load generator to measure: plain threads and blocking
 //! std sockets, so that what they do (delay, stall, reset, corrupt) is exactly what was asked.
 
-#![allow(dead_code, reason = "each test binary uses some of these")]
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-use coring_loadgen::run::Options;
 
 /// The plaintext response every test server sends.
 pub const RESPONSE: &[u8] =
@@ -139,15 +135,4 @@ pub fn udp_echo_server(drop_every: usize) -> SocketAddr {
         }
     });
     addr
-}
-
-/// Options for a short test run: one unpinned core (CI machines are shared).
-pub fn options(connections: usize, duration: Duration) -> Options {
-    Options {
-        connections,
-        cores: 1,
-        duration,
-        pin: false,
-        ..Options::default()
-    }
 }

@@ -1,0 +1,77 @@
+//! What coring's cross-crate tests share, written once.
+//!
+//! The tests themselves live in `tests/tests/`: the HTTP server and client against third-party
+//! clients (ureq, curl) and raw sockets, slow and hostile peers, and the many-connection stress
+//! run. Each runs on both drivers through `#[coring::test]`.
+//!
+//! - [`server`]: a coring HTTP server on its own thread and one-core runtime ([`TestServer`]),
+//!   and a raw request/answer exchange over a std socket.
+//! - [`known`]: peers whose behaviour is known exactly (delay, stall, reset, corrupt, drop),
+//!   plain threads on blocking std sockets, for measuring the measurer.
+//! - [`fd_limit`]: lifting the soft descriptor limit for tests that hold thousands of sockets.
+//! - [`fan_out`]: many client tasks on one core, joined, their results in order.
+
+pub mod known;
+pub mod server;
+
+pub use server::{TestServer, exchange, serve};
+
+/// Raises the soft `RLIMIT_NOFILE` towards the hard limit (at most 65,536) and returns the
+/// soft limit now in force. Where the platform has no such limit, returns `usize::MAX`.
+pub fn fd_limit() -> usize {
+    raise_nofile()
+}
+
+#[cfg(unix)]
+fn raise_nofile() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call's duration.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let want = lim.rlim_max.min(65_536);
+    if lim.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit for the call's duration.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = want;
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+#[cfg(not(unix))]
+fn raise_nofile() -> usize {
+    // Windows has no per-process socket count limit to raise.
+    usize::MAX
+}
+
+/// Runs `n` tasks made by `make(i)` on the current core at once and returns their outputs in
+/// order of `i`. A task that panics fails the caller with its panic.
+///
+/// # Panics
+///
+/// When a task panics, or when called outside a coring core.
+pub async fn fan_out<F, Fut>(n: usize, make: F) -> Vec<Fut::Output>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future + 'static,
+    Fut::Output: 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| coring::spawn_local(make(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        match t.await {
+            Ok(v) => out.push(v),
+            Err(coring::task::JoinError::Panicked(p)) => std::panic::resume_unwind(p),
+            Err(coring::task::JoinError::Cancelled) => panic!("a fan_out task was cancelled"),
+        }
+    }
+    out
+}
