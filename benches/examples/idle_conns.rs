@@ -1,8 +1,11 @@
 //! Memory per idle connection: 10,000 connections open and idle on one server core, each with
 //! a task waiting to read. Reports resident memory and heap bytes per connection for the pooled
-//! read path (no buffer while idle) and for a 16 KiB buffer per connection (what peers do).
+//! read path (no buffer while idle) and for a 16 KiB buffer per connection (what peers do), and
+//! the resident memory per connection of the shipped `echo` example (a process of its own, one
+//! core), which users copy.
 //!
-//! `cargo run --release -p coring-benches --example idle_conns [-- CONNECTIONS]`
+//! `cargo build --release --example echo && cargo run --release -p coring-benches --example
+//! idle_conns [-- CONNECTIONS]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -11,7 +14,7 @@ use std::time::Duration;
 use coring::net::TcpListener;
 use coring::runtime::{Runtime, until_shutdown};
 use coring_benches::measure::{
-    Counting, LIVE, hold_idle_clients, raise_fd_limit, rss_bytes, run_idle_clients_if_asked,
+    Counting, LIVE, hold_idle_clients, raise_fd_limit, rss_bytes, rss_of, run_idle_clients_if_asked,
 };
 
 #[global_allocator]
@@ -41,6 +44,54 @@ fn main() {
             heap as f64 / conns as f64
         );
     }
+    match shipped_echo(conns) {
+        Ok(rss) => println!(
+            "idle_conns: {conns} idle connections, {:<28} {:>7.0} B resident per connection",
+            "the shipped echo example:",
+            rss as f64 / conns as f64
+        ),
+        Err(e) => println!("idle_conns: the shipped echo example: {e}"),
+    }
+}
+
+/// Starts `target/release/examples/echo` on one core, opens `conns` idle connections to it and
+/// returns how much its resident memory grew.
+fn shipped_echo(conns: usize) -> Result<i64, String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let echo = exe.with_file_name("echo");
+    if !echo.exists() {
+        return Err(format!(
+            "{} not built (cargo build --release --example echo)",
+            echo.display()
+        ));
+    }
+    let mut server = std::process::Command::new(&echo)
+        .args(["--addr", "127.0.0.1:0", "--cores", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", echo.display()))?;
+    let mut line = String::new();
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| format!("unexpected ready line {line:?}"))?;
+    let before = rss_of(server.id());
+    let mut clients = hold_idle_clients(port, conns, None);
+    // Let every connection be accepted and its task reach its wait.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_of(server.id());
+    drop(clients.stdin.take());
+    let _ = clients.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(after - before)
 }
 
 fn run(conns: usize, pooled: bool) -> (i64, i64) {

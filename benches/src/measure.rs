@@ -61,7 +61,16 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Resident memory of this process, in bytes (VmRSS).
 pub fn rss_bytes() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_in("/proc/self/status")
+}
+
+/// Resident memory of process `pid`, in bytes (VmRSS).
+pub fn rss_of(pid: u32) -> i64 {
+    rss_in(&format!("/proc/{pid}/status"))
+}
+
+fn rss_in(status: &str) -> i64 {
+    let status = std::fs::read_to_string(status).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -1,4 +1,5 @@
-//! TCP echo server, one listener per core (SO_REUSEPORT), multishot accept.
+//! TCP echo server, one listener per core (SO_REUSEPORT), multishot accept, pooled receives
+//! (multishot recv into the core's provided-buffer ring).
 //!
 //! `cargo run --release --example echo -- --addr 127.0.0.1:7000 --cores 2`
 
@@ -8,9 +9,6 @@ use std::sync::Arc;
 
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::until_shutdown;
-
-/// Read buffer per connection.
-const BUF_BYTES: usize = 16 * 1024;
 
 fn main() {
     let args = support::server_args("echo", "TCP echo server", 7000);
@@ -35,29 +33,24 @@ fn main() {
             }
         }
     });
-    if let Err(e) = result {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
+    startup.exit("echo", result);
 }
 
 async fn echo(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(BUF_BYTES);
+    // Bytes land in the core's buffer pool when they arrive, and the same buffer is written
+    // back: an idle connection holds no buffer at all.
+    let mut incoming = stream.pooled();
     loop {
-        buf.clear();
         // An idle connection closes at shutdown; one mid-message finishes its echo first.
-        let Some((result, back)) = until_shutdown(stream.read(buf)).await else {
+        let Some(next) = until_shutdown(incoming.next()).await else {
             return;
         };
-        buf = back;
-        match result {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let (result, back) = stream.write_all(buf).await;
-        buf = back;
-        if result.is_err() {
+        let buf = match next {
+            Ok(Some(buf)) => buf,
+            Ok(None) | Err(_) => return,
+        };
+        if stream.write_all(buf).await.0.is_err() {
             return;
         }
     }

@@ -55,8 +55,5 @@ fn main() {
             }
         }
     });
-    if let Err(e) = result {
-        eprintln!("udp_echo: {e}");
-        std::process::exit(1);
-    }
+    startup.exit("udp_echo", result);
 }

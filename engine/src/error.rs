@@ -125,12 +125,17 @@ mod tests {
 
     #[test]
     fn errno_keeps_code_kind_and_op() {
-        let e = Error::from_os(libc::ECONNRESET, "recv");
+        // The platform's own code for a reset connection (errno, or WSAECONNRESET).
+        #[cfg(unix)]
+        let reset = libc::ECONNRESET;
+        #[cfg(windows)]
+        let reset = 10054;
+        let e = Error::from_os(reset, "recv");
         assert_eq!(e.kind(), ErrorKind::ConnectionReset);
-        assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+        assert_eq!(e.raw_os_error(), Some(reset));
         assert_eq!(e.op(), "recv");
         let io: io::Error = e.into();
-        assert_eq!(io.raw_os_error(), Some(libc::ECONNRESET));
+        assert_eq!(io.raw_os_error(), Some(reset));
         assert!(e.to_string().starts_with("recv failed"));
     }
 

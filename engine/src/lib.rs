@@ -37,17 +37,11 @@
 //! }
 //!
 //! async fn echo(stream: TcpStream) {
-//!     let mut buf = Vec::with_capacity(16 * 1024);
-//!     loop {
-//!         buf.clear();
-//!         let (n, b) = stream.read(buf).await;
-//!         buf = b;
-//!         if !matches!(n, Ok(n) if n > 0) {
-//!             return;
-//!         }
-//!         let (r, b) = stream.write_all(buf).await;
-//!         buf = b;
-//!         if r.is_err() {
+//!     // Bytes land in the core's buffer pool when they arrive (an idle connection holds no
+//!     // buffer), and the same buffer is written back.
+//!     let mut incoming = stream.pooled();
+//!     while let Ok(Some(buf)) = incoming.next().await {
+//!         if stream.write_all(buf).await.0.is_err() {
 //!             return;
 //!         }
 //!     }
@@ -63,7 +57,6 @@ extern crate self as coring;
 #[path = "test_support.rs"]
 pub mod __test;
 pub mod buf;
-pub mod cli;
 pub mod driver;
 mod error;
 pub mod fs;

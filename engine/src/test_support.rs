@@ -1,7 +1,7 @@
 //! What `#[coring::test]` expands to (hidden; the macro is the interface).
 //!
 //! Each generated case names its driver here. Runtimes built on the test's thread without an
-//! explicit [`crate::Builder::driver`] then run on it: the builder asks [`case_driver`] before
+//! explicit [`crate::Builder::driver`] then run on it: the builder asks `case_driver` before
 //! `CORING_DRIVER`. The choice is thread-local because the test harness runs tests on
 //! parallel threads, each of them one case.
 

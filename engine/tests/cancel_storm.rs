@@ -11,8 +11,14 @@ use coring::driver::probe::DriverChoice;
 use coring::net::{TcpListener, TcpStream};
 use coring::time::{sleep, timeout};
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// The process's open descriptors, where the system lists them (Linux). Under Wine the list
+/// is Wine's own Unix descriptors, which it opens and caches as it likes.
+fn open_fds() -> Option<usize> {
+    if cfg!(target_os = "linux") {
+        Some(std::fs::read_dir("/proc/self/fd").unwrap().count())
+    } else {
+        None
+    }
 }
 
 /// Waits until the core's driver holds no op (every cancel acknowledged). Only io_uring parks
@@ -148,6 +154,7 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing(driver: DriverChoice) {
     });
 
     // Both runtimes are gone: descriptors are back to where they started.
-    let after = open_fds();
-    assert_eq!(after, baseline, "descriptors leaked");
+    if let (Some(after), Some(baseline)) = (open_fds(), baseline) {
+        assert_eq!(after, baseline, "descriptors leaked");
+    }
 }

@@ -1,4 +1,6 @@
-//! Unix sockets: stream and datagram echo over filesystem paths and abstract names.
+//! Unix sockets: stream and datagram echo over filesystem paths and abstract names (Unix only).
+
+#![cfg(unix)]
 
 use std::path::PathBuf;
 

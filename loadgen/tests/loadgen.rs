@@ -88,10 +88,16 @@ fn open_model_counts_the_requests_a_stall_held_back() {
     // Closed model: the stall delays the one request in flight; the others never left.
     let addr = http_server(stall);
     let (closed, _) = http(addr, &options(1, Duration::from_secs(2)));
-    // Open model, 1,000 requests/s: the ~600 requests due during the stall wait for it.
+    // Open model, 1,000 requests/s: the ~600 requests due during the stall wait for it. (One
+    // connection under Wine answers ~300 a second: there the rate is 100/s, ~60 held back.)
+    let rate: u32 = if coring_tests::under_wine() {
+        100
+    } else {
+        1000
+    };
     let addr = http_server(stall);
     let mut o = options(1, Duration::from_secs(2));
-    o.rate = Some(1000.0);
+    o.rate = Some(f64::from(rate));
     let (open, _) = http(addr, &o);
 
     for r in [&closed, &open] {
@@ -109,17 +115,29 @@ fn open_model_counts_the_requests_a_stall_held_back() {
         open.human()
     );
     // The open model sent at the asked rate: ~2,000 requests in 2 s.
-    assert!((1700..=2100).contains(&open.requests), "{}", open.human());
+    let expected = u64::from(rate) * 2;
+    assert!(
+        (expected * 85 / 100..=expected * 105 / 100).contains(&open.requests),
+        "{}",
+        open.human()
+    );
 }
 
 #[coring::test]
 fn resets_are_counted_and_the_others_served() {
     let addr = http_server(Behaviour::ResetEveryTenth);
     let (report, outcome) = http(addr, &options(20, Duration::from_millis(800)));
-    let resets = report.errors.get("reset").copied().unwrap_or(0);
+    let mut resets = report.errors.get("reset").copied().unwrap_or(0);
+    let mut served_at_least = 1000;
+    if coring_tests::under_wine() {
+        // Wine hands a peer's RST to recv as end of stream, not WSAECONNRESET, and its
+        // loopback is ~20× slower than Windows' or Linux's.
+        resets += report.errors.get("closed").copied().unwrap_or(0);
+        served_at_least = 200;
+    }
     assert!(resets >= 2, "{}", report.human());
     assert!(outcome.rec.dropped >= 2, "{}", report.human());
-    assert!(report.requests > 1000, "{}", report.human());
+    assert!(report.requests > served_at_least, "{}", report.human());
 }
 
 #[coring::test]
@@ -183,7 +201,18 @@ fn tcp_echo_checks_every_byte() {
     let addr = tcp_echo_server(None);
     let echo = Arc::new(TcpEcho::new(&addr.to_string(), 100, o.pipeline).unwrap());
     let outcome = run(echo, &o, |_| {}).unwrap();
-    assert!(outcome.rec.requests > 1000, "{outcome:?}");
+    // Under Wine the loopback is ~20× slower: fewer round trips, every byte still checked.
+    let floor = if coring_tests::under_wine() {
+        200
+    } else {
+        1000
+    };
+    assert!(
+        outcome.rec.requests > floor,
+        "{} round trips, errors {:?}",
+        outcome.rec.requests,
+        outcome.rec.errors
+    );
     assert!(outcome.rec.errors.is_empty(), "{:?}", outcome.rec.errors);
 
     let addr = tcp_echo_server(Some(5000));

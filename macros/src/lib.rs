@@ -8,7 +8,7 @@
 //!
 //! Three shapes are accepted:
 //!
-//! ```ignore
+//! ```text
 //! #[coring::test]
 //! async fn reads_what_was_written() { … }          // runs inside one core (block_on)
 //!

@@ -10,6 +10,7 @@
 //!   plain threads on blocking std sockets, for measuring the measurer.
 //! - [`fd_limit`]: lifting the soft descriptor limit for tests that hold thousands of sockets.
 //! - [`fan_out`]: many client tasks on one core, joined, their results in order.
+//! - [`under_wine`]: whether a Windows build runs under Wine.
 
 pub mod known;
 pub mod server;
@@ -50,6 +51,22 @@ fn raise_nofile() -> usize {
 fn raise_nofile() -> usize {
     // Windows has no per-process socket count limit to raise.
     usize::MAX
+}
+
+/// Whether this is a Windows build running under Wine, whose socket layer differs from
+/// Windows' in ways a few tests allow for, each saying which. Always false elsewhere.
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: NUL-terminated names; ntdll is loaded in every process.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+    #[cfg(not(windows))]
+    false
 }
 
 /// Runs `n` tasks made by `make(i)` on the current core at once and returns their outputs in

@@ -1,5 +1,8 @@
-//! The HTTP/1.1 server as curl meets it: keep-alive reuse across URLs, uploads with
+//! The HTTP/1.1 server as curl meets it (Unix: the curl here is a Linux program, which a Windows
+//! build under Wine cannot start): keep-alive reuse across URLs, uploads with
 //! `Expect: 100-continue`, chunked uploads, HEAD, and a pipelined-looking burst of transfers.
+
+#![cfg(unix)]
 
 use std::process::Command;
 

@@ -36,7 +36,7 @@ fn slowloris_connections_time_out_while_normal_clients_are_served() {
         })
         .collect();
     let head = b"GET /plaintext HTTP/1.1\r\nHost: h\r\nX-Slow: ";
-    let mut served_during = 0;
+    let (mut served_during, mut attempts) = (0, 0);
     let mut byte = 0;
     while start.elapsed() < Duration::from_secs(4) {
         // Each slow connection sends one more header byte, never the end of the head.
@@ -50,14 +50,18 @@ fn slowloris_connections_time_out_while_normal_clients_are_served() {
             b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
             Duration::from_secs(2),
         );
+        attempts += 1;
         if ok.starts_with("HTTP/1.1 200 OK") {
             served_during += 1;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(
-        served_during >= 10,
-        "normal clients starved: {served_during}"
+    // Every normal request made during the attack was answered (how many fit in the window
+    // depends on how fast this machine writes 500 bytes a round).
+    assert!(attempts >= 4, "only {attempts} rounds in 4 s");
+    assert_eq!(
+        served_during, attempts,
+        "normal clients starved: {served_during} of {attempts} answered"
     );
     // The slow ones were closed by the header timeout (reads see end of stream).
     let mut closed = 0;

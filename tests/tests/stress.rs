@@ -83,16 +83,11 @@ fn thousand_connections_echo_a_mebibyte_each_across_two_cores() {
     std::thread::sleep(std::time::Duration::from_millis(100));
 
     let client = Runtime::builder().cores(1).build().unwrap();
-    let verified = client.block_on(async move {
-        let mut handles = Vec::with_capacity(CONNECTIONS);
-        for conn in 0..CONNECTIONS {
-            handles.push(coring::spawn_local(client_conn(conn, port)));
-        }
-        let mut total = 0;
-        for h in handles {
-            total += h.await.unwrap();
-        }
-        total
+    let verified: usize = client.block_on(async move {
+        coring_tests::fan_out(CONNECTIONS, |conn| client_conn(conn, port))
+            .await
+            .into_iter()
+            .sum()
     });
     assert_eq!(verified, CONNECTIONS * BYTES_PER_CONNECTION);
     shutdown.shutdown();

@@ -8,15 +8,15 @@ use coring::net::TcpListener;
 use coring_protocols::serve::Server;
 
 fn main() {
-    let args = coring::cli::server_args("coring-tfb", "TechEmpower plaintext and json", 8080);
+    let args = coring_cli::server_args("coring-tfb", "TechEmpower plaintext and json", 8080);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = coring::cli::server_runtime("coring-tfb", &args);
-    let startup = Arc::new(coring::cli::Startup::new(args.cores));
+    let runtime = coring_cli::server_runtime("coring-tfb", &args);
+    let startup = Arc::new(coring_cli::Startup::new(args.cores));
     let result = runtime.run(|core| {
         let listener = startup.bind(
             "coring-tfb",
@@ -32,8 +32,5 @@ fn main() {
             Server::new(coring_benches::tfb).serve(listener).await;
         }
     });
-    if let Err(e) = result {
-        eprintln!("coring-tfb: {e}");
-        std::process::exit(1);
-    }
+    startup.exit("coring-tfb", result);
 }

@@ -137,6 +137,11 @@ pub unsafe fn connect(
     len: SockLen,
     started: bool,
 ) -> io::Result<()> {
+    if started {
+        // Once started, the outcome is read from the socket (as mio does), not from a second
+        // connect(), whose answer differs between systems.
+        return connect_outcome(fd);
+    }
     // SAFETY: per the caller's contract.
     let ret = unsafe { libc::connect(fd, addr, len) };
     if ret == 0 {
@@ -144,9 +149,42 @@ pub unsafe fn connect(
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EISCONN) if started => Ok(()),
-        Some(libc::EINPROGRESS | libc::EALREADY) => Err(io::ErrorKind::WouldBlock.into()),
+        Some(libc::EINPROGRESS) => Err(io::ErrorKind::WouldBlock.into()),
         _ => Err(err),
+    }
+}
+
+/// How a connect under way stands: its error (`SO_ERROR`), connected, or still in progress.
+fn connect_outcome(fd: RawSource) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` is a writable c_int and `len` says so.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    // SAFETY: all-zero is a valid address buffer to be overwritten.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut peer_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `peer` is writable for `peer_len` bytes.
+    if unsafe { libc::getpeername(fd, (&raw mut peer).cast(), &mut peer_len) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOTCONN) => Err(io::ErrorKind::WouldBlock.into()),
+        _ => Err(e),
     }
 }
 

@@ -154,18 +154,45 @@ pub unsafe fn connect(
     len: SockLen,
     started: bool,
 ) -> io::Result<()> {
+    if started {
+        // Once started, the outcome is read from the socket, as mio does: a second connect()
+        // answers something else on some stacks (Wine says WSAECONNABORTED for a refusal).
+        return connect_outcome(source);
+    }
     // SAFETY: the caller vouches for `addr`.
     match check(unsafe { ws::connect(socket(source), addr, len) }) {
         Ok(_) => Ok(()),
-        Err(e) if started && e.raw_os_error() == Some(ws::WSAEISCONN) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(ws::WSAEINPROGRESS | ws::WSAEALREADY | ws::WSAEINVAL)
-            ) =>
-        {
-            // Winsock reports a connect still under way as WSAEALREADY or, for a second call,
-            // WSAEINVAL.
+        Err(e) if e.raw_os_error() == Some(ws::WSAEWOULDBLOCK) => {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How a connect under way stands: its error (`SO_ERROR`), connected, or still in progress.
+fn connect_outcome(source: RawSource) -> io::Result<()> {
+    let mut err: i32 = 0;
+    let mut len = size_of::<i32>() as i32;
+    // SAFETY: `err` is a writable i32 and `len` says so.
+    check(unsafe {
+        ws::getsockopt(
+            socket(source),
+            ws::SOL_SOCKET,
+            ws::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    })?;
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    // SAFETY: all-zero is a valid address buffer to be overwritten.
+    let mut peer: ws::SOCKADDR_STORAGE = unsafe { std::mem::zeroed() };
+    let mut peer_len = size_of::<ws::SOCKADDR_STORAGE>() as i32;
+    // SAFETY: `peer` is writable for `peer_len` bytes.
+    match check(unsafe { ws::getpeername(socket(source), (&raw mut peer).cast(), &mut peer_len) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(ws::WSAENOTCONN) => {
             Err(io::ErrorKind::WouldBlock.into())
         }
         Err(e) => Err(e),
@@ -245,7 +272,21 @@ pub unsafe fn recvmsg(source: RawSource, msg: *mut MsgHdr) -> io::Result<usize> 
             None,
         )
     };
-    check(ret).map(|_| received as usize)
+    match check(ret) {
+        Ok(_) => Ok(received as usize),
+        // A datagram longer than the buffers fills them and fails with WSAEMSGSIZE; report it
+        // as Unix does: the bytes that fit, with MSG_TRUNC set.
+        Err(e) if e.raw_os_error() == Some(ws::WSAEMSGSIZE) => {
+            // SAFETY: the caller vouches for `msg` and the buffers it names.
+            let msg = unsafe { &mut *msg };
+            // SAFETY: `lpBuffers` points at `dwBufferCount` buffers (the caller's contract).
+            let buffers =
+                unsafe { std::slice::from_raw_parts(msg.lpBuffers, msg.dwBufferCount as usize) };
+            msg.dwFlags |= ws::MSG_TRUNC as u32;
+            Ok(buffers.iter().map(|b| b.len as usize).sum())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 type RecvMsgFn = unsafe extern "system" fn(

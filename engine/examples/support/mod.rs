@@ -1,4 +1,4 @@
-//! Logging for the examples; the binaries convention itself is `coring::cli`.
+//! Logging for the examples; the binaries convention itself is `coring_cli`.
 
 #![allow(
     dead_code,
@@ -6,12 +6,12 @@
     reason = "each example uses the part it needs"
 )]
 
-pub use coring::cli::{ServerArgs, Startup, server_args};
+pub use coring_cli::{ServerArgs, Startup, server_args};
 
 /// Sets up logging and a runtime for the server binary `name`.
 pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
     init_logging();
-    coring::cli::server_runtime(name, args)
+    coring_cli::server_runtime(name, args)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`).

@@ -1,17 +1,17 @@
 //! The driver contract: how an operation reaches the kernel and how its result comes back.
 //!
 //! An operation is a value (`op::Recv`, `op::Accept`, …) that owns everything the kernel may
-//! touch. [`OpCode`] is what every operation provides, once per backend:
+//! touch. `OpCode` is what every operation provides, once per backend:
 //!
 //! - completion (`uring/op.rs`): the SQE that starts it; the CQE result comes back as-is;
 //! - readiness (`compat/op.rs`): which fd and interest to wait for and the non-blocking syscall
 //!   to make when ready.
 //!
-//! [`Driver`] is the per-core engine behind those ops. Exactly one backend is chosen when a core
+//! `Driver` is the per-core engine behind those ops. Exactly one backend is chosen when a core
 //! starts ([`probe`] decides, the builder or `CORING_DRIVER` can force it); everything above this
-//! module — net, time, the executor — is written once against [`Op`] and [`MultiOp`].
+//! module — net, time, the executor — is written once against `Op` and `MultiOp`.
 //!
-//! The lifecycle of one operation (see [`lifecycle`]): Submitted → Waiting(waker) →
+//! The lifecycle of one operation (see `lifecycle`): Submitted → Waiting(waker) →
 //! Completed, or Ignored(owned memory parked) when its future is dropped before the kernel's
 //! final completion; the memory is freed only after that completion arrives.
 

@@ -55,6 +55,8 @@ pub enum UringStatus {
     Denied,
     /// `io_uring_setup` answered ENOSYS: the kernel has no io_uring, or seccomp hides it.
     NotImplemented,
+    /// Not Linux: io_uring does not exist here, and compat is the platform's driver.
+    NotLinux,
     /// The kernel has io_uring but lacks opcodes or features the engine needs.
     Incomplete(String),
     /// Ring creation failed for another reason (the OS error is quoted).
@@ -171,6 +173,7 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
                 (Some(libc::EPERM), Some(v @ 1..)) => UringStatus::DisabledBySysctl(v),
                 (Some(libc::EPERM), _) => UringStatus::Denied,
                 (Some(libc::ENOSYS), _) => UringStatus::NotImplemented,
+                _ if !cfg!(target_os = "linux") => UringStatus::NotLinux,
                 _ => UringStatus::SetupFailed(err.to_string()),
             };
         }

@@ -4,7 +4,6 @@
 mod accept;
 mod dgram;
 mod pooled;
-#[cfg(any(windows, test))]
 mod shared_listen;
 mod stream;
 mod tcp;

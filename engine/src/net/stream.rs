@@ -105,16 +105,12 @@ impl StreamIo {
     }
 
     /// Writes some of `buf`; returns how many bytes were taken.
-    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (Result<usize>, B) {
+    pub(crate) fn write<B: IoBuf>(&self, buf: B) -> Write<'_, B> {
         let op = Send {
             fd: self.fd.clone(),
             buf,
         };
-        let done = self.with_write_deadline(Op::submit(op)).await;
-        if let Ok(n) = done.result {
-            context::count(|c| c.bytes_out += u64::from(n));
-        }
-        (done.result.map(|n| n as usize), done.op.buf)
+        Write(self.with_write_deadline(Op::submit(op)))
     }
 
     /// Writes all of `buf`.
@@ -179,32 +175,12 @@ impl StreamIo {
     /// Runs a write op under the write timeout, if one is set: past it, the op is cancelled
     /// and completes with `TimedOut` (unless it finished first). The timer wakes the task that
     /// last polled it, so one task writes to a stream at a time (as ordered writes need anyway).
-    async fn with_write_deadline<T: OpCode>(&self, mut op: Op<T>) -> Completion<T> {
-        let Some(limit) = self.write_timeout.get() else {
-            return op.await;
-        };
-        let due = time::now() + limit;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(done) = Pin::new(&mut op).poll(cx) {
-                return Poll::Ready(done);
-            }
-            let mut timer = self.write_timer.borrow_mut();
-            let timer = timer.get_or_insert_with(|| time::sleep_until(due));
-            if timer.deadline() > due {
-                // Armed under a longer timeout than the one now set.
-                timer.reset(due);
-            }
-            while Pin::new(&mut *timer).poll(cx).is_ready() {
-                if time::now() >= due {
-                    op.cancel_for_deadline(cx);
-                    break;
-                }
-                // It fired for an earlier write: follow this one.
-                timer.reset(due);
-            }
-            Poll::Pending
-        })
-        .await
+    fn with_write_deadline<T: OpCode>(&self, op: Op<T>) -> WriteDeadline<'_, T> {
+        WriteDeadline {
+            due: self.write_timeout.get().map(|limit| time::now() + limit),
+            io: self,
+            op,
+        }
     }
 
     /// Deadline for each read; a read that takes longer fails with `TimedOut`.
@@ -218,6 +194,63 @@ impl StreamIo {
     }
 }
 
+/// A write op under the stream's write deadline, if one is set: the stream's one write timer
+/// (kept armed between writes) follows this write's deadline while it waits, and cancels the op
+/// when it passes. A named future, not an `async fn`, so that the op is held once (an async
+/// fn keeps its argument and its moved copy apart, and every idle connection pays for both).
+pub(crate) struct WriteDeadline<'a, T: OpCode> {
+    io: &'a StreamIo,
+    op: Op<T>,
+    due: Option<std::time::Instant>,
+}
+
+impl<T: OpCode> Future for WriteDeadline<'_, T> {
+    type Output = Completion<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Completion<T>> {
+        let this = self.get_mut();
+        if let Poll::Ready(done) = Pin::new(&mut this.op).poll(cx) {
+            return Poll::Ready(done);
+        }
+        let Some(due) = this.due else {
+            return Poll::Pending;
+        };
+        let mut timer = this.io.write_timer.borrow_mut();
+        let timer = timer.get_or_insert_with(|| time::sleep_until(due));
+        if timer.deadline() > due {
+            // Armed under a longer timeout than the one now set.
+            timer.reset(due);
+        }
+        while Pin::new(&mut *timer).poll(cx).is_ready() {
+            if time::now() >= due {
+                this.op.cancel_for_deadline(cx);
+                break;
+            }
+            // It fired for an earlier write: follow this one.
+            timer.reset(due);
+        }
+        Poll::Pending
+    }
+}
+
+/// The future of [`StreamIo::write`]: how many bytes were taken, and the buffer back.
+pub(crate) struct Write<'a, B: IoBuf>(WriteDeadline<'a, Send<B>>);
+
+impl<B: IoBuf> Future for Write<'_, B> {
+    type Output = (Result<usize>, B);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Poll::Ready(done) = Pin::new(&mut this.0).poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Ok(n) = done.result {
+            context::count(|c| c.bytes_out += u64::from(n));
+        }
+        Poll::Ready((done.result.map(|n| n as usize), done.op.buf))
+    }
+}
+
 /// Bytes moved per splice round trip through the pipe on io_uring.
 pub const SEND_FILE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -226,13 +259,13 @@ impl StreamIo {
     /// them through user space: file → pipe → socket with splice on io_uring, sendfile(2) on
     /// the compat driver. Returns the bytes sent.
     pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        let sent = match context::with_driver(|d| d.kind()) {
+        // Each path counts what it moves itself: the user-space fallback writes through
+        // `write_all`, which counts already.
+        match context::with_driver(|d| d.kind()) {
             #[cfg(unix)]
-            DriverKind::Uring => self.splice_file(file, offset, len).await?,
-            _ => self.sendfile(file, offset, len).await?,
-        };
-        context::count(|c| c.bytes_out += sent);
-        Ok(sent)
+            DriverKind::Uring => self.splice_file(file, offset, len).await,
+            _ => self.sendfile(file, offset, len).await,
+        }
     }
 
     #[cfg(unix)]
@@ -277,6 +310,7 @@ impl StreamIo {
             }
             sent += n;
         }
+        context::count(|c| c.bytes_out += sent);
         Ok(sent)
     }
 
@@ -296,11 +330,14 @@ impl StreamIo {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // No sendfile here (Windows, some BSDs): the rest goes through user space.
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                    return Ok(pos - offset + self.copy_file(file, pos, end - pos).await?);
+                    let direct = pos - offset;
+                    context::count(|c| c.bytes_out += direct);
+                    return Ok(direct + self.copy_file(file, pos, end - pos).await?);
                 }
                 Err(e) => return Err(Error::from_io(e, "sendfile")),
             }
         }
+        context::count(|c| c.bytes_out += pos - offset);
         Ok(pos - offset)
     }
 
@@ -344,13 +381,19 @@ macro_rules! stream_io_methods {
     () => {
         /// Reads into the spare capacity of `buf` (`len..capacity`) and extends its length.
         /// `Ok(0)` means the peer closed its side (or `buf` had no spare room).
-        pub async fn read<B: crate::buf::IoBufMut>(&self, buf: B) -> (crate::Result<usize>, B) {
-            self.io.read(buf).await
+        pub fn read<B: crate::buf::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> impl Future<Output = (crate::Result<usize>, B)> + '_ {
+            self.io.read(buf)
         }
 
         /// Reads until `buf` is full (`len == capacity`), or fails with `UnexpectedEof`.
-        pub async fn read_exact<B: crate::buf::IoBufMut>(&self, buf: B) -> (crate::Result<()>, B) {
-            self.io.read_exact(buf).await
+        pub fn read_exact<B: crate::buf::IoBufMut>(
+            &self,
+            buf: B,
+        ) -> impl Future<Output = (crate::Result<()>, B)> + '_ {
+            self.io.read_exact(buf)
         }
 
         /// A receiver that reads into the core's buffer pool: the buffer is picked when data
@@ -361,26 +404,35 @@ macro_rules! stream_io_methods {
         }
 
         /// Writes some of `buf`; returns how many bytes were taken.
-        pub async fn write<B: crate::buf::IoBuf>(&self, buf: B) -> (crate::Result<usize>, B) {
-            self.io.write(buf).await
+        pub fn write<B: crate::buf::IoBuf>(
+            &self,
+            buf: B,
+        ) -> impl Future<Output = (crate::Result<usize>, B)> + '_ {
+            self.io.write(buf)
         }
 
         /// Writes all of `buf`.
-        pub async fn write_all<B: crate::buf::IoBuf>(&self, buf: B) -> (crate::Result<()>, B) {
-            self.io.write_all(buf).await
+        pub fn write_all<B: crate::buf::IoBuf>(
+            &self,
+            buf: B,
+        ) -> impl Future<Output = (crate::Result<()>, B)> + '_ {
+            self.io.write_all(buf)
         }
 
         /// Writes several buffers with one sendmsg; returns how many bytes were taken in all.
-        pub async fn writev<B: crate::buf::IoBuf>(
+        pub fn writev<B: crate::buf::IoBuf>(
             &self,
             bufs: Vec<B>,
-        ) -> (crate::Result<usize>, Vec<B>) {
-            self.io.writev(bufs).await
+        ) -> impl Future<Output = (crate::Result<usize>, Vec<B>)> + '_ {
+            self.io.writev(bufs)
         }
 
         /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
-        pub async fn shutdown(&self, how: std::net::Shutdown) -> crate::Result<()> {
-            self.io.shutdown(how).await
+        pub fn shutdown(
+            &self,
+            how: std::net::Shutdown,
+        ) -> impl Future<Output = crate::Result<()>> + '_ {
+            self.io.shutdown(how)
         }
 
         /// Sends `len` bytes of `file` from `offset` without copying them through user space

@@ -129,9 +129,10 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
             reuse_port: false,
             ..options.clone()
         };
-        let (socket, guard) = super::shared_listen::listen(addr, || bind_socket(addr, &plain))?;
+        let (socket, guard) =
+            super::shared_listen::listen(addr, Type::STREAM, || bind_socket(addr, &plain))?;
         let mut listener = listener_of(socket)?;
-        listener._shared = guard;
+        listener._shared = Some(guard);
         return Ok(listener);
     }
     listener_of(bind_socket(addr, options)?)

@@ -13,6 +13,8 @@ use crate::sys::SharedFd;
 #[derive(Debug)]
 pub struct UdpSocket {
     io: DatagramIo,
+    /// Where cores share one socket instead of SO_REUSEPORT: keeps the share alive.
+    _shared: Option<super::shared_listen::ShareGuard>,
 }
 
 impl UdpSocket {
@@ -22,7 +24,9 @@ impl UdpSocket {
     }
 
     /// Binds with SO_REUSEPORT, so each core can own a socket on the same address and the
-    /// kernel spreads datagrams among them by source.
+    /// kernel spreads datagrams among them by source. Where SO_REUSEPORT does not exist
+    /// (Windows) the cores share one socket and whichever core is receiving gets a datagram:
+    /// spread, but not by source.
     pub fn bind_reuseport(addr: impl ToSocketAddrs) -> Result<UdpSocket> {
         Self::bind_inner(addr, true)
     }
@@ -33,32 +37,16 @@ impl UdpSocket {
             .map_err(|e| Error::from_io(e, "resolve"))?;
         let mut last = Error::new(ErrorKind::InvalidInput, "bind (no address)");
         for addr in addrs {
-            let attempt = (|| {
-                let socket =
-                    Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-                socket.set_nonblocking(true)?;
-                if reuse_port {
-                    #[cfg(unix)]
-                    socket.set_reuse_port(true)?;
-                    // Windows spreads no datagrams among sockets sharing a port.
-                    #[cfg(windows)]
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Unsupported,
-                        "SO_REUSEPORT does not exist on Windows: bind one UDP socket",
-                    ));
-                }
-                socket.bind(&addr.into())?;
-                Ok::<_, std::io::Error>(socket)
-            })();
-            match attempt {
-                Ok(socket) => {
+            match bind_one(addr, reuse_port) {
+                Ok((socket, guard)) => {
                     return Ok(UdpSocket {
                         io: DatagramIo {
                             fd: SharedFd::socket(socket),
                         },
+                        _shared: guard,
                     });
                 }
-                Err(e) => last = Error::from_io(e, "bind"),
+                Err(e) => last = e,
             }
         }
         Err(last)
@@ -196,4 +184,32 @@ fn first(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
         .map_err(|e| Error::from_io(e, "resolve"))?
         .next()
         .ok_or(Error::new(ErrorKind::InvalidInput, "resolve (no address)"))
+}
+
+/// A UDP socket bound to `addr`, non-blocking; with `reuse_port`, one of the per-core sockets
+/// on that address.
+fn bind_one(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<(Socket, Option<super::shared_listen::ShareGuard>)> {
+    let fresh = |reuse_port: bool| {
+        let attempt = (|| {
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_nonblocking(true)?;
+            #[cfg(unix)]
+            if reuse_port {
+                socket.set_reuse_port(true)?;
+            }
+            #[cfg(not(unix))]
+            let _ = reuse_port;
+            socket.bind(&addr.into())?;
+            Ok::<_, std::io::Error>(socket)
+        })();
+        attempt.map_err(|e| Error::from_io(e, "bind"))
+    };
+    if reuse_port && cfg!(windows) {
+        let (socket, guard) = super::shared_listen::listen(addr, Type::DGRAM, || fresh(false))?;
+        return Ok((socket, Some(guard)));
+    }
+    Ok((fresh(reuse_port)?, None))
 }

@@ -204,7 +204,7 @@ impl Builder {
             ));
         }
         if caps.driver == DriverKind::Compat {
-            if driver == DriverChoice::Compat {
+            if driver == DriverChoice::Compat || caps.io_uring == probe::UringStatus::NotLinux {
                 tracing::info!(reason = %caps.reason, "running on the compat (readiness) driver");
             } else {
                 tracing::warn!(reason = %caps.reason, "io_uring unusable; running on compat");

@@ -75,6 +75,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn this_kernel_has_a_release() {
         assert_ne!(parse_version(&kernel_release()), (0, 0));
     }

@@ -4,12 +4,15 @@
 //! one-line error and status 2 on bad flags.
 //!
 //! Flags win over `CORING_*` environment variables, which win over defaults.
+//!
+//! This crate is for binaries: it prints and ends the process (`--help`, bad flags, a core that
+//! cannot bind). Libraries embedding the engine configure it through `coring::Builder`.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
 
-use crate::driver::probe::DriverChoice;
+use coring::driver::probe::DriverChoice;
 
 /// The flags of the binaries convention.
 #[derive(Debug, Clone)]
@@ -104,8 +107,8 @@ fn fail(name: &str, msg: &str) -> ! {
 
 /// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown);
 /// prints one line and exits 1 when that fails.
-pub fn server_runtime(name: &str, args: &ServerArgs) -> crate::Runtime {
-    let runtime = crate::Runtime::builder()
+pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
+    let runtime = coring::Runtime::builder()
         .cores(args.cores)
         .pin(args.pin)
         .driver(args.driver)
@@ -143,9 +146,9 @@ impl Startup {
     pub fn bind<S>(
         &self,
         name: &str,
-        core: &crate::Core,
+        core: &coring::Core,
         requested: SocketAddr,
-        bind: impl FnOnce(SocketAddr) -> crate::Result<S>,
+        bind: impl FnOnce(SocketAddr) -> coring::Result<S>,
         local_addr: impl Fn(&S) -> Option<SocketAddr>,
     ) -> Option<S> {
         let index = core.index();
@@ -177,6 +180,17 @@ impl Startup {
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.0
+    }
+
+    /// Ends the process once `run` has returned `result`: status 0 after a clean drain, 1 when
+    /// a core could not bind (already said) or the runtime failed (said here).
+    pub fn exit(&self, name: &str, result: coring::Result<()>) -> ! {
+        if let Err(e) = result {
+            eprintln!("{name}: {e}");
+            std::process::exit(1);
+        }
+        let failed = self.state.lock().unwrap_or_else(|e| e.into_inner()).2;
+        std::process::exit(i32::from(failed));
     }
 
     /// Core `index` is bound to `addr` (or failed). Prints the ready line after the last one.
