@@ -7,12 +7,18 @@
 //! - [`task`]: `spawn_local` (futures need not be `Send`), [`task::JoinHandle`], cooperative
 //!   budget.
 //! - [`time`]: the per-turn clock ([`time::now`]), `sleep`, `timeout`, fixed-rate `interval`.
-//! - [`net`]: TCP listeners and streams with the owned-buffer ("rent") API:
-//!   `read(buf) -> (Result<usize>, buf)`.
-//! - [`buf`]: the buffer traits those APIs take.
-//! - `op` (private): operation structs, declared once. `driver` (private but for
-//!   [`driver::probe`]): the driver contract, the op lifecycle and the io_uring backend.
+//! - [`net`]: TCP listeners and streams, UDP and Unix sockets with the owned-buffer ("rent")
+//!   API, `read(buf) -> (Result<usize>, buf)`, and pooled receives into the core's buffers.
+//! - [`fs`]: files read at an offset and sent to sockets without a copy (`send_file`).
+//! - [`shard`]: cross-core work: mailboxes and `spawn_on`, woken by MSG_RING or an eventfd.
+//! - [`buf`]: the buffer traits those APIs take, and the per-core receive pool.
+//! - [`driver`]: the driver contract, the capability [`driver::probe`] and the choice between
+//!   the io_uring backend and the compat (readiness) backend; the op lifecycle lives here too.
+//! - `op` (private): operation structs, declared once; each backend says how it runs them.
+//! - `sys` (private): thin wrappers over descriptors, socket options, thread pinning, signals.
+//! - `stats` (re-exported): per-core counters ([`CoreStats`], [`DriverStats`], [`NetStats`]).
 //! - [`Error`]: one error type with a portable [`ErrorKind`], the raw OS code and the failing op.
+//! - [`test`]: `#[coring::test]`, one test run on every driver (from `coring-macros`).
 //!
 //! # How one read travels
 //!
@@ -47,8 +53,6 @@
 //!     }
 //! }
 //! ```
-
-#![cfg_attr(not(target_os = "linux"), allow(unused))]
 
 // `#[coring::test]` names `::coring`, here too.
 extern crate self as coring;

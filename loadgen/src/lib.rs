@@ -12,9 +12,22 @@
 //!   corrected, as wrk2 does).
 //!
 //! Latencies go into HdrHistograms (1 µs to 60 s, 3 significant digits) merged across cores;
-//! every response is checked and every failure counted by kind. [`run::run`] runs any
-//! [`run::Workload`]; [`report::Report`] turns the outcome into tables, JSON, HdrHistogram
-//! percentile text and charts.
+//! every response is checked and every failure counted by kind.
+//!
+//! # The map
+//!
+//! - [`run`]: [`run::run`] runs any [`run::Workload`] on the engine's cores, closed or open
+//!   model, warm-up, and merges what each core saw.
+//! - [`stream`]: the connection loop every TCP request/response workload shares (connect, keep
+//!   `pipeline` in flight or follow the schedule, match answers in order, reconnect).
+//! - [`http`], [`echo`], [`udp`]: the workloads (`http`, `tcp-echo`, `udp-echo`).
+//! - [`record`]: one core's latencies, counts, errors and per-second timeline.
+//! - [`report`]: the outcome as a table, JSON and HdrHistogram percentile text.
+//! - [`args`]: parsing of flag values (durations, headers) without a CLI crate.
+//!
+//! The binary (`coring-loadgen`: flags, the live progress bar, the SVG chart) is the package
+//! `coring-loadgen-cli` in `loadgen/cli/`, so that this library depends on no CLI or plotting
+//! crate.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! What a run measured, as a table for people, JSON for scripts, HdrHistogram percentile text
-//! for plotters, and an SVG chart.
+//! for plotters (the binary draws the SVG chart from it).
 
 use std::fmt::Write as _;
 

@@ -282,7 +282,7 @@ pub unsafe fn recvmsg(source: RawSource, msg: *mut MsgHdr) -> io::Result<usize> 
             // SAFETY: `lpBuffers` points at `dwBufferCount` buffers (the caller's contract).
             let buffers =
                 unsafe { std::slice::from_raw_parts(msg.lpBuffers, msg.dwBufferCount as usize) };
-            msg.dwFlags |= ws::MSG_TRUNC as u32;
+            msg.dwFlags |= ws::MSG_TRUNC;
             Ok(buffers.iter().map(|b| b.len as usize).sum())
         }
         Err(e) => Err(e),

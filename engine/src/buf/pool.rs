@@ -125,6 +125,13 @@ impl Pool {
     }
 
     /// The ring to register with the kernel, if any: `(address, entries)`.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     pub(crate) fn ring(&self) -> Option<(u64, u16)> {
         match &self.state.borrow().free {
             Free::Ring(r) => Some((r.addr(), r.len())),
@@ -143,6 +150,13 @@ impl Pool {
     }
 
     /// The kernel took a buffer from the ring (a completion carried it).
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     pub(crate) fn consumed_by_kernel(&self) {
         let mut st = self.state.borrow_mut();
         st.in_ring = st.in_ring.saturating_sub(1);

@@ -29,13 +29,10 @@ pub(crate) struct CqeResult {
     pub(crate) flags: u32,
 }
 
-/// `IORING_CQE_F_MORE`: more completions will follow for this op (multishot).
-pub(crate) const CQE_F_MORE: u32 = 1 << 1;
-
 impl CqeResult {
     /// Whether more completions follow (multishot ops).
     pub(crate) fn more(self) -> bool {
-        self.flags & CQE_F_MORE != 0
+        super::more(self.flags)
     }
 
     /// The result as the op's output count, or its error.
@@ -49,6 +46,13 @@ impl CqeResult {
 }
 
 /// A driver slot.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "used by the io_uring backend, which only Linux has"
+    )
+)]
 pub(crate) enum Lifecycle {
     /// Queued or in the kernel; nobody has polled it yet.
     Submitted,
@@ -67,6 +71,13 @@ pub(crate) enum Lifecycle {
 
 /// Memory of an op whose future was dropped, parked in the driver.
 struct Parked<T> {
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     op: T,
 }
 
@@ -76,14 +87,9 @@ impl<T: OpCode> Orphan for Parked<T> {
     }
 }
 
-/// The output of a finished op: its result, the CQE flags, and the op back (with its buffer).
+/// The output of a finished op: its result and the op back (with its buffer).
 pub(crate) struct Completion<T> {
     pub(crate) result: Result<u32>,
-    #[allow(
-        dead_code,
-        reason = "read by ops that look at CQE flags (buffer ids, notif)"
-    )]
-    pub(crate) flags: u32,
     pub(crate) op: T,
 }
 
@@ -165,11 +171,7 @@ impl<T: OpCode> Op<T> {
             *e = e.with_kind(ErrorKind::TimedOut);
         }
         let op = self.op.take().expect("op data present until completion");
-        Completion {
-            result,
-            flags: cqe.flags,
-            op,
-        }
+        Completion { result, op }
     }
 }
 
@@ -342,7 +344,7 @@ impl<T: OpCode> MultiOp<T> {
         if self.ready_mode {
             let op = self.op.as_mut().expect("op data present while armed");
             return poll_ready(op, cx).map(|mut cqe| {
-                cqe.flags |= CQE_F_MORE;
+                cqe.flags |= super::CQE_F_MORE;
                 Some(cqe)
             });
         }

@@ -36,8 +36,6 @@ use std::time::Duration;
 pub(crate) use lifecycle::{CqeResult, MultiOp, Op, when_ready};
 
 use crate::error::Result;
-use crate::runtime::RuntimeConfig;
-use crate::runtime::context::Doorbell;
 use crate::stats::DriverStats;
 use probe::Capabilities;
 pub use probe::DriverKind;
@@ -48,6 +46,15 @@ pub(crate) const NO_BUFFERS: i32 = libc::ENOBUFS;
 
 /// `IORING_CQE_F_BUFFER`: the completion carries the id of a pooled buffer it filled.
 pub(crate) const CQE_F_BUFFER: u32 = 1 << 0;
+
+/// `IORING_CQE_F_MORE`: more completions will follow for this op (multishot). The readiness
+/// driver sets it too, for the multishot ops it emulates.
+pub(crate) const CQE_F_MORE: u32 = 1 << 1;
+
+/// Whether more completions follow the one with these flags.
+pub(crate) fn more(flags: u32) -> bool {
+    flags & CQE_F_MORE != 0
+}
 
 /// The pooled buffer a completion filled, if any.
 pub(crate) fn buffer_id(flags: u32) -> Option<u16> {
@@ -63,12 +70,68 @@ pub(crate) trait OpCode: uring::op::UringOp + compat::op::ReadyOp + 'static {
 
     /// Called for each completion that arrives after the op's future was dropped, before the op
     /// is freed. Ops that produce resources (an accepted fd) release them here.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     fn complete_orphan(&mut self, _res: i32, _flags: u32) {}
 }
 
 /// A dropped operation whose memory waits for the kernel's last completion.
 pub(crate) trait Orphan {
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     fn complete(&mut self, res: i32, flags: u32);
+}
+
+/// What the drivers and the probe take from the runtime's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    /// SQ entries asked for (the probe fits them under RLIMIT_MEMLOCK).
+    pub(crate) ring_entries: u32,
+    /// SQPOLL's idle time, when asked for.
+    pub(crate) sqpoll_idle: Option<Duration>,
+    /// The driver asked for.
+    pub(crate) driver: probe::DriverChoice,
+    /// Who asked for it, for the report ("builder", "CORING_DRIVER", "default", ...).
+    pub(crate) driver_source: &'static str,
+}
+
+/// How other threads end a core's blocking wait: each backend's own wake-up.
+pub(crate) enum Doorbell {
+    /// An eventfd on which the io_uring driver keeps a read armed.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "built by the io_uring backend, which only Linux has"
+        )
+    )]
+    Uring(uring::Doorbell),
+    /// The compat reactor's notification.
+    Compat(coring_compat::reactor::Notifier),
+}
+
+impl Doorbell {
+    /// Wakes the core (or makes its next wait return at once).
+    pub(crate) fn ring(&self) {
+        match self {
+            Doorbell::Uring(bell) => bell.ring(),
+            Doorbell::Compat(n) => {
+                if let Err(e) = n.notify() {
+                    tracing::warn!(error = %e, "waking a compat core failed");
+                }
+            }
+        }
+    }
 }
 
 /// The per-core driver. One backend per core, chosen at start.
@@ -85,7 +148,7 @@ impl Driver {
     /// Builds the backend the capability report chose, and the doorbell other threads use
     /// to end its blocking wait.
     pub(crate) fn new(
-        config: &RuntimeConfig,
+        config: &DriverConfig,
         caps: &Capabilities,
         pool: &std::rc::Rc<crate::buf::pool::Pool>,
     ) -> Result<(Driver, Doorbell)> {

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::runtime::RuntimeConfig;
+use super::DriverConfig;
 use crate::sys::probe as host;
 
 /// Which backend runs the cores.
@@ -122,7 +122,7 @@ const MEMCG_ACCOUNTING_KERNEL: (u32, u32) = (5, 12);
 const MIN_ENTRIES: u32 = 64;
 
 /// Probes the host and picks the driver for `config`.
-pub(crate) fn probe(config: &RuntimeConfig) -> Capabilities {
+pub(crate) fn probe(config: &DriverConfig) -> Capabilities {
     let kernel = host::kernel_release();
     let version = host::parse_version(&kernel);
     let sysctl = host::io_uring_disabled_sysctl();

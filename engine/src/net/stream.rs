@@ -7,14 +7,16 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
+#[cfg(unix)]
+use crate::driver::DriverKind;
 use crate::driver::lifecycle::Completion;
-use crate::driver::{DriverKind, Op, OpCode};
+use crate::driver::{Op, OpCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
 #[cfg(unix)]
-use crate::op::PollWritable;
-use crate::op::{Recv, Send, SendVectored, Shutdown, Splice};
+use crate::op::{PollWritable, Splice};
+use crate::op::{Recv, Send, SendVectored, Shutdown};
 use crate::runtime::context;
 use crate::sys::SharedFd;
 use crate::time::{self, Sleep};

@@ -122,6 +122,13 @@ pub(crate) struct RecvMsgMulti {
     pub(crate) fd: SharedFd,
     pub(crate) pool: std::rc::Rc<crate::buf::pool::Pool>,
     /// INVARIANT: boxed; the template the kernel reads (name and control sizes).
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     pub(crate) msg: Box<MsgHdr>,
     /// Readiness mode: the buffer the last receive filled.
     pub(crate) filled: Option<u16>,

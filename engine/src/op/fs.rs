@@ -26,6 +26,13 @@ pub(crate) struct PollWritable {
 
 /// Move up to `len` bytes from `fd_in` (at `off_in` for a file, `None` for a pipe) into
 /// `fd_out`, one of the two being a pipe: the kernel copies pages, user space sees none.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "used by the io_uring backend, which only Linux has"
+    )
+)]
 pub(crate) struct Splice {
     pub(crate) fd_in: SharedFd,
     pub(crate) off_in: Option<u64>,

@@ -12,7 +12,7 @@ use async_task::Runnable;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 
 use crate::buf::pool::Pool;
-use crate::driver::{Driver, Orphan};
+use crate::driver::{Doorbell, Driver, Orphan};
 use crate::runtime::RuntimeShared;
 use crate::stats::{CoreStats, NetStats, Published};
 use crate::task::Executor;
@@ -45,40 +45,6 @@ pub(crate) struct CoreContext {
     pub(crate) shutdown_deadline: Cell<Option<Instant>>,
     /// Tasks waiting for shutdown, one slot per live `ShutdownSignal` that has been polled.
     pub(crate) shutdown_waiters: RefCell<slab::Slab<Waker>>,
-}
-
-/// How other threads end a core's blocking wait.
-pub(crate) enum Doorbell {
-    /// An eventfd on which the io_uring driver keeps a read armed.
-    #[cfg(target_os = "linux")]
-    EventFd(std::os::fd::OwnedFd),
-    /// The compat reactor's own notification.
-    Reactor(coring_compat::reactor::Notifier),
-}
-
-impl Doorbell {
-    pub(crate) fn ring(&self) {
-        match self {
-            #[cfg(target_os = "linux")]
-            Doorbell::EventFd(fd) => {
-                let one: u64 = 1;
-                // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter
-                // (EAGAIN) still leaves the fd readable, which is all the wake-up needs.
-                unsafe {
-                    libc::write(
-                        std::os::fd::AsRawFd::as_raw_fd(fd),
-                        (&one as *const u64).cast(),
-                        size_of::<u64>(),
-                    )
-                };
-            }
-            Doorbell::Reactor(n) => {
-                if let Err(e) = n.notify() {
-                    tracing::warn!(error = %e, "waking a compat core failed");
-                }
-            }
-        }
-    }
 }
 
 /// Closures sent by other cores (`spawn_on`), run on this core.
@@ -114,6 +80,13 @@ impl CoreShared {
         let _ = self.ring_fd.set(fd);
     }
 
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     pub(crate) fn ring_fd(&self) -> Option<RawDesc> {
         self.ring_fd.get().map(crate::sys::fd::raw_of)
     }
@@ -144,6 +117,13 @@ impl CoreShared {
     }
 
     /// Wakes the core through its own doorbell (not MSG_RING).
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(
+            dead_code,
+            reason = "used by the io_uring backend, which only Linux has"
+        )
+    )]
     pub(crate) fn ring_doorbell(&self) {
         self.doorbell.ring();
     }

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use crate::buf::pool::Pool;
 use crate::buf::{DEFAULT_POOL_BUFFER_BYTES, DEFAULT_POOL_BUFFERS, PoolStats};
-use crate::driver::Driver;
 use crate::driver::probe::{self, Capabilities, DriverChoice, DriverKind};
+use crate::driver::{Driver, DriverConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stats::{CoreStats, DriverStats, Published};
 use crate::task::{Executor, JoinError};
@@ -52,11 +52,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub(crate) struct RuntimeConfig {
     pub(crate) cores: usize,
     pub(crate) pin: bool,
-    pub(crate) ring_entries: u32,
-    pub(crate) sqpoll_idle: Option<Duration>,
-    pub(crate) driver: DriverChoice,
-    /// Where `driver` came from, for the report ("builder", "CORING_DRIVER", "default").
-    pub(crate) driver_source: &'static str,
+    /// What the probe and the drivers take.
+    pub(crate) driver: DriverConfig,
     pub(crate) grace: Duration,
     pub(crate) name: String,
     pub(crate) pool_buffers: u16,
@@ -184,17 +181,19 @@ impl Builder {
         let config = RuntimeConfig {
             cores: self.cores,
             pin: self.pin,
-            ring_entries: self.ring_entries,
-            sqpoll_idle: self.sqpoll_idle,
-            driver,
-            driver_source,
+            driver: DriverConfig {
+                ring_entries: self.ring_entries,
+                sqpoll_idle: self.sqpoll_idle,
+                driver,
+                driver_source,
+            },
             grace: self.grace,
             name: self.name,
             pool_buffers: self.pool_buffers,
             pool_buffer_bytes: self.pool_buffer_bytes,
             mailbox: self.mailbox,
         };
-        let caps = probe::probe(&config);
+        let caps = probe::probe(&config.driver);
         tracing::info!(driver = ?caps.driver, reason = %caps.reason, "coring capability report:\n{caps}");
         if caps.driver == DriverKind::Uring && caps.io_uring != probe::UringStatus::Available {
             // Only reachable when io_uring was forced: Auto falls back to compat.
@@ -354,30 +353,8 @@ impl Runtime {
 
     /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them); on
     /// Windows, on Ctrl+C, Ctrl+Break or the console closing.
-    #[cfg(windows)]
     pub fn shutdown_on_signals(&self) -> Result<()> {
-        crate::sys::console::on_ctrl(self.shutdown_handle())
-            .map_err(|e| Error::from_io(e, "SetConsoleCtrlHandler"))
-    }
-
-    /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them); on
-    /// Windows, on Ctrl+C, Ctrl+Break or the console closing.
-    #[cfg(unix)]
-    pub fn shutdown_on_signals(&self) -> Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-            .map_err(|e| Error::from_io(e, "sigaction"))?;
-        let handle = self.shutdown_handle();
-        std::thread::Builder::new()
-            .name("coring-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!(signal = sig, "shutdown requested by signal");
-                    handle.shutdown();
-                }
-            })
-            .map_err(|e| Error::from_io(e, "spawn signal thread"))?;
-        Ok(())
+        crate::sys::signal::shutdown_on_signals(self.shutdown_handle())
     }
 
     /// Runs `f` once on every core and returns when every core has stopped.
@@ -509,7 +486,7 @@ impl Runtime {
             self.config.pool_buffer_bytes,
             self.caps.driver == DriverKind::Uring,
         );
-        let (driver, doorbell) = Driver::new(&self.config, &self.caps, &pool)?;
+        let (driver, doorbell) = Driver::new(&self.config.driver, &self.caps, &pool)?;
         let shared = Arc::new(CoreShared::new(doorbell, self.config.mailbox));
         if self.caps.msg_ring
             && let Driver::Uring(d) = &driver

@@ -21,6 +21,13 @@ pub(crate) type OwnedDesc = std::os::fd::OwnedFd;
 pub(crate) type OwnedDesc = std::os::windows::io::OwnedHandle;
 
 /// The raw value of an owned descriptor.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "used by the io_uring backend, which only Linux has"
+    )
+)]
 pub(crate) fn raw_of(desc: &OwnedDesc) -> RawDesc {
     #[cfg(unix)]
     {
@@ -185,6 +192,13 @@ impl Drop for SharedFd {
 /// Closes a socket the engine owns but never wrapped (an accept that completed after its
 /// future was dropped), as its result carries it. Errors from close are not actionable: the
 /// number is released either way.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "used by the io_uring backend, which only Linux has"
+    )
+)]
 pub(crate) fn close_accepted(res: i32) {
     // SAFETY: the caller owns the socket (the kernel just returned it to us) and nothing else
     // refers to it; wrapping it closes it exactly once.

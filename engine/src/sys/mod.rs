@@ -1,12 +1,18 @@
-//! Thin, documented wrappers over the few syscalls the engine makes outside the driver:
-//! file-descriptor ownership, CPU affinity, eventfd and the facts the capability report reads.
+//! Thin, documented wrappers over the few syscalls the engine makes outside the driver, each
+//! behind one name on every platform:
 //!
-//! Everything here is Linux; the compat issue adds the other platforms behind the same names.
+//! - `fd`: descriptor ownership (`SharedFd`: a socket or a file), raw values for the drivers;
+//! - `thread`: the CPUs this process may use, and pinning a core's thread to one;
+//! - `signal`: SIGINT/SIGTERM (Unix) or console control events (Windows, via `console`)
+//!   starting a graceful shutdown;
+//! - `udp`: UDP socket options (GSO, GRO, receive buffers);
+//! - `probe`: the host facts the capability report reads (kernel release, sysctl, memlock).
 
 #[cfg(windows)]
 pub(crate) mod console;
 pub(crate) mod fd;
 pub(crate) mod probe;
+pub(crate) mod signal;
 pub(crate) mod thread;
 pub(crate) mod udp;
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 use coring_compat::reactor::{self, Reactor};
 use coring_compat::sys::RawSource;
 
+use crate::driver::Doorbell;
 use crate::error::{Error, Result};
-use crate::runtime::context::Doorbell;
 use crate::stats::DriverStats;
 use op::Interest;
 
@@ -82,7 +82,7 @@ impl Waiters {
 impl CompatDriver {
     pub(crate) fn new() -> Result<(CompatDriver, Doorbell)> {
         let reactor = Reactor::new().map_err(|e| Error::from_io(e, "reactor"))?;
-        let bell = Doorbell::Reactor(reactor.notifier());
+        let bell = Doorbell::Compat(reactor.notifier());
         Ok((
             CompatDriver {
                 reactor,

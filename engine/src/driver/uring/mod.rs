@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 use crate::buf::pool::Pool;
@@ -30,8 +30,8 @@ use crate::driver::lifecycle::{CqeResult, Lifecycle};
 use crate::driver::probe::Capabilities;
 use crate::driver::{OpCode, Orphan};
 use crate::error::{Error, Result};
-use crate::runtime::RuntimeConfig;
-use crate::runtime::context::{CoreShared, Doorbell};
+use crate::driver::DriverConfig;
+use crate::runtime::context::CoreShared;
 use crate::stats::DriverStats;
 
 /// Completion of an ASYNC_CANCEL we issued.
@@ -78,18 +78,37 @@ pub(crate) struct UringDriver {
     doorbells: Slab<Arc<CoreShared>>,
 }
 
+/// Wakes an io_uring core from another thread: a write to the eventfd on which the core keeps
+/// a read armed.
+pub(crate) struct Doorbell(OwnedFd);
+
+impl Doorbell {
+    pub(crate) fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live `u64` to an eventfd we own. A full counter
+        // (EAGAIN) still leaves the fd readable, which is all the wake-up needs.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&raw const one).cast(),
+                size_of::<u64>(),
+            )
+        };
+    }
+}
+
 impl UringDriver {
     pub(crate) fn new(
-        config: &RuntimeConfig,
+        config: &DriverConfig,
         caps: &Capabilities,
         pool: &Rc<Pool>,
-    ) -> Result<(UringDriver, Doorbell)> {
+    ) -> Result<(UringDriver, crate::driver::Doorbell)> {
         let wake_fd = eventfd()?;
-        let bell = Doorbell::EventFd(
+        let bell = crate::driver::Doorbell::Uring(Doorbell(
             wake_fd
                 .try_clone()
                 .map_err(|e| Error::from_io(e, "dup eventfd"))?,
-        );
+        ));
         let setup = caps
             .ring
             .as_ref()
@@ -172,7 +191,7 @@ impl UringDriver {
         };
         match queue.pop_front() {
             Some(cqe) => {
-                if !cqueue::more(cqe.flags) {
+                if !crate::driver::more(cqe.flags) {
                     self.ops.remove(key);
                 }
                 Poll::Ready(cqe)
@@ -201,7 +220,7 @@ impl UringDriver {
                 let mut ended = false;
                 for cqe in queue.drain(..) {
                     orphan.complete(cqe.res, cqe.flags);
-                    ended |= !cqueue::more(cqe.flags);
+                    ended |= !crate::driver::more(cqe.flags);
                 }
                 if ended {
                     self.ops.remove(key);
@@ -488,7 +507,7 @@ fn complete(
         }
         Lifecycle::Ignored(orphan) => {
             orphan.complete(cqe.res, cqe.flags);
-            if !cqueue::more(cqe.flags)
+            if !crate::driver::more(cqe.flags)
                 && let Lifecycle::Ignored(orphan) = ops.remove(key)
             {
                 graveyard.push(orphan);

@@ -204,3 +204,17 @@ mod tests {
         assert!(unused.is_empty(), "probed but never submitted: {unused:?}");
     }
 }
+
+#[cfg(test)]
+mod flag_tests {
+    /// The portable completion flags are the kernel's.
+    #[test]
+    fn completion_flags_match_the_kernel() {
+        use io_uring::cqueue;
+        assert!(cqueue::more(crate::driver::CQE_F_MORE));
+        assert!(!cqueue::more(!crate::driver::CQE_F_MORE));
+        let with_buffer = crate::driver::CQE_F_BUFFER | (7 << 16);
+        assert_eq!(cqueue::buffer_select(with_buffer), Some(7));
+        assert_eq!(crate::driver::buffer_id(with_buffer), Some(7));
+    }
+}
