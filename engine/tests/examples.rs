@@ -141,6 +141,28 @@ fn echo_rejects_bad_flags_with_one_line_and_status_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[coring::test]
+fn echo_that_cannot_bind_says_so_and_exits_1(driver: DriverChoice) {
+    // The port is held by a listener without SO_REUSEPORT, so the server's bind fails.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let out = Command::new(example("echo"))
+        .args([
+            "--addr",
+            &addr,
+            "--cores",
+            "2",
+            "--driver",
+            driver_flag(driver),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "no ready line: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("echo: core 0: "), "{err}");
+}
+
 #[test]
 fn echo_help_explains_every_flag() {
     let out = Command::new(example("echo"))

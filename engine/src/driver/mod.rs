@@ -16,6 +16,7 @@
 //! final completion; the memory is freed only after that completion arrives.
 
 pub(crate) mod compat;
+mod fd;
 pub(crate) mod lifecycle;
 pub mod probe;
 
@@ -33,6 +34,7 @@ cfg_select! {
 
 use std::time::Duration;
 
+pub(crate) use fd::SharedFd;
 pub(crate) use lifecycle::{CqeResult, MultiOp, Op, when_ready};
 
 use crate::error::Result;
@@ -90,6 +92,16 @@ pub(crate) trait Orphan {
         )
     )]
     fn complete(&mut self, res: i32, flags: u32);
+}
+
+/// Tells this core's driver, if any, that `fd` is about to be closed (the readiness driver
+/// drops what it keeps for it, so a reused number starts clean).
+fn forget_fd(fd: crate::sys::fd::RawDesc) {
+    crate::runtime::context::try_with_current(|ctx| {
+        if let Ok(mut driver) = ctx.driver.try_borrow_mut() {
+            driver.forget_fd(fd);
+        }
+    });
 }
 
 /// What the drivers and the probe take from the runtime's settings.

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use crate::buf::IoBufMut;
 use crate::driver::Op;
+use crate::driver::SharedFd;
 use crate::error::{Error, Result};
 use crate::op::ReadAt;
-use crate::sys::SharedFd;
 
 /// An open file.
 #[derive(Debug)]

@@ -5,11 +5,11 @@ use std::task::{Context, Poll};
 
 use socket2::SockAddr;
 
+use crate::driver::SharedFd;
 use crate::driver::{MultiOp, Op};
 use crate::error::Result;
 use crate::op::{Accept, AcceptMulti};
 use crate::runtime::context;
-use crate::sys::SharedFd;
 
 /// Accepts one connection on `listener`: its descriptor and the peer's address.
 pub(crate) async fn accept_one(listener: &SharedFd) -> Result<(SharedFd, SockAddr)> {

@@ -7,13 +7,13 @@ use socket2::SockAddr;
 
 use crate::buf::pool::BufferClaim;
 use crate::buf::{IoBuf, IoBufMut, PooledBuf};
+use crate::driver::SharedFd;
 use crate::driver::compat::op::Interest;
 use crate::driver::{DriverKind, MultiOp, Op, when_ready};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::pooled::poll_pooled;
 use crate::op::{RecvFrom, RecvMsgMulti, SendTo, parse_datagram};
 use crate::runtime::context;
-use crate::sys::SharedFd;
 
 /// A received datagram: its bytes (in a pooled buffer, or your own), where it came from, and
 /// whether it was cut short because the buffer was smaller than the datagram.

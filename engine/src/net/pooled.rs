@@ -5,11 +5,11 @@ use std::task::{Context, Poll, ready};
 
 use crate::buf::PooledBuf;
 use crate::buf::pool::{BufferClaim, Pool};
+use crate::driver::SharedFd;
 use crate::driver::{CqeResult, MultiOp, OpCode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::RecvMulti;
 use crate::runtime::context;
-use crate::sys::SharedFd;
 
 /// Receives a connection's bytes into pooled buffers; see `TcpStream::pooled`.
 ///

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::buf::{IoBuf, IoBufMut, Slice};
 #[cfg(unix)]
 use crate::driver::DriverKind;
+use crate::driver::SharedFd;
 use crate::driver::lifecycle::Completion;
 use crate::driver::{Op, OpCode};
 use crate::error::{Error, ErrorKind, Result};
@@ -18,7 +19,6 @@ use crate::net::PooledReader;
 use crate::op::{PollWritable, Splice};
 use crate::op::{Recv, Send, SendVectored, Shutdown};
 use crate::runtime::context;
-use crate::sys::SharedFd;
 use crate::time::{self, Sleep};
 
 /// A new non-blocking, close-on-exec socket.
@@ -274,6 +274,7 @@ impl StreamIo {
     async fn splice_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
         let (pipe_r, pipe_w) =
             crate::sys::fd::pipe(SEND_FILE_CHUNK_BYTES).map_err(|e| Error::from_io(e, "pipe"))?;
+        let (pipe_r, pipe_w) = (SharedFd::file(pipe_r), SharedFd::file(pipe_w));
         let mut sent = 0u64;
         while sent < len {
             let chunk = (len - sent).min(SEND_FILE_CHUNK_BYTES as u64) as u32;

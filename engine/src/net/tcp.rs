@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, TcpKeepalive, Type};
 
+use crate::driver::SharedFd;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::accept::{Incoming, accept_one};
 use crate::net::stream::{StreamIo, connect_socket, new_socket, stream_io_methods};
 use crate::runtime::context;
-use crate::sys::SharedFd;
 
 /// Listen backlog unless configured.
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -20,7 +20,9 @@ pub struct ListenOptions {
     /// SO_REUSEPORT: several listeners (one per core) share the address and the kernel spreads
     /// connections among them.
     pub reuse_port: bool,
-    /// SO_REUSEADDR (default on): rebinding right after a restart works.
+    /// SO_REUSEADDR (default on): rebinding right after a restart works. Unix only: Windows
+    /// rebinds over TIME_WAIT without it, and there the option would let a second socket bind
+    /// a port that another one listens on.
     pub reuse_addr: bool,
     /// IPV6_V6ONLY for IPv6 addresses. `Some(false)` on `[::]` gives a dual-stack listener
     /// that also accepts IPv4 clients (as `::ffff:a.b.c.d`); `None` keeps the system default.
@@ -142,10 +144,15 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
 fn bind_socket(addr: SocketAddr, options: &ListenOptions) -> Result<socket2::Socket> {
     let socket = new_socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     let opt = |r: std::io::Result<()>, op| r.map_err(|e| Error::from_io(e, op));
-    opt(
-        socket.set_reuse_address(options.reuse_addr),
-        "setsockopt(SO_REUSEADDR)",
-    )?;
+    // Unix needs SO_REUSEADDR to rebind over connections in TIME_WAIT. Windows rebinds over
+    // them anyway, and its SO_REUSEADDR means something else: binding a port another socket is
+    // listening on. So the option is Unix-only.
+    if cfg!(unix) {
+        opt(
+            socket.set_reuse_address(options.reuse_addr),
+            "setsockopt(SO_REUSEADDR)",
+        )?;
+    }
     #[cfg(unix)]
     if options.reuse_port {
         opt(socket.set_reuse_port(true), "setsockopt(SO_REUSEPORT)")?;

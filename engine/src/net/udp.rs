@@ -5,9 +5,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::SharedFd;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::dgram::{Datagram, DatagramIo, PooledDatagrams, RecvMeta};
-use crate::sys::SharedFd;
 
 /// A UDP socket on the current core.
 #[derive(Debug)]

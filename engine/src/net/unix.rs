@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::SharedFd;
 use crate::error::{Error, Result};
 use crate::net::accept::{Incoming, accept_one};
 use crate::net::dgram::{Datagram, DatagramIo, PooledDatagrams, RecvMeta};
 use crate::net::stream::{StreamIo, connect_socket, new_socket, stream_io_methods};
-use crate::sys::SharedFd;
 
 /// The address of a Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

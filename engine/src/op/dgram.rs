@@ -4,7 +4,7 @@ use coring_compat::sys::{self as os, IoVec, MsgHdr, SockLen};
 use socket2::{SockAddr, SockAddrStorage};
 
 use crate::buf::{IoBuf, IoBufMut, spare_of};
-use crate::sys::SharedFd;
+use crate::driver::SharedFd;
 
 /// Room for one `UDP_SEGMENT` control message (a `u16`), 8-byte aligned.
 pub(crate) const GSO_CMSG_BYTES: usize = 24;

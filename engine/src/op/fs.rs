@@ -1,7 +1,7 @@
 //! File operations.
 
 use crate::buf::IoBufMut;
-use crate::sys::SharedFd;
+use crate::driver::SharedFd;
 
 /// Read into the spare capacity of `buf` from `offset`.
 pub(crate) struct ReadAt<B> {

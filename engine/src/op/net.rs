@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::buf::pool::Pool;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::sys::SharedFd;
+use crate::driver::SharedFd;
 
 /// Accept one connection, with the peer's address.
 pub(crate) struct Accept {

@@ -260,15 +260,6 @@ pub(crate) fn count(f: impl FnOnce(&mut NetStats)) {
     });
 }
 
-/// Tells this core's driver that `fd` is about to be closed.
-pub(crate) fn forget_fd(fd: RawDesc) {
-    try_with_current(|ctx| {
-        if let Ok(mut driver) = ctx.driver.try_borrow_mut() {
-            driver.forget_fd(fd);
-        }
-    });
-}
-
 /// Hands a dropped op to the driver; gives it back when no driver is reachable.
 pub(crate) fn try_with_driver(
     key: usize,

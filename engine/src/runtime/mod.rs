@@ -354,7 +354,8 @@ impl Runtime {
     /// Starts a graceful shutdown on SIGINT or SIGTERM (a helper thread waits for them); on
     /// Windows, on Ctrl+C, Ctrl+Break or the console closing.
     pub fn shutdown_on_signals(&self) -> Result<()> {
-        crate::sys::signal::shutdown_on_signals(self.shutdown_handle())
+        let handle = self.shutdown_handle();
+        crate::sys::signal::on_shutdown_signal(move || handle.shutdown())
     }
 
     /// Runs `f` once on every core and returns when every core has stopped.

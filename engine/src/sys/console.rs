@@ -9,13 +9,11 @@ use windows_sys::Win32::System::Console::{
 };
 use windows_sys::core::BOOL;
 
-use crate::runtime::ShutdownHandle;
+/// What to call on the next control event (one per runtime that asked).
+static HANDLES: Mutex<Vec<Box<dyn Fn() + Send>>> = Mutex::new(Vec::new());
 
-/// Runtimes to shut down on the next control event.
-static HANDLES: Mutex<Vec<ShutdownHandle>> = Mutex::new(Vec::new());
-
-/// Starts a graceful shutdown of `handle`'s runtime on the next control event.
-pub(crate) fn on_ctrl(handle: ShutdownHandle) -> std::io::Result<()> {
+/// Calls `shutdown` on the next control event.
+pub(crate) fn on_ctrl(shutdown: Box<dyn Fn() + Send>) -> std::io::Result<()> {
     let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
     if handles.is_empty() {
         // SAFETY: registers a handler with the signature the system calls; it stays valid for
@@ -24,7 +22,7 @@ pub(crate) fn on_ctrl(handle: ShutdownHandle) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    handles.push(handle);
+    handles.push(shutdown);
     Ok(())
 }
 
@@ -34,8 +32,8 @@ unsafe extern "system" fn handler(event: u32) -> BOOL {
         CTRL_C_EVENT | CTRL_BREAK_EVENT | CTRL_CLOSE_EVENT => {
             tracing::info!(event, "shutdown requested by console control event");
             let handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
-            for handle in handles.iter() {
-                handle.shutdown();
+            for shutdown in handles.iter() {
+                shutdown();
             }
             TRUE
         }

@@ -1,10 +1,7 @@
-//! Owned descriptors shared between a handle and the operations in flight on it.
-//!
-//! Unix names sockets, files and pipes with one kind of descriptor; Windows has socket handles
-//! (`SOCKET`) and file handles, closed by different calls. [`SharedFd`] hides the difference:
-//! its raw value is the compat layer's `RawSource` on every platform.
-
-use std::rc::Rc;
+//! Descriptors as each platform has them: Unix names sockets, files and pipes with one kind
+//! of descriptor; Windows has socket handles (`SOCKET`) and file handles, closed by different
+//! calls. The raw value is the compat layer's `RawSource` on every platform. The descriptor
+//! the engine shares between a handle and its operations in flight is `driver::SharedFd`.
 
 pub(crate) use coring_compat::sys::RawSource as RawDesc;
 
@@ -52,7 +49,7 @@ pub(crate) fn raw_of_socket(socket: &impl std::os::windows::io::AsRawSocket) -> 
 }
 
 /// The raw value of a file.
-fn raw_of_file(file: &std::fs::File) -> RawDesc {
+pub(crate) fn raw_of_file(file: &std::fs::File) -> RawDesc {
     #[cfg(unix)]
     {
         std::os::fd::AsRawFd::as_raw_fd(file)
@@ -63,82 +60,10 @@ fn raw_of_file(file: &std::fs::File) -> RawDesc {
     }
 }
 
-/// What a [`SharedFd`] owns.
-#[derive(Debug)]
-enum Desc {
-    Socket(OwnedSocket),
-    /// On Unix files are plain descriptors like sockets; kept apart so Windows closes them
-    /// with the right call.
-    File(std::fs::File),
-}
-
-/// A descriptor owned by a socket or file handle and, while they run, by its in-flight
-/// operations.
-///
-/// Each op keeps a clone, so the descriptor is closed only after the handle is gone *and* the
-/// kernel has posted the last completion for it: a number the kernel may still act on is never
-/// closed and handed out again.
-#[derive(Clone, Debug)]
-pub(crate) struct SharedFd {
-    inner: Rc<Desc>,
-}
-
-impl SharedFd {
-    /// Takes ownership of a socket (a `socket2::Socket`, a std listener or stream).
-    pub(crate) fn socket(socket: impl Into<OwnedSocket>) -> Self {
-        SharedFd {
-            inner: Rc::new(Desc::Socket(socket.into())),
-        }
-    }
-
-    /// Takes ownership of an open file.
-    pub(crate) fn file(file: std::fs::File) -> Self {
-        SharedFd {
-            inner: Rc::new(Desc::File(file)),
-        }
-    }
-
-    /// Takes ownership of the socket an accept returned, as its result carries it (a
-    /// non-negative `i32`; Windows handle values fit in 32 bits, which Windows documents for
-    /// 32/64-bit interoperability).
-    ///
-    /// # Safety
-    ///
-    /// `res` must be an open socket that nothing else owns.
-    pub(crate) unsafe fn from_accepted(res: u32) -> Self {
-        // SAFETY: the caller hands over sole ownership of an open socket.
-        Self::socket(unsafe { owned_socket(res) })
-    }
-
-    pub(crate) fn raw(&self) -> RawDesc {
-        match &*self.inner {
-            Desc::Socket(s) => raw_of_socket(s),
-            Desc::File(f) => raw_of_file(f),
-        }
-    }
-
-    /// Socket options of a socket handle (streams, listeners, datagram sockets only hold
-    /// sockets; files never reach here).
-    pub(crate) fn sock(&self) -> socket2::SockRef<'_> {
-        match &*self.inner {
-            Desc::Socket(s) => socket2::SockRef::from(s),
-            Desc::File(_) => unreachable!("socket options asked of a file"),
-        }
-    }
-
-    /// A duplicate of the file for calls that want ownership (metadata through std).
-    pub(crate) fn try_clone_file(&self) -> std::io::Result<std::fs::File> {
-        match &*self.inner {
-            Desc::File(f) => f.try_clone(),
-            Desc::Socket(_) => Err(std::io::ErrorKind::InvalidInput.into()),
-        }
-    }
-}
-
 /// # Safety
 ///
 /// `res` must be an open socket that nothing else owns.
-unsafe fn owned_socket(res: u32) -> OwnedSocket {
+pub(crate) unsafe fn owned_socket(res: u32) -> OwnedSocket {
     #[cfg(unix)]
     // SAFETY: per the caller's contract.
     unsafe {
@@ -154,7 +79,7 @@ unsafe fn owned_socket(res: u32) -> OwnedSocket {
 /// A pipe `(read end, write end)`, close-on-exec, blocking (io_uring splices through it from
 /// its worker threads). Made as large as the system allows, up to `bytes`.
 #[cfg(unix)]
-pub(crate) fn pipe(bytes: usize) -> std::io::Result<(SharedFd, SharedFd)> {
+pub(crate) fn pipe(bytes: usize) -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
@@ -174,19 +99,7 @@ pub(crate) fn pipe(bytes: usize) -> std::io::Result<(SharedFd, SharedFd)> {
     };
     let _ = bytes;
     // A pipe end is read and written like a file.
-    Ok((
-        SharedFd::file(std::fs::File::from(r)),
-        SharedFd::file(std::fs::File::from(w)),
-    ))
-}
-
-impl Drop for SharedFd {
-    fn drop(&mut self) {
-        if Rc::strong_count(&self.inner) == 1 {
-            // The last owner: the descriptor closes right after this; the driver lets go first.
-            crate::runtime::context::forget_fd(self.raw());
-        }
-    }
+    Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 
 /// Closes a socket the engine owns but never wrapped (an accept that completed after its

@@ -1,7 +1,7 @@
 //! Thin, documented wrappers over the few syscalls the engine makes outside the driver, each
 //! behind one name on every platform:
 //!
-//! - `fd`: descriptor ownership (`SharedFd`: a socket or a file), raw values for the drivers;
+//! - `fd`: descriptors as each platform has them (sockets and files), raw values, pipes;
 //! - `thread`: the CPUs this process may use, and pinning a core's thread to one;
 //! - `signal`: SIGINT/SIGTERM (Unix) or console control events (Windows, via `console`)
 //!   starting a graceful shutdown;
@@ -15,5 +15,3 @@ pub(crate) mod probe;
 pub(crate) mod signal;
 pub(crate) mod thread;
 pub(crate) mod udp;
-
-pub(crate) use fd::SharedFd;

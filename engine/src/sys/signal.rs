@@ -3,12 +3,11 @@
 //! closing; see `console`).
 
 use crate::error::{Error, Result};
-use crate::runtime::ShutdownHandle;
 
 cfg_select! {
     unix => {
-        /// Shuts `handle`'s runtime down on the first SIGINT or SIGTERM.
-        pub(crate) fn shutdown_on_signals(handle: ShutdownHandle) -> Result<()> {
+        /// Calls `shutdown` (from a helper thread) on the first SIGINT or SIGTERM.
+        pub(crate) fn on_shutdown_signal(shutdown: impl Fn() + Send + 'static) -> Result<()> {
             use signal_hook::consts::{SIGINT, SIGTERM};
             let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
                 .map_err(|e| Error::from_io(e, "sigaction"))?;
@@ -17,7 +16,7 @@ cfg_select! {
                 .spawn(move || {
                     if let Some(sig) = signals.forever().next() {
                         tracing::info!(signal = sig, "shutdown requested by signal");
-                        handle.shutdown();
+                        shutdown();
                     }
                 })
                 .map_err(|e| Error::from_io(e, "spawn signal thread"))?;
@@ -25,9 +24,11 @@ cfg_select! {
         }
     }
     windows => {
-        /// Shuts `handle`'s runtime down on the next console control event.
-        pub(crate) fn shutdown_on_signals(handle: ShutdownHandle) -> Result<()> {
-            super::console::on_ctrl(handle).map_err(|e| Error::from_io(e, "SetConsoleCtrlHandler"))
+        /// Calls `shutdown` (from the thread the system makes for it) on the next console
+        /// control event.
+        pub(crate) fn on_shutdown_signal(shutdown: impl Fn() + Send + 'static) -> Result<()> {
+            super::console::on_ctrl(Box::new(shutdown))
+                .map_err(|e| Error::from_io(e, "SetConsoleCtrlHandler"))
         }
     }
     _ => {
