@@ -94,6 +94,54 @@ pub(crate) trait Orphan {
     fn complete(&mut self, res: i32, flags: u32);
 }
 
+/// What a write made of several ops (a file sent to a socket) needs of the stream it writes
+/// to: the socket, and the stream's write deadline for each op that may wait.
+pub(crate) trait WriteTarget {
+    /// The socket written to.
+    fn socket(&self) -> &SharedFd;
+
+    /// Runs `op`, a write-side op on [`WriteTarget::socket`], under the stream's write
+    /// deadline.
+    fn with_deadline<T: OpCode>(
+        &self,
+        op: Op<T>,
+    ) -> impl std::future::Future<Output = lifecycle::Completion<T>> + '_;
+}
+
+/// Bytes moved per round trip of `send_file` (per splice through the pipe on io_uring, per
+/// sendfile call on compat).
+pub const SEND_FILE_CHUNK_BYTES: usize = 1 << 20;
+
+/// Sends `len` bytes of `file` from `offset` to `target`'s socket (fewer if the file ends
+/// first) without copying them through user space where the backend can: file → pipe →
+/// socket with splice on io_uring, sendfile(2) on compat, and positioned reads written out
+/// where the system has no sendfile. Each path counts the bytes it moves. Returns the bytes
+/// sent.
+pub(crate) async fn send_file(
+    target: &impl WriteTarget,
+    file: &SharedFd,
+    offset: u64,
+    len: u64,
+) -> Result<u64> {
+    match crate::runtime::context::with_driver(|d| d.kind()) {
+        DriverKind::Uring => uring::send_file::send_file(target, file, offset, len).await,
+        DriverKind::Compat => compat::send_file::send_file(target, file, offset, len).await,
+    }
+}
+
+/// Sends each datagram to its address with as few calls as the backend allows (one
+/// submission on io_uring; `sendmmsg` batches of up to 1,024 on compat where the system has
+/// it); results come back in order, and a datagram the kernel refuses does not stop the rest.
+pub(crate) async fn send_many<B: crate::buf::IoBuf>(
+    fd: &SharedFd,
+    datagrams: Vec<(B, socket2::SockAddr)>,
+) -> Vec<(Result<usize>, B)> {
+    match crate::runtime::context::with_driver(|d| d.kind()) {
+        DriverKind::Uring => uring::send_many::send_many(fd, datagrams).await,
+        DriverKind::Compat => compat::send_many::send_many(fd, datagrams).await,
+    }
+}
+
 /// Tells this core's driver, if any, that `fd` is about to be closed (the readiness driver
 /// drops what it keeps for it, so a reused number starts clean).
 fn forget_fd(fd: crate::sys::fd::RawDesc) {

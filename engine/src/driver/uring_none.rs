@@ -132,3 +132,34 @@ impl UringDriver {
         match self.0 {}
     }
 }
+
+/// `send_file` of the io_uring backend; never reached here (no io_uring core exists).
+pub(crate) mod send_file {
+    use crate::driver::{SharedFd, WriteTarget};
+    use crate::error::{Error, ErrorKind, Result};
+
+    pub(crate) async fn send_file(
+        _target: &impl WriteTarget,
+        _file: &SharedFd,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<u64> {
+        Err(Error::new(ErrorKind::Unsupported, "splice (io_uring, Linux only)"))
+    }
+}
+
+/// `send_many` of the io_uring backend; never reached here (no io_uring core exists).
+pub(crate) mod send_many {
+    use crate::driver::SharedFd;
+    use crate::error::{Error, ErrorKind, Result};
+
+    pub(crate) async fn send_many<B>(
+        _fd: &SharedFd,
+        datagrams: Vec<(B, socket2::SockAddr)>,
+    ) -> Vec<(Result<usize>, B)> {
+        datagrams
+            .into_iter()
+            .map(|(buf, _)| (Err(Error::new(ErrorKind::Unsupported, "sendmsg (io_uring)")), buf))
+            .collect()
+    }
+}

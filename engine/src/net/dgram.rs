@@ -7,9 +7,7 @@ use socket2::SockAddr;
 
 use crate::buf::pool::BufferClaim;
 use crate::buf::{IoBuf, IoBufMut, PooledBuf};
-use crate::driver::SharedFd;
-use crate::driver::compat::op::Interest;
-use crate::driver::{DriverKind, MultiOp, Op, when_ready};
+use crate::driver::{MultiOp, Op, SharedFd};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::pooled::poll_pooled;
 use crate::op::{RecvFrom, RecvMsgMulti, SendTo, parse_datagram};
@@ -57,66 +55,13 @@ impl DatagramIo {
         (done.result.map(|n| n as usize), done.op.buf)
     }
 
-    /// Queues every datagram before waiting for any, so they reach the kernel in one
-    /// submission (one `sendmmsg` call on the compat driver); results come back in order.
+    /// Sends each datagram to its address, as few calls as the driver allows (one submission
+    /// on io_uring, `sendmmsg` batches on compat); results come back in order.
     pub(crate) async fn send_many<B: IoBuf>(
         &self,
         datagrams: Vec<(B, SockAddr)>,
     ) -> Vec<(Result<usize>, B)> {
-        if context::with_driver(|d| d.kind()) == DriverKind::Compat {
-            return self.send_batch(datagrams).await;
-        }
-        let ops: Vec<Op<SendTo<B>>> = datagrams
-            .into_iter()
-            .map(|(buf, addr)| Op::submit(SendTo::new(self.fd.clone(), buf, Some(addr), None)))
-            .collect();
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            let done = op.await;
-            if let Ok(n) = done.result {
-                context::count(|c| c.bytes_out += u64::from(n));
-            }
-            out.push((done.result.map(|n| n as usize), done.op.buf));
-        }
-        out
-    }
-
-    /// Readiness mode: the datagrams go with as few calls as the platform allows (`sendmmsg`
-    /// on Linux); a datagram the kernel refuses gets its error and the rest carry on.
-    async fn send_batch<B: IoBuf>(&self, datagrams: Vec<(B, SockAddr)>) -> Vec<(Result<usize>, B)> {
-        let fd = self.fd.raw();
-        // Each op owns its datagram's header, iovec and address (boxed) until the end.
-        let ops: Vec<SendTo<B>> = datagrams
-            .into_iter()
-            .map(|(buf, addr)| SendTo::new(self.fd.clone(), buf, Some(addr), None))
-            .collect();
-        let headers: Vec<coring_compat::sys::MsgHdr> = ops.iter().map(|op| *op.msghdr()).collect();
-        let mut sent = vec![0usize; ops.len()];
-        let mut results = Vec::with_capacity(ops.len());
-        while results.len() < ops.len() {
-            let next = results.len();
-            let batch = when_ready(fd, Interest::Write, || {
-                // SAFETY: the headers point into `ops`, which live until this function returns.
-                unsafe {
-                    coring_compat::sys::sendmsg_batch(fd, &headers[next..], &mut sent[next..])
-                }
-            })
-            .await;
-            match batch {
-                Ok(n) => {
-                    for &bytes in &sent[next..next + n] {
-                        context::count(|c| c.bytes_out += bytes as u64);
-                        results.push(Ok(bytes));
-                    }
-                }
-                Err(e) => results.push(Err(Error::from_io(e, "sendmmsg"))),
-            }
-        }
-        results
-            .into_iter()
-            .zip(ops)
-            .map(|(result, op)| (result, op.buf))
-            .collect()
+        crate::driver::send_many(&self.fd, datagrams).await
     }
 
     pub(crate) async fn recv_from<B: IoBufMut>(&self, buf: B) -> (Result<RecvMeta<SockAddr>>, B) {

@@ -7,16 +7,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-#[cfg(unix)]
-use crate::driver::DriverKind;
-use crate::driver::SharedFd;
 use crate::driver::lifecycle::Completion;
-use crate::driver::{Op, OpCode};
+use crate::driver::{Op, OpCode, SharedFd};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
-#[cfg(unix)]
-use crate::op::{PollWritable, Splice};
 use crate::op::{Recv, Send, SendVectored, Shutdown};
 use crate::runtime::context;
 use crate::time::{self, Sleep};
@@ -32,7 +27,7 @@ pub(crate) fn new_socket(
     socket
         .set_nonblocking(true)
         .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
-    coring_compat::sys::prepare_socket(crate::sys::fd::raw_of_socket(&socket))
+    crate::sys::sock::prepare(&socket)
         .map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
     Ok(socket)
 }
@@ -161,11 +156,7 @@ impl StreamIo {
 
     /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
     pub(crate) async fn shutdown(&self, how: How) -> Result<()> {
-        let how_raw = match how {
-            How::Read => coring_compat::sys::SHUT_RD,
-            How::Write => coring_compat::sys::SHUT_WR,
-            How::Both => coring_compat::sys::SHUT_RDWR,
-        };
+        let how_raw = crate::sys::sock::shutdown_how(how);
         let op = Shutdown {
             fd: self.fd.clone(),
             how: how_raw,
@@ -253,129 +244,22 @@ impl<B: IoBuf> Future for Write<'_, B> {
     }
 }
 
-/// Bytes moved per splice round trip through the pipe on io_uring.
-pub const SEND_FILE_CHUNK_BYTES: usize = 1 << 20;
-
 impl StreamIo {
     /// Sends `len` bytes of `file` from `offset` (fewer if the file ends first) without copying
-    /// them through user space: file → pipe → socket with splice on io_uring, sendfile(2) on
-    /// the compat driver. Returns the bytes sent.
+    /// them through user space where the driver can (see `driver::send_file`). Returns the
+    /// bytes sent.
     pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        // Each path counts what it moves itself: the user-space fallback writes through
-        // `write_all`, which counts already.
-        match context::with_driver(|d| d.kind()) {
-            #[cfg(unix)]
-            DriverKind::Uring => self.splice_file(file, offset, len).await,
-            _ => self.sendfile(file, offset, len).await,
-        }
+        crate::driver::send_file(self, &file.fd, offset, len).await
+    }
+}
+
+impl crate::driver::WriteTarget for StreamIo {
+    fn socket(&self) -> &SharedFd {
+        &self.fd
     }
 
-    #[cfg(unix)]
-    async fn splice_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        let (pipe_r, pipe_w) =
-            crate::sys::fd::pipe(SEND_FILE_CHUNK_BYTES).map_err(|e| Error::from_io(e, "pipe"))?;
-        let (pipe_r, pipe_w) = (SharedFd::file(pipe_r), SharedFd::file(pipe_w));
-        let mut sent = 0u64;
-        while sent < len {
-            let chunk = (len - sent).min(SEND_FILE_CHUNK_BYTES as u64) as u32;
-            let into_pipe = Splice {
-                fd_in: file.fd.clone(),
-                off_in: Some(offset + sent),
-                fd_out: pipe_w.clone(),
-                len: chunk,
-            };
-            let n = u64::from(Op::submit(into_pipe).await.result?);
-            if n == 0 {
-                break; // end of file
-            }
-            let mut in_pipe = n;
-            while in_pipe > 0 {
-                let out = Splice {
-                    fd_in: pipe_r.clone(),
-                    off_in: None,
-                    fd_out: self.fd.clone(),
-                    len: in_pipe as u32,
-                };
-                let m = match self.with_write_deadline(Op::submit(out)).await.result {
-                    Ok(m) => m,
-                    // The socket is non-blocking and full: io_uring hands splice's EAGAIN
-                    // back instead of waiting, so wait for room and go again.
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        self.wait_writable().await?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if m == 0 {
-                    return Err(Error::new(ErrorKind::WriteZero, "splice"));
-                }
-                in_pipe -= u64::from(m);
-            }
-            sent += n;
-        }
-        context::count(|c| c.bytes_out += sent);
-        Ok(sent)
-    }
-
-    async fn sendfile(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        let (sock, src) = (self.fd.raw(), file.fd.raw());
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let count = (end - pos).min(SEND_FILE_CHUNK_BYTES as u64) as usize;
-            match coring_compat::sys::sendfile(sock, src, &mut pos, count) {
-                Ok(0) => break, // end of file
-                Ok(_) => {}
-                #[cfg(unix)]
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.wait_writable().await?
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // No sendfile here (Windows, some BSDs): the rest goes through user space.
-                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                    let direct = pos - offset;
-                    context::count(|c| c.bytes_out += direct);
-                    return Ok(direct + self.copy_file(file, pos, end - pos).await?);
-                }
-                Err(e) => return Err(Error::from_io(e, "sendfile")),
-            }
-        }
-        context::count(|c| c.bytes_out += pos - offset);
-        Ok(pos - offset)
-    }
-
-    /// Waits for room in the socket after a write-side call said `WouldBlock`, within the
-    /// write timeout like any write.
-    #[cfg(unix)]
-    async fn wait_writable(&self) -> Result<()> {
-        let room = PollWritable {
-            fd: self.fd.clone(),
-        };
-        self.with_write_deadline(Op::submit(room)).await.result?;
-        Ok(())
-    }
-
-    /// `send_file` where the system cannot send a file by itself: positioned reads into one
-    /// buffer, each written out whole before the next read.
-    async fn copy_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        const CHUNK: usize = 64 * 1024;
-        let mut buf = Vec::with_capacity(CHUNK.min(len as usize));
-        let mut sent = 0u64;
-        while sent < len {
-            buf.clear();
-            let want = (len - sent).min(CHUNK as u64) as usize;
-            let (read, back) = file.read_at(buf, offset + sent).await;
-            buf = back;
-            if read? == 0 {
-                break; // end of file
-            }
-            buf.truncate(want); // the last read may bring more than was asked
-            let (written, back) = self.write_all(buf).await;
-            buf = back;
-            written?;
-            sent += buf.len() as u64;
-        }
-        Ok(sent)
+    fn with_deadline<T: OpCode>(&self, op: Op<T>) -> impl Future<Output = Completion<T>> + '_ {
+        self.with_write_deadline(op)
     }
 }
 
@@ -463,47 +347,3 @@ macro_rules! stream_io_methods {
 }
 
 pub(crate) use stream_io_methods;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[crate::test]
-    fn copy_file_sends_the_asked_range_over_a_socket() {
-        // The fallback of `send_file` where the system has no sendfile (Windows).
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let path = std::env::temp_dir().join(crate::__test::unique("copy-file"));
-        std::fs::write(&path, &data).expect("write file");
-        let rt = crate::Runtime::builder().cores(1).build().expect("runtime");
-        let (offset, len) = (1_000u64, 250_000u64);
-        let file = File::open(&path).expect("open");
-        let received = rt.block_on(async move {
-            let listener = crate::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr();
-            let reader = crate::spawn_local(async move {
-                let (conn, _) = listener.accept().await.expect("accept");
-                let mut got = Vec::new();
-                loop {
-                    let (n, buf) = conn.read(Vec::with_capacity(65_536)).await;
-                    if n.expect("read") == 0 {
-                        break got;
-                    }
-                    got.extend_from_slice(&buf);
-                }
-            });
-            let conn = crate::net::TcpStream::connect(addr).await.expect("connect");
-            let sent = conn.io.copy_file(&file, offset, len).await.expect("copy");
-            assert_eq!(sent, len);
-            // Past the end of the file: what is there, then end of file.
-            let tail = conn.io.copy_file(&file, 299_990, 100).await.expect("tail");
-            assert_eq!(tail, 10);
-            drop(conn);
-            reader.await.expect("reader")
-        });
-        std::fs::remove_file(&path).ok();
-        let mut expected = data[offset as usize..(offset + len) as usize].to_vec();
-        expected.extend_from_slice(&data[299_990..]);
-        assert_eq!(received.len(), expected.len());
-        assert!(received == expected, "the bytes differ");
-    }
-}

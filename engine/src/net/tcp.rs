@@ -10,6 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::net::accept::{Incoming, accept_one};
 use crate::net::stream::{StreamIo, connect_socket, new_socket, stream_io_methods};
 use crate::runtime::context;
+use crate::sys;
 
 /// Listen backlog unless configured.
 pub const DEFAULT_BACKLOG: i32 = 1024;
@@ -48,7 +49,7 @@ pub struct TcpListener {
     fd: SharedFd,
     local: SocketAddr,
     /// Windows has no SO_REUSEPORT: per-core listeners on one address share one socket.
-    #[cfg(windows)]
+    /// Where cores share one socket instead of SO_REUSEPORT: keeps the share alive.
     _shared: Option<super::shared_listen::ShareGuard>,
 }
 
@@ -117,15 +118,13 @@ impl TcpListener {
         Ok(TcpListener {
             fd: SharedFd::socket(listener),
             local,
-            #[cfg(windows)]
             _shared: None,
         })
     }
 }
 
 fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
-    #[cfg(windows)]
-    if options.reuse_port {
+    if options.reuse_port && !sys::sock::HAS_REUSE_PORT {
         // Emulated: the first core binds, the others share its socket.
         let plain = ListenOptions {
             reuse_port: false,
@@ -144,18 +143,17 @@ fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
 fn bind_socket(addr: SocketAddr, options: &ListenOptions) -> Result<socket2::Socket> {
     let socket = new_socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     let opt = |r: std::io::Result<()>, op| r.map_err(|e| Error::from_io(e, op));
-    // Unix needs SO_REUSEADDR to rebind over connections in TIME_WAIT. Windows rebinds over
-    // them anyway, and its SO_REUSEADDR means something else: binding a port another socket is
-    // listening on. So the option is Unix-only.
-    if cfg!(unix) {
+    if sys::sock::REUSE_ADDR_REBINDS {
         opt(
             socket.set_reuse_address(options.reuse_addr),
             "setsockopt(SO_REUSEADDR)",
         )?;
     }
-    #[cfg(unix)]
     if options.reuse_port {
-        opt(socket.set_reuse_port(true), "setsockopt(SO_REUSEPORT)")?;
+        opt(
+            sys::sock::set_reuse_port(&socket),
+            "setsockopt(SO_REUSEPORT)",
+        )?;
     }
     if let (SocketAddr::V6(_), Some(only)) = (addr, options.only_v6) {
         opt(socket.set_only_v6(only), "setsockopt(IPV6_V6ONLY)")?;
@@ -174,7 +172,6 @@ fn listener_of(socket: socket2::Socket) -> Result<TcpListener> {
     Ok(TcpListener {
         fd: SharedFd::socket(socket),
         local,
-        #[cfg(windows)]
         _shared: None,
     })
 }
@@ -268,17 +265,9 @@ impl TcpStream {
         {
             return Ok(None);
         }
-        #[cfg(unix)]
-        return sock
-            .tcp_keepalive_time()
+        sys::sock::keepalive_time(&sock)
             .map(Some)
-            .map_err(|e| Error::from_io(e, "getsockopt(TCP_KEEPIDLE)"));
-        // Winsock sets the idle time (SIO_KEEPALIVE_VALS) but cannot read it back.
-        #[cfg(windows)]
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            "getsockopt(TCP_KEEPIDLE): not readable on Windows",
-        ))
+            .map_err(|e| Error::from_io(e, "getsockopt(TCP_KEEPIDLE)"))
     }
 
     /// The peer's address.

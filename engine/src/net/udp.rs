@@ -196,18 +196,15 @@ fn bind_one(
         let attempt = (|| {
             let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
             socket.set_nonblocking(true)?;
-            #[cfg(unix)]
             if reuse_port {
-                socket.set_reuse_port(true)?;
+                crate::sys::sock::set_reuse_port(&socket)?;
             }
-            #[cfg(not(unix))]
-            let _ = reuse_port;
             socket.bind(&addr.into())?;
             Ok::<_, std::io::Error>(socket)
         })();
         attempt.map_err(|e| Error::from_io(e, "bind"))
     };
-    if reuse_port && cfg!(windows) {
+    if reuse_port && !crate::sys::sock::HAS_REUSE_PORT {
         let (socket, guard) = super::shared_listen::listen(addr, Type::DGRAM, || fresh(false))?;
         return Ok((socket, Some(guard)));
     }

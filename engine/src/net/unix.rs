@@ -83,8 +83,7 @@ fn pair(ty: Type) -> Result<(SharedFd, SharedFd)> {
     for s in [&a, &b] {
         s.set_nonblocking(true)
             .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
-        coring_compat::sys::prepare_socket(std::os::fd::AsRawFd::as_raw_fd(s))
-            .map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
+        crate::sys::sock::prepare(s).map_err(|e| Error::from_io(e, "setsockopt(SO_NOSIGPIPE)"))?;
     }
     Ok((SharedFd::socket(a), SharedFd::socket(b)))
 }

@@ -77,8 +77,9 @@ pub(crate) unsafe fn owned_socket(res: u32) -> OwnedSocket {
 }
 
 /// A pipe `(read end, write end)`, close-on-exec, blocking (io_uring splices through it from
-/// its worker threads). Made as large as the system allows, up to `bytes`.
-#[cfg(unix)]
+/// its worker threads). Made as large as the system allows, up to `bytes`. Linux: the io_uring
+/// backend's `send_file` splices through it.
+#[cfg(target_os = "linux")]
 pub(crate) fn pipe(bytes: usize) -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     let mut fds = [0 as RawFd; 2];
@@ -92,12 +93,8 @@ pub(crate) fn pipe(bytes: usize) -> std::io::Result<(std::fs::File, std::fs::Fil
         // SAFETY: plain fcntl on a descriptor we own.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    #[cfg(target_os = "linux")]
     // SAFETY: plain fcntl; a refusal (above the system's maximum) keeps the default size.
-    unsafe {
-        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int)
-    };
-    let _ = bytes;
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
     // A pipe end is read and written like a file.
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }

@@ -5,6 +5,8 @@
 //! - `thread`: the CPUs this process may use, and pinning a core's thread to one;
 //! - `signal`: SIGINT/SIGTERM (Unix) or console control events (Windows, via `console`)
 //!   starting a graceful shutdown;
+//! - `sock`: socket options that differ by platform (SO_REUSEPORT, SO_REUSEADDR, reading the
+//!   keep-alive time);
 //! - `udp`: UDP socket options (GSO, GRO, receive buffers);
 //! - `probe`: the host facts the capability report reads (kernel release, sysctl, memlock).
 
@@ -13,5 +15,6 @@ pub(crate) mod console;
 pub(crate) mod fd;
 pub(crate) mod probe;
 pub(crate) mod signal;
+pub(crate) mod sock;
 pub(crate) mod thread;
 pub(crate) mod udp;

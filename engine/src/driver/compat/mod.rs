@@ -12,6 +12,8 @@
 //! a wait always follows `WouldBlock`); on IOCP each arm is a one-shot registration.
 
 pub(crate) mod op;
+pub(crate) mod send_file;
+pub(crate) mod send_many;
 
 use std::collections::HashMap;
 use std::task::Waker;

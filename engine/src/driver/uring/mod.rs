@@ -10,6 +10,8 @@
 
 pub(crate) mod bufring;
 pub(crate) mod op;
+pub(crate) mod send_file;
+pub(crate) mod send_many;
 mod setup;
 
 use setup::build_ring;

@@ -1,0 +1,57 @@
+//! Socket options whose meaning or existence differs between platforms, behind one name.
+
+use std::net::Shutdown;
+use std::time::Duration;
+
+use crate::sys::fd::raw_of_socket;
+
+/// What every socket the engine makes gets once: no SIGPIPE on writes to a closed peer
+/// (SO_NOSIGPIPE where the platform has it; Linux passes MSG_NOSIGNAL per send instead).
+pub(crate) fn prepare(socket: &socket2::Socket) -> std::io::Result<()> {
+    coring_compat::sys::prepare_socket(raw_of_socket(socket))
+}
+
+/// The platform's `how` for shutdown(2) / Winsock's `shutdown`.
+pub(crate) fn shutdown_how(how: Shutdown) -> i32 {
+    match how {
+        Shutdown::Read => coring_compat::sys::SHUT_RD,
+        Shutdown::Write => coring_compat::sys::SHUT_WR,
+        Shutdown::Both => coring_compat::sys::SHUT_RDWR,
+    }
+}
+
+/// Whether several sockets may bind one address and have the kernel spread connections (or
+/// datagrams) among them: SO_REUSEPORT. Windows has no such option; the engine shares one
+/// socket between cores there instead.
+pub(crate) const HAS_REUSE_PORT: bool = cfg!(unix);
+
+/// Whether SO_REUSEADDR means "rebind over connections in TIME_WAIT" (Unix). On Windows a
+/// listener rebinds over them without it, and SO_REUSEADDR there lets a second socket bind a
+/// port another one listens on, so the engine never sets it.
+pub(crate) const REUSE_ADDR_REBINDS: bool = cfg!(unix);
+
+/// Sets SO_REUSEPORT (see [`HAS_REUSE_PORT`]; elsewhere `Unsupported`).
+pub(crate) fn set_reuse_port(socket: &socket2::Socket) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return socket.set_reuse_port(true);
+    #[cfg(not(unix))]
+    {
+        let _ = socket;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The keep-alive idle time of a socket that has keep-alive on. Winsock sets it
+/// (SIO_KEEPALIVE_VALS) but cannot read it back: `Unsupported` there.
+pub(crate) fn keepalive_time(sock: &socket2::SockRef<'_>) -> std::io::Result<Duration> {
+    #[cfg(unix)]
+    return sock.tcp_keepalive_time();
+    #[cfg(not(unix))]
+    {
+        let _ = sock;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the keep-alive time is not readable on Windows",
+        ))
+    }
+}
