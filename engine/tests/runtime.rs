@@ -441,3 +441,35 @@ fn every_cores_counters_are_readable_from_another_thread_while_it_runs() {
         "{after:?}"
     );
 }
+
+#[coring::test]
+fn each_case_runs_on_its_own_driver(driver: DriverChoice) {
+    // Runtimes built on the case's thread without naming a driver take the case's.
+    let want = match driver {
+        DriverChoice::Uring => DriverKind::Uring,
+        _ => DriverKind::Compat,
+    };
+    assert_eq!(Runtime::builder().build().unwrap().driver_kind(), want);
+    assert_eq!(
+        coring::block_on(async { coring::runtime::driver_kind() }),
+        want
+    );
+    // A builder that names its driver keeps it.
+    let compat = Runtime::builder()
+        .driver(DriverChoice::Compat)
+        .build()
+        .unwrap();
+    assert_eq!(compat.driver_kind(), DriverKind::Compat);
+}
+
+#[coring::test(cores = 2, pool_buffers = 16, pool_bytes = 2048)]
+async fn async_cases_run_on_core_0_of_their_runtime() {
+    assert_eq!(coring::runtime::core_index(), 0);
+    assert_eq!(coring::runtime::pool_stats().free, 16);
+    // The other core serves cross-core work meanwhile.
+    let on_1 = coring::shard::spawn_on(1, || async { coring::runtime::core_index() })
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(on_1, 1);
+}
