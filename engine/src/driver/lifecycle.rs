@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use crate::driver::{Driver, OpCode, Orphan};
 use crate::error::{Error, ErrorKind, Result};
-use crate::runtime::context;
 use crate::task::coop;
 use crate::time::Sleep;
 
@@ -128,7 +127,7 @@ impl<T: OpCode> Op<T> {
     /// to cancel the op.
     pub(crate) fn submit_with_timeout(mut op: T, timeout: Option<Duration>) -> Op<T> {
         let timer = timeout.map(crate::time::sleep);
-        let mode = context::with_driver(|d| match d {
+        let mode = super::current::with(|d| match d {
             Driver::Uring(d) => Mode::Uring {
                 key: d.submit(&mut op, false),
                 timer,
@@ -153,7 +152,7 @@ impl<T: OpCode> Op<T> {
         match &mut self.mode {
             Mode::Uring { key, .. } => {
                 let key = *key;
-                context::with_driver(|d| d.uring().cancel_op(key));
+                super::current::with(|d| d.uring().cancel_op(key));
             }
             // Nothing is in the kernel: the next poll reports the timeout.
             Mode::Ready { .. } => cx.waker().wake_by_ref(),
@@ -190,7 +189,7 @@ impl<T: OpCode> Future for Op<T> {
         let cqe = match &mut this.mode {
             Mode::Uring { key, timer } => {
                 let key = *key;
-                match context::with_driver(|d| d.uring().poll_op(key, cx)) {
+                match super::current::with(|d| d.uring().poll_op(key, cx)) {
                     Poll::Ready(cqe) => cqe,
                     Poll::Pending => {
                         if !this.timed_out
@@ -202,7 +201,7 @@ impl<T: OpCode> Future for Op<T> {
                             // wakes this task again.
                             this.timed_out = true;
                             *timer = None;
-                            context::with_driver(|d| d.uring().cancel_op(key));
+                            super::current::with(|d| d.uring().cancel_op(key));
                         }
                         return Poll::Pending;
                     }
@@ -266,7 +265,7 @@ fn poll_ready<T: OpCode>(op: &mut T, cx: &mut Context<'_>) -> Poll<CqeResult> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let (fd, interest) = op.readiness();
-                context::with_driver(|d| d.compat().register(fd, interest, cx.waker()));
+                super::current::with(|d| d.compat().register(fd, interest, cx.waker()));
                 return Poll::Pending;
             }
             Err(e) => {
@@ -294,7 +293,7 @@ pub(crate) async fn when_ready<R>(
             match f() {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    context::with_driver(|d| d.compat().register(fd, interest, cx.waker()));
+                    super::current::with(|d| d.compat().register(fd, interest, cx.waker()));
                     return Poll::Pending;
                 }
                 other => return Poll::Ready(other),
@@ -316,7 +315,7 @@ pub(crate) struct MultiOp<T: OpCode> {
 
 impl<T: OpCode> MultiOp<T> {
     pub(crate) fn submit(mut op: T) -> MultiOp<T> {
-        let key = context::with_driver(|d| match d {
+        let key = super::current::with(|d| match d {
             Driver::Uring(d) => Some(d.submit(&mut op, true)),
             Driver::Compat(_) => None,
         });
@@ -349,7 +348,7 @@ impl<T: OpCode> MultiOp<T> {
             });
         }
         let key = self.key.expect("armed multishot op has a key");
-        match context::with_driver(|d| d.uring().poll_multi(key, cx)) {
+        match super::current::with(|d| d.uring().poll_multi(key, cx)) {
             Poll::Ready(cqe) => {
                 if !cqe.more() {
                     self.key = None;
@@ -397,9 +396,13 @@ impl<T: OpCode> Drop for MultiOp<T> {
 /// Hands a dropped op to the driver. Off a core (a thread-local being torn down), the driver is
 /// unreachable; the memory is leaked on purpose, since the kernel may still write into it.
 fn park(key: usize, parked: Box<dyn Orphan>) {
-    if let Err(parked) =
-        context::try_with_driver(key, parked, |d, key, parked| d.uring().drop_op(key, parked))
-    {
+    let mut parked = Some(parked);
+    super::current::try_with(|d| {
+        if let Some(parked) = parked.take() {
+            d.uring().drop_op(key, parked);
+        }
+    });
+    if let Some(parked) = parked {
         std::mem::forget(parked);
     }
 }

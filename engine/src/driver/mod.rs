@@ -16,6 +16,7 @@
 //! final completion; the memory is freed only after that completion arrives.
 
 pub(crate) mod compat;
+pub(crate) mod current;
 mod fd;
 pub(crate) mod lifecycle;
 pub mod probe;
@@ -115,15 +116,14 @@ pub const SEND_FILE_CHUNK_BYTES: usize = 1 << 20;
 /// Sends `len` bytes of `file` from `offset` to `target`'s socket (fewer if the file ends
 /// first) without copying them through user space where the backend can: file → pipe →
 /// socket with splice on io_uring, sendfile(2) on compat, and positioned reads written out
-/// where the system has no sendfile. Each path counts the bytes it moves. Returns the bytes
-/// sent.
+/// where the system has no sendfile. Returns the bytes sent (the caller counts them).
 pub(crate) async fn send_file(
     target: &impl WriteTarget,
     file: &SharedFd,
     offset: u64,
     len: u64,
 ) -> Result<u64> {
-    match crate::runtime::context::with_driver(|d| d.kind()) {
+    match current::with(|d| d.kind()) {
         DriverKind::Uring => uring::send_file::send_file(target, file, offset, len).await,
         DriverKind::Compat => compat::send_file::send_file(target, file, offset, len).await,
     }
@@ -131,12 +131,13 @@ pub(crate) async fn send_file(
 
 /// Sends each datagram to its address with as few calls as the backend allows (one
 /// submission on io_uring; `sendmmsg` batches of up to 1,024 on compat where the system has
-/// it); results come back in order, and a datagram the kernel refuses does not stop the rest.
+/// it); results come back in order (the caller counts the bytes), and a datagram the kernel
+/// refuses does not stop the rest.
 pub(crate) async fn send_many<B: crate::buf::IoBuf>(
     fd: &SharedFd,
     datagrams: Vec<(B, socket2::SockAddr)>,
 ) -> Vec<(Result<usize>, B)> {
-    match crate::runtime::context::with_driver(|d| d.kind()) {
+    match current::with(|d| d.kind()) {
         DriverKind::Uring => uring::send_many::send_many(fd, datagrams).await,
         DriverKind::Compat => compat::send_many::send_many(fd, datagrams).await,
     }
@@ -145,11 +146,7 @@ pub(crate) async fn send_many<B: crate::buf::IoBuf>(
 /// Tells this core's driver, if any, that `fd` is about to be closed (the readiness driver
 /// drops what it keeps for it, so a reused number starts clean).
 fn forget_fd(fd: crate::sys::fd::RawDesc) {
-    crate::runtime::context::try_with_current(|ctx| {
-        if let Ok(mut driver) = ctx.driver.try_borrow_mut() {
-            driver.forget_fd(fd);
-        }
-    });
+    current::try_with(|driver| driver.forget_fd(fd));
 }
 
 /// What the drivers and the probe take from the runtime's settings.

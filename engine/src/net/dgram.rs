@@ -61,7 +61,10 @@ impl DatagramIo {
         &self,
         datagrams: Vec<(B, SockAddr)>,
     ) -> Vec<(Result<usize>, B)> {
-        crate::driver::send_many(&self.fd, datagrams).await
+        let results = crate::driver::send_many(&self.fd, datagrams).await;
+        let sent: usize = results.iter().filter_map(|(r, _)| r.as_ref().ok()).sum();
+        context::count(|c| c.bytes_out += sent as u64);
+        results
     }
 
     pub(crate) async fn recv_from<B: IoBufMut>(&self, buf: B) -> (Result<RecvMeta<SockAddr>>, B) {

@@ -249,7 +249,9 @@ impl StreamIo {
     /// them through user space where the driver can (see `driver::send_file`). Returns the
     /// bytes sent.
     pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> Result<u64> {
-        crate::driver::send_file(self, &file.fd, offset, len).await
+        let sent = crate::driver::send_file(self, &file.fd, offset, len).await?;
+        context::count(|c| c.bytes_out += sent);
+        Ok(sent)
     }
 }
 

@@ -12,7 +12,7 @@ use async_task::Runnable;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 
 use crate::buf::pool::Pool;
-use crate::driver::{Doorbell, Driver, Orphan};
+use crate::driver::{Doorbell, Driver};
 use crate::runtime::RuntimeShared;
 use crate::stats::{CoreStats, NetStats, Published};
 use crate::task::Executor;
@@ -25,7 +25,9 @@ pub(crate) struct CoreContext {
     /// Position in the runtime, `0..cores`.
     pub(crate) index: usize,
     // Declared before `pool`: the driver (and its ring) goes first, then the buffer memory.
-    pub(crate) driver: RefCell<Driver>,
+    // INVARIANT: shared only with `driver::current` while the core runs, so this is the last
+    // reference when the context drops.
+    pub(crate) driver: Rc<RefCell<Driver>>,
     /// The core's receive buffers.
     pub(crate) pool: Rc<Pool>,
     /// Net-layer and timer counters.
@@ -155,12 +157,9 @@ fn ring_via_current(target: &Arc<CoreShared>) -> bool {
     if target.ring_fd.get().is_none() {
         return false;
     }
-    try_with_current(|ctx| match ctx.driver.try_borrow_mut() {
-        Ok(mut driver) => match &mut *driver {
-            Driver::Uring(d) => d.ring_doorbell(Arc::clone(target)),
-            Driver::Compat(_) => false,
-        },
-        Err(_) => false,
+    crate::driver::current::try_with(|driver| match driver {
+        Driver::Uring(d) => d.ring_doorbell(Arc::clone(target)),
+        Driver::Compat(_) => false,
     })
     .unwrap_or(false)
 }
@@ -230,11 +229,6 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&CoreContext) -> R) -> Option<R
         .flatten()
 }
 
-/// Runs `f` with this core's driver.
-pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
-    with_current(|ctx| f(&mut ctx.driver.borrow_mut()))
-}
-
 impl CoreContext {
     /// Everything this core counts, now.
     pub(crate) fn snapshot(&self) -> CoreStats {
@@ -258,26 +252,4 @@ pub(crate) fn count(f: impl FnOnce(&mut NetStats)) {
         f(&mut n);
         ctx.net.set(n);
     });
-}
-
-/// Hands a dropped op to the driver; gives it back when no driver is reachable.
-pub(crate) fn try_with_driver(
-    key: usize,
-    orphan: Box<dyn Orphan>,
-    f: impl FnOnce(&mut Driver, usize, Box<dyn Orphan>),
-) -> Result<(), Box<dyn Orphan>> {
-    let mut orphan = Some(orphan);
-    let done = try_with_current(|ctx| match ctx.driver.try_borrow_mut() {
-        Ok(mut d) => {
-            if let Some(o) = orphan.take() {
-                f(&mut d, key, o);
-            }
-            true
-        }
-        Err(_) => false,
-    });
-    match (done, orphan) {
-        (Some(true), _) | (_, None) => Ok(()),
-        (_, Some(o)) => Err(o),
-    }
 }

@@ -34,6 +34,9 @@ where
     F::Output: 'static,
 {
     let _guard = context::enter(Rc::clone(&ctx));
+    // Dropped before `_guard` (and so before `ctx` lets go of the driver): the core's driver
+    // goes before its pool.
+    let _driver = crate::driver::current::enter(Rc::clone(&ctx.driver));
     ctx.clock.set(Instant::now());
     let mut root = spawn_local(root).cancel_on_drop();
     let mut output = None;

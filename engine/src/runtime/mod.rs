@@ -507,7 +507,7 @@ impl Runtime {
         let ctx = Rc::new(CoreContext {
             id: context::next_core_id(),
             index,
-            driver: RefCell::new(driver),
+            driver: Rc::new(RefCell::new(driver)),
             pool,
             net: Cell::new(Default::default()),
             published: Arc::clone(&self.shared.stats[index.min(self.shared.stats.len() - 1)]),

@@ -6,7 +6,6 @@
 use crate::driver::{Op, SEND_FILE_CHUNK_BYTES, SharedFd, WriteTarget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::{ReadAt, Send};
-use crate::runtime::context;
 
 pub(crate) async fn send_file(
     target: &impl WriteTarget,
@@ -32,14 +31,11 @@ pub(crate) async fn send_file(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // No sendfile here: the rest goes through user space.
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                let direct = pos - offset;
-                context::count(|c| c.bytes_out += direct);
-                return Ok(direct + copy_file(target, file, pos, end - pos).await?);
+                return Ok(pos - offset + copy_file(target, file, pos, end - pos).await?);
             }
             Err(e) => return Err(Error::from_io(e, "sendfile")),
         }
     }
-    context::count(|c| c.bytes_out += pos - offset);
     Ok(pos - offset)
 }
 
@@ -47,8 +43,7 @@ pub(crate) async fn send_file(
 const COPY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// `send_file` where the system cannot send a file by itself: positioned reads into one
-/// buffer, each written out whole under the write deadline before the next read. Counts what
-/// it sends.
+/// buffer, each written out whole under the write deadline before the next read.
 pub(crate) async fn copy_file(
     target: &impl WriteTarget,
     file: &SharedFd,
@@ -85,10 +80,7 @@ pub(crate) async fn copy_file(
             data = done.op.buf.into_inner();
             match done.result {
                 Ok(0) => return Err(Error::new(ErrorKind::WriteZero, "send")),
-                Ok(m) => {
-                    written += m as usize;
-                    context::count(|c| c.bytes_out += u64::from(m));
-                }
+                Ok(m) => written += m as usize,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -107,7 +99,7 @@ mod tests {
     #[crate::test]
     fn copy_file_sends_the_asked_range_over_a_socket() {
         // The fallback of `send_file` where the system has no sendfile (Windows), here on
-        // every platform and both drivers; the bytes it sends are counted once.
+        // every platform and both drivers.
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let path = std::env::temp_dir().join(crate::__test::unique("copy-file"));
         std::fs::write(&path, &data).expect("write file");
@@ -129,7 +121,6 @@ mod tests {
                 }
             });
             let conn = crate::net::TcpStream::connect(addr).await.expect("connect");
-            let before = crate::runtime::core_stats().net.bytes_out;
             let sent = copy_file(&conn.io, &file.fd, offset, len)
                 .await
                 .expect("copy");
@@ -139,8 +130,6 @@ mod tests {
                 .await
                 .expect("tail");
             assert_eq!(tail, 10);
-            let counted = crate::runtime::core_stats().net.bytes_out - before;
-            assert_eq!(counted, len + 10, "bytes counted once");
             drop(conn);
             reader.await.expect("reader")
         });

@@ -9,7 +9,6 @@ use crate::driver::compat::op::Interest;
 use crate::driver::{SharedFd, when_ready};
 use crate::error::{Error, Result};
 use crate::op::SendTo;
-use crate::runtime::context;
 
 pub(crate) async fn send_many<B: IoBuf>(
     fd: &SharedFd,
@@ -34,7 +33,6 @@ pub(crate) async fn send_many<B: IoBuf>(
         match batch {
             Ok(n) => {
                 for &bytes in &sent[next..next + n] {
-                    context::count(|c| c.bytes_out += bytes as u64);
                     results.push(Ok(bytes));
                 }
             }

@@ -4,7 +4,6 @@
 use crate::driver::{Op, SEND_FILE_CHUNK_BYTES, SharedFd, WriteTarget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::{PollWritable, Splice};
-use crate::runtime::context;
 
 pub(crate) async fn send_file(
     target: &impl WriteTarget,
@@ -56,6 +55,5 @@ pub(crate) async fn send_file(
         }
         sent += n;
     }
-    context::count(|c| c.bytes_out += sent);
     Ok(sent)
 }

@@ -7,7 +7,6 @@ use crate::buf::IoBuf;
 use crate::driver::{Op, SharedFd};
 use crate::error::Result;
 use crate::op::SendTo;
-use crate::runtime::context;
 
 pub(crate) async fn send_many<B: IoBuf>(
     fd: &SharedFd,
@@ -20,9 +19,6 @@ pub(crate) async fn send_many<B: IoBuf>(
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         let done = op.await;
-        if let Ok(n) = done.result {
-            context::count(|c| c.bytes_out += u64::from(n));
-        }
         out.push((done.result.map(|n| n as usize), done.op.buf));
     }
     out
