@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::buf::IoBuf;
-use crate::driver::uring::bufring::BufRing;
 
 /// Buffers per core unless configured.
 pub const DEFAULT_POOL_BUFFERS: u16 = 512;
@@ -42,10 +41,20 @@ pub struct PoolStats {
     pub enobufs: u64,
 }
 
+/// A ring of free buffers that the kernel picks from by itself (io_uring's provided-buffer
+/// ring): the pool gives buffers back to it, the driver registers it. The driver that has one
+/// makes it (`driver::kernel_ring`); the pool only knows this much of it.
+pub(crate) trait KernelRing {
+    /// Hands buffer `bid` (`len` bytes at `addr`) to the kernel.
+    fn push(&mut self, bid: u16, addr: *mut u8, len: u32);
+    /// Where the ring is and how many entries it has, for its registration.
+    fn registration(&self) -> (u64, u16);
+}
+
 /// Where free buffers wait.
 pub(crate) enum Free {
-    /// In the kernel's provided-buffer ring (io_uring).
-    Ring(BufRing),
+    /// In a ring the kernel picks from (io_uring).
+    Ring(Box<dyn KernelRing>),
     /// In a free list (compat).
     List(Vec<u16>),
 }
@@ -77,10 +86,11 @@ struct State {
 }
 
 impl Pool {
-    /// A pool of `count` buffers of `size` bytes. `ring`: publish free buffers to a
-    /// provided-buffer ring (io_uring) instead of a free list.
-    pub(crate) fn new(count: u16, size: usize, ring: bool) -> Rc<Pool> {
-        let count = count.max(1).next_power_of_two();
+    /// A pool of `count` buffers of `size` bytes (`count` rounded up to a power of two). With
+    /// `ring` (made for that rounded count, see [`Pool::rounded`]) free buffers go to the
+    /// kernel's ring instead of a free list.
+    pub(crate) fn new(count: u16, size: usize, ring: Option<Box<dyn KernelRing>>) -> Rc<Pool> {
+        let count = Self::rounded(count);
         // Room for a datagram header and source address (160 bytes) plus payload.
         let size = size.max(MIN_BUFFER_BYTES);
         let layout = Layout::from_size_align(usize::from(count) * size, 4096).expect("pool layout");
@@ -88,10 +98,9 @@ impl Pool {
         // no resident memory.
         let ptr = unsafe { alloc_zeroed(layout) };
         let memory = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        let free = if ring {
-            Free::Ring(BufRing::new(count))
-        } else {
-            Free::List((0..count).rev().collect())
+        let free = match ring {
+            Some(ring) => Free::Ring(ring),
+            None => Free::List((0..count).rev().collect()),
         };
         let pool = Rc::new(Pool {
             memory,
@@ -124,6 +133,11 @@ impl Pool {
         pool
     }
 
+    /// How many buffers a pool asked for `count` has.
+    pub(crate) fn rounded(count: u16) -> u16 {
+        count.max(1).next_power_of_two()
+    }
+
     /// The ring to register with the kernel, if any: `(address, entries)`.
     #[cfg_attr(
         not(target_os = "linux"),
@@ -134,7 +148,7 @@ impl Pool {
     )]
     pub(crate) fn ring(&self) -> Option<(u64, u16)> {
         match &self.state.borrow().free {
-            Free::Ring(r) => Some((r.addr(), r.len())),
+            Free::Ring(r) => Some(r.registration()),
             Free::List(_) => None,
         }
     }

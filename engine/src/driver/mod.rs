@@ -95,6 +95,18 @@ pub(crate) trait Orphan {
     fn complete(&mut self, res: i32, flags: u32);
 }
 
+/// The ring of free buffers the kernel picks from, for a pool of `count` buffers (a power of
+/// two), when the chosen backend has one (io_uring); `None` means a free list.
+pub(crate) fn kernel_ring(
+    kind: DriverKind,
+    count: u16,
+) -> Option<Box<dyn crate::buf::pool::KernelRing>> {
+    match kind {
+        DriverKind::Uring => Some(Box::new(uring::bufring::BufRing::new(count))),
+        DriverKind::Compat => None,
+    }
+}
+
 /// What a write made of several ops (a file sent to a socket) needs of the stream it writes
 /// to: the socket, and the stream's write deadline for each op that may wait.
 pub(crate) trait WriteTarget {

@@ -482,11 +482,9 @@ impl Runtime {
         if let Some(cpu) = cpu {
             crate::sys::thread::pin_to(cpu)?;
         }
-        let pool = Pool::new(
-            self.config.pool_buffers,
-            self.config.pool_buffer_bytes,
-            self.caps.driver == DriverKind::Uring,
-        );
+        let buffers = self.config.pool_buffers;
+        let ring = crate::driver::kernel_ring(self.caps.driver, Pool::rounded(buffers));
+        let pool = Pool::new(buffers, self.config.pool_buffer_bytes, ring);
         let (driver, doorbell) = Driver::new(&self.config.driver, &self.caps, &pool)?;
         let shared = Arc::new(CoreShared::new(doorbell, self.config.mailbox));
         if self.caps.msg_ring

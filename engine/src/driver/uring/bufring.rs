@@ -71,6 +71,16 @@ impl BufRing {
     }
 }
 
+impl crate::buf::pool::KernelRing for BufRing {
+    fn push(&mut self, bid: u16, addr: *mut u8, len: u32) {
+        BufRing::push(self, bid, addr, len);
+    }
+
+    fn registration(&self) -> (u64, u16) {
+        (self.addr(), self.len())
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout (INVARIANT).
