@@ -8,11 +8,14 @@
 //!   and a raw request/answer exchange over a std socket.
 //! - [`known`]: peers whose behaviour is known exactly (delay, stall, reset, corrupt, drop),
 //!   plain threads on blocking std sockets, for measuring the measurer.
+//! - [`lossy`]: a UDP proxy that loses, delays, reorders and duplicates datagrams as asked,
+//!   deterministically (no netem here).
 //! - [`fd_limit`]: lifting the soft descriptor limit for tests that hold thousands of sockets.
 //! - [`fan_out`]: many client tasks on one core, joined, their results in order.
 //! - [`under_wine`]: whether a Windows build runs under Wine.
 
 pub mod known;
+pub mod lossy;
 pub mod server;
 
 pub use server::{TestServer, exchange, serve};
