@@ -32,6 +32,7 @@ fn codec_round(
             server: Some(b"coring"),
             head_request: false,
             keep_alive: req.keep_alive(),
+            http10: false,
         };
         encode_response(resp, &cx, out);
         n += 1;
@@ -109,6 +110,7 @@ fn bench(c: &mut Criterion) {
                         server: Some(b"coring"),
                         head_request: false,
                         keep_alive: req.keep_alive(),
+                        http10: false,
                     };
                     encode_response(&resp, &cx, &mut out);
                     at = end;
@@ -137,6 +139,7 @@ fn bench(c: &mut Criterion) {
                         server: Some(b"coring"),
                         head_request: false,
                         keep_alive: true,
+                        http10: false,
                     };
                     encode_response(std::hint::black_box(&resp), &cx, &mut out);
                     out.len()

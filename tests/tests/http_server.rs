@@ -219,3 +219,65 @@ fn idle_keep_alive_connections_hold_no_receive_buffer() {
     // And they still serve.
     assert_eq!(ask(&mut idle[7]), 1);
 }
+
+/// Reads one response with a `Content-Length` body from `s`; returns the head and body.
+fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end + 4]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).into_owned();
+                return (head, body);
+            }
+        }
+        let n = s.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[coring::test]
+fn an_http10_keep_alive_request_is_answered_keep_alive_and_the_connection_stays() {
+    use std::io::{Read, Write};
+    let server = start(Config::default());
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let (head, body) = read_response(&mut s);
+        // A 1.0 client closes unless told otherwise (RFC 9112 section 9.3).
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nconnection: keep-alive\r\n"),
+            "{head}"
+        );
+        assert_eq!(body, "Hello, World!");
+    }
+    // Without the token a 1.0 connection closes after its answer, and says nothing else.
+    s.write_all(b"GET /plaintext HTTP/1.0\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut s);
+    assert!(!head.to_ascii_lowercase().contains("keep-alive"), "{head}");
+    let mut rest = [0u8; 1];
+    assert_eq!(
+        s.read(&mut rest).unwrap_or(0),
+        0,
+        "closed after a plain 1.0 request"
+    );
+}

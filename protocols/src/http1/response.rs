@@ -144,6 +144,9 @@ pub struct EncodeContext<'a> {
     pub head_request: bool,
     /// Whether the connection stays open; `false` adds `Connection: close`.
     pub keep_alive: bool,
+    /// The request was HTTP/1.0, whose connections close unless the answer says otherwise:
+    /// with `keep_alive`, `Connection: keep-alive` is added (RFC 9112 §9.3).
+    pub http10: bool,
 }
 
 /// Headers the encoder owns (it writes them itself): Content-Length, Transfer-Encoding, Date,
@@ -198,6 +201,8 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     }
     if !cx.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if cx.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     // 1xx, 204 and 304 carry no body and no Content-Length.
     let bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;

@@ -214,6 +214,7 @@ fn responses_are_encoded_with_length_date_and_server() {
         server: Some(b"coring"),
         head_request: false,
         keep_alive: true,
+        http10: false,
     };
     encode_response(&resp, &cx, &mut out);
     assert_eq!(
@@ -226,6 +227,7 @@ fn responses_are_encoded_with_length_date_and_server() {
         &EncodeContext {
             head_request: true,
             keep_alive: false,
+            http10: false,
             server: None,
             ..cx
         },

@@ -320,6 +320,7 @@ pub async fn serve_connection<H: Handler>(
                 }
             }
             let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
+            let http10 = req.version() == crate::http1::Version::Http10;
             let head_request = req.is_head();
             // Encoded from where the answer lies; only a body that follows moves it again.
             let answer = handler.call(req).await;
@@ -342,6 +343,7 @@ pub async fn serve_connection<H: Handler>(
                     server,
                     head_request,
                     keep_alive,
+                    http10,
                 };
                 encode_response(answer.response(), &cx, &mut out);
             });
@@ -524,6 +526,7 @@ fn encode_error(e: crate::http1::Http1Error, server: Option<&[u8]>, out: &mut Ve
             server,
             head_request: false,
             keep_alive: false,
+            http10: false,
         };
         encode_response(&resp, &cx, out);
     });
