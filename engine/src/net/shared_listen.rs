@@ -59,9 +59,9 @@ pub(crate) fn listen(
     let socket = bind()?;
     let bound = socket
         .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| crate::Error::new(crate::ErrorKind::Other, "getsockname"))?;
+        .map_err(|e| crate::Error::from_io(e, "getsockname"))?
+        .as_socket()
+        .ok_or_else(|| crate::Error::new(crate::ErrorKind::InvalidInput, "getsockname (not IP)"))?;
     let keep = socket
         .try_clone()
         .map_err(|e| crate::Error::from_io(e, "WSADuplicateSocket"))?;
