@@ -22,8 +22,9 @@ fn start(config: Config) -> TestServer {
 #[coring::test]
 fn slowloris_connections_time_out_while_normal_clients_are_served() {
     coring_tests::fd_limit();
+    let header_timeout = Duration::from_millis(1500);
     let server = start(Config {
-        header_timeout: Duration::from_millis(1500),
+        header_timeout,
         ..Config::default()
     });
     let addr = server.addr;
@@ -35,33 +36,42 @@ fn slowloris_connections_time_out_while_normal_clients_are_served() {
             s
         })
         .collect();
+    let attack_ends = Instant::now() + header_timeout;
+    // Natively a normal request is answered within milliseconds of the attack; under Wine its
+    // socket polling makes each one wait up to a second or so while the 500 are open.
+    let limit = Duration::from_secs(if coring_tests::under_wine() { 8 } else { 2 });
     let head = b"GET /plaintext HTTP/1.1\r\nHost: h\r\nX-Slow: ";
-    let (mut served_during, mut attempts) = (0, 0);
+    let (mut served, mut attempts, mut during) = (0, 0, 0);
     let mut byte = 0;
-    while start.elapsed() < Duration::from_secs(4) {
+    // Rounds go on past the header timeout (the server keeps serving after closing the 500),
+    // and at least four of them however slowly this machine writes 500 bytes a round.
+    while start.elapsed() < Duration::from_secs(4) || attempts < 4 {
         // Each slow connection sends one more header byte, never the end of the head.
         for s in slow.iter_mut() {
             let b = head.get(byte).copied().unwrap_or(b'a');
             let _ = s.write(&[b]);
         }
         byte += 1;
+        if Instant::now() < attack_ends {
+            during += 1;
+        }
         let (ok, _) = exchange(
             addr,
             b"GET /plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(2),
+            limit,
         );
         attempts += 1;
         if ok.starts_with("HTTP/1.1 200 OK") {
-            served_during += 1;
+            served += 1;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    // Every normal request made during the attack was answered (how many fit in the window
-    // depends on how fast this machine writes 500 bytes a round).
-    assert!(attempts >= 4, "only {attempts} rounds in 4 s");
+    // Some normal requests were made while the 500 still held their connections open (natively
+    // about six), and every normal request was answered.
+    assert!(during >= 1, "no request was made during the attack");
     assert_eq!(
-        served_during, attempts,
-        "normal clients starved: {served_during} of {attempts} answered"
+        served, attempts,
+        "normal clients starved: {served} of {attempts} answered ({during} during the attack)"
     );
     // The slow ones were closed by the header timeout (reads see end of stream).
     let mut closed = 0;
