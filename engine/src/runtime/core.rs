@@ -44,6 +44,10 @@ where
 
     loop {
         ctx.executor.run(TASKS_PER_TURN);
+        // Ops the tasks just dropped after the kernel was done with them wait here, not until
+        // the next turn ends: that turn may sleep without end, and a parked op keeps its socket
+        // open (a connection closed by its write timeout stayed open until other work arrived).
+        bury(&ctx);
 
         if output.is_none() && root.is_finished() {
             output = Some(take_output(&mut root));
@@ -109,7 +113,7 @@ where
     output.unwrap_or(Err(JoinError::Cancelled))
 }
 
-/// Clock, timers, remote wake-ups and freed op memory, after each driver turn.
+/// Clock, timers and remote wake-ups, after each driver turn.
 fn after_turn(ctx: &CoreContext) {
     let now = Instant::now();
     ctx.clock.set(now);
@@ -126,6 +130,11 @@ fn after_turn(ctx: &CoreContext) {
     while let Some(injected) = ctx.shared.pop_injected() {
         injected();
     }
+}
+
+/// Frees the ops the kernel has let go of. Never inside a driver call: what they own (a
+/// descriptor's last handle, pooled buffers) reaches back into the driver when dropped.
+fn bury(ctx: &CoreContext) {
     let graveyard = ctx.driver.borrow_mut().take_graveyard();
     drop(graveyard);
 }
@@ -148,8 +157,7 @@ fn observe_shutdown(ctx: &CoreContext, now: Instant) -> bool {
 /// kernel still holds (the driver's own drop waits for the last completions).
 fn close(ctx: &CoreContext) {
     ctx.executor.close();
-    let graveyard = ctx.driver.borrow_mut().take_graveyard();
-    drop(graveyard);
+    bury(ctx);
 }
 
 fn take_output<T>(root: &mut JoinHandle<T>) -> Result<T, JoinError> {
