@@ -65,6 +65,11 @@ pub(crate) enum Lifecycle {
     Multi {
         waker: Option<Waker>,
         queue: VecDeque<CqeResult>,
+        /// How many queued completions hold a pooled buffer.
+        buffers: u16,
+        /// The driver cancelled it because `buffers` reached
+        /// [`MULTISHOT_QUEUED_BUFFERS`](super::MULTISHOT_QUEUED_BUFFERS).
+        paused: bool,
     },
 }
 

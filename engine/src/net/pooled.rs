@@ -83,6 +83,10 @@ pub(crate) fn poll_pooled<T: OpCode>(
     loop {
         ready!(claim.poll_arm(pool, cx));
         let cqe = ready!(MultiOp::poll_rearming(op, &make, cx));
+        if cqe.res == crate::driver::PAUSED {
+            // The driver stopped it while this task was behind; it is caught up now.
+            continue;
+        }
         if cqe.res != -crate::driver::NO_BUFFERS {
             claim.settled();
             return Poll::Ready(cqe);

@@ -78,6 +78,8 @@ pub(crate) struct UringDriver {
     /// Cores we rang with MSG_RING whose completion has not come back yet; kept alive (and
     /// their ring fds open) until it has.
     doorbells: Slab<Arc<CoreShared>>,
+    /// Multishot receives found over their queue limit in this reap, cancelled after it.
+    pausing: Vec<u64>,
 }
 
 /// Wakes an io_uring core from another thread: a write to the eventfd on which the core keeps
@@ -140,6 +142,7 @@ impl UringDriver {
             stats: DriverStats::default(),
             pool: Rc::clone(pool),
             doorbells: Slab::new(),
+            pausing: Vec::new(),
         };
         Ok((driver, bell))
     }
@@ -153,6 +156,8 @@ impl UringDriver {
             Lifecycle::Multi {
                 waker: None,
                 queue: VecDeque::new(),
+                buffers: 0,
+                paused: false,
             }
         } else {
             Lifecycle::Submitted
@@ -188,11 +193,20 @@ impl UringDriver {
     }
 
     pub(crate) fn poll_multi(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<CqeResult> {
-        let Some(Lifecycle::Multi { waker, queue }) = self.ops.get_mut(key) else {
+        let Some(Lifecycle::Multi {
+            waker,
+            queue,
+            buffers,
+            ..
+        }) = self.ops.get_mut(key)
+        else {
             unreachable!("multishot op key is live while polled");
         };
         match queue.pop_front() {
             Some(cqe) => {
+                if cqe.flags & crate::driver::CQE_F_BUFFER != 0 {
+                    *buffers -= 1;
+                }
                 if !crate::driver::more(cqe.flags) {
                     self.ops.remove(key);
                 }
@@ -433,6 +447,7 @@ impl UringDriver {
             wait_timeout_armed,
             pool,
             doorbells,
+            pausing,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -477,20 +492,27 @@ impl UringDriver {
                     if cqe.flags & crate::driver::CQE_F_BUFFER != 0 {
                         pool.consumed_by_kernel();
                     }
-                    complete(ops, graveyard, key as usize, cqe);
+                    if complete(ops, graveyard, key as usize, cqe) {
+                        pausing.push(key);
+                    }
                 }
             }
+        }
+        drop(cq);
+        for key in std::mem::take(&mut self.pausing) {
+            self.cancel(key);
         }
     }
 }
 
-/// Hands one completion to its op's slot.
+/// Hands one completion to its op's slot. Returns whether the op is a multishot receive
+/// whose task fell behind and must be cancelled (see `MULTISHOT_QUEUED_BUFFERS`).
 fn complete(
     ops: &mut Slab<Lifecycle>,
     graveyard: &mut Vec<Box<dyn Orphan>>,
     key: usize,
-    cqe: CqeResult,
-) {
+    mut cqe: CqeResult,
+) -> bool {
     let Some(slot) = ops.get_mut(key) else {
         unreachable!("completion for an unknown op {key}");
     };
@@ -501,10 +523,27 @@ fn complete(
                 waker.wake();
             }
         }
-        Lifecycle::Multi { waker, queue } => {
+        Lifecycle::Multi {
+            waker,
+            queue,
+            buffers,
+            paused,
+        } => {
+            let more = crate::driver::more(cqe.flags);
+            if *paused && !more && cqe.res == -libc::ECANCELED {
+                // Our cancel ended it, not the peer or the kernel: the task re-arms it.
+                cqe.res = crate::driver::PAUSED;
+            }
+            if cqe.flags & crate::driver::CQE_F_BUFFER != 0 {
+                *buffers += 1;
+            }
             queue.push_back(cqe);
             if let Some(w) = waker.take() {
                 w.wake();
+            }
+            if more && !*paused && *buffers >= crate::driver::MULTISHOT_QUEUED_BUFFERS {
+                *paused = true;
+                return true;
             }
         }
         Lifecycle::Ignored(orphan) => {
@@ -517,6 +556,7 @@ fn complete(
         }
         Lifecycle::Completed(_) => unreachable!("second completion for a single-shot op"),
     }
+    false
 }
 
 impl Drop for UringDriver {
