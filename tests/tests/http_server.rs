@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use coring_protocols::http1::Response;
-use coring_protocols::serve::{Config, Router};
+use coring_protocols::serve::{BodyStream, Config, Router};
 
 use coring_tests::{TestServer, exchange, serve};
 
@@ -17,6 +17,14 @@ fn router() -> Router {
         })
         .route("POST", "/echo", |req, _p| async move {
             Response::new(200).body(req.body().clone())
+        })
+        .route("POST", "/echo-stream", |req, _p| async move {
+            // Chunked bodies stream: read whole here.
+            let body = match BodyStream::of(&req) {
+                Some(stream) => stream.read_all(1 << 20).await.unwrap_or_default(),
+                None => req.body().clone(),
+            };
+            Response::new(200).body(body)
         })
         .route("GET", "/users/:id", |_req, p| async move {
             Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
@@ -111,6 +119,11 @@ fn smuggling_vectors_get_their_status_and_a_closed_connection() {
             "501",
         ),
         (b"GET / HTTP/1.7\r\nHost: h\r\n\r\n", "505"),
+        (b"GET plaintext HTTP/1.1\r\nHost: h\r\n\r\n", "400"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
     ];
     for (raw, status) in cases {
         let (text, closed) = exchange(server.addr, raw, Duration::from_secs(5));
@@ -140,6 +153,37 @@ fn smuggling_vectors_get_their_status_and_a_closed_connection() {
         Duration::from_secs(5),
     );
     assert!(!text.contains("smuggled"), "{text}");
+    // The 400 says what was wrong.
+    let (text, _) = exchange(
+        server.addr,
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(text.ends_with("chunked applied more than once"), "{text}");
+}
+
+#[coring::test]
+fn absolute_form_targets_and_zero_padded_chunk_sizes_are_served() {
+    let server = start(Config::default());
+    // RFC 9112 section 3.2.2: a server must accept absolute-form (what a client sends to a
+    // proxy); it is routed by its path.
+    let (text, closed) = exchange(
+        server.addr,
+        b"GET http://h:80/plaintext HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("Hello, World!") && closed, "{text}");
+    // Chunk sizes with 16 and more hex digits, all but the last zeros (nginx and hyper take
+    // them).
+    let (text, _) = exchange(
+        server.addr,
+        b"POST /echo-stream HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          0000000000000000000005\r\nhello\r\n00000000000000000000\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
 }
 
 #[coring::test]

@@ -1,6 +1,7 @@
 //! The chunked transfer coding (RFC 9112 §7.1), decoded strictly and incrementally.
 //!
-//! Chunk sizes are hex digits only (no sign, no spaces, at most 15 digits so the size cannot
+//! Chunk sizes are hex digits only (no sign, no spaces; leading zeros as many as the line
+//! limit allows, as nginx and hyper accept; a value past 60 bits is refused before it could
 //! overflow), every line ends in CRLF (a bare CR or LF is an error), chunk extensions are
 //! skipped up to a limit, and trailer fields are read up to a limit and ignored.
 
@@ -10,8 +11,8 @@ use super::Http1Error;
 pub const MAX_CHUNK_LINE_BYTES: usize = 4096;
 /// Most trailer bytes accepted after the last chunk.
 pub const MAX_TRAILER_BYTES: usize = 8192;
-/// Most hex digits in a chunk size (15 digits cannot overflow a u64).
-const MAX_SIZE_DIGITS: usize = 15;
+/// Largest chunk size that can take one more hex digit without overflowing a u64.
+const MAX_SIZE_BEFORE_DIGIT: u64 = u64::MAX >> 4;
 
 /// Where the decoder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +77,12 @@ impl ChunkedDecoder {
                 State::Done => return Ok(i),
                 State::Size { digits, value } => {
                     self.line_bytes += 1;
+                    if self.line_bytes > MAX_CHUNK_LINE_BYTES {
+                        return Err(Http1Error::BadRequest("chunk size line too long"));
+                    }
                     if let Some(d) = hex(b) {
-                        if digits == MAX_SIZE_DIGITS {
-                            return Err(Http1Error::BadRequest("chunk size too long"));
+                        if value > MAX_SIZE_BEFORE_DIGIT {
+                            return Err(Http1Error::BadRequest("chunk size too large"));
                         }
                         self.state = State::Size {
                             digits: digits + 1,
@@ -241,6 +245,21 @@ mod tests {
             let r = d.decode(bad, &mut Vec::new());
             assert!(r.is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn leading_zeros_do_not_count_against_the_size() {
+        let (body, _) =
+            decode_all(b"00000000000000000004\r\nWiki\r\n000000000000000000\r\n\r\n").unwrap();
+        assert_eq!(body, b"Wiki");
+        // A value that would overflow is refused whatever the body limit.
+        let mut d = ChunkedDecoder::new(u64::MAX);
+        let r = d.decode(b"10000000000000000\r\n", &mut Vec::new());
+        assert_eq!(r, Err(Http1Error::BadRequest("chunk size too large")));
+        // Zeros without end hit the line limit.
+        let zeros = vec![b'0'; MAX_CHUNK_LINE_BYTES + 1];
+        let r = ChunkedDecoder::new(1 << 20).decode(&zeros, &mut Vec::new());
+        assert_eq!(r, Err(Http1Error::BadRequest("chunk size line too long")));
     }
 
     #[test]

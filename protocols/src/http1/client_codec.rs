@@ -3,6 +3,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::chunked::ChunkedDecoder;
+use super::framing::{Delimited, FramingFields, connection_tokens, token_is};
 use super::{Http1Error, Limits};
 
 /// A response as read by a client.
@@ -242,53 +243,41 @@ fn parse_head_with(
     };
     let status = resp.code.unwrap_or(0);
     let http10 = resp.version == Some(0);
-    let mut content_length = None;
-    let mut chunked = false;
+    let mut fields = FramingFields::default();
     let mut close = http10;
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Http1Error::BadRequest("invalid Content-Length"))?;
-            if content_length.is_some_and(|c| c != v) {
-                return Err(Http1Error::BadRequest("conflicting Content-Length"));
-            }
-            content_length = Some(v);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if !chunked {
-                return Err(Http1Error::UnsupportedTransferCoding);
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',') {
-                let t = t.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if http10 && t.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
-                }
+        let name = h.name.as_bytes();
+        if token_is(name, b"content-length") {
+            fields.content_length(h.value)?;
+        } else if token_is(name, b"transfer-encoding") {
+            fields.transfer_encoding(h.value)?;
+        } else if token_is(name, b"connection") {
+            let (c, k) = connection_tokens(h.value);
+            if c {
+                close = true;
+            } else if http10 && k {
+                close = false;
             }
         }
         each(h);
     }
     let bodiless = head_request || status < 200 || status == 204 || status == 304;
+    // Framing errors count even where no body follows: the fields are wrong either way.
+    let delimited = fields.delimited()?;
     let body = if bodiless {
         None
-    } else if chunked {
-        Some(Body::Chunked(ChunkedDecoder::new(limits.max_body_bytes)))
-    } else if let Some(n) = content_length {
-        if n > limits.max_body_bytes {
-            return Err(Http1Error::BodyTooLarge);
-        }
-        (n > 0).then_some(Body::Length(n))
     } else {
-        close = true;
-        Some(Body::UntilClose)
+        match delimited {
+            Delimited::Chunked => Some(Body::Chunked(ChunkedDecoder::new(limits.max_body_bytes))),
+            Delimited::Length(n) if n > limits.max_body_bytes => {
+                return Err(Http1Error::BodyTooLarge);
+            }
+            Delimited::Length(n) => (n > 0).then_some(Body::Length(n)),
+            Delimited::Unframed => {
+                close = true;
+                Some(Body::UntilClose)
+            }
+        }
     };
     Ok(Some(Head {
         status,

@@ -13,6 +13,7 @@
 mod chunked;
 mod client_codec;
 mod error;
+mod framing;
 mod request;
 mod response;
 

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::ChunkedDecoder;
+use super::framing::{Delimited, FramingFields, connection_tokens, token_is, trim};
 use super::{Http1Error, Limits, Version};
 
 /// How the body of a request is delimited.
@@ -55,6 +56,10 @@ pub struct Request {
     head: Head,
     method: Range<usize>,
     target: Range<usize>,
+    /// The path and query within `target` (all of it unless the target is absolute-form).
+    origin: Range<usize>,
+    /// The host and port of an absolute-form target (`http://host:port/path`).
+    authority: Option<Range<usize>>,
     version: Version,
     /// Where the header lines lie in `head` (validated by the parser, indexed on first use).
     header_lines: Range<u32>,
@@ -84,21 +89,32 @@ impl Request {
         &self.head.bytes()[self.method.clone()] == b"HEAD"
     }
 
-    /// The request target as sent (`/path?query`).
+    /// The request target as sent: `/path?query`, or `http://host/path?query` (absolute-form,
+    /// which a server must accept: RFC 9112 section 3.2.2), or `*`.
     pub fn target(&self) -> &str {
         text(&self.head.bytes()[self.target.clone()])
     }
 
-    /// The path part of the target.
+    /// The path part of the target (`/` for an absolute-form target without one).
     pub fn path(&self) -> &str {
-        let t = &self.head.bytes()[self.target.clone()];
-        text(t.iter().position(|&b| b == b'?').map_or(t, |q| &t[..q]))
+        let t = &self.head.bytes()[self.origin.clone()];
+        let path = t.iter().position(|&b| b == b'?').map_or(t, |q| &t[..q]);
+        if path.is_empty() { "/" } else { text(path) }
     }
 
     /// The query part of the target, without `?`.
     pub fn query(&self) -> Option<&str> {
-        let t = &self.head.bytes()[self.target.clone()];
+        let t = &self.head.bytes()[self.origin.clone()];
         t.iter().position(|&b| b == b'?').map(|q| text(&t[q + 1..]))
+    }
+
+    /// The host the request is for: the authority of an absolute-form target, which
+    /// overrides the `Host` field (RFC 9112 section 3.2.2), else the `Host` field.
+    pub fn host(&self) -> Option<&[u8]> {
+        match &self.authority {
+            Some(a) => Some(&self.head.bytes()[a.clone()]),
+            None => self.header("host"),
+        }
     }
 
     /// HTTP/1.0 or HTTP/1.1.
@@ -385,6 +401,8 @@ const HEADER_SLOTS: usize = 256;
 struct ParsedHead {
     method: Range<usize>,
     target: Range<usize>,
+    origin: Range<usize>,
+    authority: Option<Range<usize>>,
     version: Version,
     header_lines: Range<u32>,
     keep_alive: bool,
@@ -399,6 +417,8 @@ impl ParsedHead {
             head,
             method: self.method,
             target: self.target,
+            origin: self.origin,
+            authority: self.authority,
             version: self.version,
             header_lines: self.header_lines,
             index: std::cell::OnceCell::new(),
@@ -478,10 +498,9 @@ fn parse_head_at(
     if target.is_empty() {
         return Err(Http1Error::BadRequest("empty request target"));
     }
+    let (origin, authority) = split_target(all, target.clone())?;
 
-    let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
-    let mut chunked_last = false;
+    let mut fields = FramingFields::default();
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -504,35 +523,13 @@ fn parse_head_at(
         }
         let name = name.as_bytes();
         if token_is(name, b"content-length") {
-            let value = parse_length(h.value)?;
-            if content_length.is_some() {
-                // Duplicates, even equal ones, are how smuggling starts: refuse them all.
-                return Err(Http1Error::BadRequest("repeated Content-Length"));
-            }
-            content_length = Some(value);
+            fields.content_length(h.value)?;
         } else if token_is(name, b"transfer-encoding") {
-            transfer_encoding = true;
-            for coding in h.value.split(|&b| b == b',') {
-                let coding = trim(coding);
-                if coding.is_empty() {
-                    continue;
-                }
-                if chunked_last {
-                    // Anything after `chunked` means the body is not framed by chunked.
-                    return Err(Http1Error::BadRequest("chunked is not the final coding"));
-                }
-                if token_is(coding, b"chunked") {
-                    chunked_last = true;
-                } else {
-                    return Err(Http1Error::UnsupportedTransferCoding);
-                }
-            }
+            fields.transfer_encoding(h.value)?;
         } else if token_is(name, b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = trim(token);
-                close |= token_is(token, b"close");
-                keep_alive_token |= token_is(token, b"keep-alive");
-            }
+            let (c, k) = connection_tokens(h.value);
+            close |= c;
+            keep_alive_token |= k;
         } else if token_is(name, b"expect") {
             if token_is(trim(h.value), b"100-continue") {
                 expect_continue = true;
@@ -546,22 +543,16 @@ fn parse_head_at(
     if version == Version::Http11 && host != 1 {
         return Err(Http1Error::BadRequest("HTTP/1.1 needs exactly one Host"));
     }
-    let framing = match (transfer_encoding, content_length) {
-        (true, Some(_)) => {
-            return Err(Http1Error::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
+    if version == Version::Http10 && fields.has_transfer_encoding() {
+        return Err(Http1Error::BadRequest("Transfer-Encoding in HTTP/1.0"));
+    }
+    let framing = match fields.delimited()? {
+        Delimited::Chunked => Framing::Chunked,
+        Delimited::Length(n) if n > limits.max_body_bytes => {
+            return Err(Http1Error::BodyTooLarge);
         }
-        (true, None) if version == Version::Http10 => {
-            return Err(Http1Error::BadRequest("Transfer-Encoding in HTTP/1.0"));
-        }
-        (true, None) if !chunked_last => {
-            return Err(Http1Error::BadRequest("empty Transfer-Encoding"));
-        }
-        (true, None) => Framing::Chunked,
-        (false, Some(n)) if n > limits.max_body_bytes => return Err(Http1Error::BodyTooLarge),
-        (false, Some(0)) | (false, None) => Framing::None,
-        (false, Some(n)) => Framing::Length(n),
+        Delimited::Length(0) | Delimited::Unframed => Framing::None,
+        Delimited::Length(n) => Framing::Length(n),
     };
     let keep_alive = match version {
         Version::Http11 => !close,
@@ -570,6 +561,8 @@ fn parse_head_at(
     let parsed = ParsedHead {
         method,
         target,
+        origin,
+        authority,
         version,
         header_lines,
         keep_alive,
@@ -578,20 +571,47 @@ fn parse_head_at(
     Ok(Some((parsed, framing, len)))
 }
 
-/// Whether `bytes` is `lower` (letters, digits and `-`, lowercase) in any case.
-///
-/// ORing 0x20 lowercases the letters and leaves digits and `-` alone; the only other bytes it
-/// could turn into one of those are control characters (CR into `-`), which the parser never
-/// lets into a header name or value. One pass without an early exit, so it compiles to a few
-/// wide operations instead of a branch per byte.
+/// The origin-form part (path and query) of `target` in `all`, and the authority if the
+/// target is absolute-form (`scheme://authority/path?query`; any scheme is taken, as a proxy
+/// would see them, but the authority must not be empty).
 #[inline]
-fn token_is(bytes: &[u8], lower: &[u8]) -> bool {
-    bytes.len() == lower.len()
-        && bytes
+fn split_target(
+    all: &[u8],
+    target: Range<usize>,
+) -> Result<(Range<usize>, Option<Range<usize>>), Http1Error> {
+    let t = &all[target.clone()];
+    if matches!(t.first(), Some(b'/' | b'*')) {
+        return Ok((target, None));
+    }
+    let Some(colon) = t.iter().position(|&b| b == b':') else {
+        return Err(Http1Error::BadRequest("invalid request target"));
+    };
+    let scheme_ok = colon > 0
+        && t[0].is_ascii_alphabetic()
+        && t[..colon]
             .iter()
-            .zip(lower)
-            .fold(0u8, |diff, (&b, &l)| diff | ((b | 0x20) ^ l))
-            == 0
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok || !t[colon..].starts_with(b"://") {
+        return Err(Http1Error::BadRequest("invalid request target"));
+    }
+    let host_start = colon + 3;
+    let host_end = t[host_start..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(t.len(), |i| host_start + i);
+    let host = &t[host_start..host_end];
+    if host.is_empty() || host.contains(&b'@') {
+        // No host, or user info (RFC 9110 section 4.2.4 forbids it in http(s) URIs).
+        return Err(Http1Error::BadRequest("invalid request target"));
+    }
+    if t.get(host_end) == Some(&b'#') {
+        return Err(Http1Error::BadRequest("invalid request target"));
+    }
+    let base = target.start;
+    Ok((
+        base + host_end..target.end,
+        Some(base + host_start..base + host_end),
+    ))
 }
 
 /// 414 when the request line alone is over the limit, 431 otherwise.
@@ -601,42 +621,5 @@ fn too_large(buf: &[u8], limits: &Limits) -> Http1Error {
         Http1Error::UriTooLong
     } else {
         Http1Error::HeadersTooLarge
-    }
-}
-
-/// Content-Length: 1*DIGIT, nothing else (no sign, no spaces inside, no list).
-fn parse_length(value: &[u8]) -> Result<u64, Http1Error> {
-    let v = trim(value);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return Err(Http1Error::BadRequest("invalid Content-Length"));
-    }
-    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &v[start..end]
-}
-
-#[cfg(test)]
-mod token_tests {
-    use super::token_is;
-
-    #[test]
-    fn token_is_ignores_case_and_nothing_else() {
-        assert!(token_is(b"Content-Length", b"content-length"));
-        assert!(token_is(b"TRANSFER-ENCODING", b"transfer-encoding"));
-        assert!(token_is(b"100-Continue", b"100-continue"));
-        assert!(!token_is(b"Content_Length", b"content-length"));
-        assert!(!token_is(b"Content-Lengt", b"content-length"));
-        assert!(!token_is(b"keep-alivf", b"keep-alive"));
-        assert!(!token_is(b"close ", b"close"));
     }
 }

@@ -58,6 +58,37 @@ fn path_query_and_head_are_split_from_the_target() {
 }
 
 #[test]
+fn absolute_form_targets_are_routed_by_their_path_and_name_their_host() {
+    let r =
+        decode_one(b"GET http://example.com:8080/a/b?q=1 HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
+    assert_eq!(r.target(), "http://example.com:8080/a/b?q=1");
+    assert_eq!((r.path(), r.query()), ("/a/b", Some("q=1")));
+    // The target's authority overrides the Host field (RFC 9112 section 3.2.2).
+    assert_eq!(r.host(), Some(&b"example.com:8080"[..]));
+    let r = decode_one(b"GET HTTPS://h?x HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!((r.path(), r.query()), ("/", Some("x")));
+    let r = decode_one(b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(r.host(), Some(&b"h"[..]));
+    let r = decode_one(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(r.path(), "*");
+    for bad in [
+        &b"GET plaintext HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+        b"GET http:/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http://u@h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET 1ttp://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http://h#f HTTP/1.1\r\nHost: h\r\n\r\n",
+    ] {
+        let e = decode_one(bad).unwrap_err();
+        assert_eq!(
+            e,
+            Http1Error::BadRequest("invalid request target"),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
 fn pipelined_requests_come_out_in_order() {
     let mut d = RequestDecoder::new(Limits::default());
     let mut buf = BytesMut::new();
