@@ -23,12 +23,13 @@ fn main() {
                 return;
             };
             let mut incoming = listener.incoming();
+            let mut failures = coring::net::AcceptFailures::new();
             while let Some(next) = until_shutdown(incoming.next()).await {
                 match next {
                     Ok(stream) => {
                         coring::spawn_local(echo(stream));
                     }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    Err(e) => failures.handle(&e).await,
                 }
             }
         }

@@ -11,7 +11,7 @@ mod udp;
 #[cfg(unix)]
 mod unix;
 
-pub use accept::Incoming;
+pub use accept::{AcceptFailures, Incoming};
 pub use dgram::{Datagram, RecvMeta};
 pub use pooled::PooledReader;
 pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpListener, TcpStream};

@@ -74,9 +74,6 @@ where
     }
 }
 
-/// Pause after an accept failed for lack of file descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -144,17 +141,13 @@ impl<H: Handler> Server<H> {
     /// lets in-flight requests finish (idle connections close at once).
     pub async fn serve(self, listener: TcpListener) {
         let mut incoming = listener.incoming();
+        let mut failures = coring::net::AcceptFailures::new();
         let live = Rc::new(std::cell::Cell::new(0usize));
         while let Some(next) = until_shutdown(incoming.next()).await {
             let stream = match next {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    if e.kind() == coring::ErrorKind::TooManyOpenFiles {
-                        // Out of descriptors: connections wait in the backlog until some
-                        // close; retrying at once would only spin.
-                        time::sleep(ACCEPT_BACKOFF).await;
-                    }
+                    failures.handle(&e).await;
                     continue;
                 }
             };
