@@ -24,6 +24,14 @@ impl Drop for TestServer {
     }
 }
 
+impl TestServer {
+    /// Asks the server to shut down (graceful: in-flight requests are answered) without
+    /// waiting for it; dropping it waits.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.shutdown();
+    }
+}
+
 /// Serves the handler `make()` builds (on the server's core) with `config`.
 pub fn serve<H, F>(config: Config, make: F) -> TestServer
 where

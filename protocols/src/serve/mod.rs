@@ -87,6 +87,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long one write may take.
     pub write_timeout: Duration,
+    /// How long an idle keep-alive connection stays open once the runtime shuts down: a
+    /// request already on its way (sent just before or as the shutdown began) is answered,
+    /// with `Connection: close`, instead of meeting a closed socket. Keep it under the
+    /// runtime's shutdown grace.
+    pub shutdown_drain: Duration,
     /// Connections served at once per core; further ones are answered 503 and closed.
     pub max_connections: usize,
     /// Bodies with a Content-Length up to this are read whole before the handler runs
@@ -102,6 +107,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            shutdown_drain: Duration::from_millis(250),
             max_connections: 100_000,
             buffer_body_up_to: 64 * 1024,
         }
@@ -138,7 +144,8 @@ impl<H: Handler> Server<H> {
     }
 
     /// Accepts and serves connections until the runtime shuts down; then stops accepting and
-    /// lets in-flight requests finish (idle connections close at once).
+    /// lets in-flight requests finish; idle connections stay open for [`Config::shutdown_drain`]
+    /// in case a request is on its way, then close.
     pub async fn serve(self, listener: TcpListener) {
         let mut incoming = listener.incoming();
         let mut failures = coring::net::AcceptFailures::new();
@@ -263,6 +270,7 @@ pub async fn serve_connection<H: Handler>(
     let mut idle = time::sleep(config.idle_timeout);
     let mut idle_since: std::time::Instant;
     let mut shutdown = coring::runtime::shutdown_signal();
+    let mut draining = false;
     // The pooled buffer being parsed, and how far.
     let mut chunk: Option<Chunk> = None;
     // The shared holder of received buffers, reused while no request still holds it.
@@ -383,6 +391,7 @@ pub async fn serve_connection<H: Handler>(
                 }
             }
             let mut next = std::pin::pin!(io.next_chunk());
+            let mut due = idle_since + config.idle_timeout;
             let waited = std::future::poll_fn(|cx| {
                 // Bytes that are here are served (a request that arrived with the shutdown is
                 // in flight, and its response says `Connection: close`); only a connection
@@ -390,11 +399,13 @@ pub async fn serve_connection<H: Handler>(
                 if let Poll::Ready(r) = next.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
                 }
-                if Pin::new(&mut shutdown).poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                if !draining && Pin::new(&mut shutdown).poll(cx).is_ready() {
+                    // Shutting down: stay a little longer for a request already on its way.
+                    draining = true;
+                    due = due.min(time::now() + config.shutdown_drain);
+                    idle.reset(due);
                 }
                 while Pin::new(&mut idle).poll(cx).is_ready() {
-                    let due = idle_since + config.idle_timeout;
                     if time::now() >= due {
                         return Poll::Ready(None);
                     }
@@ -409,7 +420,7 @@ pub async fn serve_connection<H: Handler>(
                 }
                 Some(Ok(None)) => return Ok(()), // end of stream
                 Some(Err(e)) => return Err(e),
-                None => return Ok(()), // idle timeout or shutdown
+                None => return Ok(()), // idle timeout, or the shutdown's drain is over
             }
         }
     }
