@@ -1,31 +1,30 @@
-//! The request decoder never panics, never reads past its input, and whatever it accepts it
-//! accepts the same way when the bytes arrive split at any point.
+//! One request head through the server's connection: it never panics, never reads past its
+//! input, and whatever it accepts it accepts the same way when the bytes arrive split at any
+//! point; what it hands out answers every accessor.
 #![no_main]
 
-use bytes::BytesMut;
-use coring_protocols::http1::{Decoded, Limits, RequestDecoder};
+use std::rc::Rc;
+use std::time::Instant;
+
+use coring_protocols::http1::{ServerConfig, ServerConn};
 use libfuzzer_sys::fuzz_target;
 
-fn run(chunks: &[&[u8]]) -> Vec<(String, usize, bool)> {
-    let mut d = RequestDecoder::new(Limits::default());
-    let mut buf = BytesMut::new();
-    let mut seen = Vec::new();
+fn run(chunks: &[&[u8]]) -> Result<Option<(String, String, bool)>, u16> {
+    let now = Instant::now();
+    let mut conn = ServerConn::new(Rc::new(ServerConfig::default()), now);
     for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Decoded::Request(r)) => {
-                    seen.push((r.target().to_string(), r.body().len(), r.keep_alive()))
-                }
-                Ok(Decoded::Partial { .. }) => break,
-                Err(e) => {
-                    let _ = e.status();
-                    return seen;
-                }
+        conn.handle_shared(Rc::new(chunk.to_vec()), now);
+        match conn.poll_request() {
+            None => continue,
+            Some(Err(e)) => return Err(e.status()),
+            Some(Ok(r)) => {
+                // Every accessor works on whatever was accepted.
+                let _ = (r.query(), r.host(), r.headers().count(), r.version());
+                return Ok(Some((r.target().to_string(), r.path().to_string(), r.keep_alive())));
             }
         }
     }
-    seen
+    Ok(None)
 }
 
 fuzz_target!(|data: &[u8]| {

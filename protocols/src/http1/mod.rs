@@ -1,14 +1,16 @@
 //! HTTP/1.1, sans-IO: bytes in, requests out; responses in, bytes out.
 //!
-//! [`RequestDecoder`] takes requests from the front of a connection's input buffer one after
-//! another (pipelining), enforcing [`Limits`] and the framing rules of RFC 9112 that stop
-//! request smuggling: a request with both Content-Length and Transfer-Encoding, repeated
+//! [`ServerConn`] is one server connection: bytes in, requests out (pipelined ones in order),
+//! answers in, bytes out, and its deadlines ([`Timer`]) as data. It enforces [`Limits`] and the
+//! framing rules of RFC 9112 that stop request smuggling (one rule for requests and responses,
+//! in `framing.rs`): a request with both Content-Length and Transfer-Encoding, repeated
 //! Content-Length, a malformed chunk size, obs-fold, a bare CR, whitespace before a colon, or a
 //! non-token header name is refused with a typed [`Http1Error`] that says which status to send;
-//! after one, the connection must be answered and closed. Tokenising is httparse's.
-//! [`encode_response`] writes a response into a buffer the caller owns.
+//! after one, the connection is answered and closed. Tokenising is httparse's.
+//! [`encode_response`] writes a response into a buffer the caller owns; [`ResponseFramer`]
+//! and [`encode_request`] are the client's side.
 //!
-//! The codec does no I/O and reads no clock: the `Date` value is passed in.
+//! Nothing here does I/O or reads a clock: `now` and the `Date` value are passed in.
 
 mod chunked;
 mod client_codec;
@@ -16,16 +18,28 @@ mod error;
 mod framing;
 mod request;
 mod response;
+mod server;
 
 pub use chunked::{ChunkedDecoder, MAX_CHUNK_LINE_BYTES, MAX_TRAILER_BYTES};
 pub use client_codec::{
     ClientResponse, FramedResponse, ResponseDecoder, ResponseFramer, encode_request,
 };
 pub use error::Http1Error;
-pub use request::{Decoded, Framing, Request, RequestDecoder};
+pub use request::{Framing, Request};
 pub use response::{
     BodyFraming, EncodeContext, LAST_CHUNK, Response, encode_chunk, encode_response, reason,
 };
+pub use server::{ServerConfig, ServerConn, Timer};
+
+/// What a parsing step found: a complete item, or the need for more bytes (a status, not an
+/// error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status<T> {
+    /// The item.
+    Complete(T),
+    /// More bytes are needed.
+    Partial,
+}
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

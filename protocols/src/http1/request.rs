@@ -4,9 +4,8 @@ use std::ops::Range;
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::chunked::ChunkedDecoder;
 use super::framing::{Delimited, FramingFields, connection_tokens, token_is, trim};
 use super::{Http1Error, Limits, Version};
 
@@ -23,7 +22,7 @@ pub enum Framing {
 
 /// Where a request's head bytes live.
 #[derive(Clone)]
-enum Head {
+pub(crate) enum Head {
     /// A copy of its own (a head that arrived in pieces).
     Owned(Bytes),
     /// The receive buffer it arrived in, shared (a pooled buffer: no copy).
@@ -49,7 +48,7 @@ impl std::fmt::Debug for Head {
 }
 
 /// A parsed request. Method, target, names and values are ranges into the head, which stays in
-/// the buffer it was received into when it arrived whole ([`RequestDecoder::decode_head_shared`]:
+/// the buffer it was received into when it arrived whole ([`ServerConn::handle_shared`](super::ServerConn::handle_shared):
 /// no header byte is copied), or in one copy of its own when it arrived in pieces.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -174,198 +173,6 @@ impl Request {
     }
 }
 
-/// A head parsed out of the buffer, waiting for its body.
-#[derive(Debug)]
-struct Pending {
-    request: Request,
-    framing: Framing,
-    chunked: Option<ChunkedDecoder>,
-    body: Vec<u8>,
-}
-
-/// Turns bytes into requests, one after another (pipelining): feed it the connection's input
-/// buffer; it takes what it uses from the front.
-#[derive(Debug)]
-pub struct RequestDecoder {
-    limits: Limits,
-    pending: Option<Pending>,
-    /// Streaming mode: the body of the request returned by `decode_head`.
-    body: Option<BodyState>,
-    /// A `100 Continue` is owed for the request whose body is awaited.
-    continue_owed: bool,
-}
-
-/// Where the body of a request read in streaming mode stands.
-#[derive(Debug)]
-struct BodyState {
-    framing: Framing,
-    chunked: Option<ChunkedDecoder>,
-    seen: u64,
-}
-
-/// What [`RequestDecoder::decode`] found.
-#[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "returned by value once per request; boxing would allocate per request"
-)]
-pub enum Decoded {
-    /// A complete request (head and body).
-    Request(Request),
-    /// More bytes are needed; `send_continue`: the client waits for `100 Continue` before
-    /// sending the body it announced.
-    Partial {
-        /// Send `HTTP/1.1 100 Continue` now (once per request).
-        send_continue: bool,
-    },
-}
-
-impl RequestDecoder {
-    /// A decoder enforcing `limits`.
-    pub fn new(limits: Limits) -> Self {
-        RequestDecoder {
-            limits,
-            pending: None,
-            body: None,
-            continue_owed: false,
-        }
-    }
-
-    /// Streaming mode, first step: takes the next request head from `buf` (the request's body
-    /// is left empty) and returns it with its framing; read the body with
-    /// [`RequestDecoder::decode_body`] before the next head. `Ok(None)`: more bytes needed.
-    pub fn decode_head(
-        &mut self,
-        buf: &mut BytesMut,
-    ) -> Result<Option<(Request, Framing)>, Http1Error> {
-        debug_assert!(self.pending.is_none() && self.body.is_none());
-        let Some((parsed, framing, len)) = parse_head(buf, &self.limits)? else {
-            return Ok(None);
-        };
-        let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
-        bytes::Buf::advance(buf, len);
-        self.start_body(framing);
-        Ok(Some((parsed.into_request(head), framing)))
-    }
-
-    /// Streaming mode, first step, without copying: parses the head that starts at `start` in
-    /// `data` (a receive buffer shared with the request). Returns the request, its framing and
-    /// where the head ends; `Ok(None)` if the head is not complete in `data`.
-    #[inline]
-    pub fn decode_head_shared(
-        &mut self,
-        data: &Rc<dyn AsRef<[u8]>>,
-        start: usize,
-    ) -> Result<Option<(Request, Framing, usize)>, Http1Error> {
-        debug_assert!(self.pending.is_none() && self.body.is_none());
-        let all = (**data).as_ref();
-        let Some((parsed, framing, len)) = parse_head_at(all, start, &self.limits)? else {
-            return Ok(None);
-        };
-        self.start_body(framing);
-        let request = parsed.into_request(Head::Shared(Rc::clone(data)));
-        Ok(Some((request, framing, start + len)))
-    }
-
-    fn start_body(&mut self, framing: Framing) {
-        if framing != Framing::None {
-            self.body = Some(BodyState {
-                framing,
-                chunked: (framing == Framing::Chunked)
-                    .then(|| ChunkedDecoder::new(self.limits.max_body_bytes)),
-                seen: 0,
-            });
-        }
-    }
-
-    /// Streaming mode, second step: moves the body bytes available in `buf` to `out`. Returns
-    /// whether the body is complete (always true when there is none).
-    pub fn decode_body(
-        &mut self,
-        buf: &mut BytesMut,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Http1Error> {
-        let Some(state) = self.body.as_mut() else {
-            return Ok(true);
-        };
-        let done = match state.framing {
-            Framing::Length(n) => {
-                let take = ((n - state.seen).min(buf.len() as u64)) as usize;
-                out.extend_from_slice(&buf[..take]);
-                bytes::Buf::advance(buf, take);
-                state.seen += take as u64;
-                state.seen == n
-            }
-            Framing::Chunked => {
-                let dec = state.chunked.as_mut().expect("chunked decoder");
-                let used = dec.decode(buf, out)?;
-                bytes::Buf::advance(buf, used);
-                dec.is_done()
-            }
-            Framing::None => true,
-        };
-        if done {
-            self.body = None;
-        }
-        Ok(done)
-    }
-
-    /// Takes the next complete request from the front of `buf`. Limits are checked before
-    /// more is buffered: a head that is already too long fails without waiting for its end.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
-        if self.pending.is_none() {
-            let Some((parsed, framing, len)) = parse_head(buf, &self.limits)? else {
-                return Ok(Decoded::Partial {
-                    send_continue: false,
-                });
-            };
-            let head = Head::Owned(Bytes::copy_from_slice(&buf[..len]));
-            bytes::Buf::advance(buf, len);
-            let request = parsed.into_request(head);
-            if framing == Framing::None {
-                return Ok(Decoded::Request(request));
-            }
-            self.continue_owed = request.expect_continue;
-            self.pending = Some(Pending {
-                chunked: (framing == Framing::Chunked)
-                    .then(|| ChunkedDecoder::new(self.limits.max_body_bytes)),
-                request,
-                framing,
-                body: Vec::new(),
-            });
-        }
-        let pending = self.pending.as_mut().expect("pending request");
-        let done = match pending.framing {
-            Framing::Length(n) => {
-                let want = (n - pending.body.len() as u64) as usize;
-                let take = want.min(buf.len());
-                pending.body.extend_from_slice(&buf.split_to(take));
-                pending.body.len() as u64 == n
-            }
-            Framing::Chunked => {
-                let dec = pending.chunked.as_mut().expect("chunked decoder");
-                let used = dec.decode(buf, &mut pending.body)?;
-                let _ = buf.split_to(used);
-                dec.is_done()
-            }
-            Framing::None => true,
-        };
-        if !done {
-            let send_continue = std::mem::take(&mut self.continue_owed);
-            return Ok(Decoded::Partial { send_continue });
-        }
-        self.continue_owed = false;
-        let mut p = self.pending.take().expect("pending request");
-        p.request.body = Bytes::from(p.body);
-        Ok(Decoded::Request(p.request))
-    }
-
-    /// Whether a request head has been read and its body is still arriving.
-    pub fn in_body(&self) -> bool {
-        self.pending.is_some() || self.body.is_some()
-    }
-}
-
 /// Indexes the header lines of a head the parser already validated: `name: value` per CRLF
 /// line, optional whitespace around the value.
 fn index_lines(head: &[u8], lines: &Range<u32>) -> Vec<[u32; 4]> {
@@ -398,7 +205,7 @@ fn index_lines(head: &[u8], lines: &Range<u32>) -> Vec<[u32; 4]> {
 const HEADER_SLOTS: usize = 256;
 
 /// What parsing a head yields: everything of a [`Request`] but where its bytes live.
-struct ParsedHead {
+pub(crate) struct ParsedHead {
     method: Range<usize>,
     target: Range<usize>,
     origin: Range<usize>,
@@ -412,7 +219,7 @@ struct ParsedHead {
 impl ParsedHead {
     /// The request, its ranges pointing into `head`.
     #[inline]
-    fn into_request(self, head: Head) -> Request {
+    pub(crate) fn into_request(self, head: Head) -> Request {
         Request {
             head,
             method: self.method,
@@ -430,18 +237,10 @@ impl ParsedHead {
     }
 }
 
-/// Parses the head at the front of `buf`: `None` if incomplete. Ranges are into `buf`.
-fn parse_head(
-    buf: &[u8],
-    limits: &Limits,
-) -> Result<Option<(ParsedHead, Framing, usize)>, Http1Error> {
-    parse_head_at(buf, 0, limits)
-}
-
 /// Parses the head starting at `start` in `all`: `None` if incomplete. Ranges are into `all`,
 /// the returned length counts from `start`.
 #[inline]
-fn parse_head_at(
+pub(crate) fn parse_head_at(
     all: &[u8],
     start: usize,
     limits: &Limits,

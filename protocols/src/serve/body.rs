@@ -2,29 +2,21 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use coring::buf::PooledBuf;
 use coring::net::{PooledReader, TcpStream};
+use coring::time;
 
-use crate::http1::{Http1Error, Request, RequestDecoder};
+use crate::http1::{Http1Error, Request, ServerConn, Status};
 
-/// The connection's input side, shared by the serve loop and the body stream it hands out.
+/// A connection's socket and state, shared by the serve loop and the body stream it hands
+/// out.
 pub(crate) struct ConnIo {
     pub(crate) stream: Rc<TcpStream>,
     /// Receives into the core's buffer pool (multishot): an idle connection holds no buffer.
     pub(crate) reader: RefCell<Option<PooledReader>>,
-    pub(crate) state: RefCell<IoState>,
-}
-
-pub(crate) struct IoState {
-    pub(crate) input: BytesMut,
-    pub(crate) decoder: RequestDecoder,
-    /// The client waits for `100 Continue` before sending the body.
-    pub(crate) continue_owed: bool,
-    /// How long one read of body bytes may take.
-    pub(crate) head_timeout: Duration,
+    pub(crate) conn: RefCell<ServerConn>,
 }
 
 impl ConnIo {
@@ -37,18 +29,6 @@ impl ConnIo {
         let r = reader.next().await;
         *self.reader.borrow_mut() = Some(reader);
         r
-    }
-
-    /// Reads more input and appends it to the input buffer (a copy: used for bodies and for
-    /// heads that arrive in pieces); `Ok(false)` at end of stream.
-    pub(crate) async fn fill(&self) -> coring::Result<bool> {
-        match self.next_chunk().await? {
-            Some(chunk) => {
-                self.state.borrow_mut().input.extend_from_slice(&chunk);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
     }
 }
 
@@ -66,8 +46,8 @@ pub enum BodyError {
 /// A request body arriving on the connection: pull it chunk by chunk with
 /// [`BodyStream::next`], or whole with [`BodyStream::read_all`]. Get it with
 /// [`BodyStream::of`]; requests whose body was small enough to be read up front have none
-/// (their body is in `Request::body`). What the handler leaves unread is discarded after it
-/// returns.
+/// (their body is in `Request::body`). What the handler leaves unread is dropped by the
+/// connection as it arrives.
 pub struct BodyStream {
     io: Rc<ConnIo>,
 }
@@ -90,38 +70,33 @@ impl BodyStream {
 
     /// The next piece of the body; `None` once it is complete.
     pub async fn next(&self) -> Result<Option<Bytes>, BodyError> {
+        let io = &self.io;
         loop {
-            let owed = std::mem::take(&mut self.io.state.borrow_mut().continue_owed);
-            if owed {
-                let (r, _) = self
-                    .io
-                    .stream
-                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
-                    .await;
+            let step = io.conn.borrow_mut().poll_body();
+            if let Status::Complete(piece) = step.map_err(BodyError::Http)? {
+                return Ok(piece);
+            }
+            // A client that announced `Expect: 100-continue` is told to go on.
+            let mut owed = Vec::new();
+            io.conn.borrow_mut().poll_transmit(&mut owed);
+            if !owed.is_empty() {
+                let (r, _) = io.stream.write_all(owed).await;
                 r.map_err(BodyError::Io)?;
             }
-            let mut out = Vec::new();
-            let done = {
-                let mut st = self.io.state.borrow_mut();
-                let IoState { input, decoder, .. } = &mut *st;
-                decoder
-                    .decode_body(input, &mut out)
-                    .map_err(BodyError::Http)?
+            let due = io.conn.borrow().poll_timeout();
+            let got = match due {
+                Some(due) => time::timeout_at(due, io.next_chunk()).await,
+                None => Ok(io.next_chunk().await),
             };
-            if !out.is_empty() {
-                return Ok(Some(Bytes::from(out)));
-            }
-            if done {
-                return Ok(None);
-            }
-            let limit = self.io.state.borrow().head_timeout;
-            match coring::time::timeout(limit, self.io.fill()).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    return Err(BodyError::Http(Http1Error::BadRequest("body cut short")));
-                }
+            let now = time::now();
+            match got {
+                Ok(Ok(Some(buf))) => io.conn.borrow_mut().handle_input(&buf, now),
+                Ok(Ok(None)) => io.conn.borrow_mut().handle_eof(now),
                 Ok(Err(e)) => return Err(BodyError::Io(e)),
-                Err(elapsed) => return Err(BodyError::Io(elapsed.into())),
+                Err(elapsed) => {
+                    io.conn.borrow_mut().handle_timeout(now);
+                    return Err(BodyError::Io(elapsed.into()));
+                }
             }
         }
     }

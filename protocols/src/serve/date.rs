@@ -21,9 +21,9 @@ thread_local! {
     };
 }
 
-/// Calls `f` with the current `Date` value, reformatting it when the core's clock has moved a
-/// second or more since the last time.
-pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+/// Calls `f` with the core's clock and the current `Date` value, reformatting it when the
+/// clock has moved a second or more since the last time.
+pub(crate) fn with_date<R>(f: impl FnOnce(Instant, &[u8]) -> R) -> R {
     let now = coring::time::now();
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
@@ -35,6 +35,6 @@ pub(crate) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
             }
             cached.stale_at = Some(now + Duration::from_secs(1));
         }
-        f(&cached.value)
+        f(now, &cached.value)
     })
 }

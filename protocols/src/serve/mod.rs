@@ -35,24 +35,22 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use coring::buf::PooledBuf;
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::until_shutdown;
 use coring::time::{self, timeout_at};
 
-use crate::http1::{
-    EncodeContext, Framing, Limits, Request, RequestDecoder, Response, encode_response,
-};
+use crate::http1::{Limits, Request, ServerConfig, ServerConn};
+use body::ConnIo;
 pub use body::{BodyError, BodyStream};
-use body::{ConnIo, IoState};
 use reply::Source;
 pub use reply::{IntoReply, Reply, serve_file};
 pub use router::{Params, Router};
 
 /// Answers requests. Implemented for `Fn(Request) -> impl Future<Output = R>` where `R` is a
-/// [`Response`] or a [`Reply`] (a file or streamed body).
+/// [`Response`](crate::http1::Response) or a [`Reply`] (a file or streamed body).
 pub trait Handler: 'static {
-    /// What it answers with: a [`Response`] or a [`Reply`].
+    /// What it answers with: a [`Response`](crate::http1::Response) or a [`Reply`].
     type Output: IntoReply;
 
     /// The answer to `req`.
@@ -99,6 +97,23 @@ pub struct Config {
     pub buffer_body_up_to: u64,
 }
 
+impl Config {
+    /// What each connection enforces (room 1's view of these settings).
+    pub fn connection(&self) -> ServerConfig {
+        ServerConfig {
+            limits: self.limits,
+            server_name: self.server_name.as_ref().map(|s| s.as_bytes().to_vec()),
+            header_timeout: self.header_timeout,
+            // A body must keep coming: each wait for its bytes is held to the head's limit.
+            body_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_drain: self.shutdown_drain,
+            buffer_body_up_to: self.buffer_body_up_to,
+            ..ServerConfig::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -118,6 +133,7 @@ impl Default for Config {
 pub struct Server<H> {
     handler: Rc<H>,
     config: Rc<Config>,
+    connection: Rc<ServerConfig>,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -131,14 +147,17 @@ impl<H> std::fmt::Debug for Server<H> {
 impl<H: Handler> Server<H> {
     /// A server answering with `handler` and the default [`Config`].
     pub fn new(handler: H) -> Self {
+        let config = Config::default();
         Server {
             handler: Rc::new(handler),
-            config: Rc::new(Config::default()),
+            connection: Rc::new(config.connection()),
+            config: Rc::new(config),
         }
     }
 
     /// Replaces the configuration.
     pub fn config(mut self, config: Config) -> Self {
+        self.connection = Rc::new(config.connection());
         self.config = Rc::new(config);
         self
     }
@@ -164,9 +183,12 @@ impl<H: Handler> Server<H> {
                 continue;
             }
             live.set(live.get() + 1);
-            let (handler, config, live) = (self.handler.clone(), self.config.clone(), live.clone());
+            let handler = Rc::clone(&self.handler);
+            let (connection, live) = (Rc::clone(&self.connection), Rc::clone(&live));
+            let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
-                if let Err(e) = serve_connection(Rc::new(stream), &*handler, &config).await {
+                let stream = Rc::new(stream);
+                if let Err(e) = drive(stream, &*handler, connection, write_timeout).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 live.set(live.get() - 1);
@@ -177,12 +199,12 @@ impl<H: Handler> Server<H> {
 
 /// Sends a body that follows the head: flushes what is buffered, then the file (splice or
 /// sendfile) or the stream's chunks as they come.
-async fn send_body(stream: &TcpStream, source: Source, out: &mut Vec<u8>) -> coring::Result<()> {
+async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Result<()> {
     match source {
-        Source::Inline => Ok(()),
+        Source::Inline => {}
         Source::File { file, offset, len } => {
-            flush(stream, out).await?;
-            let sent = stream.send_file(&file, offset, len).await?;
+            flush(&io.stream, out).await?;
+            let sent = io.stream.send_file(&file, offset, len).await?;
             if sent < len {
                 // The file shrank under us: the promised length cannot be met.
                 return Err(coring::Error::new(
@@ -190,17 +212,16 @@ async fn send_body(stream: &TcpStream, source: Source, out: &mut Vec<u8>) -> cor
                     "send_file",
                 ));
             }
-            Ok(())
         }
         Source::Stream(mut body) => {
             while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-                crate::http1::encode_chunk(&chunk, out);
-                flush(stream, out).await?;
+                io.conn.borrow_mut().send_chunk(&chunk, out);
+                flush(&io.stream, out).await?;
             }
-            out.extend_from_slice(crate::http1::LAST_CHUNK);
-            Ok(())
         }
     }
+    io.conn.borrow_mut().end_body(out);
+    Ok(())
 }
 
 async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> coring::Result<()> {
@@ -213,176 +234,66 @@ async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> coring::Result<()> {
     r
 }
 
-/// How long a closing connection keeps reading (and discarding) what the client still sends.
-const LINGER: Duration = Duration::from_secs(2);
-/// How much it reads at most before giving up on a clean close.
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// Closes after the response: our side first (FIN), then the client's unread bytes are drained
-/// for a while, so the close does not turn into a reset that could destroy the response before
-/// the client read it.
-async fn lingering_close(stream: &TcpStream) {
-    if stream.shutdown(std::net::Shutdown::Write).await.is_err() {
-        return;
-    }
-    let deadline = time::now() + LINGER;
-    let mut drained = 0;
-    let mut sink = Vec::with_capacity(16 * 1024);
-    while drained < LINGER_BYTES {
-        sink.clear();
-        match timeout_at(deadline, stream.read(sink)).await {
-            Ok((Ok(n), back)) if n > 0 => {
-                drained += n;
-                sink = back;
-            }
-            _ => return,
-        }
-    }
-}
-
 /// Serves one connection until it closes, errs, times out, or the runtime shuts down.
 ///
-/// Bytes arrive in the core's pooled buffers (multishot receive); a head that lies whole in
-/// one is parsed where it is, and the request keeps that buffer. Heads split across buffers
-/// and bodies are copied into a per-connection buffer. Responses of one batch are encoded into
-/// one output buffer borrowed from the core and written with one send.
+/// Bytes arrive in the core's pooled buffers (multishot receive) and go to the connection's
+/// [`ServerConn`], which parses heads where they lie; every request it hands out is answered
+/// in order into one output buffer, borrowed from the core, and written with one send per
+/// batch. Then the loop waits for more bytes, the connection's deadline, or the shutdown.
 pub async fn serve_connection<H: Handler>(
     stream: Rc<TcpStream>,
     handler: &H,
     config: &Config,
 ) -> coring::Result<()> {
+    drive(
+        stream,
+        handler,
+        Rc::new(config.connection()),
+        config.write_timeout,
+    )
+    .await
+}
+
+async fn drive<H: Handler>(
+    stream: Rc<TcpStream>,
+    handler: &H,
+    conn: Rc<ServerConfig>,
+    write_timeout: Duration,
+) -> coring::Result<()> {
     let _ = stream.set_nodelay(true);
-    stream.set_write_timeout(Some(config.write_timeout));
+    stream.set_write_timeout(Some(write_timeout));
     let io = Rc::new(ConnIo {
         reader: RefCell::new(Some(stream.pooled())),
-        stream: Rc::clone(&stream),
-        state: RefCell::new(IoState {
-            input: BytesMut::new(),
-            decoder: RequestDecoder::new(config.limits),
-            continue_owed: false,
-            head_timeout: config.header_timeout,
-        }),
+        stream,
+        conn: RefCell::new(ServerConn::new(conn, time::now())),
     });
-    let server = config.server_name.as_deref().map(str::as_bytes);
-    let mut request_started = None;
-    // The idle timer is armed once and re-armed only when it fires early: between requests a
-    // busy connection touches no timer, it only notes when it went idle.
-    let mut idle = time::sleep(config.idle_timeout);
-    let mut idle_since: std::time::Instant;
-    let mut shutdown = coring::runtime::shutdown_signal();
-    let mut draining = false;
-    // The pooled buffer being parsed, and how far.
-    let mut chunk: Option<Chunk> = None;
     // The shared holder of received buffers, reused while no request still holds it.
     let mut holder: Option<Rc<Received>> = None;
+    let mut waits = Waits {
+        shutdown: coring::runtime::shutdown_signal(),
+        shutdown_seen: false,
+        timer: None,
+    };
     loop {
-        let mut out = out_buffer::take();
-        let mut close = false;
-        // Every complete request already here, answered in order into one buffer.
-        loop {
-            let head = next_head(&io, &mut chunk);
-            let (mut req, framing) = match head {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => break,
-                Err(e) => {
-                    encode_error(e, server, &mut out);
-                    close = true;
-                    break;
-                }
-            };
-            request_started = None;
-            if framing != Framing::None {
-                // The body goes through the connection's input buffer.
-                if let Some((data, at)) = chunk.take() {
-                    let rest = &(*data).as_ref()[at..];
-                    io.state.borrow_mut().input.extend_from_slice(rest);
-                }
-                io.state.borrow_mut().continue_owed = req.expects_continue();
-                let whole = match framing {
-                    Framing::Length(n) => n <= config.buffer_body_up_to,
-                    _ => false,
-                };
-                flush(&stream, &mut out).await?;
-                if whole {
-                    // Small bodies are read whole before the handler runs.
-                    let body = BodyStream::new(Rc::clone(&io));
-                    match body.read_all(config.limits.max_body_bytes).await {
-                        Ok(body) => req.set_body(body),
-                        Err(BodyError::Http(e)) => {
-                            encode_error(e, server, &mut out);
-                            close = true;
-                            break;
-                        }
-                        Err(BodyError::Io(e)) => return Err(e),
-                    }
-                } else {
-                    // Large or chunked bodies stream: the handler pulls them (see BodyStream).
-                    req.set_extension(Rc::new(BodyStream::new(Rc::clone(&io))));
-                }
-            }
-            let keep_alive = req.keep_alive() && !coring::runtime::is_shutting_down();
-            let http10 = req.version() == crate::http1::Version::Http10;
-            let head_request = req.is_head();
-            // Encoded from where the answer lies; only a body that follows moves it again.
-            let answer = handler.call(req).await;
-            // Whatever the handler left of a streamed body is read and dropped, so the next
-            // request starts where it should.
-            if io.state.borrow().decoder.in_body() {
-                match BodyStream::new(Rc::clone(&io)).discard().await {
-                    Ok(()) => {}
-                    Err(BodyError::Http(e)) => {
-                        encode_error(e, server, &mut out);
-                        close = true;
-                        break;
-                    }
-                    Err(BodyError::Io(e)) => return Err(e),
-                }
-            }
-            date::with_date(|date| {
-                let cx = EncodeContext {
-                    date,
-                    server,
-                    head_request,
-                    keep_alive,
-                    http10,
-                };
-                encode_response(answer.response(), &cx, &mut out);
-            });
-            if !head_request && answer.body_follows() {
-                send_body(&stream, answer.into_reply().source, &mut out).await?;
-            }
-            if !keep_alive {
-                close = true;
-                break;
-            }
+        if !waits.shutdown_seen && coring::runtime::is_shutting_down() {
+            waits.shutdown_seen = true;
+            io.conn.borrow_mut().begin_shutdown(time::now());
         }
-        let flushed = flush(&stream, &mut out).await;
+        let mut out = out_buffer::take();
+        let mut done = answer(&io, handler, &mut out).await;
+        io.conn.borrow_mut().poll_transmit(&mut out);
+        if done.is_ok() {
+            done = flush(&io.stream, &mut out).await;
+        }
         out_buffer::give_back(out);
-        flushed?;
-        if close {
-            // Stop the multishot receive; what the client still sends is drained below.
-            drop(io.reader.borrow_mut().take());
-            lingering_close(&stream).await;
+        done?;
+        if io.conn.borrow().is_closed() {
             return Ok(());
         }
-        // Wait for more: a head in progress has until its deadline, an idle connection until
-        // the idle timeout or shutdown.
-        let mid_request = !io.state.borrow().input.is_empty();
-        if mid_request {
-            // Counted from the request's first byte, not from the last read: a client that
-            // trickles one byte at a time still runs out of time.
-            let deadline = *request_started.get_or_insert(time::now()) + config.header_timeout;
-            match timeout_at(deadline, io.fill()).await {
-                Ok(r) => {
-                    if !r? {
-                        return Ok(());
-                    }
-                }
-                Err(_) => return Ok(()), // slow head: close
-            }
-        } else {
-            request_started = None;
-            idle_since = time::now();
+        if io.conn.borrow().is_closing() {
+            return linger(&io).await;
+        }
+        if io.conn.borrow().is_idle() {
             // Idle: the holder lets go of its buffer (or, if a request still has it, of it).
             if let Some(rc) = holder.as_mut() {
                 match Rc::get_mut(rc) {
@@ -390,47 +301,135 @@ pub async fn serve_connection<H: Handler>(
                     None => holder = None,
                 }
             }
-            let mut next = std::pin::pin!(io.next_chunk());
-            let mut due = idle_since + config.idle_timeout;
-            let waited = std::future::poll_fn(|cx| {
-                // Bytes that are here are served (a request that arrived with the shutdown is
-                // in flight, and its response says `Connection: close`); only a connection
-                // that has to wait registers for shutdown, once, and the idle timer.
-                if let Poll::Ready(r) = next.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if !draining && Pin::new(&mut shutdown).poll(cx).is_ready() {
-                    // Shutting down: stay a little longer for a request already on its way.
-                    draining = true;
-                    due = due.min(time::now() + config.shutdown_drain);
-                    idle.reset(due);
-                }
-                while Pin::new(&mut idle).poll(cx).is_ready() {
-                    if time::now() >= due {
-                        return Poll::Ready(None);
-                    }
-                    idle.reset(due);
-                }
-                Poll::Pending
-            })
-            .await;
-            match waited {
-                Some(Ok(Some(buf))) => {
-                    chunk = Some((hold(&mut holder, buf), 0));
-                }
-                Some(Ok(None)) => return Ok(()), // end of stream
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()), // idle timeout, or the shutdown's drain is over
+        }
+        match waits.next(&io).await {
+            Some(Ok(Some(buf))) => {
+                let received = hold(&mut holder, buf);
+                io.conn.borrow_mut().handle_shared(received, time::now());
             }
+            Some(Ok(None)) => io.conn.borrow_mut().handle_eof(time::now()),
+            Some(Err(e)) => return Err(e),
+            None => {} // a deadline passed: the connection says what follows
         }
     }
 }
 
-/// A received buffer shared with the requests parsed from it, and how far parsing got.
-type Chunk = (Rc<dyn AsRef<[u8]>>, usize);
+/// Answers every request the connection has complete, in order, into `out`.
+async fn answer<H: Handler>(io: &Rc<ConnIo>, handler: &H, out: &mut Vec<u8>) -> coring::Result<()> {
+    loop {
+        let next = io.conn.borrow_mut().poll_request();
+        let mut req = match next {
+            None => return Ok(()),
+            Some(Ok(req)) => req,
+            Some(Err(e)) => {
+                date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
+                return Ok(());
+            }
+        };
+        if io.conn.borrow().body_streams() {
+            // Earlier answers go out first: the client may wait for them before it sends.
+            flush(&io.stream, out).await?;
+            req.set_extension(Rc::new(BodyStream::new(Rc::clone(io))));
+        }
+        // Encoded from where the answer lies; only a body that follows moves it again.
+        let answer = handler.call(req).await;
+        if io.conn.borrow().body_streams() {
+            // What the handler left of its body is read first: if it breaks the framing, the
+            // client is told that instead of the handler's answer.
+            match BodyStream::new(Rc::clone(io)).discard().await {
+                Ok(()) => {}
+                Err(BodyError::Http(e)) => {
+                    date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
+                    return Ok(());
+                }
+                Err(BodyError::Io(e)) => return Err(e),
+            }
+        }
+        let follows = date::with_date(|now, date| {
+            io.conn
+                .borrow_mut()
+                .respond(answer.response(), now, date, out)
+        });
+        if follows {
+            send_body(io, answer.into_reply().source, out).await?;
+        }
+    }
+}
+
+/// Closes after the answer: our side first (FIN), then the client's unread bytes are dropped
+/// for a while, so the close does not turn into a reset that could destroy the answer before
+/// the client read it.
+async fn linger(io: &ConnIo) -> coring::Result<()> {
+    if io.stream.shutdown(std::net::Shutdown::Write).await.is_err() {
+        return Ok(());
+    }
+    io.conn.borrow_mut().linger(time::now());
+    loop {
+        let Some(due) = io.conn.borrow().poll_timeout() else {
+            break;
+        };
+        let got = timeout_at(due, io.next_chunk()).await;
+        let now = time::now();
+        let mut conn = io.conn.borrow_mut();
+        match got {
+            Ok(Ok(Some(buf))) => conn.handle_input(&buf, now),
+            Ok(Ok(None)) => conn.handle_eof(now),
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => conn.handle_timeout(now),
+        }
+        if conn.is_closed() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What a waiting connection listens to besides its socket.
+struct Waits {
+    shutdown: coring::runtime::ShutdownSignal,
+    shutdown_seen: bool,
+    /// The connection's one timer, armed on its first wait and moved only when it fires
+    /// early or must fire sooner: a busy connection touches no timer between requests.
+    timer: Option<time::Sleep>,
+}
+
+impl Waits {
+    /// The next received bytes, or `None` once the connection's deadline passed (it was told).
+    /// Bytes that are here come first; only a connection that has to wait registers for
+    /// shutdown (telling the connection, which then drains) and arms its timer.
+    async fn next(&mut self, io: &ConnIo) -> Option<coring::Result<Option<PooledBuf>>> {
+        let mut next = std::pin::pin!(io.next_chunk());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = next.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if !self.shutdown_seen && Pin::new(&mut self.shutdown).poll(cx).is_ready() {
+                self.shutdown_seen = true;
+                io.conn.borrow_mut().begin_shutdown(time::now());
+            }
+            let Some(due) = io.conn.borrow().poll_timeout() else {
+                return Poll::Pending;
+            };
+            let timer = self.timer.get_or_insert_with(|| time::sleep_until(due));
+            if timer.deadline() > due {
+                timer.reset(due);
+            }
+            while Pin::new(&mut *timer).poll(cx).is_ready() {
+                let now = time::now();
+                if now >= due {
+                    io.conn.borrow_mut().handle_timeout(now);
+                    return Poll::Ready(None);
+                }
+                timer.reset(due);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
 
 /// A received buffer behind the `Rc` its requests share; empty while the connection is idle.
-struct Received(Option<coring::buf::PooledBuf>);
+struct Received(Option<PooledBuf>);
 
 impl AsRef<[u8]> for Received {
     fn as_ref(&self) -> &[u8] {
@@ -440,7 +439,7 @@ impl AsRef<[u8]> for Received {
 
 /// `buf` behind a shared handle: the connection's holder again when no request from the last
 /// buffer is alive (no allocation per read), else a new one.
-fn hold(holder: &mut Option<Rc<Received>>, buf: coring::buf::PooledBuf) -> Rc<dyn AsRef<[u8]>> {
+fn hold(holder: &mut Option<Rc<Received>>, buf: PooledBuf) -> Rc<dyn AsRef<[u8]>> {
     if let Some(rc) = holder.as_mut()
         && let Some(received) = Rc::get_mut(rc)
     {
@@ -450,40 +449,6 @@ fn hold(holder: &mut Option<Rc<Received>>, buf: coring::buf::PooledBuf) -> Rc<dy
     let rc = Rc::new(Received(Some(buf)));
     *holder = Some(Rc::clone(&rc));
     rc
-}
-
-/// The next request head: from the copy buffer if a head is being assembled there, else in
-/// place from the pooled buffer being parsed. A head cut off at the end of a pooled buffer is
-/// moved to the copy buffer to be completed by the next read.
-#[inline]
-fn next_head(
-    io: &ConnIo,
-    chunk: &mut Option<Chunk>,
-) -> Result<Option<(Request, Framing)>, crate::http1::Http1Error> {
-    let mut st = io.state.borrow_mut();
-    let IoState { input, decoder, .. } = &mut *st;
-    if !input.is_empty() {
-        return decoder.decode_head(input);
-    }
-    let Some((data, at)) = chunk.as_mut() else {
-        return Ok(None);
-    };
-    let len = (**data).as_ref().len();
-    if *at >= len {
-        *chunk = None;
-        return Ok(None);
-    }
-    match decoder.decode_head_shared(data, *at)? {
-        Some((req, framing, end)) => {
-            *at = end;
-            Ok(Some((req, framing)))
-        }
-        None => {
-            input.extend_from_slice(&(**data).as_ref()[*at..]);
-            *chunk = None;
-            Ok(None)
-        }
-    }
 }
 
 /// Output buffers lent to connections for one batch of responses, so an idle connection holds
@@ -517,21 +482,4 @@ mod out_buffer {
             }
         });
     }
-}
-
-fn encode_error(e: crate::http1::Http1Error, server: Option<&[u8]>, out: &mut Vec<u8>) {
-    // Framing can no longer be trusted: answer, then close.
-    let resp = Response::new(e.status())
-        .header("Content-Type", "text/plain")
-        .body(e.to_string());
-    date::with_date(|date| {
-        let cx = EncodeContext {
-            date,
-            server,
-            head_request: false,
-            keep_alive: false,
-            http10: false,
-        };
-        encode_response(&resp, &cx, out);
-    });
 }

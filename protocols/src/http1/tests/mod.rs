@@ -1,32 +1,40 @@
-//! Codec tests: pipelining, framing, limits and every smuggling vector the module doc names.
+//! Codec tests, on the connection the server runs: pipelining, framing, limits, deadlines and
+//! every smuggling vector the module doc names. Most go through [`pair::Pair`], a client and
+//! a `ServerConn` under a virtual clock.
 
-use bytes::BytesMut;
+mod deadlines;
+mod pair;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::*;
+use pair::{DATE, Pair};
 
+/// The one request in `input`, as the connection hands it out (its body read whole).
 fn decode_one(input: &[u8]) -> Result<Request, Http1Error> {
-    let mut d = RequestDecoder::new(Limits::default());
-    let mut buf = BytesMut::from(input);
-    match d.decode(&mut buf)? {
-        Decoded::Request(r) => Ok(r),
-        Decoded::Partial { .. } => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+    let mut conn = ServerConn::new(Rc::new(ServerConfig::default()), Instant::now());
+    conn.handle_input(input, Instant::now());
+    let mut req = match conn.poll_request() {
+        Some(r) => r?,
+        None => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+    };
+    if conn.body_streams() {
+        let mut body = Vec::new();
+        while let Status::Complete(Some(piece)) = conn.poll_body()? {
+            body.extend_from_slice(&piece);
+        }
+        req.set_body(body.into());
     }
+    Ok(req)
 }
 
+/// The status of the last answer to `input` (0: none yet, the connection waits for more).
 fn status_of(input: &[u8]) -> u16 {
-    let mut d = RequestDecoder::new(Limits::default());
-    let mut buf = BytesMut::from(input);
-    loop {
-        match d.decode(&mut buf) {
-            Err(e) => return e.status(),
-            Ok(Decoded::Request(_)) => {
-                if buf.is_empty() {
-                    return 200;
-                }
-            }
-            Ok(Decoded::Partial { .. }) => return 0,
-        }
-    }
+    let mut pair = Pair::ok(ServerConfig::default());
+    pair.send(input);
+    pair.drive_for(Duration::from_secs(1));
+    pair.statuses().last().copied().unwrap_or(0)
 }
 
 #[test]
@@ -89,32 +97,42 @@ fn absolute_form_targets_are_routed_by_their_path_and_name_their_host() {
 }
 
 #[test]
-fn pipelined_requests_come_out_in_order() {
-    let mut d = RequestDecoder::new(Limits::default());
-    let mut buf = BytesMut::new();
+fn pipelined_requests_come_out_in_order_whatever_the_reads() {
+    let mut wire = Vec::new();
     for i in 0..16 {
-        buf.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        wire.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
     }
-    buf.extend_from_slice(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel");
-    for i in 0..16 {
-        match d.decode(&mut buf).unwrap() {
-            Decoded::Request(r) => assert_eq!(r.path(), format!("/{i}")),
-            other => panic!("{other:?}"),
+    wire.extend_from_slice(b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    wire.extend_from_slice(
+        b"PUT /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    wire.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut want: Vec<(String, Vec<u8>)> = (0..16).map(|i| (format!("/{i}"), Vec::new())).collect();
+    want.push(("/body".into(), b"hello".to_vec()));
+    want.push(("/chunked".into(), b"abc".to_vec()));
+    want.push(("/after".into(), Vec::new()));
+    // Every split point, through the shared (in-place) path and the copying one.
+    for shared in [true, false] {
+        for split in 0..=wire.len() {
+            let mut pair = Pair::ok(ServerConfig::default());
+            pair.shared = shared;
+            pair.send_split(&wire, &[split]);
+            pair.drive_for(Duration::from_secs(1));
+            let got: Vec<(String, Vec<u8>)> = pair
+                .seen
+                .iter()
+                .map(|s| (s.target.clone(), s.body.clone()))
+                .collect();
+            assert_eq!(got, want, "split at {split}, shared {shared}");
+            assert_eq!(pair.statuses(), vec![200; 19], "split at {split}");
         }
     }
-    assert!(matches!(
-        d.decode(&mut buf).unwrap(),
-        Decoded::Partial { .. }
-    ));
-    buf.extend_from_slice(b"loGET /after HTTP/1.1\r\nHost: h\r\n\r\n");
-    match d.decode(&mut buf).unwrap() {
-        Decoded::Request(r) => assert_eq!(&r.body()[..], b"hello"),
-        other => panic!("{other:?}"),
-    }
-    match d.decode(&mut buf).unwrap() {
-        Decoded::Request(r) => assert_eq!(r.path(), "/after"),
-        other => panic!("{other:?}"),
-    }
+    // And one byte per read.
+    let mut pair = Pair::ok(ServerConfig::default());
+    pair.mtu = 1;
+    pair.send(&wire);
+    pair.drive_for(Duration::from_secs(1));
+    assert_eq!(pair.seen.len(), 19);
 }
 
 #[test]
@@ -148,24 +166,46 @@ fn keep_alive_rules_of_both_versions() {
 
 #[test]
 fn expect_continue_is_announced_once_before_the_body() {
-    let mut d = RequestDecoder::new(Limits::default());
-    let mut buf = BytesMut::from(
-        &b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"[..],
+    for body_up_front in [true, false] {
+        let config = ServerConfig {
+            // Whole-body mode (read before the request is handed out) and streaming mode.
+            buffer_body_up_to: if body_up_front { 1024 } else { 0 },
+            ..ServerConfig::default()
+        };
+        let mut pair = Pair::ok(config);
+        pair.send(
+            b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        );
+        pair.drive_for(Duration::from_secs(1));
+        let text = String::from_utf8_lossy(&pair.written).into_owned();
+        assert_eq!(text, "HTTP/1.1 100 Continue\r\n\r\n", "{body_up_front}");
+        pair.drive_for(Duration::from_secs(1));
+        assert_eq!(pair.written.len(), 25, "announced once");
+        pair.send(b"abc");
+        pair.drive_for(Duration::from_secs(1));
+        assert_eq!(pair.seen[0].body, b"abc");
+        assert_eq!(pair.statuses(), vec![200]);
+    }
+    // Answered before the body was asked for: no 100 Continue, and the body is dropped.
+    let now = Instant::now();
+    let config = ServerConfig {
+        buffer_body_up_to: 0,
+        ..ServerConfig::default()
+    };
+    let mut conn = ServerConn::new(Rc::new(config), now);
+    conn.handle_input(
+        b"PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        now,
     );
-    assert!(matches!(
-        d.decode(&mut buf).unwrap(),
-        Decoded::Partial {
-            send_continue: true
-        }
-    ));
-    assert!(matches!(
-        d.decode(&mut buf).unwrap(),
-        Decoded::Partial {
-            send_continue: false
-        }
-    ));
-    buf.extend_from_slice(b"abc");
-    assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Request(_)));
+    let _req = conn.poll_request().unwrap().unwrap();
+    let mut out = Vec::new();
+    conn.respond(&Response::new(413), now, DATE, &mut out);
+    conn.poll_transmit(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    conn.handle_input(b"abcGET / HTTP/1.1\r\nHost: h\r\n\r\n", now);
+    assert_eq!(conn.poll_request().unwrap().unwrap().path(), "/");
 }
 
 #[test]
