@@ -67,8 +67,8 @@ pub(crate) enum Lifecycle {
         queue: VecDeque<CqeResult>,
         /// How many queued completions hold a pooled buffer.
         buffers: u16,
-        /// The driver cancelled it because `buffers` reached
-        /// [`MULTISHOT_QUEUED_BUFFERS`](super::MULTISHOT_QUEUED_BUFFERS).
+        /// The driver cancelled it because `buffers` reached its limit (the io_uring
+        /// driver's `MULTISHOT_QUEUED_BUFFERS`).
         paused: bool,
     },
 }

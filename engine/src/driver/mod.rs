@@ -47,14 +47,8 @@ pub use probe::DriverKind;
 /// reports for an empty buffer ring; the readiness driver reports the same).
 pub(crate) const NO_BUFFERS: i32 = libc::ENOBUFS;
 
-/// Most pooled buffers a multishot receive may fill before its task has taken them. At the
-/// limit the driver cancels it and the task re-arms it once it has caught up, so the rest
-/// waits in the socket's own buffer (TCP flow control) instead of the core's pool: one
-/// connection that does not read cannot take the buffers every other connection shares.
-pub(crate) const MULTISHOT_QUEUED_BUFFERS: u16 = 16;
-
-/// The last completion of a multishot receive the driver paused (see
-/// [`MULTISHOT_QUEUED_BUFFERS`]); outside the errno range, it never reaches a caller.
+/// The last completion of a multishot receive the driver paused (see the io_uring
+/// driver's `MULTISHOT_QUEUED_BUFFERS`); outside the errno range, it never reaches a caller.
 pub(crate) const PAUSED: i32 = -4096;
 
 /// `IORING_CQE_F_BUFFER`: the completion carries the id of a pooled buffer it filled.

@@ -51,6 +51,12 @@ const DOORBELL_SENT_BIT: u64 = 1 << 62;
 /// `IORING_ENTER_GETEVENTS` from the kernel's uapi header (not re-exported by the crate).
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 
+/// Most pooled buffers a multishot receive may fill before its task has taken them. At the
+/// limit the driver cancels it and the task re-arms it once it has caught up, so the rest
+/// waits in the socket's own buffer (TCP flow control) instead of the core's pool: one
+/// connection that does not read cannot take the buffers every other connection shares.
+pub(crate) const MULTISHOT_QUEUED_BUFFERS: u16 = 16;
+
 /// How long shutdown waits for the kernel to acknowledge cancellations before it gives up and
 /// leaks what is still in flight (never frees it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -541,7 +547,7 @@ fn complete(
             if let Some(w) = waker.take() {
                 w.wake();
             }
-            if more && !*paused && *buffers >= crate::driver::MULTISHOT_QUEUED_BUFFERS {
+            if more && !*paused && *buffers >= MULTISHOT_QUEUED_BUFFERS {
                 *paused = true;
                 return true;
             }
