@@ -96,12 +96,9 @@ fn open_model_counts_the_requests_a_stall_held_back() {
     let addr = http_server(stall);
     let (closed, _) = http(addr, &options(1, Duration::from_secs(2)));
     // Open model, 1,000 requests/s: the ~600 requests due during the stall wait for it. (One
-    // connection under Wine answers ~300 a second: there the rate is 100/s, ~60 held back.)
-    let rate: u32 = if coring_tests::under_wine() {
-        100
-    } else {
-        1000
-    };
+    // connection under Wine answers ~300 a second alone and fewer beside this binary's other
+    // tests (one CI run kept up with only 71 a second): there the rate is 50/s, ~30 held back.)
+    let rate: u32 = if coring_tests::under_wine() { 50 } else { 1000 };
     let addr = http_server(stall);
     let mut o = options(1, Duration::from_secs(2));
     o.rate = Some(f64::from(rate));

@@ -2,14 +2,17 @@
 //!
 //! # The map
 //!
-//! - [`http1`]: the HTTP/1.1 codec: request decoding (pipelining, chunked bodies, limits,
-//!   smuggling defences) and response encoding. No sockets, no clock, no spawning.
+//! - [`http1`]: HTTP/1.1 sans-IO: the server connection ([`http1::ServerConn`]: pipelining,
+//!   chunked bodies, limits, smuggling defences, keep-alive, `100 Continue`, its deadlines as
+//!   data), response encoding, and the client's response framing. No sockets, no clock, no
+//!   spawning.
 //! - `serve` (feature `engine`, on by default): the per-connection loop that drives the codec
 //!   on coring streams, a small router, and the per-core date cache.
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
 //!
-//! Data flows: socket bytes → `RequestDecoder` → `Request` → your handler → `Response` →
-//! `encode_response` into one buffer per turn → one write.
+//! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your
+//! handler → `Response` → `ServerConn::respond` into one buffer per turn → one write; the
+//! connection's `poll_timeout` is the one timer the loop arms.
 
 #![forbid(unsafe_code)]
 

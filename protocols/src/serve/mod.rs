@@ -16,12 +16,14 @@
 //! # Ok::<(), coring::Error>(())
 //! ```
 //!
-//! Per connection: bytes are read into one buffer; every complete request in it is handled in
-//! order (pipelining) and its response encoded into one output buffer, written with one send
-//! per batch. A framing error is answered with its status and `Connection: close`, then the
-//! connection closes; other connections are untouched. Timeouts: a head must arrive within
-//! `header_timeout` of its first byte (slowloris), an idle keep-alive connection closes after
-//! `idle_timeout`, a write must finish within `write_timeout`.
+//! Per connection, one task drives an [`http1::ServerConn`](crate::http1::ServerConn): what is
+//! read goes in, every request it hands out is answered in order (pipelining) into one output
+//! buffer, written with one send per batch, and the connection's own deadline is the one timer
+//! the task arms. A framing error is answered with its status and `Connection: close`, then
+//! the connection closes; other connections are untouched. Timeouts: a head must arrive within
+//! `header_timeout` of its first byte (slowloris), a body must keep coming, an idle keep-alive
+//! connection closes after `idle_timeout` (or `shutdown_drain` once the runtime shuts down), a
+//! write must finish within `write_timeout`.
 
 mod body;
 mod date;
