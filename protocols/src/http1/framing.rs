@@ -89,7 +89,16 @@ impl FramingFields {
 }
 
 /// The `close` and `keep-alive` tokens of a `Connection` field.
+#[inline]
 pub(crate) fn connection_tokens(value: &[u8]) -> (bool, bool) {
+    // The usual value is one token: no list to split.
+    let whole = trim(value);
+    if token_is(whole, b"keep-alive") {
+        return (false, true);
+    }
+    if token_is(whole, b"close") {
+        return (true, false);
+    }
     let (mut close, mut keep_alive) = (false, false);
     for token in value.split(|&b| b == b',') {
         let token = trim(token);

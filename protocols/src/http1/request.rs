@@ -53,12 +53,13 @@ impl std::fmt::Debug for Head {
 #[derive(Clone, Debug)]
 pub struct Request {
     head: Head,
-    method: Range<usize>,
-    target: Range<usize>,
+    method: Span,
+    target: Span,
     /// The path and query within `target` (all of it unless the target is absolute-form).
-    origin: Range<usize>,
-    /// The host and port of an absolute-form target (`http://host:port/path`).
-    authority: Option<Range<usize>>,
+    origin: Span,
+    /// The host and port of an absolute-form target (`http://host:port/path`); empty if the
+    /// target is not absolute-form (an empty authority is refused).
+    authority: Span,
     version: Version,
     /// Where the header lines lie in `head` (validated by the parser, indexed on first use).
     header_lines: Range<u32>,
@@ -71,6 +72,29 @@ pub struct Request {
     extension: Option<std::rc::Rc<dyn std::any::Any>>,
 }
 
+/// Where a part of a request lies in its head: offsets kept small, so a request moves cheaply.
+/// Heads are at most `Limits::max_head_bytes` and parsed only from buffers under 4 GiB.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    #[inline]
+    fn of_range(r: Range<usize>) -> Span {
+        Span {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
+    }
+
+    #[inline]
+    fn of<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.start as usize..self.end as usize]
+    }
+}
+
 /// `bytes` as text (httparse let request lines through only as UTF-8, so the fallback to ""
 /// is never taken for parsed requests).
 fn text(bytes: &[u8]) -> &str {
@@ -80,40 +104,40 @@ fn text(bytes: &[u8]) -> &str {
 impl Request {
     /// The method (`GET`, `POST`, …).
     pub fn method(&self) -> &str {
-        text(&self.head.bytes()[self.method.clone()])
+        text(self.method.of(self.head.bytes()))
     }
 
     /// Whether the method is `HEAD` (no body goes with the response).
     pub fn is_head(&self) -> bool {
-        &self.head.bytes()[self.method.clone()] == b"HEAD"
+        self.method.of(self.head.bytes()) == b"HEAD"
     }
 
     /// The request target as sent: `/path?query`, or `http://host/path?query` (absolute-form,
     /// which a server must accept: RFC 9112 section 3.2.2), or `*`.
     pub fn target(&self) -> &str {
-        text(&self.head.bytes()[self.target.clone()])
+        text(self.target.of(self.head.bytes()))
     }
 
     /// The path part of the target (`/` for an absolute-form target without one).
     pub fn path(&self) -> &str {
-        let t = &self.head.bytes()[self.origin.clone()];
+        let t = self.origin.of(self.head.bytes());
         let path = t.iter().position(|&b| b == b'?').map_or(t, |q| &t[..q]);
         if path.is_empty() { "/" } else { text(path) }
     }
 
     /// The query part of the target, without `?`.
     pub fn query(&self) -> Option<&str> {
-        let t = &self.head.bytes()[self.origin.clone()];
+        let t = self.origin.of(self.head.bytes());
         t.iter().position(|&b| b == b'?').map(|q| text(&t[q + 1..]))
     }
 
     /// The host the request is for: the authority of an absolute-form target, which
     /// overrides the `Host` field (RFC 9112 section 3.2.2), else the `Host` field.
     pub fn host(&self) -> Option<&[u8]> {
-        match &self.authority {
-            Some(a) => Some(&self.head.bytes()[a.clone()]),
-            None => self.header("host"),
+        if self.authority.start == self.authority.end {
+            return self.header("host");
         }
+        Some(self.authority.of(self.head.bytes()))
     }
 
     /// HTTP/1.0 or HTTP/1.1.
@@ -222,10 +246,10 @@ impl ParsedHead {
     pub(crate) fn into_request(self, head: Head) -> Request {
         Request {
             head,
-            method: self.method,
-            target: self.target,
-            origin: self.origin,
-            authority: self.authority,
+            method: Span::of_range(self.method),
+            target: Span::of_range(self.target),
+            origin: Span::of_range(self.origin),
+            authority: self.authority.map_or(Span { start: 0, end: 0 }, Span::of_range),
             version: self.version,
             header_lines: self.header_lines,
             index: std::cell::OnceCell::new(),

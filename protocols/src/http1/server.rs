@@ -561,6 +561,11 @@ impl ServerConn {
             self.chunk = None;
             return Ok(Status::Partial);
         }
+        if all.len() > u32::MAX as usize {
+            // Requests keep 32-bit offsets into their head: so large a buffer is copied.
+            self.spill_chunk();
+            return self.next_head();
+        }
         match parse_head_at(all, *at, limits)? {
             Some((parsed, framing, len)) => {
                 *at += len;
@@ -575,6 +580,7 @@ impl ServerConn {
     }
 
     /// A head arrived: hand the request out now, or once its small body is here.
+    #[inline]
     fn start(&mut self, request: Request, framing: Framing) -> Option<Result<Request, Http1Error>> {
         let continue_owed = request.expects_continue();
         let whole = match framing {
