@@ -68,6 +68,9 @@ pub struct WorkloadSummary {
     pub connections: usize,
     /// How variants are ranked.
     pub rank_by: RankBy,
+    /// Variants whose load generator's core was busier than their server's (the reason to
+    /// rank by server CPU-seconds).
+    pub loadgen_bound: Vec<String>,
     /// Latency percentile curves by variant (first run): (percentile, µs).
     pub latency_curves: Vec<(String, Vec<(f64, u64)>)>,
 }
@@ -167,18 +170,24 @@ pub fn build(
                 .map(|(_, s)| s)
                 .collect()
         };
-        let loadgen_bound = variants.iter().any(|v| {
-            let s = samples_of(v);
-            let lg = median(s.iter().map(|s| s.loadgen_cpu_pct).collect());
-            let srv = median(s.iter().map(|s| s.server_cpu_pct).collect());
-            matches!((lg, srv), (Some(lg), Some(srv)) if lg > srv)
-        });
+        // The variants whose load generator was busier than their server: for them req/s
+        // measures the load generator.
+        let loadgen_bound: Vec<String> = variants
+            .iter()
+            .filter(|v| {
+                let s = samples_of(v);
+                let lg = median(s.iter().map(|s| s.loadgen_cpu_pct).collect());
+                let srv = median(s.iter().map(|s| s.server_cpu_pct).collect());
+                matches!((lg, srv), (Some(lg), Some(srv)) if lg > srv)
+            })
+            .map(|v| v.to_string())
+            .collect();
         let rank_by = match w.traffic {
             super::Traffic::Http {
                 rate_per_core: Some(_),
                 ..
             } => RankBy::P99,
-            _ if loadgen_bound => RankBy::RpsPerCpu,
+            _ if !loadgen_bound.is_empty() => RankBy::RpsPerCpu,
             _ => RankBy::Rps,
         };
         let mut rows: Vec<Row> = variants
@@ -241,6 +250,7 @@ pub fn build(
             workload: w.name.to_owned(),
             connections: w.connections_per_core * options.cores,
             rank_by,
+            loadgen_bound,
             latency_curves: variants
                 .iter()
                 .filter_map(|v| {
@@ -440,12 +450,13 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "Peers: {}.\n", versions.join(", "));
     for w in &r.workloads {
         let by = match w.rank_by {
-            RankBy::Rps => "ranked by req/s (the servers were the bottleneck)",
-            RankBy::RpsPerCpu => {
+            RankBy::Rps => "ranked by req/s (every server was busier than its load generator)".into(),
+            RankBy::RpsPerCpu => format!(
                 "ranked by req per server CPU-second (the load generator's core was busier than \
-                 the server's, so raw req/s compares load generators)"
-            }
-            RankBy::P99 => "open model at a fixed rate, ranked by p99 (lower is better)",
+                 the server's for {}, whose req/s measure the load generator)",
+                w.loadgen_bound.join(", ")
+            ),
+            RankBy::P99 => "open model at a fixed rate, ranked by p99 (lower is better)".into(),
         };
         let _ = writeln!(
             o,
