@@ -15,7 +15,7 @@ fn tiny_suite_measures_validates_and_reports() {
             "--warmup",
             "200ms",
             "--runs",
-            "1",
+            "2",
             "--no-syscalls",
         ])
         .arg("--out")
@@ -47,12 +47,33 @@ fn tiny_suite_measures_validates_and_reports() {
         .find(|r| r["variant"] == "coring-uring")
         .unwrap();
     assert_eq!(baseline["ratio_to_baseline"].as_f64(), Some(1.0));
+    // Per-round ratios: the baseline's own are 1 each round; the other's spread holds its
+    // median.
+    assert_eq!(baseline["ratio_min"].as_f64(), Some(1.0));
+    for r in results {
+        let (lo, mid, hi) = (
+            r["ratio_min"].as_f64().unwrap(),
+            r["ratio_to_baseline"].as_f64().unwrap(),
+            r["ratio_max"].as_f64().unwrap(),
+        );
+        assert!(lo <= mid * 1.0001 && mid <= hi * 1.0001, "{r:#}");
+        assert!(r["figure_min"].as_f64().unwrap() <= r["figure_max"].as_f64().unwrap());
+    }
     assert!(report["kernel"].is_string() && report["cpu"].is_string());
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## plaintext") && md.contains("## echo-64") && md.contains("## Targets"));
     let svg = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+    // One page with the tables and the charts.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
+    assert!(html.contains("<h2>plaintext") && html.contains("<h2>Targets</h2>"));
+    assert!(html.contains("<td>coring-compat</td>") && html.contains("<svg"));
+    assert_eq!(
+        html.matches("<table>").count(),
+        html.matches("</table>").count()
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 

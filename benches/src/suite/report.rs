@@ -1,5 +1,6 @@
 //! The suite's report: medians and ranges per variant and workload, ratios to coring-uring,
-//! the targets checked, as `report.json`, `report.md` and SVG charts.
+//! the targets checked, as `report.json`, `report.md`, `report.html` (one page with the charts)
+//! and SVG charts.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -43,6 +44,15 @@ pub struct Row {
     pub runs: usize,
     /// This variant's figure over coring-uring's, by the workload's ranking figure.
     pub ratio_to_baseline: Option<f64>,
+    /// The lowest and highest of that ratio across the rounds (each round runs every variant
+    /// once, interleaved, so a round's ratio compares runs made minutes apart at most).
+    pub ratio_min: Option<f64>,
+    /// See `ratio_min`.
+    pub ratio_max: Option<f64>,
+    /// The lowest and highest run of the ranking figure (the chart's whiskers).
+    pub figure_min: Option<f64>,
+    /// See `figure_min`.
+    pub figure_max: Option<f64>,
     /// Why the variant was not measured, or null.
     pub skipped: Option<String>,
 }
@@ -230,6 +240,10 @@ pub fn build(
                     errors: s.iter().map(|x| x.errors).sum(),
                     runs: s.len(),
                     ratio_to_baseline: None,
+                    ratio_min: None,
+                    ratio_max: None,
+                    figure_min: None,
+                    figure_max: None,
                     skipped,
                 }
             })
@@ -240,11 +254,37 @@ pub fn build(
             RankBy::P99 => r.p99_us.map(|v| v as f64),
         };
         let base = rows.iter().find(|r| r.variant == BASELINE).and_then(figure);
+        // The same figure per run, in round order, for the spreads.
+        let per_run = |variant: &str| -> Vec<f64> {
+            samples_of(variant)
+                .iter()
+                .map(|x| match rank_by {
+                    RankBy::Rps => x.rps,
+                    RankBy::RpsPerCpu if x.server_cpu_pct > 0.0 => {
+                        x.rps / (x.server_cpu_pct / 100.0)
+                    }
+                    RankBy::RpsPerCpu => 0.0,
+                    RankBy::P99 => x.p99_us as f64,
+                })
+                .collect()
+        };
+        let base_runs = per_run(BASELINE);
         for r in &mut rows {
             r.ratio_to_baseline = match (figure(r), base) {
                 (Some(v), Some(b)) if b > 0.0 => Some(v / b),
                 _ => None,
             };
+            let runs = per_run(&r.variant);
+            r.figure_min = runs.iter().copied().reduce(f64::min);
+            r.figure_max = runs.iter().copied().reduce(f64::max);
+            let ratios: Vec<f64> = runs
+                .iter()
+                .zip(&base_runs)
+                .filter(|(_, b)| **b > 0.0)
+                .map(|(v, b)| v / b)
+                .collect();
+            r.ratio_min = ratios.iter().copied().reduce(f64::min);
+            r.ratio_max = ratios.iter().copied().reduce(f64::max);
         }
         summaries.push(WorkloadSummary {
             workload: w.name.to_owned(),
@@ -450,7 +490,9 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "Peers: {}.\n", versions.join(", "));
     for w in &r.workloads {
         let by = match w.rank_by {
-            RankBy::Rps => "ranked by req/s (every server was busier than its load generator)".into(),
+            RankBy::Rps => {
+                "ranked by req/s (every server was busier than its load generator)".into()
+            }
             RankBy::RpsPerCpu => format!(
                 "ranked by req per server CPU-second (the load generator's core was busier than \
                  the server's for {}, whose req/s measure the load generator)",
@@ -465,7 +507,7 @@ pub fn markdown(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "| variant | req/s median (min–max) | server CPU | loadgen CPU | req/server CPU-s | ratio to coring-uring | p99 | p99.9 | syscalls/req | errors |"
+            "| variant | req/s median (min–max) | server CPU | loadgen CPU | req/server CPU-s | ratio to coring-uring (per-round min–max) | p99 | p99.9 | syscalls/req | errors |"
         );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
         for row in r.results.iter().filter(|x| x.workload == w.workload) {
@@ -483,8 +525,12 @@ pub fn markdown(r: &Report) -> String {
                 fmt_opt(row.cpu_pct, 0),
                 fmt_opt(row.loadgen_cpu_pct, 0),
                 big(row.rps_per_cpu),
-                row.ratio_to_baseline
-                    .map_or_else(|| "–".into(), |v| format!("{v:.2}×")),
+                match (row.ratio_to_baseline, row.ratio_min, row.ratio_max) {
+                    (Some(v), Some(lo), Some(hi)) if row.runs > 1 =>
+                        format!("{v:.2}× ({lo:.2}–{hi:.2})"),
+                    (Some(v), _, _) => format!("{v:.2}×"),
+                    _ => "–".into(),
+                },
                 row.p99_us.map_or_else(|| "–".into(), |v| v.to_string()),
                 row.p999_us.map_or_else(|| "–".into(), |v| v.to_string()),
                 fmt_opt(row.syscalls_per_req, 3),
@@ -542,7 +588,8 @@ pub fn throughput_svg(r: &Report) -> Result<String, String> {
                 RankBy::RpsPerCpu => row.rps_per_cpu.unwrap_or(0.0),
                 _ => row.rps_median.unwrap_or(0.0),
             };
-            let top = rows.iter().map(|x| value(x)).fold(1.0, f64::max) * 1.15;
+            let high = |row: &Row| row.figure_max.unwrap_or(value(row)).max(value(row));
+            let top = rows.iter().map(|x| high(x)).fold(1.0, f64::max) * 1.15;
             let unit = match w.rank_by {
                 RankBy::RpsPerCpu => "req per server CPU-second",
                 _ => "req/s",
@@ -581,6 +628,24 @@ pub fn throughput_svg(r: &Report) -> Result<String, String> {
                         [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, value(row))],
                         color,
                     )
+                }))
+                .map_err(chart_err)?;
+            // Whiskers: the lowest and highest run, so overlapping variants show as such.
+            chart
+                .draw_series(rows.iter().enumerate().filter_map(|(i, row)| {
+                    let (lo, hi) = (row.figure_min?, row.figure_max?);
+                    let x = i as f64 + 0.5;
+                    Some(PathElement::new(
+                        vec![
+                            (x - 0.1, lo),
+                            (x + 0.1, lo),
+                            (x, lo),
+                            (x, hi),
+                            (x - 0.1, hi),
+                            (x + 0.1, hi),
+                        ],
+                        BLACK.stroke_width(2),
+                    ))
                 }))
                 .map_err(chart_err)?;
         }
@@ -661,7 +726,66 @@ pub fn latency_svg(r: &Report) -> Result<Option<String>, String> {
     Ok(Some(out))
 }
 
-/// Writes `report.json`, `report.md` and the charts into `dir`.
+/// The report as one page a browser opens from disk: the tables and targets of `report.md`
+/// as HTML tables, and the charts inline.
+pub fn html(r: &Report) -> Result<String, String> {
+    let mut o = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>coring suite</title>\n\
+         <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}\
+         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;\
+         padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}\
+         </style></head><body>\n",
+    );
+    let mut table: Option<Vec<String>> = None;
+    let flush = |rows: &mut Option<Vec<String>>, o: &mut String| {
+        if let Some(rows) = rows.take() {
+            o.push_str("<table>\n");
+            for (i, line) in rows.iter().enumerate() {
+                let tag = if i == 0 { "th" } else { "td" };
+                o.push_str("<tr>");
+                for cell in line.trim().trim_matches('|').split('|') {
+                    o.push_str(&format!("<{tag}>{}</{tag}>", escape(cell.trim())));
+                }
+                o.push_str("</tr>\n");
+            }
+            o.push_str("</table>\n");
+        }
+    };
+    for line in markdown(r).lines() {
+        if line.starts_with('|') {
+            if line.starts_with("|---") {
+                continue;
+            }
+            table.get_or_insert_with(Vec::new).push(line.to_owned());
+            continue;
+        }
+        flush(&mut table, &mut o);
+        if let Some(h) = line.strip_prefix("## ") {
+            o.push_str(&format!("<h2>{}</h2>\n", escape(h)));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            o.push_str(&format!("<h1>{}</h1>\n", escape(h)));
+        } else if !line.trim().is_empty() {
+            o.push_str(&format!("<p>{}</p>\n", escape(line)));
+        }
+    }
+    flush(&mut table, &mut o);
+    o.push_str("<h2>Charts</h2>\n");
+    o.push_str(&throughput_svg(r)?);
+    if let Some(svg) = latency_svg(r)? {
+        o.push_str(&svg);
+    }
+    o.push_str("\n</body></html>\n");
+    Ok(o)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('*', "")
+}
+
+/// Writes `report.json`, `report.md`, `report.html` and the charts into `dir`.
 pub fn write(r: &Report, dir: &Path) -> Result<(), String> {
     let put = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text)
@@ -672,6 +796,7 @@ pub fn write(r: &Report, dir: &Path) -> Result<(), String> {
         &serde_json::to_string_pretty(r).map_err(|e| e.to_string())?,
     )?;
     put("report.md", &markdown(r))?;
+    put("report.html", &html(r)?)?;
     put("throughput.svg", &throughput_svg(r)?)?;
     if let Some(svg) = latency_svg(r)? {
         put("latency.svg", &svg)?;

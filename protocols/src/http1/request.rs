@@ -249,7 +249,9 @@ impl ParsedHead {
             method: Span::of_range(self.method),
             target: Span::of_range(self.target),
             origin: Span::of_range(self.origin),
-            authority: self.authority.map_or(Span { start: 0, end: 0 }, Span::of_range),
+            authority: self
+                .authority
+                .map_or(Span { start: 0, end: 0 }, Span::of_range),
             version: self.version,
             header_lines: self.header_lines,
             index: std::cell::OnceCell::new(),
