@@ -80,7 +80,7 @@ fn tiny_suite_measures_validates_and_reports() {
 #[test]
 fn unknown_names_are_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_suite"))
-        .args(["--only", "nginx"])
+        .args(["--only", "apache"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -106,4 +106,51 @@ fn a_server_that_answers_wrongly_is_refused() {
     });
     let err = coring_benches::suite::validate::tfb(addr, None).unwrap_err();
     assert!(err.contains("headers"), "{err}");
+}
+
+#[test]
+fn nginx_joins_as_the_reference_for_files_and_plaintext() {
+    // Installed by CI (.ci/run); the suite itself skips nginx with the reason when it is not.
+    assert!(
+        coring_benches::servers::nginx::binary().is_some(),
+        "nginx is not installed (apt-get install nginx)"
+    );
+    let out = std::env::temp_dir().join(format!("coring-suite-nginx-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_suite"))
+        .args(["--only", "nginx,coring-uring,plaintext,json,static"])
+        .args(["--duration", "500ms", "--warmup", "100ms", "--runs", "1"])
+        .arg("--no-syscalls")
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run the suite");
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let row = |workload: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["variant"] == "nginx" && r["workload"] == workload)
+            .cloned()
+            .unwrap()
+    };
+    // Served and validated (right status, type and bytes), measured with its worker's CPU.
+    for workload in ["plaintext", "static"] {
+        let r = row(workload);
+        assert!(r["skipped"].is_null(), "{r:#}");
+        assert!(r["rps_median"].as_f64().unwrap() > 0.0, "{r:#}");
+        assert!(
+            r["cpu_pct"].as_f64().unwrap() > 1.0,
+            "worker CPU counted: {r:#}"
+        );
+        assert_eq!(r["errors"], 0, "{r:#}");
+    }
+    let json = row("json");
+    assert!(
+        json["skipped"].as_str().unwrap().contains("JSON"),
+        "{json:#}"
+    );
+    let _ = std::fs::remove_dir_all(out);
 }

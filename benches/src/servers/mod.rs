@@ -23,6 +23,8 @@ pub mod glommio_server;
 #[cfg(target_os = "linux")]
 pub mod monoio_server;
 #[cfg(target_os = "linux")]
+pub mod nginx;
+#[cfg(target_os = "linux")]
 pub mod raw_uring;
 #[cfg(target_os = "linux")]
 pub mod tokio_hyper;
@@ -232,7 +234,7 @@ pub fn respond(
 }
 
 /// The names of every variant, in the order the suite runs them.
-pub const VARIANTS: [&str; 7] = [
+pub const VARIANTS: [&str; 8] = [
     "coring-uring",
     "coring-compat",
     "monoio-uring",
@@ -240,7 +242,19 @@ pub const VARIANTS: [&str; 7] = [
     "glommio",
     "tokio-hyper",
     "raw-uring",
+    "nginx",
 ];
+
+/// Why `variant` does not take part in workload `workload` (of app `app`), if it does not.
+pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static str> {
+    match (variant, app, workload) {
+        ("nginx", "echo", _) => Some("nginx does not echo raw TCP"),
+        ("nginx", _, "json") => {
+            Some("nginx has no JSON serialiser (it joins plaintext and static)")
+        }
+        _ => None,
+    }
+}
 
 /// Runs variant `name` on `config` until the process is stopped.
 pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
@@ -255,6 +269,7 @@ pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
             "glommio" => glommio_server::serve(config),
             "tokio-hyper" => tokio_hyper::serve(config),
             "raw-uring" => raw_uring::serve(config),
+            "nginx" => nginx::serve(config),
             other => Err(format!("unknown variant {other:?}")),
         }
     }

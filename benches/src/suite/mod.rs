@@ -509,9 +509,15 @@ pub fn measure(
             continue;
         }
         for &app in &apps {
+            if let Some(why) = crate::servers::unsupported(variant, app, "") {
+                broken.push(((variant.into(), app), why.into()));
+                continue;
+            }
             let checked =
                 Server::start(options, variant, app, &placement.server, &file).and_then(|server| {
-                    let result = if app == "tfb" {
+                    let result = if variant == "nginx" {
+                        validate::nginx(server.addr, &content)
+                    } else if app == "tfb" {
                         validate::tfb(server.addr, Some(&content))
                     } else {
                         validate::echo(server.addr)
@@ -539,6 +545,12 @@ pub fn measure(
                     continue;
                 }
                 let key = (variant.to_owned(), w.name.to_owned());
+                if let Some(why) = crate::servers::unsupported(variant, w.app(), w.name) {
+                    if run_index == 0 {
+                        m.skipped.push((key, why.into()));
+                    }
+                    continue;
+                }
                 let result = Server::start(options, variant, w.app(), &placement.server, &file)
                     .and_then(|mut server| {
                         let sample = measure_once(w, &server, options, lg_cores);
@@ -591,7 +603,11 @@ pub fn measure(
     } else {
         for w in workloads.iter().filter(|w| w.syscall_requests > 0) {
             for &variant in &variants {
-                if why_broken(variant, w.app()).is_some() {
+                // nginx serves from worker processes strace would have to follow apart.
+                if why_broken(variant, w.app()).is_some()
+                    || crate::servers::unsupported(variant, w.app(), w.name).is_some()
+                    || variant == "nginx"
+                {
                     continue;
                 }
                 let counted = Server::start(options, variant, w.app(), &placement.server, &file)

@@ -42,8 +42,19 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// User plus system CPU seconds of process `pid` (all its threads) so far.
+/// User plus system CPU seconds of process `pid` (all its threads) and of its live
+/// descendants so far (a server that runs worker processes, like nginx, is all of them).
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = one_process_cpu_seconds(pid)?;
+    Some(
+        own + children(pid)
+            .into_iter()
+            .filter_map(process_cpu_seconds)
+            .sum::<f64>(),
+    )
+}
+
+fn one_process_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -52,6 +63,22 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / clock_ticks())
+}
+
+/// The child processes of `pid` (of all its threads).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// User plus system CPU seconds of this process so far.
