@@ -115,7 +115,9 @@ fn nginx_joins_as_the_reference_for_files_and_plaintext() {
         coring_benches::servers::nginx::binary().is_some(),
         "nginx is not installed (apt-get install nginx)"
     );
-    let out = std::env::temp_dir().join(format!("coring-suite-nginx-{}", std::process::id()));
+    // A relative output directory, as the README's command uses (nginx resolves relative
+    // paths against its own prefix: the config must not pass them on).
+    let out = std::path::PathBuf::from(format!("target/coring-suite-nginx-{}", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_suite"))
         .args(["--only", "nginx,coring-uring,plaintext,json,static"])
         .args(["--duration", "500ms", "--warmup", "100ms", "--runs", "1"])

@@ -40,12 +40,15 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
         .map_or_else(std::env::temp_dir, Path::to_path_buf)
         .join("nginx");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // nginx resolves relative paths against its own prefix, not our directory.
+    let dir = std::fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = match config.file.as_deref() {
+        Some(f) => Some(std::fs::canonicalize(f).map_err(|e| format!("{}: {e}", f.display()))?),
+        None => None,
+    };
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        config_text(&dir, addr, workers, config.file.as_deref()),
-    )
-    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    std::fs::write(&conf, config_text(&dir, addr, workers, file.as_deref()))
+        .map_err(|e| format!("{}: {e}", conf.display()))?;
     let fd = listener.as_raw_fd();
     // SAFETY: fcntl on a descriptor this process owns; clearing FD_CLOEXEC keeps the listening
     // socket open across the exec, where nginx takes it over (it is never closed here).

@@ -229,6 +229,7 @@ impl ServerConn {
     /// (or no more requests: see [`ServerConn::is_closing`], [`ServerConn::is_closed`]).
     /// `Some(Err(e))`: the stream is broken; answer with [`ServerConn::respond_error`], then
     /// the connection closes. Changes after `handle_*` and `respond`.
+    #[inline]
     pub fn poll_request(&mut self) -> Option<Result<Request, Http1Error>> {
         if self.phase != Phase::Open
             || self.answering.is_some()
@@ -239,7 +240,10 @@ impl ServerConn {
         }
         if self.body.is_some() {
             match self.advance_body() {
-                Ok(Some(request)) => return Some(Ok(self.hand_out(request))),
+                Ok(Some(request)) => {
+                    self.hand_out(&request);
+                    return Some(Ok(request));
+                }
                 Ok(None) if self.body.is_some() => {
                     if self.eof {
                         return self.fail(Http1Error::BadRequest("body cut short"));
@@ -543,7 +547,7 @@ impl ServerConn {
 
     /// The next head: from the copy buffer if one is being assembled there, else in place
     /// from the shared buffer (a head cut off at its end moves to the copy buffer).
-    #[inline]
+    #[inline(always)]
     fn next_head(&mut self) -> Result<Status<(Request, Framing)>, Http1Error> {
         let limits = &self.config.limits;
         if !self.input.is_empty() {
@@ -580,11 +584,14 @@ impl ServerConn {
     }
 
     /// A head arrived: hand the request out now, or once its small body is here.
-    #[inline]
+    #[inline(always)]
     fn start(&mut self, request: Request, framing: Framing) -> Option<Result<Request, Http1Error>> {
         let continue_owed = request.expects_continue();
         let whole = match framing {
-            Framing::None => return Some(Ok(self.hand_out(request))),
+            Framing::None => {
+                self.hand_out(&request);
+                return Some(Ok(request));
+            }
             Framing::Length(n) => n <= self.config.buffer_body_up_to,
             Framing::Chunked => false,
         };
@@ -599,7 +606,8 @@ impl ServerConn {
                 mode: BodyMode::Stream,
                 continue_owed,
             });
-            return Some(Ok(self.hand_out(request)));
+            self.hand_out(&request);
+            return Some(Ok(request));
         }
         let capacity = match framing {
             Framing::Length(n) => n as usize,
@@ -664,15 +672,14 @@ impl ServerConn {
         }
     }
 
-    /// Hands `request` out: its answer is owed before the next one.
-    #[inline]
-    fn hand_out(&mut self, request: Request) -> Request {
+    /// Notes that `request` is handed out: its answer is owed before the next one.
+    #[inline(always)]
+    fn hand_out(&mut self, request: &Request) {
         self.answering = Some(Answering {
             keep_alive: request.keep_alive(),
             http10: request.version() == Version::Http10,
             head: request.is_head(),
         });
-        request
     }
 
     /// The request stream is broken by `e`.
