@@ -69,6 +69,8 @@ pub struct Request {
     body: Bytes,
     keep_alive: bool,
     expect_continue: bool,
+    /// The method is `HEAD` (decided once, at parse time).
+    head_method: bool,
     extension: Option<std::rc::Rc<dyn std::any::Any>>,
 }
 
@@ -109,7 +111,7 @@ impl Request {
 
     /// Whether the method is `HEAD` (no body goes with the response).
     pub fn is_head(&self) -> bool {
-        self.method.of(self.head.bytes()) == b"HEAD"
+        self.head_method
     }
 
     /// The request target as sent: `/path?query`, or `http://host/path?query` (absolute-form,
@@ -230,6 +232,7 @@ const HEADER_SLOTS: usize = 256;
 
 /// What parsing a head yields: everything of a [`Request`] but where its bytes live.
 pub(crate) struct ParsedHead {
+    head_method: bool,
     method: Range<usize>,
     target: Range<usize>,
     origin: Range<usize>,
@@ -258,6 +261,7 @@ impl ParsedHead {
             body: Bytes::new(),
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
+            head_method: self.head_method,
             extension: None,
         }
     }
@@ -392,6 +396,7 @@ pub(crate) fn parse_head_at(
         header_lines,
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
+        head_method: req.method == Some("HEAD"),
     };
     Ok(Some((parsed, framing, len)))
 }
