@@ -33,6 +33,8 @@ pub struct DriverStats {
     pub in_flight: u64,
     /// Live tasks (at snapshot time).
     pub tasks: u64,
+    /// Pipes made for `send_file`'s splices (io_uring; each core keeps a few for reuse).
+    pub pipes_made: u64,
 }
 
 /// Counters kept by the net layer and the timers of one core.

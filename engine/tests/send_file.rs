@@ -44,6 +44,13 @@ fn send_file_moves_a_range_and_a_whole_file_intact() {
         assert_eq!(s.send_file(&file, LEN - 10, 1000).await.unwrap(), 10);
         let out = coring::runtime::core_stats().net.bytes_out;
         assert_eq!(out, 2_000_000 + LEN + 10);
+        // One pipe served all three on io_uring (the core keeps it); compat needs none.
+        let pipes = coring::runtime::stats().pipes_made;
+        let want = match coring::runtime::driver_kind() {
+            coring::driver::probe::DriverKind::Uring => 1,
+            _ => 0,
+        };
+        assert_eq!(pipes, want, "pipes made for three sends");
         drop(s);
         let got = client.join().unwrap();
         assert_eq!(got.len() as u64, 2_000_000 + LEN + 10);

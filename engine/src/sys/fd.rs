@@ -83,16 +83,13 @@ pub(crate) unsafe fn owned_socket(res: u32) -> OwnedSocket {
 pub(crate) fn pipe(bytes: usize) -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // SAFETY: `fds` has room for the two descriptors pipe2(2) writes; O_CLOEXEC is set
+    // atomically with their creation (no separate fcntl per end).
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: pipe(2) just returned two new descriptors nobody else owns.
+    // SAFETY: pipe2(2) just returned two new descriptors nobody else owns.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    for fd in [&r, &w] {
-        // SAFETY: plain fcntl on a descriptor we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
     // SAFETY: plain fcntl; a refusal (above the system's maximum) keeps the default size.
     unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
     // A pipe end is read and written like a file.

@@ -1,9 +1,30 @@
 //! `send_file` on io_uring: file → pipe → socket with two splices per chunk, no copy through
-//! user space.
+//! user space; the pipes are kept per core and reused.
+
+use std::cell::RefCell;
 
 use crate::driver::{Op, SEND_FILE_CHUNK_BYTES, SharedFd, WriteTarget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::op::{PollWritable, Splice};
+
+/// Empty pipes kept per core for the next `send_file`: a pipe costs four syscalls to make
+/// (pipe2, its size, two closes) and nothing while it waits empty.
+const KEEP_PIPES: usize = 16;
+
+thread_local! {
+    static PIPES: RefCell<Vec<(SharedFd, SharedFd)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pipe from the core's cache, or a new one.
+fn take_pipe() -> Result<(SharedFd, SharedFd)> {
+    if let Some(pipe) = PIPES.with(|p| p.borrow_mut().pop()) {
+        return Ok(pipe);
+    }
+    let (r, w) =
+        crate::sys::fd::pipe(SEND_FILE_CHUNK_BYTES).map_err(|e| Error::from_io(e, "pipe"))?;
+    crate::driver::current::with(|d| d.uring().stats.pipes_made += 1);
+    Ok((SharedFd::file(r), SharedFd::file(w)))
+}
 
 pub(crate) async fn send_file(
     target: &impl WriteTarget,
@@ -11,9 +32,28 @@ pub(crate) async fn send_file(
     offset: u64,
     len: u64,
 ) -> Result<u64> {
-    let (pipe_r, pipe_w) =
-        crate::sys::fd::pipe(SEND_FILE_CHUNK_BYTES).map_err(|e| Error::from_io(e, "pipe"))?;
-    let (pipe_r, pipe_w) = (SharedFd::file(pipe_r), SharedFd::file(pipe_w));
+    let (pipe_r, pipe_w) = take_pipe()?;
+    let sent = splice_through(target, file, offset, len, &pipe_r, &pipe_w).await?;
+    // Only a pipe known to be empty goes back (after an error bytes may be left in it).
+    PIPES.with(|p| {
+        let mut pipes = p.borrow_mut();
+        if pipes.len() < KEEP_PIPES {
+            pipes.push((pipe_r, pipe_w));
+        }
+    });
+    Ok(sent)
+}
+
+/// file → `pipe_w` … `pipe_r` → socket, a chunk at a time; the pipe is empty when it returns
+/// `Ok`.
+async fn splice_through(
+    target: &impl WriteTarget,
+    file: &SharedFd,
+    offset: u64,
+    len: u64,
+    pipe_r: &SharedFd,
+    pipe_w: &SharedFd,
+) -> Result<u64> {
     let mut sent = 0u64;
     while sent < len {
         let chunk = (len - sent).min(SEND_FILE_CHUNK_BYTES as u64) as u32;
