@@ -69,15 +69,13 @@ fn requests_that_reached_the_server_before_shutdown_are_answered() {
         for s in after.iter_mut() {
             s.write_all(REQUEST).unwrap();
         }
-        for (i, s) in conns.iter_mut().enumerate() {
+        // Each is answered; whether the answer already says `Connection: close` depends on
+        // whether the connection saw the shutdown before the request (under Wine it often
+        // does not within 3 ms): the unit tests on the simulated pair pin that part down.
+        for s in conns.iter_mut() {
             let second = response(s);
             if !second.starts_with("HTTP/1.1 200 OK") {
                 lost += 1;
-                continue;
-            }
-            // Answered during the shutdown: the client is told not to send more.
-            if i >= CONNECTIONS / 2 {
-                assert!(second.contains("\r\nConnection: close\r\n"), "{second}");
             }
         }
         drop(conns);
