@@ -14,36 +14,7 @@ pub fn tfb(addr: SocketAddr, static_body: StaticBody<'_>) -> Result<(), String> 
     if static_body.is_some() {
         paths.push("/static");
     }
-    let mut request = Vec::new();
-    for p in &paths {
-        request.extend_from_slice(format!("GET {p} HTTP/1.1\r\nHost: suite\r\n\r\n").as_bytes());
-    }
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&request)
-        .map_err(|e| format!("write: {e}"))?;
-    let mut input = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for path in paths {
-        let (head, body) = loop {
-            if let Some(parsed) = split_response(&input)? {
-                break parsed;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{path}: no complete response in 5 s"));
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => return Err(format!("{path}: connection closed")),
-                Ok(n) => input.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("{path}: read: {e}")),
-            }
-        };
+    pipelined(addr, &paths, |path, head, body| {
         let (content_type, expected): (&str, Vec<u8>) = match path {
             "/plaintext" => ("text/plain", crate::PLAINTEXT.to_vec()),
             "/json" => ("application/json", super::super::servers::json_body()),
@@ -52,24 +23,41 @@ pub fn tfb(addr: SocketAddr, static_body: StaticBody<'_>) -> Result<(), String> 
                 static_body.unwrap_or_default().to_vec(),
             ),
         };
-        check(
-            path,
-            &input[..head],
-            &input[head..head + body],
-            content_type,
-            &expected,
-        )?;
-        input.drain(..head + body);
-    }
-    Ok(())
+        check(path, head, body, content_type, &expected)
+    })
 }
 
 /// Checks nginx: `/plaintext` and `/static`, pipelined on one connection, by status, type and
 /// body (nginx writes its own `Server` and `Connection` fields, which the others do not).
 pub fn nginx(addr: SocketAddr, static_body: &[u8]) -> Result<(), String> {
     let paths = ["/plaintext", "/static", "/plaintext"];
+    pipelined(addr, &paths, |path, head, body| {
+        let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+        let (content_type, expected) = match path {
+            "/plaintext" => ("text/plain", crate::PLAINTEXT),
+            _ => ("application/octet-stream", static_body),
+        };
+        if !text.starts_with("http/1.1 200 ok\r\n")
+            || !text.contains(&format!("\r\ncontent-type: {content_type}"))
+        {
+            return Err(format!("{path}: head {:?}", String::from_utf8_lossy(head)));
+        }
+        if body != expected {
+            return Err(format!("{path}: wrong body ({} bytes)", body.len()));
+        }
+        Ok(())
+    })
+}
+
+/// Sends a GET for each of `paths` in one write on one connection and hands each response's
+/// head and body, in order, to `each`.
+fn pipelined(
+    addr: SocketAddr,
+    paths: &[&str],
+    mut each: impl FnMut(&str, &[u8], &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let mut request = Vec::new();
-    for p in &paths {
+    for p in paths {
         request.extend_from_slice(format!("GET {p} HTTP/1.1\r\nHost: suite\r\n\r\n").as_bytes());
     }
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -83,7 +71,7 @@ pub fn nginx(addr: SocketAddr, static_body: &[u8]) -> Result<(), String> {
     let mut input = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let deadline = Instant::now() + Duration::from_secs(5);
-    for path in paths {
+    for &path in paths {
         let (head, body) = loop {
             if let Some(parsed) = split_response(&input)? {
                 break parsed;
@@ -98,22 +86,7 @@ pub fn nginx(addr: SocketAddr, static_body: &[u8]) -> Result<(), String> {
                 Err(e) => return Err(format!("{path}: read: {e}")),
             }
         };
-        let text = String::from_utf8_lossy(&input[..head]).to_ascii_lowercase();
-        let (content_type, expected) = match path {
-            "/plaintext" => ("text/plain", crate::PLAINTEXT),
-            _ => ("application/octet-stream", static_body),
-        };
-        if !text.starts_with("http/1.1 200 ok\r\n")
-            || !text.contains(&format!("\r\ncontent-type: {content_type}"))
-        {
-            return Err(format!(
-                "{path}: head {:?}",
-                String::from_utf8_lossy(&input[..head])
-            ));
-        }
-        if &input[head..head + body] != expected {
-            return Err(format!("{path}: wrong body ({body} bytes)"));
-        }
+        each(path, &input[..head], &input[head..head + body])?;
         input.drain(..head + body);
     }
     Ok(())
