@@ -39,9 +39,11 @@ async fn a_reader_that_falls_behind_holds_a_bounded_share_of_the_pool() {
     coring::time::sleep(Duration::from_millis(300)).await;
     let pool = coring::runtime::pool_stats();
     let held = pool.buffers - pool.free - pool.in_use;
-    // The driver's limit is 16 queued buffers; a few more land while its cancel is on the way.
+    // The driver's limit is 16 queued buffers. The kernel posts up to 33 completions for one
+    // wake-up of a multishot receive (its retry loop) before the driver sees them and cancels,
+    // so the bound is the limit plus one such burst: an eighth of the pool, not all of it.
     assert!(
-        held <= 32,
+        held <= 64,
         "{held} buffers filled for a task that was not reading: {pool:?}"
     );
     while let Some(buf) = reader.next().await.unwrap() {

@@ -55,6 +55,8 @@ const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 /// limit the driver cancels it and the task re-arms it once it has caught up, so the rest
 /// waits in the socket's own buffer (TCP flow control) instead of the core's pool: one
 /// connection that does not read cannot take the buffers every other connection shares.
+/// The kernel may post one more burst before the cancel lands: a multishot receive retries up
+/// to 32 times for one wake-up, so a stalled task holds at most this plus about 33 buffers.
 pub(crate) const MULTISHOT_QUEUED_BUFFERS: u16 = 16;
 
 /// How long shutdown waits for the kernel to acknowledge cancellations before it gives up and
