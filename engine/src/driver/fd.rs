@@ -68,10 +68,11 @@ impl SharedFd {
         }
     }
 
-    /// A duplicate of the file for calls that want ownership (metadata through std).
-    pub(crate) fn try_clone_file(&self) -> std::io::Result<std::fs::File> {
+    /// The file's metadata (one `statx`, on the descriptor itself: no duplicate to open and
+    /// close).
+    pub(crate) fn file_metadata(&self) -> std::io::Result<std::fs::Metadata> {
         match &*self.inner {
-            Desc::File(f) => f.try_clone(),
+            Desc::File(f) => f.metadata(),
             Desc::Socket(_) => Err(std::io::ErrorKind::InvalidInput.into()),
         }
     }

@@ -34,12 +34,9 @@ impl File {
 
     /// The file's size in bytes.
     pub fn len(&self) -> Result<u64> {
-        let file = self
+        Ok(self
             .fd
-            .try_clone_file()
-            .map_err(|e| Error::from_io(e, "dup"))?;
-        Ok(file
-            .metadata()
+            .file_metadata()
             .map_err(|e| Error::from_io(e, "fstat"))?
             .len())
     }

@@ -75,7 +75,11 @@ impl Response {
     /// Adds a header. `Content-Length`, `Date`, `Server` and `Connection` are written by the
     /// encoder and ignored here.
     #[inline]
-    pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
+    pub fn header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<HeaderValue>,
+    ) -> Self {
         self.headers.push(name.into(), value.into());
         self
     }
@@ -99,7 +103,7 @@ impl Response {
 
     /// The headers set by the handler.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_bytes()))
     }
 }
 
@@ -107,7 +111,75 @@ impl Response {
 /// a handful, and a response should not cost an allocation for them.
 const INLINE_FIELDS: usize = 4;
 
-type Field = (Cow<'static, str>, Bytes);
+type Field = (Cow<'static, str>, HeaderValue);
+
+/// A response header's value: text fixed in the program (nothing to count or free) or bytes
+/// made at run time. Made from `&'static str`, `&'static [u8]`, `String`, `Vec<u8>` or
+/// [`Bytes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderValue(Value);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    Static(&'static [u8]),
+    Shared(Bytes),
+}
+
+impl HeaderValue {
+    /// The value's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Value::Static(b) => b,
+            Value::Shared(b) => b,
+        }
+    }
+}
+
+impl AsRef<[u8]> for HeaderValue {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl From<&'static str> for HeaderValue {
+    #[inline]
+    fn from(v: &'static str) -> Self {
+        HeaderValue(Value::Static(v.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for HeaderValue {
+    #[inline]
+    fn from(v: &'static [u8]) -> Self {
+        HeaderValue(Value::Static(v))
+    }
+}
+
+impl<const N: usize> From<&'static [u8; N]> for HeaderValue {
+    #[inline]
+    fn from(v: &'static [u8; N]) -> Self {
+        HeaderValue(Value::Static(v))
+    }
+}
+
+impl From<Bytes> for HeaderValue {
+    fn from(v: Bytes) -> Self {
+        HeaderValue(Value::Shared(v))
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(v: String) -> Self {
+        HeaderValue(Value::Shared(Bytes::from(v)))
+    }
+}
+
+impl From<Vec<u8>> for HeaderValue {
+    fn from(v: Vec<u8>) -> Self {
+        HeaderValue(Value::Shared(Bytes::from(v)))
+    }
+}
 
 /// A response's header fields: the first few inline, the rest on the heap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,7 +190,7 @@ struct HeaderList {
 
 impl HeaderList {
     #[inline]
-    fn push(&mut self, name: Cow<'static, str>, value: Bytes) {
+    fn push(&mut self, name: Cow<'static, str>, value: HeaderValue) {
         match self.inline.iter_mut().find(|f| f.is_none()) {
             Some(free) => *free = Some((name, value)),
             None => self.more.push((name, value)),
@@ -171,33 +243,35 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     // One reservation up front that covers the usual head, so the appends below rarely
     // reallocate (a head with long custom headers grows the buffer as it goes).
     out.reserve(HEAD_ESTIMATE + cx.server.map_or(0, <[u8]>::len) + resp.body.len());
-    match resp.status {
-        200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
-        status => {
+    match (resp.status, cx.server) {
+        // The usual answer's first line and the name after it in one append.
+        (200, Some(server)) => {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: ");
+            out.extend_from_slice(server);
+            out.extend_from_slice(b"\r\nDate: ");
+        }
+        (200, None) => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: "),
+        (status, server) => {
             out.extend_from_slice(b"HTTP/1.1 ");
             let mut code = itoa::Buffer::new();
             out.extend_from_slice(code.format(status).as_bytes());
             out.push(b' ');
             out.extend_from_slice(reason(status).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    match cx.server {
-        Some(server) => {
-            out.extend_from_slice(b"Server: ");
-            out.extend_from_slice(server);
+            if let Some(server) = server {
+                out.extend_from_slice(b"\r\nServer: ");
+                out.extend_from_slice(server);
+            }
             out.extend_from_slice(b"\r\nDate: ");
         }
-        None => out.extend_from_slice(b"Date: "),
     }
     out.extend_from_slice(cx.date);
     out.extend_from_slice(b"\r\n");
     // Plain loops over the two parts: cheaper per field than a chained iterator.
     for (name, value) in resp.headers.inline.iter().map_while(Option::as_ref) {
-        encode_field(name, value, out);
+        encode_field(name, value.as_bytes(), out);
     }
     for (name, value) in &resp.headers.more {
-        encode_field(name, value, out);
+        encode_field(name, value.as_bytes(), out);
     }
     if !cx.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
