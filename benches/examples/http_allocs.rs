@@ -31,7 +31,13 @@ fn main() {
     });
     let addr = rx.recv().expect("addr");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    let one = b"GET /plaintext HTTP/1.1\r\nHost: tfb\r\n\r\n";
+    // TechEmpower's request, as the suite sends it.
+    let mut one = format!("GET /plaintext HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in coring_benches::suite::TFB_HEADERS {
+        one.push_str(&format!("{name}: {value}\r\n"));
+    }
+    one.push_str("\r\n");
+    let one = one.as_bytes();
     for depth in [16usize, 1] {
         let batch: Vec<u8> = one
             .iter()

@@ -348,7 +348,9 @@ impl ServerConn {
             .expect("respond called with no request to answer");
         self.now = now;
         self.idle_since = now;
-        let keep_alive = answering.keep_alive && !self.shutting_down && !self.broken;
+        let keep_alive = answering.keep_alive
+            && !self.broken
+            && (!self.shutting_down || self.next_request_is_here(now));
         let cx = EncodeContext {
             date,
             server: self.config.server_name.as_deref(),
@@ -463,9 +465,10 @@ impl ServerConn {
         }
     }
 
-    /// The server is shutting down at `now`: answers from now on say `Connection: close`, and
-    /// an idle connection closes after [`ServerConfig::shutdown_drain`] unless a request
-    /// already on its way arrives first.
+    /// The server is shutting down at `now`: the next answer says `Connection: close` (unless
+    /// the client already pipelined another whole request, which is answered first, within
+    /// [`ServerConfig::shutdown_drain`]), and an idle connection closes after that drain
+    /// period unless a request already on its way arrives first.
     pub fn begin_shutdown(&mut self, now: Instant) {
         self.now = now;
         if !self.shutting_down {
@@ -526,6 +529,24 @@ impl ServerConn {
             Phase::Closed => true,
             _ => false,
         }
+    }
+
+    /// While shutting down: whether the client's next request is already here whole (it
+    /// pipelined), and the drain period still runs. Such a request reached the server, so it
+    /// is answered too, the last one with `Connection: close`; a client that keeps
+    /// pipelining is cut off when the drain period ends.
+    fn next_request_is_here(&self, now: Instant) -> bool {
+        if self.body.is_some() || self.drain_until.is_none_or(|until| now >= until) {
+            return false;
+        }
+        let rest: &[u8] = if !self.input.is_empty() {
+            &self.input
+        } else if let Some((data, at)) = self.chunk.as_ref() {
+            data.as_ref().as_ref().get(*at..).unwrap_or(&[])
+        } else {
+            &[]
+        };
+        rest.windows(4).any(|w| w == b"\r\n\r\n") || rest.windows(2).any(|w| w == b"\n\n")
     }
 
     /// Whether received bytes wait to be parsed.

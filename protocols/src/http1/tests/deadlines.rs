@@ -103,6 +103,25 @@ fn at_shutdown_an_idle_connection_drains_and_answers_what_arrives_with_close() {
 }
 
 #[test]
+fn at_shutdown_requests_already_pipelined_are_answered_the_last_with_close() {
+    let mut pair = Pair::ok(config());
+    pair.server.begin_shutdown(pair.now);
+    // Three whole requests and the start of a fourth arrive together.
+    let mut wire = GET.repeat(3);
+    wire.extend_from_slice(b"GET /cut HTTP/1.1\r\nHo");
+    pair.send(&wire);
+    pair.drive();
+    let (responses, _) = pair.responses();
+    let keep: Vec<bool> = responses.iter().map(|r| r.keep_alive).collect();
+    assert_eq!(
+        keep,
+        vec![true, true, false],
+        "each whole request that reached the server is answered; the last says close"
+    );
+    assert!(pair.server.is_closed(), "the cut-off fourth is not waited for");
+}
+
+#[test]
 fn a_half_closed_client_gets_its_answers_then_the_connection_closes() {
     let mut pair = Pair::ok(config());
     let mut wire = GET.repeat(3);
