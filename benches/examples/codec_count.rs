@@ -1,15 +1,22 @@
-//! Scratch: instructions per request of the codec path alone (ServerConn + tfb_response)
-//! against the raw loop's responder, for callgrind.
+//! The HTTP codec alone, for callgrind: `ROUNDS` batches of 16 pipelined TechEmpower requests
+//! through `ServerConn` (parsed in place, answered by the suite's handler into one buffer),
+//! or (`raw`) through the suite's hand-written loop's responder on the same bytes. No
+//! sockets, no runtime: what is left of a server's cost per request once I/O is taken away.
+//!
+//! `benches/scripts/callgrind-codec` runs it twice under callgrind and prints the difference
+//! per request; `cargo run --release -p coring-benches --example codec_count -- coring 1000`.
+
 use std::rc::Rc;
 use std::time::Instant;
 
 use coring_protocols::http1::{ServerConfig, ServerConn};
 
-const REQ: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7\r\nConnection: keep-alive\r\n\r\n";
 const DATE: &[u8] = b"Sun, 22 Nov 2026 00:00:00 GMT";
 
-struct Buf(Vec<u8>);
-impl AsRef<[u8]> for Buf {
+/// A received buffer, as the server hands it to the connection.
+struct Received(Vec<u8>);
+
+impl AsRef<[u8]> for Received {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
@@ -17,38 +24,40 @@ impl AsRef<[u8]> for Buf {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let which = args.next().unwrap_or_default();
-    sizes();
+    let which = args.next().unwrap_or_else(|| "coring".into());
     let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let mut input = Vec::new();
-    for _ in 0..16 {
-        input.extend_from_slice(REQ);
+    let mut one = String::from("GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n");
+    for (name, value) in coring_benches::suite::TFB_HEADERS {
+        one.push_str(&format!("{name}: {value}\r\n"));
     }
+    one.push_str("\r\n");
+    let input = one.repeat(16).into_bytes();
     let mut out = Vec::with_capacity(64 * 1024);
     let now = Instant::now();
-    let mut n = 0;
-    if which == "raw" {
-        for _ in 0..rounds {
-            out.clear();
-            let used = coring_benches::servers::respond(std::hint::black_box(&input), &mut out, None).unwrap();
-            n += used;
+    let mut answered = 0usize;
+    match which.as_str() {
+        "raw" => {
+            for _ in 0..rounds {
+                out.clear();
+                let input = std::hint::black_box(&input);
+                if coring_benches::servers::respond(input, &mut out, None) == Ok(input.len()) {
+                    answered += 16;
+                }
+            }
         }
-    } else {
-        let mut conn = ServerConn::new(Rc::new(ServerConfig::default()), now);
-        let shared: Rc<dyn AsRef<[u8]>> = Rc::new(Buf(input.clone()));
-        for _ in 0..rounds {
-            out.clear();
-            conn.handle_shared(Rc::clone(&shared), now);
-            while let Some(Ok(req)) = conn.poll_request() {
-                let resp = coring_benches::tfb_response(req.path());
-                conn.respond(&resp, now, DATE, &mut out);
-                n += 1;
+        _ => {
+            let mut conn = ServerConn::new(Rc::new(ServerConfig::default()), now);
+            let shared: Rc<dyn AsRef<[u8]>> = Rc::new(Received(input));
+            for _ in 0..rounds {
+                out.clear();
+                conn.handle_shared(Rc::clone(&shared), now);
+                while let Some(Ok(req)) = conn.poll_request() {
+                    let resp = coring_benches::tfb_response(req.path());
+                    conn.respond(&resp, now, DATE, &mut out);
+                    answered += 1;
+                }
             }
         }
     }
-    println!("{n} {}", out.len());
-}
-#[allow(dead_code)]
-fn sizes() {
-    eprintln!("Request {} Response {} Reply {} Opt<Res<Req>> {}", size_of::<coring_protocols::http1::Request>(), size_of::<coring_protocols::http1::Response>(), size_of::<coring_protocols::serve::Reply>(), size_of::<Option<Result<coring_protocols::http1::Request, coring_protocols::http1::Http1Error>>>());
+    println!("{which}: {answered} requests answered in {rounds} rounds");
 }

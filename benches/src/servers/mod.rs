@@ -181,7 +181,7 @@ impl StaticFile {
 }
 
 /// The request could not be answered; the connection should close.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
 
 /// Answers every complete request at the front of `input`, appending the responses to `out`;

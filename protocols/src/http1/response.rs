@@ -109,7 +109,7 @@ impl Response {
 
 /// Header fields kept inline in a response before spilling to the heap: typical responses set
 /// a handful, and a response should not cost an allocation for them.
-const INLINE_FIELDS: usize = 4;
+const INLINE_FIELDS: usize = 3;
 
 type Field = (Cow<'static, str>, HeaderValue);
 
