@@ -27,7 +27,8 @@ pub use client_codec::{
 pub use error::Http1Error;
 pub use request::{Framing, Request};
 pub use response::{
-    BodyFraming, EncodeContext, HeaderValue, LAST_CHUNK, Response, encode_chunk, encode_response, reason,
+    BodyFraming, EncodeContext, HeaderValue, LAST_CHUNK, Response, encode_chunk, encode_response,
+    reason,
 };
 pub use server::{ServerConfig, ServerConn, Timer};
 

@@ -118,7 +118,10 @@ fn at_shutdown_requests_already_pipelined_are_answered_the_last_with_close() {
         vec![true, true, false],
         "each whole request that reached the server is answered; the last says close"
     );
-    assert!(pair.server.is_closed(), "the cut-off fourth is not waited for");
+    assert!(
+        pair.server.is_closed(),
+        "the cut-off fourth is not waited for"
+    );
 }
 
 #[test]
