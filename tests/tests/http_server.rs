@@ -26,6 +26,15 @@ fn router() -> Router {
             };
             Response::new(200).body(body)
         })
+        .route("GET", "/echo-header", |req, _p| async move {
+            // An application that decodes its query and puts it in a header.
+            let v = req
+                .query()
+                .unwrap_or("")
+                .replace("%0d%0a", "\r\n")
+                .replace("%20", " ");
+            Response::new(200).header("X-Echo", v).body("echoed")
+        })
         .route("GET", "/users/:id", |_req, p| async move {
             Response::new(200).body(format!("user {}", p.get("id").unwrap_or("")))
         })
@@ -324,4 +333,31 @@ fn an_http10_keep_alive_request_is_answered_keep_alive_and_the_connection_stays(
         0,
         "closed after a plain 1.0 request"
     );
+}
+
+#[coring::test]
+fn a_header_carrying_client_bytes_cannot_split_the_response() {
+    let server = start(Config::default());
+    let base = format!("http://{}", server.addr);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut clean = agent
+        .get(&format!("{base}/echo-header?hello%20there"))
+        .call()
+        .unwrap();
+    assert_eq!(clean.status(), 200);
+    assert_eq!(clean.headers()["x-echo"], "hello there");
+    assert_eq!(clean.body_mut().read_to_string().unwrap(), "echoed");
+    let split = agent
+        .get(&format!("{base}/echo-header?a%0d%0aSet-Cookie:%20evil=1"))
+        .call()
+        .unwrap();
+    assert_eq!(split.status(), 500);
+    assert!(split.headers().get("set-cookie").is_none());
+    assert!(split.headers().get("x-echo").is_none());
+    // The server goes on serving.
+    let again = agent.get(&format!("{base}/plaintext")).call().unwrap();
+    assert_eq!(again.status(), 200);
 }

@@ -14,6 +14,11 @@ pub struct Response {
     framing: Option<BodyFraming>,
 }
 
+/// A byte allowed in a field name (RFC 9110 section 5.6.2 `tchar`).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// How a body sent after the head (a file, a stream) is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -89,6 +94,14 @@ impl Response {
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
+    }
+
+    /// Whether a header was refused: a name made at run time that is not a token, or a value
+    /// made at run time holding CR, LF or NUL (which would let it split the response). Such a
+    /// response is never sent as it is: [`encode_response`] writes a `500` that closes the
+    /// connection instead.
+    pub fn has_refused_header(&self) -> bool {
+        self.headers.refused
     }
 
     /// The status code.
@@ -186,11 +199,28 @@ impl From<Vec<u8>> for HeaderValue {
 struct HeaderList {
     inline: [Option<Field>; INLINE_FIELDS],
     more: Vec<Field>,
+    /// A field was refused: its name is not a token, or its value holds CR, LF or NUL.
+    refused: bool,
 }
 
 impl HeaderList {
     #[inline]
     fn push(&mut self, name: Cow<'static, str>, value: HeaderValue) {
+        // What is fixed in the program is the program's to get right; what was made at run
+        // time may carry a client's bytes, which must not be able to end the field and start
+        // another (response splitting).
+        let name_ok = match &name {
+            Cow::Borrowed(_) => true,
+            Cow::Owned(n) => !n.is_empty() && n.bytes().all(is_tchar),
+        };
+        let value_ok = match &value.0 {
+            Value::Static(_) => true,
+            Value::Shared(v) => !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)),
+        };
+        if !(name_ok && value_ok) {
+            self.refused = true;
+            return;
+        }
         match self.inline.iter_mut().find(|f| f.is_none()) {
             Some(free) => *free = Some((name, value)),
             None => self.more.push((name, value)),
@@ -240,6 +270,16 @@ const HEAD_ESTIMATE: usize = 256;
 
 /// Appends the response to `out`.
 pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8>) {
+    if resp.headers.refused {
+        let refusal = Response::new(500)
+            .header("Content-Type", "text/plain")
+            .body("the response carried an invalid header field");
+        let cx = EncodeContext {
+            keep_alive: false,
+            ..*cx
+        };
+        return encode_response(&refusal, &cx, out);
+    }
     // One reservation up front that covers the usual head, so the appends below rarely
     // reallocate (a head with long custom headers grows the buffer as it goes).
     out.reserve(HEAD_ESTIMATE + cx.server.map_or(0, <[u8]>::len) + resp.body.len());

@@ -350,6 +350,7 @@ impl ServerConn {
         self.idle_since = now;
         let keep_alive = answering.keep_alive
             && !self.broken
+            && !response.has_refused_header()
             && (!self.shutting_down || self.next_request_is_here(now));
         let cx = EncodeContext {
             date,
@@ -368,7 +369,8 @@ impl ServerConn {
         let status = response.status();
         let bodiless = status < 200 || status == 204 || status == 304;
         let follows = match response.following_body() {
-            Some(framing) if !answering.head && !bodiless => {
+            // A refused response was replaced by a 500 with its own body.
+            Some(framing) if !answering.head && !bodiless && !response.has_refused_header() => {
                 self.sending = Some(framing);
                 true
             }

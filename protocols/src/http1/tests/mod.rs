@@ -310,3 +310,50 @@ fn responses_are_encoded_with_length_date_and_server() {
         "{text}"
     );
 }
+
+#[test]
+fn a_header_made_from_client_bytes_cannot_split_the_response() {
+    // The handler echoes the target into a header: a target smuggling CR LF (percent-decoded
+    // by the application, say) must not become a second field or a second response.
+    let mut pair = Pair::new(ServerConfig::default(), |seen| {
+        let echoed = seen.target.replace("%0d%0a", "\r\n");
+        Response::new(200).header("X-Echo", echoed).body("ok")
+    });
+    pair.send(b"GET /a%0d%0aSet-Cookie:%20evil=1 HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    pair.drive();
+    let (responses, error) = pair.responses();
+    assert_eq!(error, None);
+    assert_eq!(
+        pair.statuses(),
+        vec![500],
+        "refused, and the connection closes"
+    );
+    assert!(!responses[0].keep_alive);
+    let wire = String::from_utf8_lossy(&pair.written);
+    assert!(
+        !wire.contains("Set-Cookie") && !wire.contains("X-Echo"),
+        "{wire}"
+    );
+    assert!(pair.server.is_closed());
+    // Names made at run time must be tokens; fixed ones and clean values pass.
+    assert!(
+        Response::new(200)
+            .header(String::from("Bad Name"), "v")
+            .has_refused_header()
+    );
+    assert!(
+        Response::new(200)
+            .header(String::from(""), "v")
+            .has_refused_header()
+    );
+    assert!(
+        Response::new(200)
+            .header("X-Nul", vec![b'a', 0])
+            .has_refused_header()
+    );
+    let fine = Response::new(200)
+        .header(String::from("X-Id"), String::from("abc def"))
+        .header("Content-Type", "text/plain");
+    assert!(!fine.has_refused_header());
+    assert_eq!(fine.headers().count(), 2);
+}
