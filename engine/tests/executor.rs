@@ -115,11 +115,15 @@ fn a_task_that_never_waits_cannot_starve_io() {
         let (r, buf) = c.read_exact(Vec::with_capacity(4)).await;
         r.unwrap();
         assert_eq!(buf, b"ping");
+        // And the hog itself runs whenever nothing else is ready (a count, not a rate: how
+        // many turns fit in 10 ms depends on the machine; under Wine a few hundred).
+        let before = spins.get();
         sleep(Duration::from_millis(10)).await;
+        assert!(spins.get() > before, "the hog ran while we slept");
         server.await.unwrap();
         stop.set(true);
         hog.await.unwrap();
-        assert!(spins.get() > 1000, "the hog ran too: {}", spins.get());
+        assert!(spins.get() > 0, "the hog ran too: {}", spins.get());
         assert!(start.elapsed() < Duration::from_secs(10));
     });
 }
