@@ -21,3 +21,4 @@ pub mod client;
 pub mod http1;
 #[cfg(feature = "engine")]
 pub mod serve;
+pub mod ws;

@@ -115,8 +115,8 @@ impl ResponseDecoder {
                     return Ok(None);
                 };
                 buf.advance(len);
-                if (100..200).contains(&response.status) {
-                    continue; // interim response
+                if is_interim(response.status) {
+                    continue;
                 }
                 match body {
                     None => return Ok(Some(response)),
@@ -356,7 +356,7 @@ impl ResponseFramer {
                     return Ok((used, None));
                 };
                 used += head.len;
-                if (100..200).contains(&head.status) {
+                if is_interim(head.status) {
                     continue;
                 }
                 let framed = FramedResponse {
@@ -414,6 +414,12 @@ impl ResponseFramer {
             Some(_) => Err(Http1Error::BadRequest("connection closed mid-response")),
         }
     }
+}
+
+/// A 1xx answer another answer follows; 101 is final: the connection then speaks the
+/// protocol it switched to.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 #[cfg(test)]

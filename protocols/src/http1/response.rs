@@ -313,7 +313,10 @@ pub fn encode_response(resp: &Response, cx: &EncodeContext<'_>, out: &mut Vec<u8
     for (name, value) in &resp.headers.more {
         encode_field(name, value.as_bytes(), out);
     }
-    if !cx.keep_alive {
+    if resp.status == 101 {
+        // The connection becomes another protocol's (a WebSocket upgrade).
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+    } else if !cx.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if cx.http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");

@@ -1,0 +1,585 @@
+//! One WebSocket connection, sans-IO: received bytes in, messages and events out; messages in,
+//! bytes out into the caller's buffer; every deadline as data.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, Opcode, apply_mask, decode_header, encode_header,
+};
+use super::utf8::Utf8Stream;
+use super::{WsError, close_code_allowed};
+use crate::http1::Status;
+
+/// Which side of the connection this is: a server expects masked frames and sends unmasked
+/// ones; a client the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepted the upgrade.
+    Server,
+    /// Asked for it.
+    Client,
+}
+
+/// What a connection enforces.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Largest frame payload accepted (1009 above it).
+    pub max_frame_bytes: u64,
+    /// Largest message accepted, all its fragments together (1009 above it).
+    pub max_message_bytes: u64,
+    /// How long to wait for the peer's close after sending ours.
+    pub close_timeout: Duration,
+    /// Send a ping after this long without hearing from the peer (`None`: no heartbeat).
+    pub ping_after_idle: Option<Duration>,
+    /// How long a heartbeat ping waits for its pong before the connection is given up.
+    pub pong_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            max_frame_bytes: 16 << 20,
+            max_message_bytes: 64 << 20,
+            close_timeout: Duration::from_secs(5),
+            ping_after_idle: None,
+            pong_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A complete message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Text, checked to be UTF-8.
+    Text(Bytes),
+    /// Binary data.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// The payload.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Message::Text(b) | Message::Binary(b) => b,
+        }
+    }
+
+    /// The text of a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(b) => std::str::from_utf8(b).ok(),
+            Message::Binary(_) => None,
+        }
+    }
+}
+
+/// A close frame's code and reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The status code (1000 normal, 1001 going away, …).
+    pub code: u16,
+    /// Why, as UTF-8 text (at most 123 bytes).
+    pub reason: Bytes,
+}
+
+/// What the peer sent, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete message.
+    Message(Message),
+    /// A ping (answered with a pong by the connection itself: see [`WsConn::poll_transmit`]).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's close: `None` when it gave no code (1005). The reply is queued if the
+    /// close was the peer's idea; once it is sent the connection is closed.
+    Close(Option<CloseFrame>),
+}
+
+/// The connection's deadlines, one armed at a time ([`WsConn::poll_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Our close is sent: the peer's must come by then.
+    Close,
+    /// Heard nothing for `ping_after_idle`: time to ping.
+    Ping,
+    /// The heartbeat ping's pong is due.
+    Pong,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// We sent our close at this time and wait for the peer's.
+    CloseSent(Instant),
+    /// Done once what is queued has been handed out by `poll_transmit`.
+    Closing,
+    Closed,
+}
+
+/// The data frame whose payload is arriving.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    header: FrameHeader,
+    remaining: u64,
+    /// Bytes of the payload already taken (the mask's position).
+    offset: usize,
+}
+
+/// The message being assembled from its fragments.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+    utf8: Utf8Stream,
+}
+
+/// One WebSocket connection. See the [module docs](super) for the flow.
+#[derive(Debug)]
+pub struct WsConn {
+    role: Role,
+    config: WsConfig,
+    input: BytesMut,
+    frame: Option<Frame>,
+    message: Option<Partial>,
+    /// What the connection owes the peer by itself: pongs, the close reply.
+    owed: Vec<u8>,
+    phase: Phase,
+    /// An error to report once, then nothing more.
+    failure: Option<WsError>,
+    reported: bool,
+    eof: bool,
+    last_heard: Instant,
+    pong_due: Option<Instant>,
+    masks: MaskKeys,
+}
+
+impl WsConn {
+    /// A connection in `role` whose handshake completed at `now`. `mask_seed` seeds the
+    /// masking keys of a client (take it from the OS's random source); a server ignores it.
+    pub fn new(role: Role, config: WsConfig, now: Instant, mask_seed: u64) -> WsConn {
+        WsConn {
+            role,
+            config,
+            input: BytesMut::new(),
+            frame: None,
+            message: None,
+            owed: Vec::new(),
+            phase: Phase::Open,
+            failure: None,
+            reported: false,
+            eof: false,
+            last_heard: now,
+            pong_due: None,
+            masks: MaskKeys(mask_seed),
+        }
+    }
+
+    /// Bytes received at `now`. Changes what [`WsConn::poll_event`] returns.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.last_heard = now;
+    }
+
+    /// The peer closed its side at `now` (end of stream).
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.eof = true;
+    }
+
+    /// The next thing the peer sent: `None` when more bytes are needed (or the connection is
+    /// over). An `Err` is returned once: the connection then sends the error's close code
+    /// ([`WsConn::poll_transmit`]) and ends. Changes after `handle_input`, `handle_eof` and
+    /// `handle_timeout`.
+    pub fn poll_event(&mut self) -> Option<Result<Event, WsError>> {
+        loop {
+            if let Some(e) = self.failure {
+                if self.reported {
+                    return None;
+                }
+                self.reported = true;
+                return Some(Err(e));
+            }
+            if matches!(self.phase, Phase::Closing | Phase::Closed) {
+                return None;
+            }
+            let Some(frame) = self.frame else {
+                match self.next_header() {
+                    Ok(Some(Some(event))) => return Some(Ok(event)),
+                    Ok(Some(None)) => continue,
+                    Ok(None) => {
+                        if self.eof {
+                            self.fail(WsError::Abrupt);
+                            continue;
+                        }
+                        return None;
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        continue;
+                    }
+                }
+            };
+            match self.take_payload(frame) {
+                Ok(Some(message)) => return Some(Ok(Event::Message(message))),
+                Ok(None) if self.frame.is_some() => {
+                    if self.eof {
+                        self.fail(WsError::Abrupt);
+                        continue;
+                    }
+                    return None;
+                }
+                Ok(None) => {}
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    /// Encodes `message` into `out` as one frame. Fails once our close is sent.
+    pub fn send(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), WsError> {
+        let opcode = match message {
+            Message::Text(_) => Opcode::Text,
+            Message::Binary(_) => Opcode::Binary,
+        };
+        self.send_frame(opcode, message.bytes(), out)
+    }
+
+    /// Encodes a ping carrying `payload` (at most 125 bytes) into `out`.
+    pub fn ping(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), WsError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(WsError::TooBig("ping payload"));
+        }
+        self.send_frame(Opcode::Ping, payload, out)
+    }
+
+    /// Starts the closing handshake at `now` with `code` and `reason` (cut to 123 bytes at a
+    /// character boundary): the close goes into `out`, and the peer's must arrive within
+    /// `close_timeout`.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant, out: &mut Vec<u8>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let payload = close_payload(Some(code), reason);
+        self.encode(Opcode::Close, &payload, out);
+        self.phase = Phase::CloseSent(now);
+    }
+
+    /// Bytes the connection owes the peer by itself (pongs, the reply to the peer's close, the
+    /// close that reports an error), appended to `out`. Changes after `poll_event` and
+    /// `handle_timeout`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.owed);
+        if self.phase == Phase::Closing {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// The earliest deadline and which it is. Changes after every `handle_*` and `close`.
+    pub fn poll_timeout(&self) -> Option<(Timer, Instant)> {
+        match self.phase {
+            Phase::CloseSent(at) => Some((Timer::Close, at + self.config.close_timeout)),
+            Phase::Open => {
+                if let Some(due) = self.pong_due {
+                    return Some((Timer::Pong, due));
+                }
+                let idle = self.config.ping_after_idle?;
+                Some((Timer::Ping, self.last_heard + idle))
+            }
+            Phase::Closing | Phase::Closed => None,
+        }
+    }
+
+    /// Time has come to `now`: a close handshake that ran out ends the connection; a heartbeat
+    /// ping is queued, or an unanswered one fails the connection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some((timer, due)) = self.poll_timeout() else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        match timer {
+            Timer::Close => self.phase = Phase::Closed,
+            Timer::Pong => {
+                self.failure = Some(WsError::PeerUnresponsive);
+                self.phase = Phase::Closed;
+            }
+            Timer::Ping => {
+                let mut owed = std::mem::take(&mut self.owed);
+                self.encode(Opcode::Ping, b"", &mut owed);
+                self.owed = owed;
+                self.pong_due = Some(now + self.config.pong_timeout);
+            }
+        }
+    }
+
+    /// The connection is over: close the socket once what `poll_transmit` gave is written.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed && self.owed.is_empty()
+    }
+
+    /// Whether more messages may be sent (our close is not sent yet).
+    pub fn can_send(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    // --- internals ---
+
+    /// Decodes the next header. A control frame is handled whole (its event, if any); a data
+    /// frame's payload follows. `Ok(None)`: more bytes needed.
+    fn next_header(&mut self) -> Result<Option<Option<Event>>, WsError> {
+        let (header, header_len) = match decode_header(&self.input)? {
+            Status::Complete(h) => h,
+            Status::Partial => return Ok(None),
+        };
+        self.check(&header)?;
+        if header.opcode.is_control() {
+            let total = header_len + header.len as usize;
+            if self.input.len() < total {
+                return Ok(None);
+            }
+            self.input.advance(header_len);
+            let mut payload = self.input.split_to(header.len as usize);
+            if let Some(key) = header.mask {
+                apply_mask(&mut payload, key, 0);
+            }
+            return self.control(header.opcode, payload.freeze()).map(Some);
+        }
+        self.input.advance(header_len);
+        if header.opcode != Opcode::Continuation {
+            self.message = Some(Partial {
+                text: header.opcode == Opcode::Text,
+                buf: BytesMut::new(),
+                utf8: Utf8Stream::new(),
+            });
+        }
+        self.frame = Some(Frame {
+            header,
+            remaining: header.len,
+            offset: 0,
+        });
+        Ok(Some(None))
+    }
+
+    /// What the role, the message in progress and the limits allow of a header.
+    fn check(&self, h: &FrameHeader) -> Result<(), WsError> {
+        if h.rsv1 || h.rsv23 {
+            return Err(WsError::Protocol("reserved bits set without an extension"));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(WsError::Protocol("unmasked frame from a client")),
+            (Role::Client, true) => return Err(WsError::Protocol("masked frame from a server")),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            return Ok(());
+        }
+        match (h.opcode, &self.message) {
+            (Opcode::Continuation, None) => {
+                return Err(WsError::Protocol("continuation without a message"));
+            }
+            (Opcode::Text | Opcode::Binary, Some(_)) => {
+                return Err(WsError::Protocol("a new message inside a fragmented one"));
+            }
+            _ => {}
+        }
+        if h.len > self.config.max_frame_bytes {
+            return Err(WsError::TooBig("frame"));
+        }
+        let so_far = match (h.opcode, &self.message) {
+            (Opcode::Continuation, Some(m)) => m.buf.len() as u64,
+            _ => 0,
+        };
+        if so_far + h.len > self.config.max_message_bytes {
+            return Err(WsError::TooBig("message"));
+        }
+        Ok(())
+    }
+
+    /// Takes what has arrived of the current data frame's payload; the message once its last
+    /// frame is complete.
+    fn take_payload(&mut self, mut frame: Frame) -> Result<Option<Message>, WsError> {
+        let take = frame.remaining.min(self.input.len() as u64) as usize;
+        if take == 0 && frame.remaining > 0 {
+            return Ok(None);
+        }
+        let mut piece = self.input.split_to(take);
+        if let Some(key) = frame.header.mask {
+            apply_mask(&mut piece, key, frame.offset);
+        }
+        frame.offset += take;
+        frame.remaining -= take as u64;
+        let message = self.message.as_mut().expect("a data frame has its message");
+        if message.text && message.utf8.feed(&piece).is_err() {
+            return Err(WsError::InvalidUtf8);
+        }
+        let whole_in_one = frame.remaining == 0 && frame.header.fin && message.buf.is_empty();
+        let body = if whole_in_one {
+            // The message is this one piece: handed out where it lies, no copy.
+            piece.freeze()
+        } else {
+            message.buf.extend_from_slice(&piece);
+            Bytes::new()
+        };
+        if frame.remaining > 0 {
+            self.frame = Some(frame);
+            return Ok(None);
+        }
+        self.frame = None;
+        if !frame.header.fin {
+            return Ok(None);
+        }
+        let mut message = self.message.take().expect("checked above");
+        if message.text && message.utf8.finish().is_err() {
+            return Err(WsError::InvalidUtf8);
+        }
+        let body = if whole_in_one {
+            body
+        } else {
+            std::mem::take(&mut message.buf).freeze()
+        };
+        Ok(Some(if message.text {
+            Message::Text(body)
+        } else {
+            Message::Binary(body)
+        }))
+    }
+
+    /// A whole control frame.
+    fn control(&mut self, opcode: Opcode, payload: Bytes) -> Result<Option<Event>, WsError> {
+        match opcode {
+            Opcode::Ping => {
+                if self.phase == Phase::Open {
+                    let mut owed = std::mem::take(&mut self.owed);
+                    self.encode(Opcode::Pong, &payload, &mut owed);
+                    self.owed = owed;
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            Opcode::Pong => {
+                self.pong_due = None;
+                Ok(Some(Event::Pong(payload)))
+            }
+            Opcode::Close => {
+                let frame = parse_close(&payload)?;
+                match self.phase {
+                    Phase::Open => {
+                        // Echo the code (none if the peer gave none), then done.
+                        let reply = close_payload(frame.as_ref().map(|f| f.code), "");
+                        let mut owed = std::mem::take(&mut self.owed);
+                        self.encode(Opcode::Close, &reply, &mut owed);
+                        self.owed = owed;
+                        self.phase = Phase::Closing;
+                    }
+                    Phase::CloseSent(_) => self.phase = Phase::Closed,
+                    Phase::Closing | Phase::Closed => {}
+                }
+                Ok(Some(Event::Close(frame)))
+            }
+            Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                unreachable!("only control opcodes reach here")
+            }
+        }
+    }
+
+    /// The connection failed with `e`: our close says why (unless it was sent already), and
+    /// the error is reported once.
+    fn fail(&mut self, e: WsError) {
+        self.failure = Some(e);
+        self.input = BytesMut::new();
+        self.frame = None;
+        self.message = None;
+        if self.phase == Phase::Open && !matches!(e, WsError::Abrupt) {
+            let payload = close_payload(Some(e.close_code()), "");
+            let mut owed = std::mem::take(&mut self.owed);
+            self.encode(Opcode::Close, &payload, &mut owed);
+            self.owed = owed;
+            self.phase = Phase::Closing;
+        } else {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    fn send_frame(
+        &mut self,
+        opcode: Opcode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WsError> {
+        if self.phase != Phase::Open {
+            return Err(WsError::Closed);
+        }
+        self.encode(opcode, payload, out);
+        Ok(())
+    }
+
+    /// Appends one whole frame, masked if we are the client.
+    fn encode(&mut self, opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+        let mask = match self.role {
+            Role::Client => Some(self.masks.next_key()),
+            Role::Server => None,
+        };
+        encode_header(out, true, false, opcode, mask, payload.len() as u64);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+    }
+}
+
+/// A close frame's payload: the code and as much of `reason` as fits (123 bytes, cut at a
+/// character boundary); empty without a code.
+fn close_payload(code: Option<u16>, reason: &str) -> Vec<u8> {
+    let Some(code) = code else {
+        return Vec::new();
+    };
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// A received close frame's code and reason, validated.
+fn parse_close(payload: &Bytes) -> Result<Option<CloseFrame>, WsError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(WsError::Protocol("close frame with a one-byte payload")),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !close_code_allowed(code) {
+                return Err(WsError::Protocol("close code not allowed on the wire"));
+            }
+            let reason = payload.slice(2..);
+            if std::str::from_utf8(&reason).is_err() {
+                return Err(WsError::InvalidUtf8);
+            }
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// A client's masking keys: SplitMix64 from a seed the caller takes from the OS.
+#[derive(Debug)]
+struct MaskKeys(u64);
+
+impl MaskKeys {
+    fn next_key(&mut self) -> [u8; 4] {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let b = z.to_le_bytes();
+        [b[0], b[1], b[2], b[3]]
+    }
+}
