@@ -90,6 +90,9 @@ enum Phase {
     Linger { until: Instant, dropped: usize },
     /// Done: close the socket.
     Closed,
+    /// Answered `101 Switching Protocols`: the connection speaks another protocol now
+    /// ([`ServerConn::take_upgraded`]).
+    Upgraded,
 }
 
 /// A body being read, and for whom.
@@ -376,7 +379,9 @@ impl ServerConn {
             }
             _ => false,
         };
-        if !keep_alive {
+        if status == 101 && keep_alive {
+            self.phase = Phase::Upgraded;
+        } else if !keep_alive {
             self.phase = Phase::Closing;
         }
         follows
@@ -433,7 +438,7 @@ impl ServerConn {
     pub fn timer(&self) -> Option<(Timer, Instant)> {
         let c = &self.config;
         match self.phase {
-            Phase::Closed | Phase::Closing => return None,
+            Phase::Closed | Phase::Closing | Phase::Upgraded => return None,
             Phase::Linger { until, .. } => return Some((Timer::Linger, until)),
             Phase::Open => {}
         }
@@ -499,6 +504,19 @@ impl ServerConn {
                 dropped: 0,
             }
         };
+    }
+
+    /// Whether the answer was `101 Switching Protocols`: no more HTTP on this connection.
+    pub fn is_upgraded(&self) -> bool {
+        self.phase == Phase::Upgraded
+    }
+
+    /// After a `101`: the bytes the client sent after the upgrade request (the new protocol's
+    /// first bytes), for whoever speaks it now. The connection reads nothing more.
+    pub fn take_upgraded(&mut self) -> Bytes {
+        self.spill_chunk();
+        self.body = None;
+        std::mem::take(&mut self.input).freeze()
     }
 
     /// Done: close the socket.

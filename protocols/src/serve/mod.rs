@@ -29,6 +29,7 @@ mod body;
 mod date;
 mod reply;
 mod router;
+pub mod ws;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -221,6 +222,8 @@ async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Re
                 flush(&io.stream, out).await?;
             }
         }
+        // Not a body: `answer` hands the connection over after a 101 instead.
+        Source::Upgrade(_) => {}
     }
     io.conn.borrow_mut().end_body(out);
     Ok(())
@@ -284,11 +287,25 @@ async fn drive<H: Handler>(
         let mut out = out_buffer::take();
         let mut done = answer(&io, handler, &mut out).await;
         io.conn.borrow_mut().poll_transmit(&mut out);
-        if done.is_ok() {
-            done = flush(&io.stream, &mut out).await;
+        if done.is_ok()
+            && let Err(e) = flush(&io.stream, &mut out).await
+        {
+            done = Err(e);
         }
         out_buffer::give_back(out);
-        done?;
+        if let Some(then) = done? {
+            // Answered 101: the connection is the new protocol's from here on.
+            let leftover = io.conn.borrow_mut().take_upgraded();
+            let reader = io.reader.borrow_mut().take();
+            let upgraded = Upgraded {
+                stream: Rc::clone(&io.stream),
+                reader,
+                leftover,
+            };
+            drop(holder);
+            then(upgraded).await;
+            return Ok(());
+        }
         if io.conn.borrow().is_closed() {
             return Ok(());
         }
@@ -316,16 +333,21 @@ async fn drive<H: Handler>(
     }
 }
 
-/// Answers every request the connection has complete, in order, into `out`.
-async fn answer<H: Handler>(io: &Rc<ConnIo>, handler: &H, out: &mut Vec<u8>) -> coring::Result<()> {
+/// Answers every request the connection has complete, in order, into `out`. Returns what
+/// takes the connection over when an answer was `101 Switching Protocols`.
+async fn answer<H: Handler>(
+    io: &Rc<ConnIo>,
+    handler: &H,
+    out: &mut Vec<u8>,
+) -> coring::Result<Option<reply::UpgradeFn>> {
     loop {
         let next = io.conn.borrow_mut().poll_request();
         let mut req = match next {
-            None => return Ok(()),
+            None => return Ok(None),
             Some(Ok(req)) => req,
             Some(Err(e)) => {
                 date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
-                return Ok(());
+                return Ok(None);
             }
         };
         if io.conn.borrow().body_streams() {
@@ -342,7 +364,7 @@ async fn answer<H: Handler>(io: &Rc<ConnIo>, handler: &H, out: &mut Vec<u8>) -> 
                 Ok(()) => {}
                 Err(BodyError::Http(e)) => {
                     date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(BodyError::Io(e)) => return Err(e),
             }
@@ -354,7 +376,29 @@ async fn answer<H: Handler>(io: &Rc<ConnIo>, handler: &H, out: &mut Vec<u8>) -> 
         });
         if follows {
             send_body(io, answer.into_reply().source, out).await?;
+        } else if io.conn.borrow().is_upgraded()
+            && let Source::Upgrade(then) = answer.into_reply().source
+        {
+            return Ok(Some(then));
         }
+    }
+}
+
+/// A connection after its `101 Switching Protocols`: the stream, its pooled reader, and what
+/// the client sent after the upgrade request (already read off the socket).
+pub struct Upgraded {
+    /// The connection.
+    pub stream: Rc<TcpStream>,
+    pub(crate) reader: Option<coring::net::PooledReader>,
+    /// Bytes that arrived with or right after the upgrade request: the new protocol's first.
+    pub leftover: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("leftover", &self.leftover.len())
+            .finish_non_exhaustive()
     }
 }
 

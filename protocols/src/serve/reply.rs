@@ -29,7 +29,13 @@ pub(crate) enum Source {
     },
     /// Chunks written as they come (`Transfer-Encoding: chunked`).
     Stream(Pin<Box<dyn Stream<Item = Bytes>>>),
+    /// After a `101`, the connection is handed to this (a WebSocket session).
+    Upgrade(UpgradeFn),
 }
+
+/// What runs a connection after its `101 Switching Protocols`.
+pub(crate) type UpgradeFn =
+    Box<dyn FnOnce(super::Upgraded) -> Pin<Box<dyn std::future::Future<Output = ()>>>>;
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for Reply {
             Source::Inline => "inline",
             Source::File { .. } => "file",
             Source::Stream(_) => "stream",
+            Source::Upgrade(_) => "upgrade",
         };
         f.debug_struct("Reply")
             .field("status", &self.response.status())
@@ -109,6 +116,20 @@ impl From<Response> for Reply {
 }
 
 impl Reply {
+    /// `response` (a `101 Switching Protocols`), then the connection is `then`'s: it gets the
+    /// stream and whatever the client sent after its request. A response of another status is
+    /// sent as it is and `then` is dropped.
+    pub fn upgrade<F, Fut>(response: Response, then: F) -> Reply
+    where
+        F: FnOnce(super::Upgraded) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        Reply {
+            response,
+            source: Source::Upgrade(Box::new(move |up| Box::pin(then(up)))),
+        }
+    }
+
     /// `response`'s status and headers, then `len` bytes of `file` from `offset`, sent
     /// socket-ward without a user-space copy.
     pub fn file(response: Response, file: Rc<File>, offset: u64, len: u64) -> Reply {

@@ -1,0 +1,58 @@
+//! WebSocket echo server: every text and binary message comes back unchanged. One listener
+//! per core (SO_REUSEPORT); the binaries convention (`--addr`, `--cores`, `--driver`, one
+//! `listening on HOST:PORT` line, exit 0 on SIGTERM).
+//!
+//! `cargo run --release -p coring-protocols --example ws_echo -- --addr 127.0.0.1:9001`
+
+use std::sync::Arc;
+
+use coring::net::TcpListener;
+use coring_protocols::serve::{Router, Server, ws};
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let args = coring_cli::server_args("ws_echo", "WebSocket echo server", 9001);
+    let runtime = coring_cli::server_runtime("ws_echo", &args);
+    let startup = Arc::new(coring_cli::Startup::new(args.cores));
+    let result = runtime.run(|core| {
+        let listener = startup.bind(
+            "ws_echo",
+            &core,
+            args.addr,
+            TcpListener::bind_reuseport,
+            |l| Some(l.local_addr()),
+        );
+        async move {
+            let Some(listener) = listener else {
+                return;
+            };
+            let router = Router::new().route("GET", "/", |req, _params| async move {
+                ws::accept(&req, ws::WsConfig::default(), echo)
+            });
+            Server::new(router).serve(listener).await;
+        }
+    });
+    startup.exit("ws_echo", result);
+}
+
+async fn echo(socket: ws::WebSocket) {
+    loop {
+        match socket.recv().await {
+            Ok(Some(message)) => {
+                if socket.send(&message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket session failed");
+                return;
+            }
+        }
+    }
+}
