@@ -6,8 +6,12 @@
 //!   chunked bodies, limits, smuggling defences, keep-alive, `100 Continue`, its deadlines as
 //!   data), response encoding, and the client's response framing. No sockets, no clock, no
 //!   spawning.
+//! - [`ws`]: WebSocket (RFC 6455) sans-IO: frames, the opening handshake both ways, and
+//!   [`ws::WsConn`] for either role (fragments, UTF-8 checked as it arrives, limits, the close
+//!   handshake, an optional heartbeat).
 //! - `serve` (feature `engine`, on by default): the per-connection loop that drives the codec
-//!   on coring streams, a small router, and the per-core date cache.
+//!   on coring streams, a small router, the per-core date cache, and WebSocket sessions
+//!   upgraded from a route (`serve::ws`).
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
 //!
 //! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your

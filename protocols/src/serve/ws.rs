@@ -1,5 +1,5 @@
 //! WebSocket sessions on the engine: a route accepts the upgrade ([`accept`]), and the
-//! session gets a [`WebSocket`] that drives a [`WsConn`](crate::ws::WsConn) on the stream.
+//! session gets a [`WebSocket`] that drives a `WsConn` on the stream.
 //!
 //! ```no_run
 //! use coring_protocols::serve::{Router, Server, ws};

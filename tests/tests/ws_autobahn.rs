@@ -1,0 +1,127 @@
+//! The Autobahn testsuite's fuzzing client against coring's WebSocket server, on both
+//! drivers: every case must end OK, NON-STRICT or INFORMATIONAL (Unix: the testsuite is a
+//! Python 2.7 program). The permessage-deflate cases (12.*, 13.*) are left out until the
+//! server negotiates compression.
+//!
+//! The testsuite is found in `CORING_AUTOBAHN` or `target/autobahn` (`bash .ci/run` puts it
+//! there: `python2.7 -m pip install --target target/autobahn autobahntestsuite`).
+
+#![cfg(unix)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coring_protocols::serve::ws::{self, WsConfig};
+use coring_protocols::serve::{Config, Router};
+use coring_tests::serve;
+
+/// Longest the testsuite may run for one server.
+const RUN_LIMIT: Duration = Duration::from_secs(240);
+
+/// What a case may end as.
+const PASSING: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
+
+fn autobahn_dir() -> PathBuf {
+    let dir = std::env::var_os("CORING_AUTOBAHN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/autobahn"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("autobahntestsuite").is_dir(),
+        "the Autobahn testsuite is not installed in {} (python2.7 -m pip install --target {} autobahntestsuite)",
+        dir.display(),
+        dir.display()
+    );
+    dir
+}
+
+fn echo() -> Router {
+    Router::new().route("GET", "/", |req, _p| async move {
+        ws::accept(&req, WsConfig::default(), |socket| async move {
+            while let Ok(Some(message)) = socket.recv().await {
+                if socket.send(&message).await.is_err() {
+                    return;
+                }
+            }
+        })
+    })
+}
+
+#[coring::test]
+fn the_autobahn_fuzzing_client_finds_every_case_ok() {
+    let lib = autobahn_dir();
+    let server = serve(Config::default(), echo);
+    let work = std::env::temp_dir().join(format!(
+        "coring-autobahn-{}-{}",
+        std::process::id(),
+        server.addr.port()
+    ));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // The testsuite's packages are a site directory (namespace packages need its .pth files).
+    let launcher = work.join("wstest.py");
+    std::fs::write(
+        &launcher,
+        "import site, sys\nsite.addsitedir(sys.argv.pop(1))\nfrom autobahntestsuite.wstest import run\nsys.argv[0] = 'wstest'\nsys.exit(run())\n",
+    )
+    .unwrap();
+    let report = work.join("report");
+    let spec = serde_json::json!({
+        "outdir": report,
+        "servers": [{"agent": "coring", "url": format!("ws://{}/", server.addr)}],
+        "cases": ["*"],
+        "exclude-cases": ["12.*", "13.*"],
+        "exclude-agent-cases": {},
+    });
+    let spec_path = work.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let mut run = Command::new("python2.7")
+        .env(
+            "PYENV_VERSION",
+            std::env::var("PYENV_VERSION").unwrap_or_else(|_| "2.7.18".into()),
+        )
+        .arg(&launcher)
+        .arg(&lib)
+        .args(["-m", "fuzzingclient", "-s"])
+        .arg(&spec_path)
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python2.7 (the Autobahn testsuite needs it)");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = run.kill();
+            panic!("the testsuite ran for over {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = run.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(status.success(), "wstest failed: {status}\n{stderr}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("index.json")).unwrap()).unwrap();
+    let cases = index["coring"].as_object().expect("the agent's cases");
+    assert!(cases.len() > 250, "only {} cases ran", cases.len());
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|(_, v)| {
+            let ok = |field: &str| v[field].as_str().is_some_and(|b| PASSING.contains(&b));
+            !(ok("behavior") && ok("behaviorClose"))
+        })
+        .map(|(id, v)| format!("{id}: {} / {}", v["behavior"], v["behaviorClose"]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "cases not passed:\n{}",
+        failed.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
