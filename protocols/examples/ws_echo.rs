@@ -32,7 +32,12 @@ fn main() {
                 return;
             };
             let router = Router::new().route("GET", "/", |req, _params| async move {
-                ws::accept(&req, ws::WsConfig::default(), echo)
+                // Compression when the client offers it.
+                let config = ws::WsConfig {
+                    deflate: Some(ws::DeflateConfig::default()),
+                    ..ws::WsConfig::default()
+                };
+                ws::accept(&req, config, echo)
             });
             Server::new(router).serve(listener).await;
         }

@@ -26,6 +26,7 @@ use std::rc::Rc;
 use coring::net::{PooledReader, TcpStream};
 use coring::time::{self, timeout_at};
 
+pub use crate::ws::deflate::DeflateConfig;
 use crate::ws::handshake::Upgrade;
 pub use crate::ws::{CloseFrame, Message, WsConfig};
 use crate::ws::{Event, Role, WsConn, WsError};
@@ -52,10 +53,26 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     match Upgrade::from_request(req) {
-        Ok(up) => Reply::upgrade(up.response(None), move |upgraded| async move {
-            let socket = WebSocket::new(upgraded, Role::Server, config);
-            session(socket).await;
-        }),
+        Ok(up) => {
+            let agreed = config
+                .deflate
+                .as_ref()
+                .and_then(|d| crate::ws::deflate::negotiate(&up.extensions, d));
+            let (agreed, extensions) = match agreed {
+                Some((a, header)) => (Some(a), Some(header)),
+                None => (None, None),
+            };
+            Reply::upgrade(
+                up.response_with(None, extensions),
+                move |upgraded| async move {
+                    let mut socket = WebSocket::new(upgraded, Role::Server, config);
+                    if let Some(agreed) = agreed {
+                        socket.enable_deflate(agreed);
+                    }
+                    session(socket).await;
+                },
+            )
+        }
         Err(e) => e.response().into(),
     }
 }
@@ -88,6 +105,11 @@ impl WebSocket {
             reader: RefCell::new(Some(reader)),
             conn: RefCell::new(conn),
         }
+    }
+
+    /// Compresses and inflates messages as the handshake agreed (permessage-deflate).
+    fn enable_deflate(&mut self, agreed: crate::ws::deflate::Agreed) {
+        self.conn.get_mut().enable_deflate(agreed);
     }
 
     /// The next message: `Ok(None)` once the peer closed (the close was answered). Pings are

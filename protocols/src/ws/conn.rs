@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::deflate::{Agreed, Deflate};
 use super::frame::{
     FrameHeader, MAX_CONTROL_PAYLOAD, Opcode, apply_mask, decode_header, encode_header,
 };
@@ -35,6 +36,9 @@ pub struct WsConfig {
     pub ping_after_idle: Option<Duration>,
     /// How long a heartbeat ping waits for its pong before the connection is given up.
     pub pong_timeout: Duration,
+    /// permessage-deflate for clients that offer it (`None`: never; compression state costs
+    /// tens of KiB per connection while it lives).
+    pub deflate: Option<super::deflate::DeflateConfig>,
 }
 
 impl Default for WsConfig {
@@ -45,6 +49,7 @@ impl Default for WsConfig {
             close_timeout: Duration::from_secs(5),
             ping_after_idle: None,
             pong_timeout: Duration::from_secs(10),
+            deflate: None,
         }
     }
 }
@@ -134,6 +139,9 @@ struct Partial {
     text: bool,
     buf: BytesMut,
     utf8: Utf8Stream,
+    /// Sent compressed (RSV1 on its first frame): inflated into `inflated` as it arrives.
+    compressed: bool,
+    inflated: Vec<u8>,
 }
 
 /// One WebSocket connection. See the [module docs](super) for the flow.
@@ -154,6 +162,8 @@ pub struct WsConn {
     last_heard: Instant,
     pong_due: Option<Instant>,
     masks: MaskKeys,
+    /// permessage-deflate, when the handshake agreed it.
+    deflate: Option<Deflate>,
 }
 
 impl WsConn {
@@ -174,7 +184,15 @@ impl WsConn {
             last_heard: now,
             pong_due: None,
             masks: MaskKeys(mask_seed),
+            deflate: None,
         }
+    }
+
+    /// The connection with permessage-deflate as the handshake agreed it: messages from the
+    /// peer marked compressed are inflated (never past `max_message_bytes`), and ours are
+    /// compressed from `min_compress_bytes` up.
+    pub fn enable_deflate(&mut self, agreed: Agreed) {
+        self.deflate = Some(Deflate::new(agreed));
     }
 
     /// Bytes received at `now`. Changes what [`WsConn::poll_event`] returns.
@@ -246,7 +264,19 @@ impl WsConn {
             Message::Text(_) => Opcode::Text,
             Message::Binary(_) => Opcode::Binary,
         };
-        self.send_frame(opcode, message.bytes(), out)
+        if self.phase != Phase::Open {
+            return Err(WsError::Closed);
+        }
+        let payload = message.bytes();
+        if let Some(deflate) = self.deflate.as_mut()
+            && deflate.worth_it(payload.len())
+        {
+            let mut compressed = Vec::new();
+            deflate.compress(payload, &mut compressed);
+            self.encode_frame(opcode, true, &compressed, out);
+            return Ok(());
+        }
+        self.send_frame(opcode, payload, out)
     }
 
     /// Encodes a ping carrying `payload` (at most 125 bytes) into `out`.
@@ -356,6 +386,8 @@ impl WsConn {
                 text: header.opcode == Opcode::Text,
                 buf: BytesMut::new(),
                 utf8: Utf8Stream::new(),
+                compressed: header.rsv1,
+                inflated: Vec::new(),
             });
         }
         self.frame = Some(Frame {
@@ -368,8 +400,20 @@ impl WsConn {
 
     /// What the role, the message in progress and the limits allow of a header.
     fn check(&self, h: &FrameHeader) -> Result<(), WsError> {
-        if h.rsv1 || h.rsv23 {
+        if h.rsv23 {
             return Err(WsError::Protocol("reserved bits set without an extension"));
+        }
+        if h.rsv1 {
+            // permessage-deflate marks a message's first frame, and only data frames.
+            let first_data = matches!(h.opcode, Opcode::Text | Opcode::Binary);
+            if self.deflate.is_none() {
+                return Err(WsError::Protocol("reserved bits set without an extension"));
+            }
+            if !first_data {
+                return Err(WsError::Protocol(
+                    "RSV1 on a frame that does not start a message",
+                ));
+            }
         }
         match (self.role, h.mask.is_some()) {
             (Role::Server, false) => return Err(WsError::Protocol("unmasked frame from a client")),
@@ -415,6 +459,38 @@ impl WsConn {
         frame.offset += take;
         frame.remaining -= take as u64;
         let message = self.message.as_mut().expect("a data frame has its message");
+        if message.compressed {
+            let last = frame.remaining == 0 && frame.header.fin;
+            let deflate = self.deflate.as_mut().expect("checked with the header");
+            let from = message.inflated.len();
+            deflate.decompress(
+                &piece,
+                last,
+                &mut message.inflated,
+                self.config.max_message_bytes,
+            )?;
+            if message.text && message.utf8.feed(&message.inflated[from..]).is_err() {
+                return Err(WsError::InvalidUtf8);
+            }
+            if frame.remaining > 0 {
+                self.frame = Some(frame);
+                return Ok(None);
+            }
+            self.frame = None;
+            if !last {
+                return Ok(None);
+            }
+            let mut message = self.message.take().expect("checked above");
+            if message.text && message.utf8.finish().is_err() {
+                return Err(WsError::InvalidUtf8);
+            }
+            let body = Bytes::from(std::mem::take(&mut message.inflated));
+            return Ok(Some(if message.text {
+                Message::Text(body)
+            } else {
+                Message::Binary(body)
+            }));
+        }
         if message.text && message.utf8.feed(&piece).is_err() {
             return Err(WsError::InvalidUtf8);
         }
@@ -520,11 +596,22 @@ impl WsConn {
 
     /// Appends one whole frame, masked if we are the client.
     fn encode(&mut self, opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+        self.encode_frame(opcode, false, payload, out);
+    }
+
+    /// Appends one whole frame; `compressed` sets RSV1 (permessage-deflate).
+    fn encode_frame(
+        &mut self,
+        opcode: Opcode,
+        compressed: bool,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mask = match self.role {
             Role::Client => Some(self.masks.next_key()),
             Role::Server => None,
         };
-        encode_header(out, true, false, opcode, mask, payload.len() as u64);
+        encode_header(out, true, compressed, opcode, mask, payload.len() as u64);
         let start = out.len();
         out.extend_from_slice(payload);
         if let Some(key) = mask {

@@ -124,11 +124,20 @@ impl Upgrade {
     /// The `101 Switching Protocols` answer, choosing `protocol` (which must be one the client
     /// offered; `None` chooses none). The encoder adds `Connection: Upgrade` to every 101.
     pub fn response(&self, protocol: Option<&str>) -> Response {
+        self.response_with(protocol, None)
+    }
+
+    /// [`Upgrade::response`] that also names the extensions agreed
+    /// (`Sec-WebSocket-Extensions`, from [`deflate::negotiate`](super::deflate::negotiate)).
+    pub fn response_with(&self, protocol: Option<&str>, extensions: Option<String>) -> Response {
         let mut response = Response::new(101)
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Accept", self.accept.clone());
         if let Some(p) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
             response = response.header("Sec-WebSocket-Protocol", p.to_owned());
+        }
+        if let Some(e) = extensions {
+            response = response.header("Sec-WebSocket-Extensions", e);
         }
         response
     }

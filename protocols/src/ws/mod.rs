@@ -18,6 +18,7 @@
 //! buffered.
 
 mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 mod utf8;

@@ -370,3 +370,59 @@ fn an_abrupt_end_is_reported_once() {
     assert_eq!(pair.server.poll_event(), None);
     assert!(pair.server.is_closed());
 }
+
+#[test]
+fn compressed_messages_go_both_ways_and_rsv1_needs_the_extension() {
+    use super::deflate::Agreed;
+    let agreed = Agreed {
+        our_no_context_takeover: false,
+        peer_no_context_takeover: false,
+        our_window_bits: 15,
+        min_compress_bytes: 32,
+        level: 1,
+    };
+    let mut pair = Pair::new(WsConfig::default());
+    pair.server.enable_deflate(agreed);
+    pair.client.enable_deflate(agreed);
+    let long = "a message long enough to be worth compressing, ".repeat(40);
+    for _ in 0..3 {
+        let mut out = Vec::new();
+        pair.client
+            .send(&Message::Text(Bytes::from(long.clone())), &mut out)
+            .unwrap();
+        assert_eq!(out[0] & 0x40, 0x40, "RSV1: compressed");
+        assert!(out.len() < long.len() / 4);
+        // Split at every tenth byte: inflated as it arrives.
+        let splits: Vec<usize> = (1..out.len()).step_by(10).collect();
+        pair.deliver_to_server(&out, &splits);
+        assert_eq!(
+            messages(&pair.at_server).last().and_then(Message::as_text),
+            Some(long.as_str())
+        );
+    }
+    // Short ones go out as they are.
+    let mut out = Vec::new();
+    pair.server
+        .send(&Message::Binary(Bytes::from_static(b"tiny")), &mut out)
+        .unwrap();
+    assert_eq!(out, [0x82, 0x04, b't', b'i', b'n', b'y']);
+    // Without the extension, RSV1 is a protocol error.
+    let mut plain = Pair::new(WsConfig::default());
+    let mut frame = client_frame(true, Opcode::Text, b"x");
+    frame[0] |= 0x40;
+    plain.deliver_to_server(&frame, &[]);
+    assert!(matches!(
+        plain.at_server.last(),
+        Some(Err(WsError::Protocol(_)))
+    ));
+    // With it, but on a control frame or a continuation: also an error.
+    let mut pair = Pair::new(WsConfig::default());
+    pair.server.enable_deflate(agreed);
+    let mut ping = client_frame(true, Opcode::Ping, b"");
+    ping[0] |= 0x40;
+    pair.deliver_to_server(&ping, &[]);
+    assert!(matches!(
+        pair.at_server.last(),
+        Some(Err(WsError::Protocol(_)))
+    ));
+}
