@@ -105,9 +105,20 @@ fn fail(name: &str, msg: &str) -> ! {
     std::process::exit(2);
 }
 
-/// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown);
-/// prints one line and exits 1 when that fails.
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`); a second call changes nothing.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown),
+/// with logging set up ([`init_logging`]); prints one line and exits 1 when that fails.
 pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
+    init_logging();
     let runtime = coring::Runtime::builder()
         .cores(args.cores)
         .pin(args.pin)

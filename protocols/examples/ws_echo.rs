@@ -10,12 +10,6 @@ use coring::net::TcpListener;
 use coring_protocols::serve::{Router, Server, ws};
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
     let args = coring_cli::server_args("ws_echo", "WebSocket echo server", 9001);
     let runtime = coring_cli::server_runtime("ws_echo", &args);
     let startup = Arc::new(coring_cli::Startup::new(args.cores));

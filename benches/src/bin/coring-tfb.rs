@@ -9,12 +9,6 @@ use coring_protocols::serve::Server;
 
 fn main() {
     let args = coring_cli::server_args("coring-tfb", "TechEmpower plaintext and json", 8080);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
     let runtime = coring_cli::server_runtime("coring-tfb", &args);
     let startup = Arc::new(coring_cli::Startup::new(args.cores));
     let result = runtime.run(|core| {

@@ -1,4 +1,5 @@
-//! Logging for the examples; the binaries convention itself is `coring_cli`.
+//! The binaries convention (`coring_cli`: arguments, runtime with logging, start-up), as the
+//! examples use it.
 
 #![allow(
     dead_code,
@@ -6,20 +7,4 @@
     reason = "each example uses the part it needs"
 )]
 
-pub use coring_cli::{ServerArgs, Startup, server_args};
-
-/// Sets up logging and a runtime for the server binary `name`.
-pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
-    init_logging();
-    coring_cli::server_runtime(name, args)
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
+pub use coring_cli::{ServerArgs, Startup, init_logging, server_args, server_runtime};
