@@ -40,6 +40,14 @@ fn router() -> Router {
         })
 }
 
+/// A ureq client that hands back every status instead of failing on 4xx and 5xx.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 fn start(config: Config) -> TestServer {
     serve(config, router)
 }
@@ -48,10 +56,7 @@ fn start(config: Config) -> TestServer {
 fn a_real_client_gets_answers_bodies_and_statuses() {
     let server = start(Config::default());
     let base = format!("http://{}", server.addr);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     for _ in 0..3 {
         let mut resp = agent.get(&format!("{base}/plaintext")).call().unwrap();
         assert_eq!(resp.status(), 200);
@@ -339,10 +344,7 @@ fn an_http10_keep_alive_request_is_answered_keep_alive_and_the_connection_stays(
 fn a_header_carrying_client_bytes_cannot_split_the_response() {
     let server = start(Config::default());
     let base = format!("http://{}", server.addr);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let mut clean = agent
         .get(&format!("{base}/echo-header?hello%20there"))
         .call()

@@ -517,7 +517,7 @@ mod out_buffer {
     }
 
     pub(super) fn give_back(mut buf: Vec<u8>) {
-        if buf.capacity() > KEEP_BYTES {
+        if buf.capacity() == 0 || buf.capacity() > KEEP_BYTES {
             return;
         }
         buf.clear();

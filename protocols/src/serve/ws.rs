@@ -31,7 +31,7 @@ use crate::ws::handshake::Upgrade;
 pub use crate::ws::{CloseFrame, Message, WsConfig};
 use crate::ws::{Event, Role, WsConn, WsError};
 
-use super::{Reply, Upgraded};
+use super::{Reply, Upgraded, out_buffer};
 
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -143,22 +143,30 @@ impl WebSocket {
 
     /// Sends `message` as one frame. Fails once the session is closing.
     pub async fn send(&self, message: &Message) -> Result<(), Error> {
-        let mut out = Vec::new();
-        self.conn.borrow_mut().send(message, &mut out)?;
+        let mut out = out_buffer::take();
+        let encoded = self.conn.borrow_mut().send(message, &mut out);
+        if let Err(e) = encoded {
+            out_buffer::give_back(out);
+            return Err(e.into());
+        }
         self.write(out).await
     }
 
     /// Sends a ping (at most 125 bytes); its pong comes back through `recv`.
     pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
-        let mut out = Vec::new();
-        self.conn.borrow_mut().ping(payload, &mut out)?;
+        let mut out = out_buffer::take();
+        let encoded = self.conn.borrow_mut().ping(payload, &mut out);
+        if let Err(e) = encoded {
+            out_buffer::give_back(out);
+            return Err(e.into());
+        }
         self.write(out).await
     }
 
     /// Starts the closing handshake; `recv` returns `Ok(None)` once the peer answered (or
     /// the close timeout passed).
     pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
-        let mut out = Vec::new();
+        let mut out = out_buffer::take();
         self.conn
             .borrow_mut()
             .close(code, reason, time::now(), &mut out);
@@ -190,16 +198,21 @@ impl WebSocket {
 
     /// Writes what the connection owes the peer (pongs, the close reply).
     async fn flush_owed(&self) -> Result<(), Error> {
+        // Usually nothing is owed: an empty Vec costs no allocation and no trip to the pool.
         let mut out = Vec::new();
         self.conn.borrow_mut().poll_transmit(&mut out);
         self.write(out).await
     }
 
+    /// Writes `out` and gives the buffer to the core's pool (`out_buffer`, which `send` takes
+    /// from): sending allocates nothing per message, and an idle session holds no buffer.
     async fn write(&self, out: Vec<u8>) -> Result<(), Error> {
         if out.is_empty() {
+            out_buffer::give_back(out);
             return Ok(());
         }
-        let (r, _) = self.stream.write_all(out).await;
+        let (r, back) = self.stream.write_all(out).await;
+        out_buffer::give_back(back);
         r.map_err(Error::from)
     }
 

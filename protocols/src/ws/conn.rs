@@ -164,6 +164,8 @@ pub struct WsConn {
     masks: MaskKeys,
     /// permessage-deflate, when the handshake agreed it.
     deflate: Option<Deflate>,
+    /// Where our messages are compressed before they are framed (kept between messages).
+    scratch: Vec<u8>,
 }
 
 impl WsConn {
@@ -185,6 +187,7 @@ impl WsConn {
             pong_due: None,
             masks: MaskKeys(mask_seed),
             deflate: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -268,15 +271,18 @@ impl WsConn {
             return Err(WsError::Closed);
         }
         let payload = message.bytes();
+        let mask = self.next_mask();
         if let Some(deflate) = self.deflate.as_mut()
             && deflate.worth_it(payload.len())
         {
-            let mut compressed = Vec::new();
-            deflate.compress(payload, &mut compressed);
-            self.encode_frame(opcode, true, &compressed, out);
+            // Compressed into the connection's scratch buffer, kept for the next message.
+            self.scratch.clear();
+            deflate.compress(payload, &mut self.scratch);
+            write_frame(out, opcode, true, mask, &self.scratch);
             return Ok(());
         }
-        self.send_frame(opcode, payload, out)
+        write_frame(out, opcode, false, mask, payload);
+        Ok(())
     }
 
     /// Encodes a ping carrying `payload` (at most 125 bytes) into `out`.
@@ -284,7 +290,12 @@ impl WsConn {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(WsError::TooBig("ping payload"));
         }
-        self.send_frame(Opcode::Ping, payload, out)
+        if self.phase != Phase::Open {
+            return Err(WsError::Closed);
+        }
+        let mask = self.next_mask();
+        write_frame(out, Opcode::Ping, false, mask, payload);
+        Ok(())
     }
 
     /// Starts the closing handshake at `now` with `code` and `reason` (cut to 123 bytes at a
@@ -295,7 +306,8 @@ impl WsConn {
             return;
         }
         let payload = close_payload(Some(code), reason);
-        self.encode(Opcode::Close, &payload, out);
+        let mask = self.next_mask();
+        write_frame(out, Opcode::Close, false, mask, &payload);
         self.phase = Phase::CloseSent(now);
     }
 
@@ -340,9 +352,7 @@ impl WsConn {
                 self.phase = Phase::Closed;
             }
             Timer::Ping => {
-                let mut owed = std::mem::take(&mut self.owed);
-                self.encode(Opcode::Ping, b"", &mut owed);
-                self.owed = owed;
+                self.owe(Opcode::Ping, b"");
                 self.pong_due = Some(now + self.config.pong_timeout);
             }
         }
@@ -458,9 +468,11 @@ impl WsConn {
         }
         frame.offset += take;
         frame.remaining -= take as u64;
+        let last = frame.remaining == 0 && frame.header.fin;
         let message = self.message.as_mut().expect("a data frame has its message");
+        // The message's body when it is this one piece (handed out where it lies, no copy).
+        let mut whole = None;
         if message.compressed {
-            let last = frame.remaining == 0 && frame.header.fin;
             let deflate = self.deflate.as_mut().expect("checked with the header");
             let from = message.inflated.len();
             deflate.decompress(
@@ -472,52 +484,32 @@ impl WsConn {
             if message.text && message.utf8.feed(&message.inflated[from..]).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
-            if frame.remaining > 0 {
-                self.frame = Some(frame);
-                return Ok(None);
-            }
-            self.frame = None;
-            if !last {
-                return Ok(None);
-            }
-            let mut message = self.message.take().expect("checked above");
-            if message.text && message.utf8.finish().is_err() {
+        } else {
+            if message.text && message.utf8.feed(&piece).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
-            let body = Bytes::from(std::mem::take(&mut message.inflated));
-            return Ok(Some(if message.text {
-                Message::Text(body)
+            if last && message.buf.is_empty() {
+                whole = Some(piece.freeze());
             } else {
-                Message::Binary(body)
-            }));
+                message.buf.extend_from_slice(&piece);
+            }
         }
-        if message.text && message.utf8.feed(&piece).is_err() {
-            return Err(WsError::InvalidUtf8);
-        }
-        let whole_in_one = frame.remaining == 0 && frame.header.fin && message.buf.is_empty();
-        let body = if whole_in_one {
-            // The message is this one piece: handed out where it lies, no copy.
-            piece.freeze()
-        } else {
-            message.buf.extend_from_slice(&piece);
-            Bytes::new()
-        };
         if frame.remaining > 0 {
             self.frame = Some(frame);
             return Ok(None);
         }
         self.frame = None;
-        if !frame.header.fin {
+        if !last {
             return Ok(None);
         }
         let mut message = self.message.take().expect("checked above");
         if message.text && message.utf8.finish().is_err() {
             return Err(WsError::InvalidUtf8);
         }
-        let body = if whole_in_one {
-            body
-        } else {
-            std::mem::take(&mut message.buf).freeze()
+        let body = match whole {
+            Some(body) => body,
+            None if message.compressed => Bytes::from(std::mem::take(&mut message.inflated)),
+            None => std::mem::take(&mut message.buf).freeze(),
         };
         Ok(Some(if message.text {
             Message::Text(body)
@@ -531,9 +523,7 @@ impl WsConn {
         match opcode {
             Opcode::Ping => {
                 if self.phase == Phase::Open {
-                    let mut owed = std::mem::take(&mut self.owed);
-                    self.encode(Opcode::Pong, &payload, &mut owed);
-                    self.owed = owed;
+                    self.owe(Opcode::Pong, &payload);
                 }
                 Ok(Some(Event::Ping(payload)))
             }
@@ -547,9 +537,7 @@ impl WsConn {
                     Phase::Open => {
                         // Echo the code (none if the peer gave none), then done.
                         let reply = close_payload(frame.as_ref().map(|f| f.code), "");
-                        let mut owed = std::mem::take(&mut self.owed);
-                        self.encode(Opcode::Close, &reply, &mut owed);
-                        self.owed = owed;
+                        self.owe(Opcode::Close, &reply);
                         self.phase = Phase::Closing;
                     }
                     Phase::CloseSent(_) => self.phase = Phase::Closed,
@@ -572,51 +560,41 @@ impl WsConn {
         self.message = None;
         if self.phase == Phase::Open && !matches!(e, WsError::Abrupt) {
             let payload = close_payload(Some(e.close_code()), "");
-            let mut owed = std::mem::take(&mut self.owed);
-            self.encode(Opcode::Close, &payload, &mut owed);
-            self.owed = owed;
+            self.owe(Opcode::Close, &payload);
             self.phase = Phase::Closing;
         } else {
             self.phase = Phase::Closed;
         }
     }
 
-    fn send_frame(
-        &mut self,
-        opcode: Opcode,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), WsError> {
-        if self.phase != Phase::Open {
-            return Err(WsError::Closed);
-        }
-        self.encode(opcode, payload, out);
-        Ok(())
+    /// A frame the connection owes the peer by itself, for `poll_transmit`.
+    fn owe(&mut self, opcode: Opcode, payload: &[u8]) {
+        let mask = self.next_mask();
+        write_frame(&mut self.owed, opcode, false, mask, payload);
     }
 
-    /// Appends one whole frame, masked if we are the client.
-    fn encode(&mut self, opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
-        self.encode_frame(opcode, false, payload, out);
-    }
-
-    /// Appends one whole frame; `compressed` sets RSV1 (permessage-deflate).
-    fn encode_frame(
-        &mut self,
-        opcode: Opcode,
-        compressed: bool,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        let mask = match self.role {
+    /// The key for the next frame we send: a client masks every frame, a server none.
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        match self.role {
             Role::Client => Some(self.masks.next_key()),
             Role::Server => None,
-        };
-        encode_header(out, true, compressed, opcode, mask, payload.len() as u64);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut out[start..], key, 0);
         }
+    }
+}
+
+/// Appends one whole frame; `compressed` sets RSV1 (permessage-deflate), `mask` masks it.
+fn write_frame(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    compressed: bool,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) {
+    encode_header(out, true, compressed, opcode, mask, payload.len() as u64);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key, 0);
     }
 }
 

@@ -42,28 +42,19 @@ impl Pair {
 
     fn settle(&mut self) {
         for _ in 0..1000 {
-            let mut moved = false;
-            while let Some(e) = self.server.poll_event() {
-                self.at_server.push(e);
-                moved = true;
-            }
-            let mut out = Vec::new();
-            self.server.poll_transmit(&mut out);
-            if !out.is_empty() {
-                self.client.handle_input(&out, self.now);
-                moved = true;
-            }
-            while let Some(e) = self.client.poll_event() {
-                self.at_client.push(e);
-                moved = true;
-            }
-            let mut out = Vec::new();
-            self.client.poll_transmit(&mut out);
-            if !out.is_empty() {
-                self.server.handle_input(&out, self.now);
-                moved = true;
-            }
-            if !moved {
+            let to_client = pump(
+                &mut self.server,
+                &mut self.at_server,
+                &mut self.client,
+                self.now,
+            );
+            let to_server = pump(
+                &mut self.client,
+                &mut self.at_client,
+                &mut self.server,
+                self.now,
+            );
+            if !(to_client || to_server) {
                 return;
             }
         }
@@ -83,6 +74,28 @@ impl Pair {
         self.client.handle_timeout(self.now);
         self.settle();
     }
+}
+
+/// Takes `from`'s events into `seen` and hands what it transmits to `to`; whether anything
+/// moved.
+fn pump(
+    from: &mut WsConn,
+    seen: &mut Vec<Result<Event, WsError>>,
+    to: &mut WsConn,
+    now: Instant,
+) -> bool {
+    let mut moved = false;
+    while let Some(e) = from.poll_event() {
+        seen.push(e);
+        moved = true;
+    }
+    let mut out = Vec::new();
+    from.poll_transmit(&mut out);
+    if !out.is_empty() {
+        to.handle_input(&out, now);
+        moved = true;
+    }
+    moved
 }
 
 /// A client frame as a browser would send it: masked with `key`.
