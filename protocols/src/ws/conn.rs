@@ -144,6 +144,77 @@ struct Partial {
     inflated: Vec<u8>,
 }
 
+/// How a server connection frames a message, so that one encoding serves many peers: every
+/// connection with the same `Sharing` takes the same bytes ([`SharedEncoder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// Uncompressed frames.
+    Plain,
+    /// Compressed, each message from an empty window (`server_no_context_takeover`).
+    Compressed {
+        /// The compressor's window.
+        window_bits: u8,
+        /// zlib level.
+        level: u32,
+        /// Messages shorter than this go out uncompressed.
+        min_compress_bytes: usize,
+    },
+}
+
+/// Frames messages once for many server connections (see [`WsConn::sharing`]); keeps one
+/// compressor per kind of compressed sharing it has met.
+#[derive(Debug, Default)]
+pub struct SharedEncoder {
+    compressors: Vec<(Sharing, Deflate)>,
+    scratch: Vec<u8>,
+}
+
+impl SharedEncoder {
+    /// An encoder with no compressor yet.
+    pub fn new() -> SharedEncoder {
+        SharedEncoder::default()
+    }
+
+    /// Appends `message` framed for connections whose [`WsConn::sharing`] is `sharing`.
+    pub fn encode(&mut self, message: &Message, sharing: Sharing, out: &mut Vec<u8>) {
+        let opcode = match message {
+            Message::Text(_) => Opcode::Text,
+            Message::Binary(_) => Opcode::Binary,
+        };
+        let payload = message.bytes();
+        let Sharing::Compressed {
+            window_bits,
+            level,
+            min_compress_bytes,
+        } = sharing
+        else {
+            write_frame(out, opcode, false, None, payload);
+            return;
+        };
+        if payload.len() < min_compress_bytes {
+            write_frame(out, opcode, false, None, payload);
+            return;
+        }
+        let at = match self.compressors.iter().position(|(s, _)| *s == sharing) {
+            Some(at) => at,
+            None => {
+                let agreed = Agreed {
+                    our_no_context_takeover: true,
+                    peer_no_context_takeover: true,
+                    our_window_bits: window_bits,
+                    min_compress_bytes,
+                    level,
+                };
+                self.compressors.push((sharing, Deflate::new(agreed)));
+                self.compressors.len() - 1
+            }
+        };
+        self.scratch.clear();
+        self.compressors[at].1.compress(payload, &mut self.scratch);
+        write_frame(out, opcode, true, None, &self.scratch);
+    }
+}
+
 /// One WebSocket connection. See the [module docs](super) for the flow.
 #[derive(Debug)]
 pub struct WsConn {
@@ -366,6 +437,29 @@ impl WsConn {
     /// Whether more messages may be sent (our close is not sent yet).
     pub fn can_send(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// How a message for this connection may be framed once for many peers; `None` when it
+    /// must be framed for this connection alone (a client masks every frame, and a compressor
+    /// that keeps its window between messages is this connection's own) or it is closing.
+    /// A frame from [`SharedEncoder`] for this sharing may be sent as if [`WsConn::send`]
+    /// had made it.
+    pub fn sharing(&self) -> Option<Sharing> {
+        if self.role != Role::Server || self.phase != Phase::Open {
+            return None;
+        }
+        match &self.deflate {
+            None => Some(Sharing::Plain),
+            Some(d) if d.agreed().our_no_context_takeover => {
+                let a = d.agreed();
+                Some(Sharing::Compressed {
+                    window_bits: a.our_window_bits,
+                    level: a.level,
+                    min_compress_bytes: a.min_compress_bytes,
+                })
+            }
+            Some(_) => None,
+        }
     }
 
     // --- internals ---

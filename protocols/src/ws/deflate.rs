@@ -56,6 +56,8 @@ struct Offer {
     client_no_context_takeover: bool,
     server_max_window_bits: Option<u8>,
     client_max_window_bits: bool,
+    /// The value given with `client_max_window_bits`, if any.
+    client_window_bits: Option<u8>,
 }
 
 /// Parses one `permessage-deflate; param; param=value` offer; `None` if it is another
@@ -94,7 +96,7 @@ fn parse_offer(offer: &str) -> Option<Offer> {
             }
             "client_max_window_bits" => {
                 if value.is_some() {
-                    bits(value)?;
+                    o.client_window_bits = Some(bits(value)?);
                 }
                 o.client_max_window_bits = true;
                 3
@@ -146,6 +148,42 @@ pub fn negotiate(offers: &[String], config: &DeflateConfig) -> Option<(Agreed, S
     })
 }
 
+/// A client's offer of permessage-deflate. From a client's side `client_no_context_takeover`
+/// says we reset our compressor after each message, `server_no_context_takeover` asks the
+/// server to reset its own; any window the server allows is taken.
+pub fn client_offer(config: &DeflateConfig) -> String {
+    let mut offer = String::from("permessage-deflate; client_max_window_bits");
+    if config.server_no_context_takeover {
+        offer.push_str("; server_no_context_takeover");
+    }
+    if config.client_no_context_takeover {
+        offer.push_str("; client_no_context_takeover");
+    }
+    offer
+}
+
+/// What a server's answer to [`client_offer`] agreed, from the client's side; `None` if the
+/// answer breaks RFC 7692's rules or asks for what raw deflate cannot do (an 8-bit window).
+pub fn accept_answer(answer: &str, config: &DeflateConfig) -> Option<Agreed> {
+    let o = parse_offer(answer)?;
+    if config.server_no_context_takeover && !o.server_no_context_takeover {
+        // We asked the server to reset and it did not agree: RFC 7692 section 7.1.1.1.
+        return None;
+    }
+    let our_window_bits = match o.client_window_bits {
+        Some(bits) if bits < 9 => return None,
+        Some(bits) => bits,
+        None => 15,
+    };
+    Some(Agreed {
+        our_no_context_takeover: o.client_no_context_takeover || config.client_no_context_takeover,
+        peer_no_context_takeover: o.server_no_context_takeover,
+        our_window_bits,
+        min_compress_bytes: config.min_compress_bytes,
+        level: config.level.min(9),
+    })
+}
+
 /// The compressor and decompressor of a connection that agreed permessage-deflate.
 pub(crate) struct Deflate {
     agreed: Agreed,
@@ -179,6 +217,11 @@ impl Deflate {
             ended: false,
             agreed,
         }
+    }
+
+    /// What was agreed.
+    pub(crate) fn agreed(&self) -> &Agreed {
+        &self.agreed
     }
 
     /// Whether a message of `len` bytes is worth compressing.
@@ -323,6 +366,54 @@ mod tests {
             "permessage-deflate".to_string(),
         ];
         assert!(negotiate(&offers, &DeflateConfig::default()).is_some());
+    }
+
+    #[test]
+    fn a_client_offer_and_the_servers_answer_agree_on_both_sides() {
+        for (client, server) in [
+            (DeflateConfig::default(), DeflateConfig::default()),
+            (
+                DeflateConfig {
+                    server_no_context_takeover: true,
+                    ..DeflateConfig::default()
+                },
+                DeflateConfig {
+                    client_no_context_takeover: true,
+                    server_max_window_bits: 10,
+                    ..DeflateConfig::default()
+                },
+            ),
+        ] {
+            let offer = client_offer(&client);
+            let (at_server, answer) = negotiate(&[offer], &server).unwrap();
+            let at_client = accept_answer(&answer, &client).unwrap();
+            assert_eq!(
+                at_client.our_no_context_takeover,
+                at_server.peer_no_context_takeover
+            );
+            assert_eq!(
+                at_client.peer_no_context_takeover,
+                at_server.our_no_context_takeover
+            );
+        }
+        // Answers a client must refuse: an 8-bit window for us, an unknown parameter, and
+        // no reset when we asked for one.
+        let d = DeflateConfig::default();
+        assert_eq!(
+            accept_answer("permessage-deflate; client_max_window_bits=8", &d),
+            None
+        );
+        assert_eq!(accept_answer("permessage-deflate; x=1", &d), None);
+        let asked = DeflateConfig {
+            server_no_context_takeover: true,
+            ..d
+        };
+        assert_eq!(accept_answer("permessage-deflate", &asked), None);
+        assert_eq!(
+            accept_answer("permessage-deflate; client_max_window_bits=12", &d)
+                .map(|a| a.our_window_bits),
+            Some(12)
+        );
     }
 
     #[test]

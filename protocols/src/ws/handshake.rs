@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use super::deflate::{Agreed, DeflateConfig};
 use crate::http1::{Request, Response, Version};
 
 /// The GUID the accept key is derived with (RFC 6455 section 1.3).
@@ -143,13 +144,16 @@ impl Upgrade {
     }
 }
 
-/// A client's upgrade request for `path` on `host`, with `key` (16 random bytes) and the
-/// subprotocols it offers; returns the request bytes and the key as sent.
+/// A client's upgrade request for `path` on `host`, with `key` (16 random bytes), the
+/// subprotocols it offers and its `Sec-WebSocket-Extensions` offer (see
+/// [`deflate::client_offer`](super::deflate::client_offer)); returns the request bytes and
+/// the key as sent.
 pub fn client_request(
     host: &str,
     path: &str,
     key: [u8; 16],
     protocols: &[&str],
+    extensions: Option<&str>,
 ) -> (Vec<u8>, String) {
     let key = base64::engine::general_purpose::STANDARD.encode(key);
     let mut req = format!(
@@ -161,19 +165,32 @@ pub fn client_request(
             protocols.join(", ")
         ));
     }
+    if let Some(e) = extensions {
+        req.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+    }
     req.push_str("\r\n");
     (req.into_bytes(), key)
 }
 
+/// What the server agreed to in its `101`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The subprotocol it chose.
+    pub protocol: Option<String>,
+    /// permessage-deflate, if we offered it and the server took it.
+    pub deflate: Option<Agreed>,
+}
+
 /// Checks a server's answer to [`client_request`] sent with `key`: `101`, the upgrade
-/// headers, the right accept key, and a subprotocol only from those offered. Returns the
-/// chosen subprotocol.
+/// headers, the right accept key, a subprotocol only from those offered and an extension only
+/// if offered (`deflate`: the configuration the offer was made from).
 pub fn check_answer<'a>(
     status: u16,
     headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
     key: &str,
     offered: &[&str],
-) -> Result<Option<String>, HandshakeError> {
+    deflate: Option<&DeflateConfig>,
+) -> Result<Answer, HandshakeError> {
     if status != 101 {
         return Err(HandshakeError::Bad("the server did not switch protocols"));
     }
@@ -198,24 +215,40 @@ pub fn check_answer<'a>(
     {
         return Err(HandshakeError::Bad("wrong Sec-WebSocket-Accept"));
     }
-    if value("sec-websocket-extensions").is_some() {
-        return Err(HandshakeError::Bad(
-            "the server chose an extension we did not offer",
-        ));
-    }
-    match value("sec-websocket-protocol") {
-        None => Ok(None),
-        Some(p) => {
-            let p = String::from_utf8_lossy(p.trim_ascii()).into_owned();
-            if offered.contains(&p.as_str()) {
-                Ok(Some(p))
-            } else {
-                Err(HandshakeError::Bad(
-                    "the server chose a subprotocol we did not offer",
-                ))
+    let deflate = match (value("sec-websocket-extensions"), deflate) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(HandshakeError::Bad(
+                "the server chose an extension we did not offer",
+            ));
+        }
+        (Some(answer), Some(config)) => {
+            let agreed = std::str::from_utf8(answer)
+                .ok()
+                .and_then(|a| super::deflate::accept_answer(a.trim(), config));
+            match agreed {
+                Some(a) => Some(a),
+                None => {
+                    return Err(HandshakeError::Bad(
+                        "the server's permessage-deflate answer is not one we can accept",
+                    ));
+                }
             }
         }
-    }
+    };
+    let protocol = match value("sec-websocket-protocol") {
+        None => None,
+        Some(p) => {
+            let p = String::from_utf8_lossy(p.trim_ascii()).into_owned();
+            if !offered.contains(&p.as_str()) {
+                return Err(HandshakeError::Bad(
+                    "the server chose a subprotocol we did not offer",
+                ));
+            }
+            Some(p)
+        }
+    };
+    Ok(Answer { protocol, deflate })
 }
 
 #[cfg(test)]
@@ -318,21 +351,21 @@ mod tests {
 
     #[test]
     fn the_client_checks_the_answer() {
-        let (wire, key) = client_request("h:80", "/ws", [7; 16], &["chat"]);
+        let (wire, key) = client_request("h:80", "/ws", [7; 16], &["chat"], None);
         let up = Upgrade::from_request(&request(&wire)).unwrap();
         let resp = on_the_wire(&up.response(Some("chat")));
         assert_eq!(resp.header("connection"), Some(&b"Upgrade"[..]));
         let headers = || resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref()));
-        let chosen = check_answer(resp.status, headers(), &key, &["chat"]).unwrap();
-        assert_eq!(chosen.as_deref(), Some("chat"));
+        let chosen = check_answer(resp.status, headers(), &key, &["chat"], None).unwrap();
+        assert_eq!(chosen.protocol.as_deref(), Some("chat"));
         // Another key's accept, or no switch, is refused.
         let other = on_the_wire(
-            &Upgrade::from_request(&request(&client_request("h", "/", [8; 16], &[]).0))
+            &Upgrade::from_request(&request(&client_request("h", "/", [8; 16], &[], None).0))
                 .unwrap()
                 .response(None),
         );
         let other_headers = other.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref()));
-        assert!(check_answer(101, other_headers, &key, &["chat"]).is_err());
-        assert!(check_answer(200, headers(), &key, &["chat"]).is_err());
+        assert!(check_answer(101, other_headers, &key, &["chat"], None).is_err());
+        assert!(check_answer(200, headers(), &key, &["chat"], None).is_err());
     }
 }

@@ -439,3 +439,55 @@ fn compressed_messages_go_both_ways_and_rsv1_needs_the_extension() {
         Some(Err(WsError::Protocol(_)))
     ));
 }
+
+#[test]
+fn a_shared_frame_reads_at_every_peer_as_its_own_would() {
+    use super::deflate::Agreed;
+    let no_takeover = Agreed {
+        our_no_context_takeover: true,
+        peer_no_context_takeover: false,
+        our_window_bits: 12,
+        min_compress_bytes: 16,
+        level: 1,
+    };
+    let keeps_context = Agreed {
+        our_no_context_takeover: false,
+        ..no_takeover
+    };
+    let mut encoder = SharedEncoder::new();
+    let long = Message::Text(Bytes::from("tick tock ".repeat(50)));
+    let short = Message::Binary(Bytes::from_static(b"hi"));
+    for agreed in [None, Some(no_takeover), Some(keeps_context)] {
+        let mut pair = Pair::new(WsConfig::default());
+        if let Some(a) = agreed {
+            pair.server.enable_deflate(a);
+            pair.client.enable_deflate(Agreed {
+                our_no_context_takeover: a.peer_no_context_takeover,
+                peer_no_context_takeover: a.our_no_context_takeover,
+                ..a
+            });
+        }
+        let Some(sharing) = pair.server.sharing() else {
+            // A compressor that keeps its window frames for its own peer only.
+            assert_eq!(agreed, Some(keeps_context));
+            continue;
+        };
+        assert_eq!(
+            matches!(sharing, Sharing::Compressed { .. }),
+            agreed.is_some()
+        );
+        // The same encoding twice (no state carried from one to the next), then the short one.
+        for message in [&long, &long, &short] {
+            let mut frame = Vec::new();
+            encoder.encode(message, sharing, &mut frame);
+            pair.client.handle_input(&frame, pair.now);
+            assert_eq!(
+                pair.client.poll_event(),
+                Some(Ok(Event::Message(message.clone())))
+            );
+        }
+    }
+    // A client masks each frame: nothing to share.
+    let pair = Pair::new(WsConfig::default());
+    assert_eq!(pair.client.sharing(), None);
+}
