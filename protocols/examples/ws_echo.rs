@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use coring::net::TcpListener;
-use coring_protocols::serve::{Router, Server, ws};
+use coring_protocols::serve::{Router, Server};
+use coring_protocols::websocket as ws;
 
 fn main() {
     let args = coring_cli::server_args("ws_echo", "WebSocket echo server", 9001);
@@ -39,7 +40,7 @@ fn main() {
     startup.exit("ws_echo", result);
 }
 
-async fn echo(socket: ws::WebSocket) {
+async fn echo(mut socket: ws::WebSocket) {
     loop {
         match socket.recv().await {
             Ok(Some(message)) => {

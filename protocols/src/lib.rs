@@ -10,8 +10,10 @@
 //!   [`ws::WsConn`] for either role (fragments, UTF-8 checked as it arrives, limits, the close
 //!   handshake, an optional heartbeat).
 //! - `serve` (feature `engine`, on by default): the per-connection loop that drives the codec
-//!   on coring streams, a small router, the per-core date cache, and WebSocket sessions
-//!   upgraded from a route (`serve::ws`).
+//!   on coring streams, a small router and the per-core date cache.
+//! - `websocket` (feature `engine`): WebSocket sessions upgraded from a route or dialled
+//!   (`ws://`), their outbound queues and policies, senders from other cores, and groups
+//!   that publish one message to many sessions.
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
 //!
 //! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your
@@ -25,4 +27,6 @@ pub mod client;
 pub mod http1;
 #[cfg(feature = "engine")]
 pub mod serve;
+#[cfg(feature = "engine")]
+pub mod websocket;
 pub mod ws;

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coring_protocols::serve::ws::{self, WsConfig};
 use coring_protocols::serve::{Config, Router};
+use coring_protocols::websocket::{self as ws, WsConfig};
 use coring_tests::serve;
 
 /// Longest the testsuite may run for one server.
@@ -44,7 +44,7 @@ fn echo() -> Router {
             deflate: Some(ws::DeflateConfig::default()),
             ..WsConfig::default()
         };
-        ws::accept(&req, config, |socket| async move {
+        ws::accept(&req, config, |mut socket| async move {
             while let Ok(Some(message)) = socket.recv().await {
                 if socket.send(&message).await.is_err() {
                     return;

@@ -6,14 +6,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use coring_protocols::serve::ws::{self, WsConfig};
 use coring_protocols::serve::{Config, Router};
+use coring_protocols::websocket::{self as ws, WsConfig};
 use coring_tests::serve;
 use tungstenite::Message;
 
 fn router() -> Router {
     Router::new().route("GET", "/echo", |req, _p| async move {
-        ws::accept(&req, WsConfig::default(), |socket| async move {
+        ws::accept(&req, WsConfig::default(), |mut socket| async move {
             while let Ok(Some(message)) = socket.recv().await {
                 if socket.send(&message).await.is_err() {
                     return;

@@ -29,7 +29,6 @@ mod body;
 mod date;
 mod reply;
 mod router;
-pub mod ws;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -499,7 +498,7 @@ fn hold(holder: &mut Option<Rc<Received>>, buf: PooledBuf) -> Rc<dyn AsRef<[u8]>
 
 /// Output buffers lent to connections for one batch of responses, so an idle connection holds
 /// none.
-mod out_buffer {
+pub(crate) mod out_buffer {
     use std::cell::RefCell;
 
     /// Buffers kept for reuse per core.
@@ -511,12 +510,12 @@ mod out_buffer {
         static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
 
-    pub(super) fn take() -> Vec<u8> {
+    pub(crate) fn take() -> Vec<u8> {
         FREE.with(|f| f.borrow_mut().pop())
             .unwrap_or_else(|| Vec::with_capacity(16 * 1024))
     }
 
-    pub(super) fn give_back(mut buf: Vec<u8>) {
+    pub(crate) fn give_back(mut buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > KEEP_BYTES {
             return;
         }

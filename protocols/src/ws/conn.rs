@@ -439,6 +439,19 @@ impl WsConn {
         self.phase == Phase::Open
     }
 
+    /// What the connection enforces.
+    pub fn config(&self) -> &WsConfig {
+        &self.config
+    }
+
+    /// Whether each message we send decodes without the ones before it (no compression window
+    /// is kept between them), so that one may be dropped unsent.
+    pub fn frames_stand_alone(&self) -> bool {
+        self.deflate
+            .as_ref()
+            .is_none_or(|d| d.agreed().our_no_context_takeover)
+    }
+
     /// How a message for this connection may be framed once for many peers; `None` when it
     /// must be framed for this connection alone (a client masks every frame, and a compressor
     /// that keeps its window between messages is this connection's own) or it is closing.

@@ -1,0 +1,144 @@
+//! Dialling a WebSocket server: `ws://host[:port]/path`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use coring::net::TcpStream;
+use coring::time;
+
+use super::{WebSocket, WsConfig};
+use crate::client::Url;
+use crate::http1::{Http1Error, Limits, ResponseDecoder};
+use crate::ws::Role;
+use crate::ws::deflate::client_offer;
+use crate::ws::handshake::{HandshakeError, check_answer, client_request};
+
+/// How [`connect_with`] dials.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// The session's limits and timers; `deflate` offers permessage-deflate (from a client's
+    /// side `client_no_context_takeover` resets our compressor after each message and
+    /// `server_no_context_takeover` asks the server to reset its own).
+    pub config: WsConfig,
+    /// Subprotocols offered, most wanted first.
+    pub protocols: Vec<String>,
+    /// Deadline for connecting and the opening handshake together.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            config: WsConfig::default(),
+            protocols: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a WebSocket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Not a `ws://` URL this client can reach (`wss://` arrives with TLS).
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// Connecting, writing or reading failed.
+    #[error("I/O failed: {0}")]
+    Io(#[from] coring::Error),
+    /// The deadline passed.
+    #[error("timed out")]
+    Timeout,
+    /// The server answered with another status than `101` (a route that is no WebSocket,
+    /// a refused upgrade).
+    #[error("the server answered {0} instead of switching protocols")]
+    Refused(u16),
+    /// The server's answer is not HTTP this client accepts.
+    #[error("bad answer: {0}")]
+    Http(Http1Error),
+    /// The server switched protocols but its answer breaks RFC 6455 (the accept key, a
+    /// subprotocol or extension we did not offer).
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    /// The connection closed before an answer came.
+    #[error("connection closed before the server answered")]
+    Closed,
+}
+
+/// Opens a WebSocket to `url` (`ws://host[:port]/path?query`) with the default options.
+pub async fn connect(url: &str) -> Result<WebSocket, ConnectError> {
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+/// Opens a WebSocket to `url` as `options` say.
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
+    let http = url
+        .strip_prefix("ws://")
+        .map(|rest| format!("http://{rest}"))
+        .ok_or_else(|| ConnectError::InvalidUrl(format!("{url}: only ws:// is supported")))?;
+    let url = Url::parse(&http).map_err(ConnectError::InvalidUrl)?;
+    match time::timeout(options.timeout, handshake(&url, options)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
+    let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
+    stream.set_nodelay(true)?;
+    let key: [u8; 16] = {
+        let (a, b) = (super::random_u64(), super::random_u64());
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&a.to_le_bytes());
+        key[8..].copy_from_slice(&b.to_le_bytes());
+        key
+    };
+    let offered: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
+    let offer = options.config.deflate.as_ref().map(client_offer);
+    let (request, key) = client_request(
+        &url.authority(),
+        &url.target,
+        key,
+        &offered,
+        offer.as_deref(),
+    );
+    let (written, _) = stream.write_all(request).await;
+    written?;
+    let mut decoder = ResponseDecoder::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(4096);
+    let answer = loop {
+        if let Some(answer) = decoder
+            .decode(&mut buf, false)
+            .map_err(ConnectError::Http)?
+        {
+            break answer;
+        }
+        buf.reserve(4096);
+        let (read, back) = stream.read(buf).await;
+        buf = back;
+        if read? == 0 {
+            return Err(ConnectError::Closed);
+        }
+    };
+    if answer.status != 101 {
+        return Err(ConnectError::Refused(answer.status));
+    }
+    let headers = answer.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref()));
+    let agreed = check_answer(
+        answer.status,
+        headers,
+        &key,
+        &offered,
+        options.config.deflate.as_ref(),
+    )?;
+    Ok(WebSocket::on_stream(
+        Rc::new(stream),
+        None,
+        &buf,
+        Role::Client,
+        options.config.clone(),
+        agreed.deflate,
+        agreed.protocol,
+    ))
+}

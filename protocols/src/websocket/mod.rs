@@ -1,0 +1,102 @@
+//! WebSocket on the engine: sessions upgraded from an HTTP route ([`accept`]) or dialled
+//! ([`connect`]), each a [`WebSocket`] driving the sans-IO [`WsConn`](crate::ws::WsConn) on
+//! its stream.
+//!
+//! - Receiving: [`WebSocket::recv`] (or a [`WsReader`] after [`WebSocket::split`]) reads
+//!   pooled buffers (an idle session holds none), answers pings and the peer's close, keeps
+//!   the heartbeat and the close handshake's deadline.
+//! - Sending: [`WebSocket::send`] on the connection's core (or a [`WsWriter`], which may be
+//!   cloned into other tasks there), [`WsSender`] from any core or thread, and [`Group`] to
+//!   publish one message to many sessions on a core, framed once. Every frame goes through
+//!   the session's outbound queue, bounded in bytes, whose [`QueuePolicy`] decides what a
+//!   slow reader costs: senders wait, the oldest messages are dropped, or the reader is
+//!   closed (1008 or 1013). Queued frames are written together, one `writev` per turn.
+//!
+//! ```no_run
+//! use coring_protocols::serve::{Router, Server};
+//! use coring_protocols::websocket;
+//!
+//! coring::Runtime::builder().build()?.run(|_core| async {
+//!     let router = Router::new().route("GET", "/echo", |req, _params| async move {
+//!         websocket::accept(&req, websocket::WsConfig::default(), |mut socket| async move {
+//!             while let Ok(Some(message)) = socket.recv().await {
+//!                 if socket.send(&message).await.is_err() {
+//!                     return;
+//!                 }
+//!             }
+//!         })
+//!     });
+//!     let listener = coring::net::TcpListener::bind_reuseport("127.0.0.1:9001").unwrap();
+//!     Server::new(router).serve(listener).await;
+//! })?;
+//! # Ok::<(), coring::Error>(())
+//! ```
+
+mod broadcast;
+mod client;
+mod outbox;
+mod sender;
+mod session;
+
+pub use broadcast::{Group, Published};
+pub use client::{ConnectError, ConnectOptions, connect, connect_with};
+pub use outbox::QueuePolicy;
+pub use sender::{TrySendError, WsSender};
+pub use session::{WebSocket, WsReader, WsWriter};
+
+pub use crate::ws::deflate::DeflateConfig;
+pub use crate::ws::{CloseFrame, Message, WsConfig};
+use crate::ws::{Role, WsError, handshake::Upgrade};
+
+use crate::serve::Reply;
+
+/// Why a session ended badly, or a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The peer broke the protocol (it was told, with the matching close code), or the
+    /// session is closing and takes no more messages.
+    #[error("{0}")]
+    Ws(#[from] WsError),
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] coring::Error),
+}
+
+/// The answer to a WebSocket upgrade request on a route: `101 Switching Protocols` and
+/// then `session` with the [`WebSocket`]; a request that is not a valid upgrade gets its
+/// refusal (400 or 426) instead and `session` never runs.
+pub fn accept<F, Fut>(req: &crate::http1::Request, config: WsConfig, session: F) -> Reply
+where
+    F: FnOnce(WebSocket) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    match Upgrade::from_request(req) {
+        Ok(up) => {
+            let agreed = config
+                .deflate
+                .as_ref()
+                .and_then(|d| crate::ws::deflate::negotiate(&up.extensions, d));
+            let (agreed, extensions) = match agreed {
+                Some((a, header)) => (Some(a), Some(header)),
+                None => (None, None),
+            };
+            Reply::upgrade(
+                up.response_with(None, extensions),
+                move |upgraded| async move {
+                    let socket = WebSocket::from_upgraded(upgraded, Role::Server, config, agreed);
+                    session(socket).await;
+                },
+            )
+        }
+        Err(e) => e.response().into(),
+    }
+}
+
+/// A seed for a client's masking keys from the OS's random source (std's hasher keys are
+/// drawn from it), so a peer or a script cannot predict the masks.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}

@@ -1,0 +1,598 @@
+//! One session: the stream, its pooled reader, the sans-IO connection and the outbound queue,
+//! shared by the handles that read, write and send from elsewhere.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes};
+use coring::net::{PooledReader, TcpStream};
+use coring::time::{self, timeout_at};
+
+use super::outbox::{Kind, Outbox, QueuePolicy, Queued, Refused};
+use super::sender::{Remote, WsSender};
+use super::{Error, Message};
+use crate::serve::{Upgraded, out_buffer};
+use crate::ws::deflate::Agreed;
+use crate::ws::{Event, Role, WsConfig, WsConn, WsError};
+
+/// What the handles of one session share (on its core).
+pub(crate) struct Inner {
+    stream: Rc<TcpStream>,
+    reader: RefCell<Option<PooledReader>>,
+    pub(crate) conn: RefCell<WsConn>,
+    pub(crate) out: RefCell<Outbox>,
+    remote: RefCell<Option<Arc<Remote>>>,
+    protocol: Option<String>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(remote) = self.remote.get_mut() {
+            remote.close();
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::Ws(WsError::Closed)
+}
+
+/// How the policy may treat a message this connection just encoded.
+fn frame_kind(conn: &WsConn) -> Kind {
+    if conn.frames_stand_alone() {
+        Kind::Droppable
+    } else {
+        Kind::Kept
+    }
+}
+
+impl Inner {
+    /// Waits until a message of `len` bytes fits the queue, where the policy says senders
+    /// wait (`Await`, and any session whose frames depend on the ones before); fails once the
+    /// session takes no more messages.
+    pub(crate) async fn room_for(&self, len: usize) -> Result<(), Error> {
+        poll_fn(|cx| {
+            let mut out = self.out.borrow_mut();
+            if out.closed {
+                return Poll::Ready(Err(closed()));
+            }
+            let waits = match out.policy {
+                QueuePolicy::Await => true,
+                QueuePolicy::DropOldest => !self.conn.borrow().frames_stand_alone(),
+                QueuePolicy::Close(_) => false,
+            };
+            if !waits || out.fits(len) {
+                return Poll::Ready(Ok(()));
+            }
+            out.wait_room(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Encodes `message` and sends it, after waiting for room as the policy says.
+    pub(crate) async fn send(self: &Rc<Self>, message: &Message) -> Result<Queued, Error> {
+        self.room_for(message.bytes().len()).await?;
+        let mut buf = out_buffer::take();
+        let encoded = self.conn.borrow_mut().send(message, &mut buf);
+        if let Err(e) = encoded {
+            out_buffer::give_back(buf);
+            return Err(e.into());
+        }
+        let kind = frame_kind(&self.conn.borrow());
+        self.transmit(buf, kind).await
+    }
+
+    /// Sends an encoded frame: written at once by this caller when nothing else is being
+    /// written (the common case: no copy, no other task), queued behind the writer otherwise.
+    async fn transmit(self: &Rc<Self>, buf: Vec<u8>, kind: Kind) -> Result<Queued, Error> {
+        let own = self.out.borrow_mut().begin_own(buf.len());
+        match own {
+            Ok(true) => self.write_own(buf).await.map(|()| Queued::default()),
+            Ok(false) => self.queue(Bytes::from(buf), kind),
+            Err(Refused) => {
+                out_buffer::give_back(buf);
+                Err(closed())
+            }
+        }
+    }
+
+    /// Writes a frame its caller encoded while the caller owns the socket, then hands the
+    /// socket to the flush task if frames were queued meanwhile. A caller that gives up half
+    /// way (its future dropped) may leave a frame cut short on the wire: the session is over.
+    async fn write_own(self: &Rc<Self>, buf: Vec<u8>) -> Result<(), Error> {
+        struct Owner<'a>(&'a Inner, bool);
+        impl Drop for Owner<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let mut out = self.0.out.borrow_mut();
+                    out.fail();
+                    out.writer_done();
+                }
+            }
+        }
+        let len = buf.len();
+        let mut owner = Owner(self, true);
+        let (result, back) = self.stream.write_all(buf).await;
+        owner.1 = false;
+        out_buffer::give_back(back);
+        let mut out = self.out.borrow_mut();
+        out.written(len);
+        if let Err(e) = result {
+            out.fail();
+            out.writer_done();
+            return Err(e.into());
+        }
+        if out.has_queued() {
+            drop(out);
+            coring::spawn_local(flush(Rc::clone(self)));
+        } else {
+            out.writer_done();
+        }
+        Ok(())
+    }
+
+    /// Queues an encoded frame and makes sure a writer takes it.
+    pub(crate) fn queue(self: &Rc<Self>, frame: Bytes, kind: Kind) -> Result<Queued, Error> {
+        let pushed = self.out.borrow_mut().push(frame, kind);
+        match pushed {
+            Ok(queued) => {
+                self.start_writer();
+                Ok(queued)
+            }
+            Err(Refused) => {
+                let cut_off = self.out.borrow_mut().cut_off.take();
+                if let Some(code) = cut_off {
+                    self.cut_off(code);
+                }
+                Err(closed())
+            }
+        }
+    }
+
+    fn start_writer(self: &Rc<Self>) {
+        let mut out = self.out.borrow_mut();
+        if out.needs_writer() {
+            out.writing = true;
+            drop(out);
+            coring::spawn_local(flush(Rc::clone(self)));
+        }
+    }
+
+    /// The policy closed the session: what was queued is dropped, our close goes out, and the
+    /// reader has `close_timeout` to take it and answer before the socket is shut.
+    fn cut_off(self: &Rc<Self>, code: u16) {
+        let mut buf = Vec::new();
+        let timeout = {
+            let mut conn = self.conn.borrow_mut();
+            conn.close(code, "reader too slow", time::now(), &mut buf);
+            conn.config().close_timeout
+        };
+        self.push_control(buf);
+        let stream = Rc::clone(&self.stream);
+        coring::spawn_local(async move {
+            time::sleep(timeout).await;
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+        });
+    }
+
+    /// Queues control frames the connection owes (pongs, a close).
+    fn push_control(self: &Rc<Self>, buf: Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        let _ = self.queue(Bytes::from(buf), Kind::Control);
+    }
+
+    /// Queues what the connection owes the peer by itself.
+    fn push_owed(self: &Rc<Self>) {
+        let mut conn = self.conn.borrow_mut();
+        let mut buf = Vec::new();
+        conn.poll_transmit(&mut buf);
+        if !conn.can_send() {
+            // Closing: no more messages, only what the close handshake needs.
+            self.out.borrow_mut().closed = true;
+        }
+        drop(conn);
+        self.push_control(buf);
+    }
+
+    /// Waits until everything queued is written; fails if a write failed.
+    pub(crate) async fn flushed(&self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            let mut out = self.out.borrow_mut();
+            if out.broken {
+                return Poll::Ready(Err(closed()));
+            }
+            if out.is_idle() {
+                return Poll::Ready(Ok(()));
+            }
+            out.wait_idle(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next message; see [`WebSocket::recv`].
+    async fn recv(self: &Rc<Self>) -> Result<Option<Message>, Error> {
+        loop {
+            let event = self.conn.borrow_mut().poll_event();
+            self.push_owed();
+            match event {
+                Some(Ok(Event::Message(m))) => return Ok(Some(m)),
+                Some(Ok(Event::Ping(_) | Event::Pong(_))) => continue,
+                Some(Ok(Event::Close(_))) => {
+                    self.finish().await;
+                    return Ok(None);
+                }
+                Some(Err(WsError::Abrupt)) => {
+                    self.out.borrow_mut().closed = true;
+                    return Ok(None);
+                }
+                Some(Err(e)) => {
+                    self.finish().await;
+                    return Err(e.into());
+                }
+                None => {}
+            }
+            if self.conn.borrow().is_closed() {
+                self.finish().await;
+                return Ok(None);
+            }
+            self.wait().await?;
+        }
+    }
+
+    /// Waits for bytes or the connection's deadline and hands them over.
+    async fn wait(&self) -> Result<(), Error> {
+        let due = self.conn.borrow().poll_timeout().map(|(_, at)| at);
+        let Some(mut reader) = self.reader.borrow_mut().take() else {
+            // Another task is reading (two `recv` at once): this one sees the end.
+            self.conn.borrow_mut().handle_eof(time::now());
+            return Ok(());
+        };
+        let got = match due {
+            Some(due) => timeout_at(due, reader.next()).await.ok(),
+            None => Some(reader.next().await),
+        };
+        *self.reader.borrow_mut() = Some(reader);
+        let now = time::now();
+        let mut conn = self.conn.borrow_mut();
+        match got {
+            Some(Ok(Some(buf))) => conn.handle_input(&buf, now),
+            Some(Ok(None)) => conn.handle_eof(now),
+            Some(Err(e)) => return Err(e.into()),
+            None => conn.handle_timeout(now),
+        }
+        Ok(())
+    }
+
+    /// The session is over: what is owed is written (bounded by the close timeout), then our
+    /// side of the stream closes (a server closes first, RFC 6455 section 7.1.1).
+    async fn finish(self: &Rc<Self>) {
+        self.push_owed();
+        self.out.borrow_mut().closed = true;
+        let timeout = self.conn.borrow().config().close_timeout;
+        let _ = time::timeout(timeout, self.flushed()).await;
+        let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        if let Some(remote) = self.remote.borrow().as_ref() {
+            remote.close();
+        }
+    }
+
+    /// Starts the closing handshake and waits (up to the close timeout) for our close to be
+    /// written.
+    async fn close(self: &Rc<Self>, code: u16, reason: &str) -> Result<(), Error> {
+        let mut buf = Vec::new();
+        let timeout = {
+            let mut conn = self.conn.borrow_mut();
+            conn.close(code, reason, time::now(), &mut buf);
+            conn.config().close_timeout
+        };
+        self.out.borrow_mut().closed = true;
+        self.push_control(buf);
+        time::timeout(timeout, self.flushed())
+            .await
+            .unwrap_or(Ok(()))
+    }
+
+    async fn ping(self: &Rc<Self>, payload: &[u8]) -> Result<(), Error> {
+        let mut buf = out_buffer::take();
+        let encoded = self.conn.borrow_mut().ping(payload, &mut buf);
+        if let Err(e) = encoded {
+            out_buffer::give_back(buf);
+            return Err(e.into());
+        }
+        self.transmit(buf, Kind::Control).await.map(|_| ())
+    }
+
+    fn sender(self: &Rc<Self>) -> WsSender {
+        let mut remote = self.remote.borrow_mut();
+        if let Some(r) = remote.as_ref() {
+            return WsSender::new(Arc::clone(r));
+        }
+        let limit = self.out.borrow().limit;
+        let r = Remote::new(limit);
+        if self.out.borrow().closed {
+            r.close();
+        }
+        coring::spawn_local(super::sender::drain(Rc::downgrade(self), Arc::clone(&r)));
+        *remote = Some(Arc::clone(&r));
+        WsSender::new(r)
+    }
+
+    fn set_queue(&self, limit: usize, policy: QueuePolicy) {
+        let mut out = self.out.borrow_mut();
+        out.limit = limit.max(1);
+        out.policy = policy;
+    }
+}
+
+/// Writes queued frames until none are left, a batch per write, then lets the socket go.
+async fn flush(inner: Rc<Inner>) {
+    loop {
+        let batch = {
+            let mut out = inner.out.borrow_mut();
+            let batch = out.take_batch();
+            if batch.is_empty() || out.broken {
+                out.writer_done();
+                return;
+            }
+            batch
+        };
+        let len = batch.iter().map(Bytes::len).sum();
+        let result = write_batch(&inner.stream, batch).await;
+        let mut out = inner.out.borrow_mut();
+        out.written(len);
+        if result.is_err() {
+            out.fail();
+            out.writer_done();
+            return;
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, gathered into as few calls as the socket allows.
+async fn write_batch(stream: &TcpStream, mut bufs: Vec<Bytes>) -> coring::Result<()> {
+    if bufs.len() == 1 {
+        let frame = bufs.swap_remove(0);
+        return stream.write_all(frame).await.0;
+    }
+    while !bufs.is_empty() {
+        let (result, back) = stream.writev(bufs).await;
+        bufs = back;
+        let mut n = result?;
+        if n == 0 {
+            return Err(coring::Error::new(coring::ErrorKind::WriteZero, "writev"));
+        }
+        let done = bufs
+            .iter()
+            .take_while(|b| {
+                let whole = n >= b.len();
+                if whole {
+                    n -= b.len();
+                }
+                whole
+            })
+            .count();
+        bufs.drain(..done);
+        if let Some(first) = bufs.first_mut() {
+            first.advance(n);
+        }
+    }
+    Ok(())
+}
+
+/// One WebSocket session on its core. `recv` reads (answering pings and the peer's close by
+/// itself), `send` writes one message; [`WebSocket::split`] gives the two sides to two tasks,
+/// [`WebSocket::sender`] a handle for other cores and threads.
+pub struct WebSocket {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("queued_bytes", &self.queued_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocket {
+    /// A session on a connection the HTTP server upgraded.
+    pub(crate) fn from_upgraded(
+        upgraded: Upgraded,
+        role: Role,
+        config: WsConfig,
+        deflate: Option<Agreed>,
+    ) -> WebSocket {
+        WebSocket::on_stream(
+            upgraded.stream,
+            upgraded.reader,
+            &upgraded.leftover,
+            role,
+            config,
+            deflate,
+            None,
+        )
+    }
+
+    /// A session on `stream` whose handshake is done; `early` is what the peer sent right
+    /// behind its handshake.
+    pub(crate) fn on_stream(
+        stream: Rc<TcpStream>,
+        reader: Option<PooledReader>,
+        early: &[u8],
+        role: Role,
+        config: WsConfig,
+        deflate: Option<Agreed>,
+        protocol: Option<String>,
+    ) -> WebSocket {
+        let now = time::now();
+        let mut conn = WsConn::new(role, config, now, super::random_u64());
+        if let Some(agreed) = deflate {
+            conn.enable_deflate(agreed);
+        }
+        if !early.is_empty() {
+            conn.handle_input(early, now);
+        }
+        let reader = reader.unwrap_or_else(|| stream.pooled());
+        WebSocket {
+            inner: Rc::new(Inner {
+                stream,
+                reader: RefCell::new(Some(reader)),
+                conn: RefCell::new(conn),
+                out: RefCell::new(Outbox::default()),
+                remote: RefCell::new(None),
+                protocol,
+            }),
+        }
+    }
+
+    /// The next message: `Ok(None)` once the peer closed (the close was answered) or the
+    /// close handshake ended. Pings are answered and pongs taken on the way; a protocol error
+    /// is reported to the peer with its close code, then returned. Keep calling it: it also
+    /// runs the heartbeat and the close handshake's deadline.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        self.inner.recv().await
+    }
+
+    /// Sends `message` as one frame: written before this returns when nothing else is being
+    /// written, queued behind what is otherwise (waiting for room as the [`QueuePolicy`] says).
+    /// Fails once the session is closing.
+    pub async fn send(&self, message: &Message) -> Result<(), Error> {
+        self.inner.send(message).await.map(|_| ())
+    }
+
+    /// Sends a ping (at most 125 bytes); its pong comes back through `recv`.
+    pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+        self.inner.ping(payload).await
+    }
+
+    /// Starts the closing handshake: our close is written (queued messages go first); `recv`
+    /// returns `Ok(None)` once the peer answered or the close timeout passed.
+    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        self.inner.close(code, reason).await
+    }
+
+    /// Waits until every queued frame is written.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.flushed().await
+    }
+
+    /// Bounds this session's outbound queue at `limit` bytes (queued and being written; 4 MiB
+    /// unless set) and says what happens to a message that would go past it.
+    pub fn set_queue(&self, limit: usize, policy: QueuePolicy) {
+        self.inner.set_queue(limit, policy);
+    }
+
+    /// Bytes queued or being written.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.out.borrow().held()
+    }
+
+    /// Messages `QueuePolicy::DropOldest` has dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.inner.out.borrow().dropped
+    }
+
+    /// The subprotocol the handshake agreed.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.as_deref()
+    }
+
+    /// A writing handle for other tasks on this core.
+    pub fn writer(&self) -> WsWriter {
+        WsWriter {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+
+    /// A handle any core or thread can send through (see [`WsSender`]).
+    pub fn sender(&self) -> WsSender {
+        self.inner.sender()
+    }
+
+    /// The reading and the writing side, for two tasks on this core.
+    pub fn split(self) -> (WsReader, WsWriter) {
+        let writer = self.writer();
+        (WsReader { inner: self.inner }, writer)
+    }
+}
+
+/// The reading side of a [`WebSocket`] (see [`WebSocket::split`]).
+pub struct WsReader {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for WsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsReader").finish_non_exhaustive()
+    }
+}
+
+impl WsReader {
+    /// See [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        self.inner.recv().await
+    }
+}
+
+/// The writing side of a [`WebSocket`], for any task on its core: clone it freely. Frames
+/// from every handle go out whole and in the order they were sent.
+#[derive(Clone)]
+pub struct WsWriter {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for WsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsWriter")
+            .field("queued_bytes", &self.queued_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsWriter {
+    /// See [`WebSocket::send`].
+    pub async fn send(&self, message: &Message) -> Result<(), Error> {
+        self.inner.send(message).await.map(|_| ())
+    }
+
+    /// See [`WebSocket::ping`].
+    pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+        self.inner.ping(payload).await
+    }
+
+    /// See [`WebSocket::close`].
+    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        self.inner.close(code, reason).await
+    }
+
+    /// See [`WebSocket::flush`].
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.flushed().await
+    }
+
+    /// See [`WebSocket::set_queue`].
+    pub fn set_queue(&self, limit: usize, policy: QueuePolicy) {
+        self.inner.set_queue(limit, policy);
+    }
+
+    /// See [`WebSocket::queued_bytes`].
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.out.borrow().held()
+    }
+
+    /// See [`WebSocket::sender`].
+    pub fn sender(&self) -> WsSender {
+        self.inner.sender()
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Rc::downgrade(&self.inner)
+    }
+}
