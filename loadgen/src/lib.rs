@@ -20,7 +20,7 @@
 //!   model, warm-up, and merges what each core saw.
 //! - [`stream`]: the connection loop every TCP request/response workload shares (connect, keep
 //!   `pipeline` in flight or follow the schedule, match answers in order, reconnect).
-//! - [`http`], [`echo`], [`udp`]: the workloads (`http`, `tcp-echo`, `udp-echo`).
+//! - [`http`], [`echo`], [`udp`], [`ws`]: the workloads (`http`, `tcp-echo`, `udp-echo`, `ws`).
 //! - [`record`]: one core's latencies, counts, errors and per-second timeline.
 //! - [`report`]: the outcome as a table, JSON and HdrHistogram percentile text.
 //! - [`args`]: parsing of flag values (durations, headers) without a CLI crate.
@@ -48,3 +48,4 @@ pub mod report;
 pub mod run;
 pub mod stream;
 pub mod udp;
+pub mod ws;

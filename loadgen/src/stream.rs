@@ -58,6 +58,15 @@ pub trait Exchange: 'static {
     /// The server closed its side: a response delimited by the close completes, or the bytes
     /// so far were cut short (`Err(kind)`).
     fn closed(&mut self, reply: &mut dyn FnMut(Reply)) -> Result<(), &'static str>;
+    /// Bytes to send once, before any request (an opening handshake), if the protocol has one.
+    fn opening(&mut self) -> Option<Bytes> {
+        None
+    }
+    /// Reads the answer to the opening from the bytes received so far: `Ok(Some(n))` once it is
+    /// complete in their first `n` bytes. `Err(kind)`: refused or malformed.
+    fn opened(&mut self, _input: &[u8]) -> Result<Option<usize>, &'static str> {
+        Ok(Some(0))
+    }
 }
 
 /// A request written and not yet answered.
@@ -129,10 +138,24 @@ pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() ->
             }
         };
         let _ = stream.set_nodelay(true);
+        let mut exchange = make();
+        if let Some(hello) = exchange.opening() {
+            let opened = timeout(options.timeout, open(&stream, hello, &mut exchange)).await;
+            let failure = match opened {
+                Ok(Ok(())) => None,
+                Ok(Err(kind)) => Some(kind),
+                Err(_) => Some("handshake_timeout"),
+            };
+            if let Some(kind) = failure {
+                run.rec.borrow_mut().error(kind);
+                sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
         let conn = Rc::new(Connection {
             stream,
             window: RefCell::new(Window::default()),
-            exchange: RefCell::new(make()),
+            exchange: RefCell::new(exchange),
         });
         let mut writer = coring::spawn_local(write_loop(
             Rc::clone(&conn),
@@ -150,6 +173,33 @@ pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() ->
         }
         drop(window);
         writer.abort();
+    }
+}
+
+/// Sends the exchange's opening and reads until its answer is complete. Nothing may follow
+/// the answer before a request is sent.
+async fn open<E: Exchange>(
+    stream: &TcpStream,
+    hello: Bytes,
+    exchange: &mut E,
+) -> Result<(), &'static str> {
+    let (written, _) = stream.write_all(hello).await;
+    written.map_err(|e| error_kind(&e))?;
+    let mut reader = stream.pooled();
+    let mut answer = Vec::new();
+    loop {
+        match reader.next().await {
+            Ok(Some(buf)) => answer.extend_from_slice(&buf),
+            Ok(None) => return Err("closed"),
+            Err(e) => return Err(error_kind(&e)),
+        }
+        if let Some(n) = exchange.opened(&answer)? {
+            return if n == answer.len() {
+                Ok(())
+            } else {
+                Err("unsolicited_response")
+            };
+        }
     }
 }
 

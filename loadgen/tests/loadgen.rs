@@ -9,8 +9,11 @@ use coring_loadgen::http::{Http, HttpSpec};
 use coring_loadgen::report::Report;
 use coring_loadgen::run::{Options, Outcome, run};
 use coring_loadgen::udp::UdpEcho;
+use coring_loadgen::ws::WsEcho;
 
-use coring_tests::known::{Behaviour, http_server, tcp_echo_server, udp_echo_server};
+use coring_tests::known::{
+    Behaviour, http_server, tcp_echo_server, udp_echo_server, ws_echo_server,
+};
 
 fn http(addr: std::net::SocketAddr, options: &Options) -> (Report, Outcome) {
     let spec = HttpSpec {
@@ -246,4 +249,51 @@ fn udp_echo_counts_loss() {
     assert!((8.0..=20.0).contains(&d.loss_pct), "{}", report.human());
     assert_eq!(d.duplicated, 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+#[coring::test]
+fn ws_echo_is_checked_message_by_message_against_tungstenite() {
+    let o = Options {
+        pipeline: 4,
+        ..options(4, Duration::from_millis(500))
+    };
+    let addr = ws_echo_server(None);
+    for (size, text) in [(20, false), (16 << 10, false), (100, true)] {
+        let url = format!("ws://{addr}/");
+        let echo = Arc::new(WsEcho::new(&url, size, text, o.pipeline).unwrap());
+        let outcome = run(echo, &o, |_| {}).unwrap();
+        assert!(
+            outcome.rec.requests > 100,
+            "{size} bytes: {} messages, errors {:?}",
+            outcome.rec.requests,
+            outcome.rec.errors
+        );
+        assert!(outcome.rec.errors.is_empty(), "{:?}", outcome.rec.errors);
+    }
+    // A server that corrupts the tenth message of each connection is caught there.
+    let addr = ws_echo_server(Some(10));
+    let echo = Arc::new(WsEcho::new(&format!("ws://{addr}/"), 64, false, o.pipeline).unwrap());
+    let outcome = run(echo, &o, |_| {}).unwrap();
+    let mismatches = outcome
+        .rec
+        .errors
+        .get("echo_mismatch")
+        .copied()
+        .unwrap_or(0);
+    assert!(mismatches > 0, "{:?}", outcome.rec.errors);
+    assert!(
+        outcome.rec.requests >= 10 * mismatches,
+        "{} messages",
+        outcome.rec.requests
+    );
+    // Not a WebSocket server: every handshake is refused.
+    let addr = http_server(Behaviour::Delay(Duration::ZERO));
+    let echo = Arc::new(WsEcho::new(&format!("ws://{addr}/"), 64, false, 1).unwrap());
+    let outcome = run(echo, &options(1, Duration::from_millis(300)), |_| {}).unwrap();
+    assert_eq!(outcome.rec.requests, 0);
+    assert!(
+        outcome.rec.errors.contains_key("handshake"),
+        "{:?}",
+        outcome.rec.errors
+    );
 }

@@ -116,6 +116,51 @@ pub fn tcp_echo_server(corrupt_after: Option<usize>) -> SocketAddr {
     addr
 }
 
+/// A WebSocket echo server (tungstenite's); with `corrupt_after`, every connection flips one
+/// byte of the payload of that message (counted from 0) and of every one after it.
+pub fn ws_echo_server(corrupt_after: Option<usize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let Ok(mut socket) = tungstenite::accept(stream) else {
+                    return;
+                };
+                let mut n = 0;
+                loop {
+                    let message = match socket.read() {
+                        Err(tungstenite::Error::Io(e))
+                            if e.kind() == std::io::ErrorKind::Interrupted =>
+                        {
+                            continue;
+                        }
+                        Err(_) => return,
+                        Ok(m) => m,
+                    };
+                    let echo = match message {
+                        tungstenite::Message::Binary(b) => {
+                            let mut b = b.to_vec();
+                            if corrupt_after.is_some_and(|at| n >= at) && !b.is_empty() {
+                                b[0] ^= 0xff;
+                            }
+                            tungstenite::Message::binary(b)
+                        }
+                        tungstenite::Message::Text(t) => tungstenite::Message::Text(t),
+                        _ => continue,
+                    };
+                    n += 1;
+                    if socket.send(echo).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A UDP echo server that drops every `drop_every`-th datagram (0: none).
 pub fn udp_echo_server(drop_every: usize) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -32,6 +32,24 @@ pub enum WorkloadCmd {
     TcpEcho(EchoCmd),
     /// Datagrams to a UDP echo server at ADDR at a fixed rate; counts loss and reordering.
     UdpEcho(UdpCmd),
+    /// WebSocket messages to an echo server at URL, every echoed message checked.
+    Ws(WsCmd),
+}
+
+/// `ws` flags.
+#[derive(Debug, Args)]
+pub struct WsCmd {
+    /// ws://host:port/path
+    pub url: String,
+    /// Message size in bytes.
+    #[arg(short = 's', long, default_value_t = 20)]
+    pub size: usize,
+    /// Text messages (default binary).
+    #[arg(long)]
+    pub text: bool,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// `http` flags.

@@ -14,6 +14,7 @@ use coring_loadgen::report::{Report, hgrm};
 use coring_loadgen::run::Options;
 use coring_loadgen::run::{Progress, Workload, run};
 use coring_loadgen::udp::UdpEcho;
+use coring_loadgen::ws::WsEcho;
 
 use cli::{Cli, Common, WorkloadCmd};
 
@@ -93,6 +94,11 @@ fn build(cmd: &WorkloadCmd) -> Result<(Arc<dyn Workload>, &Common, Options), Str
             let options = e.common.options();
             let echo = TcpEcho::new(&e.addr, e.size, options.pipeline)?;
             (Arc::new(echo), &e.common, options)
+        }
+        WorkloadCmd::Ws(w) => {
+            let options = w.common.options();
+            let echo = WsEcho::new(&w.url, w.size, w.text, options.pipeline)?;
+            (Arc::new(echo), &w.common, options)
         }
         WorkloadCmd::UdpEcho(u) => {
             let mut options = u.common.options();
