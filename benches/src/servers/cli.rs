@@ -9,11 +9,12 @@ use super::{self as servers, App, ServerConfig};
 /// Usage text.
 const USAGE: &str = "bench-server: one server variant of the bench suite
 
-usage: bench-server --variant NAME [--app tfb|echo] [--addr HOST:PORT] [--cores N] [--file PATH]
+usage: bench-server --variant NAME [--app tfb|echo|ws] [--addr HOST:PORT] [--cores N] [--file PATH]
 
   --variant  coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
-             raw-uring
-  --app      tfb: /plaintext, /json (and /static with --file); echo: TCP echo (default tfb)
+             raw-uring, nginx, tokio-tungstenite, fastwebsockets
+  --app      tfb: /plaintext, /json (and /static with --file); echo: TCP echo; ws: WebSocket
+             echo at / (default tfb)
   --addr     listen address (default 127.0.0.1:8080; port 0 picks a free port)
   --cores    server threads, one SO_REUSEPORT listener each (default 1)
   --file     file served at /static";
@@ -44,7 +45,8 @@ pub fn cli_main(args: impl IntoIterator<Item = String>) -> ExitCode {
                 app = match value.as_str() {
                     "tfb" => App::Tfb,
                     "echo" => App::Echo,
-                    other => return fail(format!("--app: {other:?} is not tfb or echo")),
+                    "ws" => App::Ws,
+                    other => return fail(format!("--app: {other:?} is not tfb, echo or ws")),
                 }
             }
             "--addr" => match value.parse() {

@@ -1,5 +1,6 @@
 //! coring, on the driver asked for: the project's own HTTP stack (the `coring-tfb` app with the
-//! suite's `Server` name, `/static` through the zero-copy file path) and a pooled echo.
+//! suite's `Server` name, `/static` through the zero-copy file path), a pooled echo, and
+//! WebSocket echo upgraded from a route.
 
 use std::rc::Rc;
 
@@ -7,7 +8,8 @@ use coring::driver::probe::DriverChoice;
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::{Runtime, shutdown_signal, until_shutdown};
 use coring_protocols::http1::{Request, Response};
-use coring_protocols::serve::{Config, Reply, Server};
+use coring_protocols::serve::{Config, Reply, Router, Server};
+use coring_protocols::websocket::{self, WebSocket, WsConfig};
 
 use super::{App, SERVER_NAME, ServerConfig};
 
@@ -55,6 +57,12 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
                         .serve(listener)
                         .await;
                 }
+                App::Ws => {
+                    let router = Router::new().route("GET", "/", |req, _params| async move {
+                        websocket::accept(&req, WsConfig::default(), ws_echo)
+                    });
+                    Server::new(router).serve(listener).await;
+                }
                 App::Echo => {
                     let mut incoming = listener.incoming();
                     while let Some(next) = until_shutdown(incoming.next()).await {
@@ -93,6 +101,15 @@ async fn echo(stream: TcpStream) {
     while let Some(Ok(Some(buf))) = shutdown.guard(reader.next()).await {
         let (result, _) = stream.write_all(buf).await;
         if result.is_err() {
+            return;
+        }
+    }
+}
+
+/// Echoes every WebSocket message as it comes.
+async fn ws_echo(mut socket: WebSocket) {
+    while let Ok(Some(message)) = socket.recv().await {
+        if socket.send(&message).await.is_err() {
             return;
         }
     }

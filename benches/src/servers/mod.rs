@@ -2,8 +2,9 @@
 //! on epoll, glommio, tokio + hyper) and a hand-written io_uring loop, each answering the same
 //! apps with byte-identical responses so that only the engines differ.
 //!
-//! Apps: `tfb` (`/plaintext`, `/json`, and `/static` when a file is given) and `echo` (bytes
-//! back as they come). coring and tokio + hyper use their own HTTP stacks; monoio, glommio and
+//! Apps: `tfb` (`/plaintext`, `/json`, and `/static` when a file is given), `echo` (bytes
+//! back as they come) and `ws` (WebSocket echo, served by coring and by the WebSocket peers
+//! tokio-tungstenite and fastwebsockets). coring and tokio + hyper use their own HTTP stacks; monoio, glommio and
 //! the raw loop share [`respond`], an httparse-based responder like the one their TechEmpower
 //! entries use.
 
@@ -28,6 +29,8 @@ pub mod nginx;
 pub mod raw_uring;
 #[cfg(target_os = "linux")]
 pub mod tokio_hyper;
+#[cfg(target_os = "linux")]
+pub mod ws_peers;
 
 /// The `Server` header every variant sends.
 pub const SERVER_NAME: &str = "tfb";
@@ -39,6 +42,19 @@ pub enum App {
     Tfb,
     /// TCP echo.
     Echo,
+    /// WebSocket echo at `/` (every text and binary message back).
+    Ws,
+}
+
+impl App {
+    /// Its name on the command line and in `unsupported`.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Tfb => "tfb",
+            App::Echo => "echo",
+            App::Ws => "ws",
+        }
+    }
 }
 
 /// What the suite starts a server with.
@@ -234,7 +250,7 @@ pub fn respond(
 }
 
 /// The names of every variant, in the order the suite runs them.
-pub const VARIANTS: [&str; 8] = [
+pub const VARIANTS: [&str; 10] = [
     "coring-uring",
     "coring-compat",
     "monoio-uring",
@@ -243,11 +259,17 @@ pub const VARIANTS: [&str; 8] = [
     "tokio-hyper",
     "raw-uring",
     "nginx",
+    "tokio-tungstenite",
+    "fastwebsockets",
 ];
 
 /// Why `variant` does not take part in workload `workload` (of app `app`), if it does not.
 pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static str> {
+    const WS_PEERS: [&str; 2] = ["tokio-tungstenite", "fastwebsockets"];
     match (variant, app, workload) {
+        (v, "tfb" | "echo", _) if WS_PEERS.contains(&v) => Some("a WebSocket library only"),
+        ("coring-uring" | "coring-compat", "ws", _) => None,
+        (v, "ws", _) if !WS_PEERS.contains(&v) => Some("no WebSocket server in this variant"),
         ("nginx", "echo", _) => Some("nginx does not echo raw TCP"),
         ("nginx", _, "json") => {
             Some("nginx has no JSON serialiser (it joins plaintext and static)")
@@ -258,6 +280,9 @@ pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static 
 
 /// Runs variant `name` on `config` until the process is stopped.
 pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
+    if let Some(why) = unsupported(name, config.app.name(), "") {
+        return Err(format!("{name} cannot serve {}: {why}", config.app.name()));
+    }
     #[cfg(target_os = "linux")]
     {
         use coring::driver::probe::DriverChoice;
@@ -270,6 +295,8 @@ pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
             "tokio-hyper" => tokio_hyper::serve(config),
             "raw-uring" => raw_uring::serve(config),
             "nginx" => nginx::serve(config),
+            "tokio-tungstenite" => ws_peers::serve(config, ws_peers::Peer::TokioTungstenite),
+            "fastwebsockets" => ws_peers::serve(config, ws_peers::Peer::FastWebSockets),
             other => Err(format!("unknown variant {other:?}")),
         }
     }

@@ -35,6 +35,8 @@ pub fn serve(config: ServerConfig, driver: Driver) -> Result<(), String> {
                     match app {
                         App::Tfb => http(stream, file).await,
                         App::Echo => echo(stream).await,
+                        // Refused before serving (`servers::serve`).
+                        App::Ws => {}
                     }
                 });
             }

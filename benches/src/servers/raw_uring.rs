@@ -123,6 +123,11 @@ fn run_loop(
                         App::Echo => {
                             std::mem::swap(&mut conn.input, &mut conn.out);
                         }
+                        // Refused before serving (`servers::serve`).
+                        App::Ws => {
+                            close(&mut conns, fd);
+                            continue;
+                        }
                         App::Tfb => match respond(&conn.input, &mut conn.out, file) {
                             Ok(used) => {
                                 conn.input.drain(..used);

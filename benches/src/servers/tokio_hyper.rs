@@ -40,6 +40,8 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
                     match app {
                         App::Tfb => http(stream, file).await,
                         App::Echo => echo(stream).await,
+                        // Refused before serving (`servers::serve`).
+                        App::Ws => {}
                     }
                 });
             }

@@ -48,7 +48,9 @@ pub(crate) struct Queued {
 /// takes them in order); with nothing being written the queue is empty.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    frames: VecDeque<(Bytes, Kind)>,
+    /// Each frame as its header (or the whole frame) and the payload sent after it as it is
+    /// (empty when the first part is the whole frame).
+    frames: VecDeque<(Bytes, Bytes, Kind)>,
     /// Bytes queued or being written.
     held: usize,
     pub(crate) limit: usize,
@@ -105,19 +107,25 @@ impl Outbox {
         self.held == 0 || self.held + len <= self.limit
     }
 
-    /// Queues `frame` as the policy allows. `Await` (and frames that others depend on) never
-    /// refuse here: their senders waited for room first, and an encoded frame must go (its mask
-    /// and compression window are spent). The caller starts a writer when
-    /// [`Outbox::needs_writer`] says so.
-    pub(crate) fn push(&mut self, frame: Bytes, kind: Kind) -> Result<Queued, Refused> {
+    /// Queues a frame, `head` then `body` as it is (empty when `head` is the whole frame), as
+    /// the policy allows. `Await` (and frames that others depend on) never refuse here: their
+    /// senders waited for room first, and an encoded frame must go (its mask and compression
+    /// window are spent). The caller starts a writer when [`Outbox::needs_writer`] says so.
+    pub(crate) fn push_parts(
+        &mut self,
+        head: Bytes,
+        body: Bytes,
+        kind: Kind,
+    ) -> Result<Queued, Refused> {
         if self.broken || (self.closed && kind != Kind::Control) {
             return Err(Refused);
         }
+        let len = head.len() + body.len();
         let mut queued = Queued::default();
-        if kind == Kind::Droppable && !self.fits(frame.len()) {
+        if kind == Kind::Droppable && !self.fits(len) {
             match self.policy {
                 QueuePolicy::Await => {}
-                QueuePolicy::DropOldest => queued.dropped = self.drop_oldest(frame.len()),
+                QueuePolicy::DropOldest => queued.dropped = self.drop_oldest(len),
                 QueuePolicy::Close(code) => {
                     self.cut_off = Some(code);
                     self.closed = true;
@@ -126,8 +134,8 @@ impl Outbox {
                 }
             }
         }
-        self.held += frame.len();
-        self.frames.push_back((frame, kind));
+        self.held += len;
+        self.frames.push_back((head, body, kind));
         Ok(queued)
     }
 
@@ -150,9 +158,9 @@ impl Outbox {
         let mut dropped = 0;
         let mut i = 0;
         while i < self.frames.len() && !self.fits(len) {
-            if self.frames[i].1 == Kind::Droppable {
-                if let Some((frame, _)) = self.frames.remove(i) {
-                    self.held -= frame.len();
+            if self.frames[i].2 == Kind::Droppable {
+                if let Some((head, body, _)) = self.frames.remove(i) {
+                    self.held -= head.len() + body.len();
                     dropped += 1;
                 }
             } else {
@@ -169,13 +177,13 @@ impl Outbox {
     /// Drops every queued message (not control frames): the session is being cut off.
     fn clear_data(&mut self) {
         let in_flight = self.held - self.queued_bytes();
-        self.frames.retain(|(_, kind)| *kind == Kind::Control);
+        self.frames.retain(|(_, _, kind)| *kind == Kind::Control);
         self.held = in_flight + self.queued_bytes();
         self.wake_room();
     }
 
     fn queued_bytes(&self) -> usize {
-        self.frames.iter().map(|(f, _)| f.len()).sum()
+        self.frames.iter().map(|(h, b, _)| h.len() + b.len()).sum()
     }
 
     /// Whether frames are waiting.
@@ -188,10 +196,17 @@ impl Outbox {
         !self.writing && !self.frames.is_empty()
     }
 
-    /// The next frames to write together, up to a batch.
+    /// The next frames to write together, up to a batch, as the pieces to gather.
     pub(crate) fn take_batch(&mut self) -> Vec<Bytes> {
         let n = self.frames.len().min(BATCH_FRAMES);
-        self.frames.drain(..n).map(|(f, _)| f).collect()
+        let mut pieces = Vec::with_capacity(n);
+        for (head, body, _) in self.frames.drain(..n) {
+            pieces.push(head);
+            if !body.is_empty() {
+                pieces.push(body);
+            }
+        }
+        pieces
     }
 
     /// `len` bytes were written (or given up): room for waiting senders.
@@ -252,6 +267,12 @@ mod tests {
 
     fn frame(len: usize) -> Bytes {
         Bytes::from(vec![0u8; len])
+    }
+
+    impl Outbox {
+        fn push(&mut self, frame: Bytes, kind: Kind) -> Result<Queued, Refused> {
+            self.push_parts(frame, Bytes::new(), kind)
+        }
     }
 
     fn outbox(limit: usize, policy: QueuePolicy) -> Outbox {

@@ -36,6 +36,10 @@ impl Drop for Inner {
     }
 }
 
+/// Payloads from this size up are written from where they lie instead of being copied behind
+/// their header (below it, a copy costs less than gathering two pieces).
+const GATHER_FROM: usize = 2048;
+
 fn closed() -> Error {
     Error::Ws(WsError::Closed)
 }
@@ -73,26 +77,59 @@ impl Inner {
         .await
     }
 
-    /// Encodes `message` and sends it, after waiting for room as the policy says.
+    /// Encodes `message` and sends it, after waiting for room as the policy says. A payload
+    /// from `GATHER_FROM` bytes up that goes out as it is is not copied: the frame's header
+    /// and the message's own bytes are written together.
     pub(crate) async fn send(self: &Rc<Self>, message: &Message) -> Result<Queued, Error> {
-        self.room_for(message.bytes().len()).await?;
+        let payload = message.bytes();
+        self.room_for(payload.len()).await?;
         let mut buf = out_buffer::take();
-        let encoded = self.conn.borrow_mut().send(message, &mut buf);
-        if let Err(e) = encoded {
-            out_buffer::give_back(buf);
-            return Err(e.into());
-        }
+        let encoded = if payload.len() >= GATHER_FROM {
+            self.conn.borrow_mut().send_header(message, &mut buf)
+        } else {
+            self.conn
+                .borrow_mut()
+                .send(message, &mut buf)
+                .map(|()| false)
+        };
+        let header_only = match encoded {
+            Ok(h) => h,
+            Err(e) => {
+                out_buffer::give_back(buf);
+                return Err(e.into());
+            }
+        };
+        let body = if header_only {
+            payload.clone()
+        } else {
+            Bytes::new()
+        };
         let kind = frame_kind(&self.conn.borrow());
-        self.transmit(buf, kind).await
+        self.transmit(buf, body, kind).await
     }
 
-    /// Sends an encoded frame: written at once by this caller when nothing else is being
-    /// written (the common case: no copy, no other task), queued behind the writer otherwise.
-    async fn transmit(self: &Rc<Self>, buf: Vec<u8>, kind: Kind) -> Result<Queued, Error> {
-        let own = self.out.borrow_mut().begin_own(buf.len());
+    /// Sends an encoded frame (`buf`, then `body` as it is): written at once by this caller
+    /// when nothing else is being written (the common case: no queue, no other task), queued
+    /// behind the writer otherwise.
+    async fn transmit(
+        self: &Rc<Self>,
+        buf: Vec<u8>,
+        body: Bytes,
+        kind: Kind,
+    ) -> Result<Queued, Error> {
+        let own = self.out.borrow_mut().begin_own(buf.len() + body.len());
         match own {
-            Ok(true) => self.write_own(buf).await.map(|()| Queued::default()),
-            Ok(false) => self.queue(Bytes::from(buf), kind),
+            Ok(true) => self.write_own(buf, body).await.map(|()| Queued::default()),
+            Ok(false) => {
+                let head = if body.is_empty() {
+                    Bytes::from(buf)
+                } else {
+                    let head = Bytes::copy_from_slice(&buf);
+                    out_buffer::give_back(buf);
+                    head
+                };
+                self.queue_parts(head, body, kind)
+            }
             Err(Refused) => {
                 out_buffer::give_back(buf);
                 Err(closed())
@@ -103,7 +140,7 @@ impl Inner {
     /// Writes a frame its caller encoded while the caller owns the socket, then hands the
     /// socket to the flush task if frames were queued meanwhile. A caller that gives up half
     /// way (its future dropped) may leave a frame cut short on the wire: the session is over.
-    async fn write_own(self: &Rc<Self>, buf: Vec<u8>) -> Result<(), Error> {
+    async fn write_own(self: &Rc<Self>, buf: Vec<u8>, body: Bytes) -> Result<(), Error> {
         struct Owner<'a>(&'a Inner, bool);
         impl Drop for Owner<'_> {
             fn drop(&mut self) {
@@ -114,11 +151,18 @@ impl Inner {
                 }
             }
         }
-        let len = buf.len();
+        let len = buf.len() + body.len();
         let mut owner = Owner(self, true);
-        let (result, back) = self.stream.write_all(buf).await;
+        let result = if body.is_empty() {
+            let (result, back) = self.stream.write_all(buf).await;
+            out_buffer::give_back(back);
+            result
+        } else {
+            let head = Bytes::copy_from_slice(&buf);
+            out_buffer::give_back(buf);
+            write_batch(&self.stream, vec![head, body]).await
+        };
         owner.1 = false;
-        out_buffer::give_back(back);
         let mut out = self.out.borrow_mut();
         out.written(len);
         if let Err(e) = result {
@@ -137,7 +181,12 @@ impl Inner {
 
     /// Queues an encoded frame and makes sure a writer takes it.
     pub(crate) fn queue(self: &Rc<Self>, frame: Bytes, kind: Kind) -> Result<Queued, Error> {
-        let pushed = self.out.borrow_mut().push(frame, kind);
+        self.queue_parts(frame, Bytes::new(), kind)
+    }
+
+    /// [`Inner::queue`] for a frame in two parts: `head`, then `body` as it is.
+    fn queue_parts(self: &Rc<Self>, head: Bytes, body: Bytes, kind: Kind) -> Result<Queued, Error> {
+        let pushed = self.out.borrow_mut().push_parts(head, body, kind);
         match pushed {
             Ok(queued) => {
                 self.start_writer();
@@ -306,7 +355,9 @@ impl Inner {
             out_buffer::give_back(buf);
             return Err(e.into());
         }
-        self.transmit(buf, Kind::Control).await.map(|_| ())
+        self.transmit(buf, Bytes::new(), Kind::Control)
+            .await
+            .map(|_| ())
     }
 
     fn sender(self: &Rc<Self>) -> WsSender {

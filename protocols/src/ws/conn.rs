@@ -131,7 +131,14 @@ struct Frame {
     remaining: u64,
     /// Bytes of the payload already taken (the mask's position).
     offset: usize,
+    /// Bytes of a single-frame message's payload unmasked and checked where they lie in the
+    /// input, waiting for the rest (so that the message is handed out without a copy).
+    held: usize,
 }
+
+/// The most a frame's header makes the input reserve ahead of its payload (a larger frame's
+/// buffer grows as its bytes come, so a header alone cannot make us allocate much).
+const RESERVE_AHEAD: u64 = 256 * 1024;
 
 /// The message being assembled from its fragments.
 #[derive(Debug)]
@@ -334,6 +341,23 @@ impl WsConn {
 
     /// Encodes `message` into `out` as one frame. Fails once our close is sent.
     pub fn send(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), WsError> {
+        self.encode(message, out, false).map(|_| ())
+    }
+
+    /// Like [`WsConn::send`], except that when the payload goes on the wire as it is (a
+    /// server's frame, not compressed) only the frame's header is encoded into `out` and
+    /// `true` returned: the caller sends the payload right after it (a vectored write, no
+    /// copy). `false`: `out` holds the whole frame.
+    pub fn send_header(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<bool, WsError> {
+        self.encode(message, out, true)
+    }
+
+    fn encode(
+        &mut self,
+        message: &Message,
+        out: &mut Vec<u8>,
+        header_only: bool,
+    ) -> Result<bool, WsError> {
         let opcode = match message {
             Message::Text(_) => Opcode::Text,
             Message::Binary(_) => Opcode::Binary,
@@ -350,10 +374,14 @@ impl WsConn {
             self.scratch.clear();
             deflate.compress(payload, &mut self.scratch);
             write_frame(out, opcode, true, mask, &self.scratch);
-            return Ok(());
+            return Ok(false);
+        }
+        if header_only && mask.is_none() {
+            encode_header(out, true, false, opcode, None, payload.len() as u64);
+            return Ok(true);
         }
         write_frame(out, opcode, false, mask, payload);
-        Ok(())
+        Ok(false)
     }
 
     /// Encodes a ping carrying `payload` (at most 125 bytes) into `out`.
@@ -511,7 +539,13 @@ impl WsConn {
             header,
             remaining: header.len,
             offset: 0,
+            held: 0,
         });
+        // Room for the payload as it comes, in one piece (no growing copy by copy).
+        let ahead = header.len.min(RESERVE_AHEAD) as usize;
+        if self.input.capacity() - self.input.len() < ahead {
+            self.input.reserve(ahead);
+        }
         Ok(Some(None))
     }
 
@@ -569,9 +603,25 @@ impl WsConn {
         if take == 0 && frame.remaining > 0 {
             return Ok(None);
         }
+        let message = self.message.as_ref().expect("a data frame has its message");
+        let alone = frame.header.fin && !message.compressed && message.buf.is_empty();
+        if alone && (take as u64) < frame.remaining {
+            // A message in one frame, not all here: unmask and check what came where it lies
+            // and wait for the rest, to hand the message out without copying it.
+            let arrived = &mut self.input[frame.held..take];
+            if let Some(key) = frame.header.mask {
+                apply_mask(arrived, key, frame.offset + frame.held);
+            }
+            if message.text && self.message_utf8(frame.held, take).is_err() {
+                return Err(WsError::InvalidUtf8);
+            }
+            frame.held = take;
+            self.frame = Some(frame);
+            return Ok(None);
+        }
         let mut piece = self.input.split_to(take);
         if let Some(key) = frame.header.mask {
-            apply_mask(&mut piece, key, frame.offset);
+            apply_mask(&mut piece[frame.held..], key, frame.offset + frame.held);
         }
         frame.offset += take;
         frame.remaining -= take as u64;
@@ -592,9 +642,10 @@ impl WsConn {
                 return Err(WsError::InvalidUtf8);
             }
         } else {
-            if message.text && message.utf8.feed(&piece).is_err() {
+            if message.text && message.utf8.feed(&piece[frame.held..]).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
+            frame.held = 0;
             if last && message.buf.is_empty() {
                 whole = Some(piece.freeze());
             } else {
@@ -623,6 +674,12 @@ impl WsConn {
         } else {
             Message::Binary(body)
         }))
+    }
+
+    /// Feeds `input[from..to]` (unmasked) to the current message's UTF-8 check.
+    fn message_utf8(&mut self, from: usize, to: usize) -> Result<(), super::InvalidUtf8> {
+        let message = self.message.as_mut().expect("a data frame has its message");
+        message.utf8.feed(&self.input[from..to])
     }
 
     /// A whole control frame.

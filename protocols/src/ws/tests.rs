@@ -205,6 +205,28 @@ fn a_whole_single_frame_message_is_handed_out_without_a_copy() {
 }
 
 #[test]
+fn a_single_frame_message_arriving_in_pieces_is_checked_as_it_comes() {
+    // Valid text in one frame, delivered a few bytes at a time: the same message at the end.
+    let text = "ünïcödé ".repeat(300);
+    let mut pair = Pair::new(WsConfig::default());
+    let wire = client_frame(true, Opcode::Text, text.as_bytes());
+    let splits: Vec<usize> = (1..wire.len()).step_by(7).collect();
+    pair.deliver_to_server(&wire, &splits);
+    assert_eq!(
+        messages(&pair.at_server),
+        [Message::Text(Bytes::from(text.clone()))]
+    );
+    // An invalid byte early in a long frame fails it before the rest has come.
+    let mut bad = text.into_bytes();
+    bad[5] = 0xff;
+    let wire = client_frame(true, Opcode::Text, &bad);
+    let mut pair = Pair::new(WsConfig::default());
+    pair.deliver_to_server(&wire[..20], &[]);
+    assert_eq!(pair.at_server, [Err(WsError::InvalidUtf8)]);
+    assert_eq!(close_code_sent_by_server(&pair), Some(1007));
+}
+
+#[test]
 fn protocol_violations_close_with_1002() {
     let unmasked = {
         let mut out = Vec::new();
