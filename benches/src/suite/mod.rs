@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use coring_loadgen::echo::TcpEcho;
 use coring_loadgen::http::{Http, HttpSpec};
 use coring_loadgen::run::{Options, Workload as LoadWorkload, run};
+use coring_loadgen::ws::WsEcho;
 
 use crate::servers::VARIANTS;
 
@@ -78,6 +79,11 @@ pub enum Traffic {
         /// Message size.
         size: usize,
     },
+    /// WebSocket echo of `size`-byte binary messages, one in flight per connection.
+    Ws {
+        /// Message size.
+        size: usize,
+    },
 }
 
 /// One workload of the suite.
@@ -98,13 +104,16 @@ impl WorkloadDef {
         match self.traffic {
             Traffic::Http { .. } => "tfb",
             Traffic::Echo { .. } => "echo",
+            Traffic::Ws { .. } => "ws",
         }
     }
 }
 
 /// Every workload, in the order they run. Connection counts follow TechEmpower's per-core
-/// scale on a small machine: many pipelined connections for plaintext, fewer for json.
-pub const WORKLOADS: [WorkloadDef; 6] = [
+/// scale on a small machine: many pipelined connections for plaintext, fewer for json. The
+/// WebSocket ones are the shapes fastwebsockets publishes: 100 connections × 20-byte messages
+/// and 500 × 16 KiB.
+pub const WORKLOADS: [WorkloadDef; 8] = [
     WorkloadDef {
         name: "plaintext",
         traffic: Traffic::Http {
@@ -147,6 +156,18 @@ pub const WORKLOADS: [WorkloadDef; 6] = [
         },
         connections_per_core: 16,
         syscall_requests: 500,
+    },
+    WorkloadDef {
+        name: "ws-echo-20",
+        traffic: Traffic::Ws { size: 20 },
+        connections_per_core: 100,
+        syscall_requests: 10_000,
+    },
+    WorkloadDef {
+        name: "ws-echo-16k",
+        traffic: Traffic::Ws { size: 16 << 10 },
+        connections_per_core: 500,
+        syscall_requests: 0,
     },
     WorkloadDef {
         name: "latency",
@@ -359,6 +380,10 @@ fn load(
             lg.pipeline = 1;
             Arc::new(TcpEcho::new(&addr.to_string(), size, 1)?)
         }
+        Traffic::Ws { size } => {
+            lg.pipeline = 1;
+            Arc::new(WsEcho::new(&format!("ws://{addr}/"), size, false, 1)?)
+        }
     };
     Ok((w, lg))
 }
@@ -500,7 +525,7 @@ pub fn measure(
     let mut broken: Vec<((String, &str), String)> = Vec::new();
     for &variant in &variants {
         if variant == "glommio" && sys::memlock_limit().is_some_and(|l| l < 512 * 1024) {
-            for app in ["tfb", "echo"] {
+            for app in ["tfb", "echo", "ws"] {
                 broken.push((
                     (variant.into(), app),
                     "RLIMIT_MEMLOCK is below the 512 KiB glommio needs".into(),
@@ -519,6 +544,8 @@ pub fn measure(
                         validate::nginx(server.addr, &content)
                     } else if app == "tfb" {
                         validate::tfb(server.addr, Some(&content))
+                    } else if app == "ws" {
+                        validate::ws(server.addr)
                     } else {
                         validate::echo(server.addr)
                     };

@@ -399,6 +399,11 @@ fn targets(rows: &[Row], summaries: &[WorkloadSummary]) -> Vec<Target> {
             ahead(w, peer, 1.0);
         }
     }
+    for w in ["ws-echo-20", "ws-echo-16k"] {
+        for peer in ["tokio-tungstenite", "fastwebsockets"] {
+            ahead(w, peer, 1.0);
+        }
+    }
     // coring-compat ≥ 1.0× monoio-legacy: their ratio to the same baseline compared.
     for w in ["plaintext", "json", "echo-64"] {
         let goal = format!("{w}: coring-compat ≥ 1.00× monoio-legacy");

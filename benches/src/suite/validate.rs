@@ -166,3 +166,37 @@ pub fn echo(addr: SocketAddr) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Checks a WebSocket echo server: the handshake, then text and binary messages of 0 B,
+/// 20 B and 16 KiB (two in flight on each of two connections), each echoed whole and byte for
+/// byte.
+pub fn ws(addr: SocketAddr) -> Result<(), String> {
+    use coring_loadgen::run::{Options, run};
+    use coring_loadgen::ws::WsEcho;
+    for (size, text) in [(0, false), (20, false), (20, true), (16 << 10, false)] {
+        let options = Options {
+            connections: 2,
+            cores: 1,
+            pipeline: 2,
+            requests: Some(200),
+            duration: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            pin: false,
+            ..Options::default()
+        };
+        let echo = WsEcho::new(&format!("ws://{addr}/"), size, text, options.pipeline)?;
+        let outcome =
+            run(std::sync::Arc::new(echo), &options, |_| {}).map_err(|e| e.to_string())?;
+        let kind = if text { "text" } else { "binary" };
+        if !outcome.rec.errors.is_empty() {
+            return Err(format!("{kind} of {size} bytes: {:?}", outcome.rec.errors));
+        }
+        if outcome.rec.requests < 200 {
+            return Err(format!(
+                "{kind} of {size} bytes: {} of 200 echoes",
+                outcome.rec.requests
+            ));
+        }
+    }
+    Ok(())
+}
