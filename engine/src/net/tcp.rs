@@ -285,6 +285,23 @@ impl TcpStream {
     }
 }
 
+/// The socket, for options this type has no method for; the stream still owns it (do not
+/// close it, and do not read or write it behind the stream's back).
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.fd.raw()
+    }
+}
+
+/// The socket, for options this type has no method for; the stream still owns it.
+#[cfg(windows)]
+impl std::os::windows::io::AsRawSocket for TcpStream {
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.io.fd.raw()
+    }
+}
+
 impl Drop for TcpStream {
     fn drop(&mut self) {
         context::count(|n| n.closed += 1);

@@ -190,8 +190,19 @@ impl<H: Handler> Server<H> {
             let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
                 let stream = Rc::new(stream);
-                if let Err(e) = drive(stream, &*handler, connection, write_timeout).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                match drive(stream, &*handler, connection, write_timeout).await {
+                    Ok(Some((then, upgraded))) => {
+                        // The new protocol runs as a task of its own, so that what the HTTP
+                        // connection's task held is freed now rather than when it ends.
+                        let session = then(upgraded);
+                        coring::spawn_local(async move {
+                            session.await;
+                            live.set(live.get() - 1);
+                        });
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
                 }
                 live.set(live.get() - 1);
             });
@@ -249,21 +260,27 @@ pub async fn serve_connection<H: Handler>(
     handler: &H,
     config: &Config,
 ) -> coring::Result<()> {
-    drive(
+    let upgraded = drive(
         stream,
         handler,
         Rc::new(config.connection()),
         config.write_timeout,
     )
-    .await
+    .await?;
+    if let Some((then, upgraded)) = upgraded {
+        then(upgraded).await;
+    }
+    Ok(())
 }
 
+/// Serves HTTP on one connection; after a `101` it returns the new protocol's session and the
+/// connection to run it on (everything HTTP held is let go by then).
 async fn drive<H: Handler>(
     stream: Rc<TcpStream>,
     handler: &H,
     conn: Rc<ServerConfig>,
     write_timeout: Duration,
-) -> coring::Result<()> {
+) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(write_timeout));
     let io = Rc::new(ConnIo {
@@ -301,15 +318,13 @@ async fn drive<H: Handler>(
                 reader,
                 leftover,
             };
-            drop(holder);
-            then(upgraded).await;
-            return Ok(());
+            return Ok(Some((then, upgraded)));
         }
         if io.conn.borrow().is_closed() {
-            return Ok(());
+            return Ok(None);
         }
         if io.conn.borrow().is_closing() {
-            return linger(&io).await;
+            return linger(&io).await.map(|()| None);
         }
         if io.conn.borrow().is_idle() {
             // Idle: the holder lets go of its buffer (or, if a request still has it, of it).

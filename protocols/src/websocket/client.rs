@@ -137,7 +137,7 @@ async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, Con
         None,
         &buf,
         Role::Client,
-        options.config.clone(),
+        std::sync::Arc::new(options.config.clone()),
         agreed.deflate,
         agreed.protocol,
     ))

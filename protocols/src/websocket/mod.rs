@@ -48,6 +48,8 @@ pub use crate::ws::deflate::DeflateConfig;
 pub use crate::ws::{CloseFrame, Message, WsConfig};
 use crate::ws::{Role, WsError, handshake::Upgrade};
 
+use std::sync::Arc;
+
 use crate::serve::Reply;
 
 /// Why a session ended badly, or a send failed.
@@ -64,12 +66,18 @@ pub enum Error {
 
 /// The answer to a WebSocket upgrade request on a route: `101 Switching Protocols` and
 /// then `session` with the [`WebSocket`]; a request that is not a valid upgrade gets its
-/// refusal (400 or 426) instead and `session` never runs.
-pub fn accept<F, Fut>(req: &crate::http1::Request, config: WsConfig, session: F) -> Reply
+/// refusal (400 or 426) instead and `session` never runs. Pass the configuration as an
+/// `Arc<WsConfig>` the route keeps to share it between sessions (a `WsConfig` works too).
+pub fn accept<F, Fut>(
+    req: &crate::http1::Request,
+    config: impl Into<Arc<WsConfig>>,
+    session: F,
+) -> Reply
 where
     F: FnOnce(WebSocket) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    let config = config.into();
     match Upgrade::from_request(req) {
         Ok(up) => {
             let agreed = config
@@ -82,9 +90,11 @@ where
             };
             Reply::upgrade(
                 up.response_with(None, extensions),
-                move |upgraded| async move {
+                // The session is made before its future, which then holds only what the session
+                // itself needs (an idle session's memory is mostly this future).
+                move |upgraded| {
                     let socket = WebSocket::from_upgraded(upgraded, Role::Server, config, agreed);
-                    session(socket).await;
+                    session(socket)
                 },
             )
         }

@@ -119,7 +119,11 @@ impl Inner {
     ) -> Result<Queued, Error> {
         let own = self.out.borrow_mut().begin_own(buf.len() + body.len());
         match own {
-            Ok(true) => self.write_own(buf, body).await.map(|()| Queued::default()),
+            // Boxed: a session's future is as large as its largest state, and an idle session
+            // would otherwise carry a write's state it is not making.
+            Ok(true) => Box::pin(self.write_own(buf, body))
+                .await
+                .map(|()| Queued::default()),
             Ok(false) => {
                 let head = if body.is_empty() {
                     Bytes::from(buf)
@@ -457,7 +461,7 @@ impl WebSocket {
     pub(crate) fn from_upgraded(
         upgraded: Upgraded,
         role: Role,
-        config: WsConfig,
+        config: Arc<WsConfig>,
         deflate: Option<Agreed>,
     ) -> WebSocket {
         WebSocket::on_stream(
@@ -478,7 +482,7 @@ impl WebSocket {
         reader: Option<PooledReader>,
         early: &[u8],
         role: Role,
-        config: WsConfig,
+        config: Arc<WsConfig>,
         deflate: Option<Agreed>,
         protocol: Option<String>,
     ) -> WebSocket {
@@ -553,6 +557,12 @@ impl WebSocket {
     /// The subprotocol the handshake agreed.
     pub fn protocol(&self) -> Option<&str> {
         self.inner.protocol.as_deref()
+    }
+
+    /// The stream beneath, for its addresses and socket options. Reading or writing it
+    /// directly would cut across the session's frames.
+    pub fn stream(&self) -> &TcpStream {
+        &self.inner.stream
     }
 
     /// A writing handle for other tasks on this core.
@@ -641,6 +651,11 @@ impl WsWriter {
     /// See [`WebSocket::sender`].
     pub fn sender(&self) -> WsSender {
         self.inner.sender()
+    }
+
+    /// See [`WebSocket::stream`].
+    pub fn stream(&self) -> &TcpStream {
+        &self.inner.stream
     }
 
     pub(crate) fn downgrade(&self) -> Weak<Inner> {

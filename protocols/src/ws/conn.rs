@@ -1,6 +1,7 @@
 //! One WebSocket connection, sans-IO: received bytes in, messages and events out; messages in,
 //! bytes out into the caller's buffer; every deadline as data.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -226,7 +227,7 @@ impl SharedEncoder {
 #[derive(Debug)]
 pub struct WsConn {
     role: Role,
-    config: WsConfig,
+    config: Arc<WsConfig>,
     input: BytesMut,
     frame: Option<Frame>,
     message: Option<Partial>,
@@ -241,7 +242,7 @@ pub struct WsConn {
     pong_due: Option<Instant>,
     masks: MaskKeys,
     /// permessage-deflate, when the handshake agreed it.
-    deflate: Option<Deflate>,
+    deflate: Option<Box<Deflate>>,
     /// Where our messages are compressed before they are framed (kept between messages).
     scratch: Vec<u8>,
 }
@@ -249,10 +250,15 @@ pub struct WsConn {
 impl WsConn {
     /// A connection in `role` whose handshake completed at `now`. `mask_seed` seeds the
     /// masking keys of a client (take it from the OS's random source); a server ignores it.
-    pub fn new(role: Role, config: WsConfig, now: Instant, mask_seed: u64) -> WsConn {
+    pub fn new(
+        role: Role,
+        config: impl Into<Arc<WsConfig>>,
+        now: Instant,
+        mask_seed: u64,
+    ) -> WsConn {
         WsConn {
             role,
-            config,
+            config: config.into(),
             input: BytesMut::new(),
             frame: None,
             message: None,
@@ -273,7 +279,7 @@ impl WsConn {
     /// peer marked compressed are inflated (never past `max_message_bytes`), and ours are
     /// compressed from `min_compress_bytes` up.
     pub fn enable_deflate(&mut self, agreed: Agreed) {
-        self.deflate = Some(Deflate::new(agreed));
+        self.deflate = Some(Box::new(Deflate::new(agreed)));
     }
 
     /// Bytes received at `now`. Changes what [`WsConn::poll_event`] returns.
