@@ -175,3 +175,38 @@ fn wakers_from_other_threads_reach_the_core() {
         assert!(woke.get());
     });
 }
+
+#[coring::test]
+async fn join_all_finishes_every_future_and_lets_other_tasks_run() {
+    // More futures than one poll's budget: ops that are ready at once (timers of 0), ops that
+    // wait, and futures that finish without waiting at all.
+    let done = Rc::new(Cell::new(0usize));
+    let other_ran = Rc::new(Cell::new(false));
+    let other = {
+        let other_ran = other_ran.clone();
+        coring::spawn_local(async move {
+            yield_now().await;
+            other_ran.set(true);
+        })
+    };
+    let futures = (0..1000u64).map(|i| {
+        let done = done.clone();
+        async move {
+            match i % 3 {
+                0 => {}
+                1 => sleep(Duration::ZERO).await,
+                _ => sleep(Duration::from_millis(i % 20)).await,
+            }
+            done.set(done.get() + 1);
+        }
+    });
+    let started = Instant::now();
+    coring::task::join_all(futures).await;
+    assert_eq!(done.get(), 1000);
+    assert!(started.elapsed() >= Duration::from_millis(19));
+    // Other tasks ran meanwhile.
+    assert!(other_ran.get());
+    other.await.unwrap();
+    // Nothing to do is done at once.
+    coring::task::join_all(Vec::<std::future::Ready<()>>::new()).await;
+}

@@ -21,6 +21,11 @@ pub(crate) fn reset() {
     REMAINING.with(|r| r.set(BUDGET));
 }
 
+/// Whether the current task has budget left.
+pub(crate) fn has_budget() -> bool {
+    REMAINING.with(|r| r.get() > 0)
+}
+
 /// Spends one unit; when none are left, wakes the task and returns `Pending`.
 pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
     REMAINING.with(|r| {

@@ -38,6 +38,49 @@ where
     context::with_current(|ctx| ctx.executor.spawn(future, ctx.id, &ctx.shared))
 }
 
+/// Runs `futures` together in the task that awaits this, until every one is done. One
+/// allocation for them all, where a task each would cost an allocation, a schedule and a waker
+/// apiece: the shape of a fan-out (one frame written to thousands of sockets). Each wake of the
+/// task polls the futures not yet done, round the ring from where the last poll stopped, and
+/// yields once the task's cooperative budget is spent; best for many short futures.
+pub async fn join_all<F: Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    let mut slots: Box<[Option<F>]> = futures.into_iter().map(Some).collect();
+    let (mut left, mut cursor) = (slots.len(), 0);
+    std::future::poll_fn(|cx| {
+        let n = slots.len();
+        for _ in 0..n {
+            if left == 0 {
+                break;
+            }
+            let i = cursor;
+            let Some(future) = slots[i].as_mut() else {
+                cursor = (i + 1) % n;
+                continue;
+            };
+            if !coop::has_budget() {
+                // Yield; this one is first when the task runs again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // SAFETY: the futures live in a boxed slice that is never moved, resized or
+            // reallocated while they are in it (only this closure touches it, in place), and
+            // a finished one is dropped where it lies, so each stays pinned until dropped.
+            let future = unsafe { Pin::new_unchecked(future) };
+            if future.poll(cx).is_ready() {
+                slots[i] = None;
+                left -= 1;
+            }
+            cursor = (i + 1) % n;
+        }
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Yields once: the task goes to the back of the run queue, after pending I/O is collected.
 pub async fn yield_now() {
     let mut yielded = false;

@@ -74,8 +74,9 @@ impl Group {
         self.len() == 0
     }
 
-    /// Sends `message` to every member. Waits only where a member's policy says senders wait
-    /// and its queue is full.
+    /// Sends `message` to every member. Members with nothing being written get the frame
+    /// written at once, all of them from one task; the others have it queued. Waits only where
+    /// a member's policy says senders wait and its queue is full.
     pub async fn publish(&self, message: &Message) -> Published {
         let members: Vec<Rc<Inner>> = {
             let mut members = self.members.borrow_mut();
@@ -84,12 +85,13 @@ impl Group {
         };
         let mut frames: Vec<(Sharing, Bytes)> = Vec::new();
         let mut report = Published::default();
+        let mut direct = Vec::new();
         let len = message.bytes().len();
-        for member in &members {
+        for member in members {
             let sharing = member.conn.borrow().sharing();
             let Some(sharing) = sharing else {
-                // Framed for this member alone.
-                match member.send(message).await {
+                // Framed for this member alone, and queued.
+                match member.send_as(message, false).await {
                     Ok(q) => {
                         report.queued += 1;
                         report.dropped += q.dropped;
@@ -108,6 +110,15 @@ impl Group {
                     f
                 }
             };
+            let idle = {
+                let mut out = member.out.borrow_mut();
+                !out.closed && out.begin_own(frame.len()) == Ok(true)
+            };
+            if idle {
+                report.queued += 1;
+                direct.push((member, frame));
+                continue;
+            }
             if member.room_for(len).await.is_err() {
                 report.closed += 1;
                 continue;
@@ -119,6 +130,13 @@ impl Group {
                 }
                 Err(_) => report.closed += 1,
             }
+        }
+        if !direct.is_empty() {
+            coring::spawn_local(coring::task::join_all(
+                direct
+                    .into_iter()
+                    .map(|(member, frame)| member.write_shared(frame)),
+            ));
         }
         report
     }

@@ -81,6 +81,16 @@ impl Inner {
     /// from `GATHER_FROM` bytes up that goes out as it is is not copied: the frame's header
     /// and the message's own bytes are written together.
     pub(crate) async fn send(self: &Rc<Self>, message: &Message) -> Result<Queued, Error> {
+        self.send_as(message, true).await
+    }
+
+    /// [`Inner::send`]; `here`: the caller may write the frame itself (otherwise it is queued
+    /// for the flush task, so that the caller never waits on this session's socket).
+    pub(crate) async fn send_as(
+        self: &Rc<Self>,
+        message: &Message,
+        here: bool,
+    ) -> Result<Queued, Error> {
         let payload = message.bytes();
         self.room_for(payload.len()).await?;
         let mut buf = out_buffer::take();
@@ -105,6 +115,16 @@ impl Inner {
             Bytes::new()
         };
         let kind = frame_kind(&self.conn.borrow());
+        if !here {
+            let head = if body.is_empty() {
+                Bytes::from(buf)
+            } else {
+                let head = Bytes::copy_from_slice(&buf);
+                out_buffer::give_back(buf);
+                head
+            };
+            return self.queue_parts(head, body, kind);
+        }
         self.transmit(buf, body, kind).await
     }
 
@@ -145,16 +165,6 @@ impl Inner {
     /// socket to the flush task if frames were queued meanwhile. A caller that gives up half
     /// way (its future dropped) may leave a frame cut short on the wire: the session is over.
     async fn write_own(self: &Rc<Self>, buf: Vec<u8>, body: Bytes) -> Result<(), Error> {
-        struct Owner<'a>(&'a Inner, bool);
-        impl Drop for Owner<'_> {
-            fn drop(&mut self) {
-                if self.1 {
-                    let mut out = self.0.out.borrow_mut();
-                    out.fail();
-                    out.writer_done();
-                }
-            }
-        }
         let len = buf.len() + body.len();
         let mut owner = Owner(self, true);
         let result = if body.is_empty() {
@@ -167,6 +177,26 @@ impl Inner {
             write_batch(&self.stream, vec![head, body]).await
         };
         owner.1 = false;
+        self.own_write_done(len, result)
+    }
+
+    /// Writes a frame shared with other sessions while this one owns the socket (taken with
+    /// `begin_own`), as [`Inner::write_own`] does.
+    pub(crate) async fn write_shared(self: Rc<Self>, frame: Bytes) {
+        let len = frame.len();
+        let mut owner = Owner(&self, true);
+        let (result, _) = self.stream.write_all(frame).await;
+        owner.1 = false;
+        let _ = self.own_write_done(len, result);
+    }
+
+    /// A write made while owning the socket is over: the socket goes to the flush task if
+    /// frames were queued meanwhile, or is let go.
+    fn own_write_done(
+        self: &Rc<Self>,
+        len: usize,
+        result: coring::Result<()>,
+    ) -> Result<(), Error> {
         let mut out = self.out.borrow_mut();
         out.written(len);
         if let Err(e) = result {
@@ -383,6 +413,20 @@ impl Inner {
         let mut out = self.out.borrow_mut();
         out.limit = limit.max(1);
         out.policy = policy;
+    }
+}
+
+/// Ends a session whose own write was given up half way (the future holding it dropped): a
+/// frame may be cut short on the wire.
+struct Owner<'a>(&'a Inner, bool);
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            let mut out = self.0.out.borrow_mut();
+            out.fail();
+            out.writer_done();
+        }
     }
 }
 
