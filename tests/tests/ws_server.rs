@@ -12,15 +12,27 @@ use coring_tests::serve;
 use tungstenite::Message;
 
 fn router() -> Router {
-    Router::new().route("GET", "/echo", |req, _p| async move {
-        ws::accept(&req, WsConfig::default(), |mut socket| async move {
-            while let Ok(Some(message)) = socket.recv().await {
-                if socket.send(&message).await.is_err() {
-                    return;
+    Router::new()
+        .route("GET", "/echo", |req, _p| async move {
+            ws::accept(&req, WsConfig::default(), |mut socket| async move {
+                while let Ok(Some(message)) = socket.recv().await {
+                    if socket.send(&message).await.is_err() {
+                        return;
+                    }
                 }
-            }
+            })
         })
-    })
+        // Says goodbye at once, and waits at most 300 ms for the answer.
+        .route("GET", "/bye", |req, _p| async move {
+            let config = WsConfig {
+                close_timeout: Duration::from_millis(300),
+                ..WsConfig::default()
+            };
+            ws::accept(&req, config, |mut socket| async move {
+                let _ = socket.close(1001, "going away").await;
+                while let Ok(Some(_)) = socket.recv().await {}
+            })
+        })
 }
 
 #[coring::test]
@@ -64,9 +76,13 @@ fn tungstenite_gets_every_message_back_from_0_bytes_to_16_mib() {
 
 /// A raw client: the handshake by hand, then whatever frames a test wants to send.
 fn raw_upgrade(addr: std::net::SocketAddr) -> TcpStream {
+    raw_upgrade_to(addr, "/echo")
+}
+
+fn raw_upgrade_to(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -126,6 +142,24 @@ fn hostile_frames_get_their_close_code_and_the_server_goes_on() {
     let (mut ok, _) = tungstenite::connect(format!("ws://{}/echo", server.addr)).unwrap();
     ok.send(Message::text("still here")).unwrap();
     assert_eq!(ok.read().unwrap(), Message::text("still here"));
+}
+
+#[coring::test]
+fn a_peer_that_never_answers_the_close_is_let_go_after_the_close_timeout() {
+    let server = serve(Config::default(), router);
+    let mut s = raw_upgrade_to(server.addr, "/bye");
+    let started = std::time::Instant::now();
+    // The close comes, we never answer it, and the server ends its side when the timeout
+    // passes.
+    let got = read_to_end(&mut s);
+    let waited = started.elapsed();
+    assert_eq!(&got[..2], &[0x88, 12], "{got:?}");
+    assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1001);
+    assert_eq!(&got[4..], b"going away");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(4),
+        "ended after {waited:?}"
+    );
 }
 
 #[coring::test]
