@@ -104,7 +104,9 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing(driver: DriverChoice) {
         });
         let mut taken = Vec::new();
         let mut round = 0u32;
-        while !connector.is_finished() {
+        // At least 200 rounds however fast the clients connect (a round is one timer tick at
+        // the least, and a quick connector can be done in a few of them).
+        while !connector.is_finished() || round < 200 {
             round += 1;
             if round.is_multiple_of(2) {
                 let wait = Duration::from_micros(u64::from(round % 50));
@@ -125,7 +127,6 @@ fn dropping_in_flight_reads_and_accepts_leaks_nothing(driver: DriverChoice) {
         }
         settle(driver).await;
         let conns = connector.join().unwrap();
-        assert!(round > 100, "accepts were exercised ({round} rounds)");
         let taken_ports: std::collections::HashSet<u16> = taken
             .iter()
             .map(|s| s.peer_addr().unwrap().port())
