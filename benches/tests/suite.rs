@@ -78,6 +78,65 @@ fn tiny_suite_measures_validates_and_reports() {
 }
 
 #[test]
+fn websocket_workloads_run_coring_beside_its_websocket_peers() {
+    let out = std::env::temp_dir().join(format!("coring-suite-ws-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_suite"))
+        .args([
+            "--only",
+            "coring-uring,tokio-tungstenite,fastwebsockets,monoio-uring,ws-echo-20",
+        ])
+        .args(["--duration", "500ms", "--warmup", "100ms", "--runs", "1"])
+        .arg("--no-syscalls")
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run the suite");
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let row = |v: &str| {
+        results
+            .iter()
+            .find(|r| r["variant"] == v)
+            .unwrap_or_else(|| panic!("{v}: {results:#?}"))
+    };
+    for v in ["coring-uring", "tokio-tungstenite", "fastwebsockets"] {
+        let r = row(v);
+        assert!(r["skipped"].is_null(), "{r:#}");
+        assert!(r["rps_per_cpu"].as_f64().unwrap() > 0.0, "{r:#}");
+        assert_eq!(r["errors"], 0, "{r:#}");
+    }
+    // A variant with no WebSocket server is reported as such, not measured.
+    assert!(row("monoio-uring")["skipped"].is_string());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn a_websocket_server_that_echoes_wrongly_is_refused() {
+    // Answers the handshake, then sends back something else than each message.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                while let Ok(m) = ws.read() {
+                    if m.is_binary() || m.is_text() {
+                        let _ = ws.send(tungstenite::Message::binary(vec![0u8; 3]));
+                    }
+                }
+            });
+        }
+    });
+    let err = coring_benches::suite::validate::ws(addr).unwrap_err();
+    assert!(err.contains("echo_mismatch"), "{err}");
+}
+
+#[test]
 fn unknown_names_are_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_suite"))
         .args(["--only", "apache"])
