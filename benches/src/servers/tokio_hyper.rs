@@ -22,8 +22,29 @@ use super::{App, SERVER_NAME, ServerConfig, json_body, with_date};
 pub fn serve(config: ServerConfig) -> Result<(), String> {
     let app = config.app;
     let file = config.file.map(Arc::new);
-    super::thread_per_listener(config.listeners, move |listener| {
+    per_listener(config.listeners, move |stream| {
         let file = file.clone();
+        async move {
+            match app {
+                App::Tfb => http(stream, file).await,
+                App::Echo => echo(stream).await,
+                // Refused before serving (`servers::serve`).
+                App::Ws => {}
+            }
+        }
+    })
+}
+
+/// A current-thread tokio runtime on a thread of its own for each listener, each accepted
+/// connection (`TCP_NODELAY` set) served by a task running `serve`; never returns normally.
+/// The shape every tokio-based variant shares.
+pub fn per_listener<F, Fut>(listeners: Vec<std::net::TcpListener>, serve: F) -> Result<(), String>
+where
+    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    super::thread_per_listener(listeners, move |listener| {
+        let serve = serve.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -35,15 +56,7 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let file = file.clone();
-                tokio::spawn(async move {
-                    match app {
-                        App::Tfb => http(stream, file).await,
-                        App::Echo => echo(stream).await,
-                        // Refused before serving (`servers::serve`).
-                        App::Ws => {}
-                    }
-                });
+                tokio::spawn(serve(stream));
             }
         })
     })

@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::ServerConfig;
 
@@ -25,26 +25,11 @@ pub enum Peer {
 
 /// Serves WebSocket echo with `peer`, one thread per listener; never returns normally.
 pub fn serve(config: ServerConfig, peer: Peer) -> Result<(), String> {
-    super::thread_per_listener(config.listeners, move |listener| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
-        rt.block_on(async move {
-            let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    match peer {
-                        Peer::TokioTungstenite => tungstenite_echo(stream).await,
-                        Peer::FastWebSockets => fastwebsockets_connection(stream).await,
-                    }
-                });
-            }
-        })
+    super::tokio_hyper::per_listener(config.listeners, move |stream| async move {
+        match peer {
+            Peer::TokioTungstenite => tungstenite_echo(stream).await,
+            Peer::FastWebSockets => fastwebsockets_connection(stream).await,
+        }
     })
 }
 

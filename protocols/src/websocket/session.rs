@@ -40,6 +40,17 @@ impl Drop for Inner {
 /// their header (below it, a copy costs less than gathering two pieces).
 const GATHER_FROM: usize = 2048;
 
+/// A frame's first part, to queue: the encoded buffer itself when it is the whole frame, or a
+/// copy of the header when the payload follows it (the buffer goes back to the pool).
+fn head_of(buf: Vec<u8>, body: &Bytes) -> Bytes {
+    if body.is_empty() {
+        return Bytes::from(buf);
+    }
+    let head = Bytes::copy_from_slice(&buf);
+    out_buffer::give_back(buf);
+    head
+}
+
 fn closed() -> Error {
     Error::Ws(WsError::Closed)
 }
@@ -116,14 +127,7 @@ impl Inner {
         };
         let kind = frame_kind(&self.conn.borrow());
         if !here {
-            let head = if body.is_empty() {
-                Bytes::from(buf)
-            } else {
-                let head = Bytes::copy_from_slice(&buf);
-                out_buffer::give_back(buf);
-                head
-            };
-            return self.queue_parts(head, body, kind);
+            return self.queue_parts(head_of(buf, &body), body, kind);
         }
         self.transmit(buf, body, kind).await
     }
@@ -144,16 +148,7 @@ impl Inner {
             Ok(true) => Box::pin(self.write_own(buf, body))
                 .await
                 .map(|()| Queued::default()),
-            Ok(false) => {
-                let head = if body.is_empty() {
-                    Bytes::from(buf)
-                } else {
-                    let head = Bytes::copy_from_slice(&buf);
-                    out_buffer::give_back(buf);
-                    head
-                };
-                self.queue_parts(head, body, kind)
-            }
+            Ok(false) => self.queue_parts(head_of(buf, &body), body, kind),
             Err(Refused) => {
                 out_buffer::give_back(buf);
                 Err(closed())
@@ -485,6 +480,66 @@ async fn write_batch(stream: &TcpStream, mut bufs: Vec<Bytes>) -> coring::Result
     Ok(())
 }
 
+/// The methods a [`WebSocket`] and its [`WsWriter`]s share: everything that sends.
+macro_rules! sending_methods {
+    () => {
+        /// Sends `message` as one frame: written before this returns when nothing else is
+        /// being written, queued behind what is otherwise (waiting for room as the
+        /// [`QueuePolicy`] says). Fails once the session is closing.
+        pub async fn send(&self, message: &Message) -> Result<(), Error> {
+            self.inner.send(message).await.map(|_| ())
+        }
+
+        /// Sends a ping (at most 125 bytes); its pong comes back through `recv`.
+        pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+            self.inner.ping(payload).await
+        }
+
+        /// Starts the closing handshake: our close is written (queued messages go first);
+        /// `recv` returns `Ok(None)` once the peer answered or the close timeout passed.
+        pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+            self.inner.close(code, reason).await
+        }
+
+        /// Waits until every queued frame is written.
+        pub async fn flush(&self) -> Result<(), Error> {
+            self.inner.flushed().await
+        }
+
+        /// Bounds the session's outbound queue at `limit` bytes (queued and being written;
+        /// 4 MiB unless set) and says what happens to a message that would go past it.
+        pub fn set_queue(&self, limit: usize, policy: QueuePolicy) {
+            self.inner.set_queue(limit, policy);
+        }
+
+        /// Bytes queued or being written.
+        pub fn queued_bytes(&self) -> usize {
+            self.inner.out.borrow().held()
+        }
+
+        /// Messages `QueuePolicy::DropOldest` has dropped so far.
+        pub fn dropped(&self) -> u64 {
+            self.inner.out.borrow().dropped
+        }
+
+        /// The subprotocol the handshake agreed.
+        pub fn protocol(&self) -> Option<&str> {
+            self.inner.protocol.as_deref()
+        }
+
+        /// A handle any core or thread can send through (see [`WsSender`]).
+        pub fn sender(&self) -> WsSender {
+            self.inner.sender()
+        }
+
+        /// The stream beneath, for its addresses and socket options. Reading or writing it
+        /// directly would cut across the session's frames.
+        pub fn stream(&self) -> &TcpStream {
+            &self.inner.stream
+        }
+    };
+}
+
 /// One WebSocket session on its core. `recv` reads (answering pings and the peer's close by
 /// itself), `send` writes one message; [`WebSocket::split`] gives the two sides to two tasks,
 /// [`WebSocket::sender`] a handle for other cores and threads.
@@ -559,66 +614,13 @@ impl WebSocket {
         self.inner.recv().await
     }
 
-    /// Sends `message` as one frame: written before this returns when nothing else is being
-    /// written, queued behind what is otherwise (waiting for room as the [`QueuePolicy`] says).
-    /// Fails once the session is closing.
-    pub async fn send(&self, message: &Message) -> Result<(), Error> {
-        self.inner.send(message).await.map(|_| ())
-    }
-
-    /// Sends a ping (at most 125 bytes); its pong comes back through `recv`.
-    pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
-        self.inner.ping(payload).await
-    }
-
-    /// Starts the closing handshake: our close is written (queued messages go first); `recv`
-    /// returns `Ok(None)` once the peer answered or the close timeout passed.
-    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
-        self.inner.close(code, reason).await
-    }
-
-    /// Waits until every queued frame is written.
-    pub async fn flush(&self) -> Result<(), Error> {
-        self.inner.flushed().await
-    }
-
-    /// Bounds this session's outbound queue at `limit` bytes (queued and being written; 4 MiB
-    /// unless set) and says what happens to a message that would go past it.
-    pub fn set_queue(&self, limit: usize, policy: QueuePolicy) {
-        self.inner.set_queue(limit, policy);
-    }
-
-    /// Bytes queued or being written.
-    pub fn queued_bytes(&self) -> usize {
-        self.inner.out.borrow().held()
-    }
-
-    /// Messages `QueuePolicy::DropOldest` has dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.inner.out.borrow().dropped
-    }
-
-    /// The subprotocol the handshake agreed.
-    pub fn protocol(&self) -> Option<&str> {
-        self.inner.protocol.as_deref()
-    }
-
-    /// The stream beneath, for its addresses and socket options. Reading or writing it
-    /// directly would cut across the session's frames.
-    pub fn stream(&self) -> &TcpStream {
-        &self.inner.stream
-    }
+    sending_methods!();
 
     /// A writing handle for other tasks on this core.
     pub fn writer(&self) -> WsWriter {
         WsWriter {
             inner: Rc::clone(&self.inner),
         }
-    }
-
-    /// A handle any core or thread can send through (see [`WsSender`]).
-    pub fn sender(&self) -> WsSender {
-        self.inner.sender()
     }
 
     /// The reading and the writing side, for two tasks on this core.
@@ -662,45 +664,7 @@ impl std::fmt::Debug for WsWriter {
 }
 
 impl WsWriter {
-    /// See [`WebSocket::send`].
-    pub async fn send(&self, message: &Message) -> Result<(), Error> {
-        self.inner.send(message).await.map(|_| ())
-    }
-
-    /// See [`WebSocket::ping`].
-    pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
-        self.inner.ping(payload).await
-    }
-
-    /// See [`WebSocket::close`].
-    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
-        self.inner.close(code, reason).await
-    }
-
-    /// See [`WebSocket::flush`].
-    pub async fn flush(&self) -> Result<(), Error> {
-        self.inner.flushed().await
-    }
-
-    /// See [`WebSocket::set_queue`].
-    pub fn set_queue(&self, limit: usize, policy: QueuePolicy) {
-        self.inner.set_queue(limit, policy);
-    }
-
-    /// See [`WebSocket::queued_bytes`].
-    pub fn queued_bytes(&self) -> usize {
-        self.inner.out.borrow().held()
-    }
-
-    /// See [`WebSocket::sender`].
-    pub fn sender(&self) -> WsSender {
-        self.inner.sender()
-    }
-
-    /// See [`WebSocket::stream`].
-    pub fn stream(&self) -> &TcpStream {
-        &self.inner.stream
-    }
+    sending_methods!();
 
     pub(crate) fn downgrade(&self) -> Weak<Inner> {
         Rc::downgrade(&self.inner)
