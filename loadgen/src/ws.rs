@@ -10,9 +10,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use coring_protocols::client::Url;
 use coring_protocols::http1::Status;
 use coring_protocols::ws::frame::{Opcode, apply_mask, decode_header, encode_header};
-use coring_protocols::ws::handshake::{check_answer, client_request};
+use coring_protocols::ws::handshake::{check_answer, client_request, random_key};
 
 use crate::run::{Lane, Workload};
 use crate::stream::{Exchange, Reply, Verdict, drive};
@@ -36,14 +37,9 @@ impl WsEcho {
     /// Echo of `size`-byte messages (text when `text`, else binary), up to `pipeline` in flight
     /// per connection, to `url` (`ws://host:port/path`).
     pub fn new(url: &str, size: usize, text: bool, pipeline: usize) -> Result<WsEcho, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let addr = crate::run::resolve(authority, url)?;
+        let parsed = Url::parse_ws(url)?;
+        let authority = parsed.authority();
+        let addr = crate::run::resolve(&authority, url)?;
         // Printable bytes for text, a spread of every value for binary.
         let payload: Bytes = (0..size)
             .map(|i| {
@@ -67,8 +63,8 @@ impl WsEcho {
         Ok(WsEcho {
             addr,
             url: url.to_owned(),
-            host: authority.to_owned(),
-            path: path.to_owned(),
+            host: authority,
+            path: parsed.target,
             text,
             payload,
             frames,
@@ -77,13 +73,10 @@ impl WsEcho {
     }
 }
 
-/// A mask key from the OS's random source (std's hasher keys are drawn from it).
+/// A mask key a server cannot predict.
 fn mask_key() -> [u8; 4] {
-    use std::hash::{BuildHasher, Hasher};
-    let seed = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (seed as u32).to_ne_bytes()
+    let key = random_key();
+    [key[0], key[1], key[2], key[3]]
 }
 
 impl Workload for WsEcho {
@@ -226,12 +219,8 @@ impl Exchange for WsExchange {
     }
 
     fn opening(&mut self) -> Option<Bytes> {
-        let mut key = [0u8; 16];
-        key[..4].copy_from_slice(&mask_key());
-        key[4..8].copy_from_slice(&mask_key());
-        key[8..12].copy_from_slice(&mask_key());
-        key[12..].copy_from_slice(&mask_key());
-        let (request, key) = client_request(&self.echo.host, &self.echo.path, key, &[], None);
+        let (request, key) =
+            client_request(&self.echo.host, &self.echo.path, random_key(), &[], None);
         self.key = key;
         Some(request.into())
     }

@@ -14,9 +14,18 @@ pub struct Url {
 impl Url {
     /// Parses an absolute `http://` URL.
     pub fn parse(s: &str) -> Result<Url, String> {
+        Url::parse_scheme(s, "http://")
+    }
+
+    /// Parses an absolute `ws://` URL (the same parts, for a WebSocket).
+    pub fn parse_ws(s: &str) -> Result<Url, String> {
+        Url::parse_scheme(s, "ws://")
+    }
+
+    fn parse_scheme(s: &str, scheme: &str) -> Result<Url, String> {
         let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{s}: only http:// is supported"))?;
+            .strip_prefix(scheme)
+            .ok_or_else(|| format!("{s}: only {scheme} is supported"))?;
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),

@@ -32,6 +32,11 @@ impl std::fmt::Debug for Group {
     }
 }
 
+/// The member's session, if it still takes messages.
+fn open(member: &Weak<Inner>) -> Option<Rc<Inner>> {
+    member.upgrade().filter(|inner| !inner.out.borrow().closed)
+}
+
 /// What one [`Group::publish`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Published {
@@ -65,7 +70,7 @@ impl Group {
         self.members
             .borrow()
             .iter()
-            .filter(|m| m.upgrade().is_some_and(|i| !i.out.borrow().closed))
+            .filter(|m| open(m).is_some())
             .count()
     }
 
@@ -78,11 +83,15 @@ impl Group {
     /// written at once, all of them from one task; the others have it queued. Waits only where
     /// a member's policy says senders wait and its queue is full.
     pub async fn publish(&self, message: &Message) -> Published {
-        let members: Vec<Rc<Inner>> = {
-            let mut members = self.members.borrow_mut();
-            members.retain(|m| m.upgrade().is_some_and(|i| !i.out.borrow().closed));
-            members.iter().filter_map(Weak::upgrade).collect()
-        };
+        // The open members, and the closed ones swept, in one pass.
+        let mut members = Vec::new();
+        self.members.borrow_mut().retain(|m| match open(m) {
+            Some(inner) => {
+                members.push(inner);
+                true
+            }
+            None => false,
+        });
         let mut frames: Vec<(Sharing, Bytes)> = Vec::new();
         let mut report = Published::default();
         let mut direct = Vec::new();

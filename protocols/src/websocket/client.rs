@@ -12,7 +12,7 @@ use crate::client::Url;
 use crate::http1::{Http1Error, Limits, ResponseDecoder};
 use crate::ws::Role;
 use crate::ws::deflate::client_offer;
-use crate::ws::handshake::{HandshakeError, check_answer, client_request};
+use crate::ws::handshake::{HandshakeError, check_answer, client_request, random_key};
 
 /// How [`connect_with`] dials.
 #[derive(Clone, Debug)]
@@ -73,11 +73,7 @@ pub async fn connect(url: &str) -> Result<WebSocket, ConnectError> {
 
 /// Opens a WebSocket to `url` as `options` say.
 pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
-    let http = url
-        .strip_prefix("ws://")
-        .map(|rest| format!("http://{rest}"))
-        .ok_or_else(|| ConnectError::InvalidUrl(format!("{url}: only ws:// is supported")))?;
-    let url = Url::parse(&http).map_err(ConnectError::InvalidUrl)?;
+    let url = Url::parse_ws(url).map_err(ConnectError::InvalidUrl)?;
     match time::timeout(options.timeout, handshake(&url, options)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout),
@@ -87,13 +83,7 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<WebSock
 async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
     let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
     stream.set_nodelay(true)?;
-    let key: [u8; 16] = {
-        let (a, b) = (super::random_u64(), super::random_u64());
-        let mut key = [0; 16];
-        key[..8].copy_from_slice(&a.to_le_bytes());
-        key[8..].copy_from_slice(&b.to_le_bytes());
-        key
-    };
+    let key = random_key();
     let offered: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
     let offer = options.config.deflate.as_ref().map(client_offer);
     let (request, key) = client_request(

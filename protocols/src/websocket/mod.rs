@@ -102,11 +102,10 @@ where
     }
 }
 
-/// A seed for a client's masking keys from the OS's random source (std's hasher keys are
-/// drawn from it), so a peer or a script cannot predict the masks.
+/// A seed for a client's masking keys that a peer or a script cannot predict.
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
+    let key = crate::ws::handshake::random_key();
+    u64::from_le_bytes([
+        key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+    ])
 }

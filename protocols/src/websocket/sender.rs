@@ -78,6 +78,12 @@ impl Remote {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a message of `len` bytes fits the queue (one larger than the whole limit fits
+    /// an empty queue, or it could never be sent).
+    fn fits(&self, st: &State, len: usize) -> bool {
+        st.bytes == 0 || st.bytes + len <= self.limit
+    }
+
     /// The session is over: senders fail from now on, and everyone waiting is told.
     pub(crate) fn close(&self) {
         let (drain, room) = {
@@ -112,7 +118,7 @@ impl WsSender {
                 return Err(TrySendError::Closed(message));
             }
             let len = message.bytes().len();
-            if st.bytes > 0 && st.bytes + len > self.remote.limit {
+            if !self.remote.fits(&st, len) {
                 return Err(TrySendError::Full(message));
             }
             st.bytes += len;
@@ -137,8 +143,7 @@ impl WsSender {
                 Err(TrySendError::Closed(m)) => Poll::Ready(Err(m)),
                 Err(TrySendError::Full(m)) => {
                     let mut st = self.remote.lock();
-                    if st.closed || st.bytes == 0 || st.bytes + m.bytes().len() <= self.remote.limit
-                    {
+                    if st.closed || self.remote.fits(&st, m.bytes().len()) {
                         // Room (or the end) came while the lock was let go: try again.
                         cx.waker().wake_by_ref();
                     } else {

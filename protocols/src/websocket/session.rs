@@ -40,7 +40,7 @@ impl Drop for Inner {
 /// their header (below it, a copy costs less than gathering two pieces).
 const GATHER_FROM: usize = 2048;
 
-/// A frame's first part, to queue: the encoded buffer itself when it is the whole frame, or a
+/// A frame's first part as `Bytes`: the encoded buffer itself when it is the whole frame, or a
 /// copy of the header when the payload follows it (the buffer goes back to the pool).
 fn head_of(buf: Vec<u8>, body: &Bytes) -> Bytes {
     if body.is_empty() {
@@ -167,9 +167,7 @@ impl Inner {
             out_buffer::give_back(back);
             result
         } else {
-            let head = Bytes::copy_from_slice(&buf);
-            out_buffer::give_back(buf);
-            write_batch(&self.stream, vec![head, body]).await
+            write_batch(&self.stream, vec![head_of(buf, &body), body]).await
         };
         owner.1 = false;
         self.own_write_done(len, result)

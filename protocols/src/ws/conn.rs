@@ -72,6 +72,14 @@ impl Message {
         }
     }
 
+    /// The opcode of its frame.
+    fn opcode(&self) -> Opcode {
+        match self {
+            Message::Text(_) => Opcode::Text,
+            Message::Binary(_) => Opcode::Binary,
+        }
+    }
+
     /// The text of a text message.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -185,24 +193,20 @@ impl SharedEncoder {
 
     /// Appends `message` framed for connections whose [`WsConn::sharing`] is `sharing`.
     pub fn encode(&mut self, message: &Message, sharing: Sharing, out: &mut Vec<u8>) {
-        let opcode = match message {
-            Message::Text(_) => Opcode::Text,
-            Message::Binary(_) => Opcode::Binary,
-        };
+        let opcode = message.opcode();
         let payload = message.bytes();
-        let Sharing::Compressed {
-            window_bits,
-            level,
-            min_compress_bytes,
-        } = sharing
-        else {
-            write_frame(out, opcode, false, None, payload);
-            return;
+        let (window_bits, level, min_compress_bytes) = match sharing {
+            Sharing::Compressed {
+                window_bits,
+                level,
+                min_compress_bytes,
+            } if payload.len() >= min_compress_bytes => (window_bits, level, min_compress_bytes),
+            // Plain, or too short to be worth compressing.
+            _ => {
+                write_frame(out, opcode, false, None, payload);
+                return;
+            }
         };
-        if payload.len() < min_compress_bytes {
-            write_frame(out, opcode, false, None, payload);
-            return;
-        }
         let at = match self.compressors.iter().position(|(s, _)| *s == sharing) {
             Some(at) => at,
             None => {
@@ -364,10 +368,7 @@ impl WsConn {
         out: &mut Vec<u8>,
         header_only: bool,
     ) -> Result<bool, WsError> {
-        let opcode = match message {
-            Message::Text(_) => Opcode::Text,
-            Message::Binary(_) => Opcode::Binary,
-        };
+        let opcode = message.opcode();
         if self.phase != Phase::Open {
             return Err(WsError::Closed);
         }
@@ -547,10 +548,11 @@ impl WsConn {
             offset: 0,
             held: 0,
         });
-        // Room for the payload as it comes, in one piece (no growing copy by copy).
-        let ahead = header.len.min(RESERVE_AHEAD) as usize;
-        if self.input.capacity() - self.input.len() < ahead {
-            self.input.reserve(ahead);
+        // Room for the rest of the payload as it comes, in one piece (no growing copy by copy);
+        // nothing when it is all here already.
+        let missing = (header.len.min(RESERVE_AHEAD) as usize).saturating_sub(self.input.len());
+        if missing > 0 {
+            self.input.reserve(missing);
         }
         Ok(Some(None))
     }
@@ -609,7 +611,7 @@ impl WsConn {
         if take == 0 && frame.remaining > 0 {
             return Ok(None);
         }
-        let message = self.message.as_ref().expect("a data frame has its message");
+        let message = self.message.as_mut().expect("a data frame has its message");
         let alone = frame.header.fin && !message.compressed && message.buf.is_empty();
         if alone && (take as u64) < frame.remaining {
             // A message in one frame, not all here: unmask and check what came where it lies
@@ -618,7 +620,7 @@ impl WsConn {
             if let Some(key) = frame.header.mask {
                 apply_mask(arrived, key, frame.offset + frame.held);
             }
-            if message.text && self.message_utf8(frame.held, take).is_err() {
+            if message.text && message.utf8.feed(arrived).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
             frame.held = take;
@@ -651,7 +653,6 @@ impl WsConn {
             if message.text && message.utf8.feed(&piece[frame.held..]).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
-            frame.held = 0;
             if last && message.buf.is_empty() {
                 whole = Some(piece.freeze());
             } else {
@@ -680,12 +681,6 @@ impl WsConn {
         } else {
             Message::Binary(body)
         }))
-    }
-
-    /// Feeds `input[from..to]` (unmasked) to the current message's UTF-8 check.
-    fn message_utf8(&mut self, from: usize, to: usize) -> Result<(), super::InvalidUtf8> {
-        let message = self.message.as_mut().expect("a data frame has its message");
-        message.utf8.feed(&self.input[from..to])
     }
 
     /// A whole control frame.

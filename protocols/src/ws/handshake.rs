@@ -144,6 +144,20 @@ impl Upgrade {
     }
 }
 
+/// 16 bytes from the OS's random source (std's hasher keys are drawn from it): a client's
+/// `Sec-WebSocket-Key`, or masking keys a peer cannot predict.
+pub fn random_key() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut key = [0; 16];
+    for half in key.chunks_exact_mut(8) {
+        let word = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        half.copy_from_slice(&word.to_le_bytes());
+    }
+    key
+}
+
 /// A client's upgrade request for `path` on `host`, with `key` (16 random bytes), the
 /// subprotocols it offers and its `Sec-WebSocket-Extensions` offer (see
 /// [`deflate::client_offer`](super::deflate::client_offer)); returns the request bytes and
