@@ -67,21 +67,21 @@ fn main() {
             async move {
                 let group = Rc::new(Group::new());
                 let members: Rc<RefCell<Vec<WsWriter>>> = Rc::default();
+                // One configuration for every session (a fresh one each would cost an
+                // allocation per session).
+                let config = Arc::new(WsConfig::default());
                 let router = {
                     let (group, members) = (Rc::clone(&group), Rc::clone(&members));
                     Router::new().route("GET", "/", move |req, _p| {
                         let (group, members, j) = (group.clone(), members.clone(), j.clone());
+                        let config = Arc::clone(&config);
                         async move {
-                            websocket::accept(
-                                &req,
-                                WsConfig::default(),
-                                move |mut socket| async move {
-                                    group.join(&socket.writer());
-                                    members.borrow_mut().push(socket.writer());
-                                    j.fetch_add(1, Ordering::Release);
-                                    while let Ok(Some(_)) = socket.recv().await {}
-                                },
-                            )
+                            websocket::accept(&req, config, move |mut socket| async move {
+                                group.join(&socket.writer());
+                                members.borrow_mut().push(socket.writer());
+                                j.fetch_add(1, Ordering::Release);
+                                while let Ok(Some(_)) = socket.recv().await {}
+                            })
                         }
                     })
                 };

@@ -22,6 +22,18 @@ fn router() -> Router {
                 }
             })
         })
+        // Speaks two subprotocols, and says which one was agreed.
+        .route("GET", "/chat", |req, _p| async move {
+            let config = WsConfig {
+                protocols: vec!["superchat".into(), "chat".into()],
+                ..WsConfig::default()
+            };
+            ws::accept(&req, config, |mut socket| async move {
+                let agreed = socket.protocol().unwrap_or("none").to_owned();
+                let _ = socket.send(&ws::Message::Text(agreed.into())).await;
+                while let Ok(Some(_)) = socket.recv().await {}
+            })
+        })
         // Says goodbye at once, and waits at most 300 ms for the answer.
         .route("GET", "/bye", |req, _p| async move {
             let config = WsConfig {
@@ -74,15 +86,44 @@ fn tungstenite_gets_every_message_back_from_0_bytes_to_16_mib() {
     }
 }
 
+#[coring::test]
+fn the_server_agrees_the_first_of_its_subprotocols_that_the_client_offers() {
+    use tungstenite::client::IntoClientRequest;
+    let server = serve(Config::default(), router);
+    let mut request = format!("ws://{}/chat", server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "chat, superchat".parse().unwrap());
+    let (mut socket, answer) = tungstenite::connect(request).expect("handshake");
+    assert_eq!(answer.headers()["Sec-WebSocket-Protocol"], "superchat");
+    match socket.read().unwrap() {
+        Message::Text(t) => assert_eq!(t.as_str(), "superchat"),
+        other => panic!("{other:?}"),
+    }
+    // Offering none of them: the answer names none, and the session has none.
+    let mut raw = raw_upgrade_offering(server.addr, "/chat", "Sec-WebSocket-Protocol: mqtt\r\n");
+    let mut frame = [0u8; 6];
+    raw.read_exact(&mut frame).unwrap();
+    assert_eq!(&frame, b"\x81\x04none");
+}
+
 /// A raw client: the handshake by hand, then whatever frames a test wants to send.
 fn raw_upgrade(addr: std::net::SocketAddr) -> TcpStream {
     raw_upgrade_to(addr, "/echo")
 }
 
 fn raw_upgrade_to(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    raw_upgrade_offering(addr, path, "")
+}
+
+/// [`raw_upgrade_to`] with `extra` header lines in the request; the answer must name no
+/// subprotocol.
+fn raw_upgrade_offering(addr: std::net::SocketAddr, path: &str, extra: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -93,6 +134,10 @@ fn raw_upgrade_to(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
         "{head}"
     );
     s

@@ -322,8 +322,9 @@ impl Drop for Pool {
 /// the next returned one. Every pooled receiver (stream or datagram) goes through it.
 #[derive(Debug, Default)]
 pub(crate) struct BufferClaim {
-    /// Our place in the pool's queue while waiting for a buffer.
-    waiting: Option<u64>,
+    /// Our place in the pool's queue while waiting for a buffer (tickets start at 1; 0: not
+    /// waiting).
+    waiting: u64,
     /// We hold a claim on a free buffer for the receive we are (re-)arming.
     reserved: bool,
 }
@@ -332,15 +333,16 @@ impl BufferClaim {
     /// Before arming: `Ready` if the receive may arm now, `Pending` while still queued for a
     /// buffer (woken when one comes back).
     pub(crate) fn poll_arm(&mut self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(ticket) = self.waiting else {
+        let ticket = self.waiting;
+        if ticket == 0 {
             return Poll::Ready(());
-        };
+        }
         if !pool.reserve() {
             // Polled before a buffer was free for us: keep (or retake) our place.
-            self.waiting = Some(pool.rewait(ticket, cx.waker()));
+            self.waiting = pool.rewait(ticket, cx.waker());
             return Poll::Pending;
         }
-        self.waiting = None;
+        self.waiting = 0;
         self.reserved = true;
         Poll::Ready(())
     }
@@ -356,7 +358,7 @@ impl BufferClaim {
             self.reserved = true;
             return Poll::Ready(());
         }
-        self.waiting = Some(pool.wait_for_buffer(cx.waker()));
+        self.waiting = pool.wait_for_buffer(cx.waker());
         Poll::Pending
     }
 
@@ -367,7 +369,8 @@ impl BufferClaim {
 
     /// The receiver goes away: gives up its place and its claim.
     pub(crate) fn release(&mut self, pool: &Pool) {
-        if let Some(ticket) = self.waiting.take() {
+        let ticket = std::mem::take(&mut self.waiting);
+        if ticket != 0 {
             pool.stop_waiting(ticket);
         }
         if std::mem::take(&mut self.reserved) {

@@ -64,13 +64,62 @@ pub(crate) enum Lifecycle {
     /// A multishot op with the completions not yet taken.
     Multi {
         waker: Option<Waker>,
-        queue: VecDeque<CqeResult>,
+        queue: Completions,
         /// How many queued completions hold a pooled buffer.
         buffers: u16,
         /// The driver cancelled it because `buffers` reached its limit (the io_uring
         /// driver's `MULTISHOT_QUEUED_BUFFERS`).
         paused: bool,
     },
+}
+
+/// A multishot op's completions not yet taken, oldest first. Usually there is at most one (the
+/// task takes each as it comes), so the first waits in place: an op that is idle, or takes its
+/// completions one by one, allocates nothing for them, and the driver's slot stays small.
+#[derive(Debug, Default)]
+pub(crate) struct Completions {
+    /// The oldest, when `rest` is empty or holds only newer ones.
+    first: Option<CqeResult>,
+    /// The others, once more than one had to wait (kept for the op's life). Boxed on purpose:
+    /// every op's driver slot holds this, and a box is a third of an empty deque.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word in every driver slot instead of four"
+    )]
+    rest: Option<Box<VecDeque<CqeResult>>>,
+}
+
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "used by the io_uring backend, which only Linux has"
+    )
+)]
+impl Completions {
+    pub(crate) fn push_back(&mut self, cqe: CqeResult) {
+        let waiting = self.rest.as_ref().is_some_and(|r| !r.is_empty());
+        if self.first.is_none() && !waiting {
+            self.first = Some(cqe);
+        } else {
+            self.rest.get_or_insert_default().push_back(cqe);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<CqeResult> {
+        self.first
+            .take()
+            .or_else(|| self.rest.as_mut().and_then(|r| r.pop_front()))
+    }
+
+    /// Takes them all, oldest first.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = CqeResult> + '_ {
+        let rest = self.rest.as_mut().map(|r| r.drain(..));
+        self.first
+            .take()
+            .into_iter()
+            .chain(rest.into_iter().flatten())
+    }
 }
 
 /// Memory of an op whose future was dropped, parked in the driver.
@@ -409,5 +458,37 @@ fn park(key: usize, parked: Box<dyn Orphan>) {
     });
     if let Some(parked) = parked {
         std::mem::forget(parked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Completions, CqeResult};
+
+    fn cqe(res: i32) -> CqeResult {
+        CqeResult { res, flags: 0 }
+    }
+
+    #[test]
+    fn completions_come_out_in_arrival_order() {
+        let mut q = Completions::default();
+        assert!(q.pop_front().is_none());
+        q.push_back(cqe(1));
+        assert_eq!(q.pop_front().map(|c| c.res), Some(1));
+        for res in 2..=5 {
+            q.push_back(cqe(res));
+        }
+        assert_eq!(q.pop_front().map(|c| c.res), Some(2));
+        // The first slot is free again while older ones wait behind it: a new one queues last.
+        q.push_back(cqe(6));
+        let rest: Vec<i32> = std::iter::from_fn(|| q.pop_front())
+            .map(|c| c.res)
+            .collect();
+        assert_eq!(rest, [3, 4, 5, 6]);
+        q.push_back(cqe(7));
+        q.push_back(cqe(8));
+        let drained: Vec<i32> = q.drain().map(|c| c.res).collect();
+        assert_eq!(drained, [7, 8]);
+        assert!(q.pop_front().is_none());
     }
 }

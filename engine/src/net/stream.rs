@@ -173,6 +173,7 @@ impl StreamIo {
             due: self.write_timeout.get().map(|limit| time::now() + limit),
             io: self,
             op,
+            waited: false,
         }
     }
 
@@ -181,9 +182,10 @@ impl StreamIo {
         self.read_timeout.set(timeout);
     }
 
-    /// Deadline for each write.
+    /// Deadline for each write. The timer armed for earlier writes goes.
     pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) {
         self.write_timeout.set(timeout);
+        drop(self.write_timer.take());
     }
 }
 
@@ -195,6 +197,8 @@ pub(crate) struct WriteDeadline<'a, T: OpCode> {
     io: &'a StreamIo,
     op: Op<T>,
     due: Option<std::time::Instant>,
+    /// The write timer holds this task's waker.
+    waited: bool,
 }
 
 impl<T: OpCode> Future for WriteDeadline<'_, T> {
@@ -203,11 +207,13 @@ impl<T: OpCode> Future for WriteDeadline<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Completion<T>> {
         let this = self.get_mut();
         if let Poll::Ready(done) = Pin::new(&mut this.op).poll(cx) {
+            this.release_timer();
             return Poll::Ready(done);
         }
         let Some(due) = this.due else {
             return Poll::Pending;
         };
+        this.waited = true;
         let mut timer = this.io.write_timer.borrow_mut();
         let timer = timer.get_or_insert_with(|| time::sleep_until(due));
         if timer.deadline() > due {
@@ -223,6 +229,24 @@ impl<T: OpCode> Future for WriteDeadline<'_, T> {
             timer.reset(due);
         }
         Poll::Pending
+    }
+}
+
+impl<T: OpCode> WriteDeadline<'_, T> {
+    /// The write is over (done or given up): the timer stays armed for the next one, without
+    /// this task's waker, so it keeps no finished task alive.
+    fn release_timer(&mut self) {
+        if std::mem::take(&mut self.waited)
+            && let Some(timer) = self.io.write_timer.borrow_mut().as_mut()
+        {
+            timer.release_waker();
+        }
+    }
+}
+
+impl<T: OpCode> Drop for WriteDeadline<'_, T> {
+    fn drop(&mut self) {
+        self.release_timer();
     }
 }
 
@@ -341,7 +365,9 @@ macro_rules! stream_io_methods {
             self.io.set_read_timeout(timeout)
         }
 
-        /// Deadline for each write.
+        /// Deadline for each write. Between writes the stream keeps one timer armed for the
+        /// next (so that a write does not cost a timer of its own); setting the timeout, to
+        /// anything, lets that timer go.
         pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) {
             self.io.set_write_timeout(timeout)
         }

@@ -77,6 +77,17 @@ impl Sleep {
         self.deadline = deadline;
     }
 
+    /// Keeps the deadline armed but lets go of the waker of the task that last polled it, so
+    /// that a timer kept between uses (a stream's write timer) keeps no finished task alive.
+    /// The next poll registers its task again.
+    pub(crate) fn release_waker(&mut self) {
+        if let Some(key) = self.entry {
+            let _ = context::try_with_current(|ctx| {
+                ctx.timers.borrow_mut().update(key, Waker::noop());
+            });
+        }
+    }
+
     fn unregister(&mut self) {
         if let Some(key) = self.entry.take() {
             context::try_with_current(|ctx| ctx.timers.borrow_mut().remove(key));

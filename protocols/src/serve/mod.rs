@@ -170,7 +170,7 @@ impl<H: Handler> Server<H> {
     pub async fn serve(self, listener: TcpListener) {
         let mut incoming = listener.incoming();
         let mut failures = coring::net::AcceptFailures::new();
-        let live = Rc::new(std::cell::Cell::new(0usize));
+        let live = Rc::new(LiveCount::default());
         while let Some(next) = until_shutdown(incoming.next()).await {
             let stream = match next {
                 Ok(s) => s,
@@ -179,33 +179,52 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
-            if live.get() >= self.config.max_connections {
+            if live.count.get() >= self.config.max_connections {
                 // Over the limit: refuse politely rather than queue without bound.
                 let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
                 continue;
             }
-            live.set(live.get() + 1);
+            let live = Live::count(&live);
             let handler = Rc::clone(&self.handler);
-            let (connection, live) = (Rc::clone(&self.connection), Rc::clone(&live));
+            let connection = Rc::clone(&self.connection);
             let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
                 let stream = Rc::new(stream);
                 match drive(stream, &*handler, connection, write_timeout).await {
-                    Ok(Some((then, upgraded))) => {
-                        // The new protocol runs as a task of its own, so that what the HTTP
-                        // connection's task held is freed now rather than when it ends.
-                        let session = then(upgraded);
-                        coring::spawn_local(async move {
-                            session.await;
-                            live.set(live.get() - 1);
-                        });
-                        return;
-                    }
+                    // The new protocol runs as a task of its own, so that what the HTTP
+                    // connection's task held is freed now rather than when it ends.
+                    Ok(Some((then, upgraded))) => then(upgraded, live),
                     Ok(None) => {}
                     Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
                 }
-                live.set(live.get() - 1);
             });
+        }
+    }
+}
+
+/// Connections alive, and who waits for them to end.
+#[derive(Default)]
+pub(crate) struct LiveCount {
+    count: std::cell::Cell<usize>,
+    waker: std::cell::Cell<Option<std::task::Waker>>,
+}
+
+/// A connection's place under `max_connections` (or in `serve_connection`), given back when
+/// dropped by the connection's task or the task of the protocol it upgraded to.
+pub(crate) struct Live(Rc<LiveCount>);
+
+impl Live {
+    fn count(live: &Rc<LiveCount>) -> Live {
+        live.count.set(live.count.get() + 1);
+        Live(Rc::clone(live))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.count.set(self.0.count.get() - 1);
+        if let Some(w) = self.0.waker.take() {
+            w.wake();
         }
     }
 }
@@ -268,7 +287,17 @@ pub async fn serve_connection<H: Handler>(
     )
     .await?;
     if let Some((then, upgraded)) = upgraded {
-        then(upgraded).await;
+        // The session runs as its own task; this waits until it gives its place back.
+        let count = Rc::new(LiveCount::default());
+        then(upgraded, Live::count(&count));
+        std::future::poll_fn(|cx| {
+            if count.count.get() == 0 {
+                return std::task::Poll::Ready(());
+            }
+            count.waker.set(Some(cx.waker().clone()));
+            std::task::Poll::Pending
+        })
+        .await;
     }
     Ok(())
 }
@@ -313,6 +342,9 @@ async fn drive<H: Handler>(
             // Answered 101: the connection is the new protocol's from here on.
             let leftover = io.conn.borrow_mut().take_upgraded();
             let reader = io.reader.borrow_mut().take();
+            // The same timeout for the new protocol's writes, without the timer armed for the
+            // 101 (it would keep this task's waker, and so its memory, for as long).
+            io.stream.set_write_timeout(Some(write_timeout));
             let upgraded = Upgraded {
                 stream: Rc::clone(&io.stream),
                 reader,

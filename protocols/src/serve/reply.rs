@@ -33,9 +33,27 @@ pub(crate) enum Source {
     Upgrade(UpgradeFn),
 }
 
-/// What runs a connection after its `101 Switching Protocols`.
-pub(crate) type UpgradeFn =
-    Box<dyn FnOnce(super::Upgraded) -> Pin<Box<dyn std::future::Future<Output = ()>>>>;
+/// What runs a connection after its `101 Switching Protocols`: it spawns the new protocol's
+/// task, which holds the connection's place (`Live`) until it ends.
+pub(crate) type UpgradeFn = Box<dyn FnOnce(super::Upgraded, super::Live)>;
+
+pin_project_lite::pin_project! {
+    /// A protocol's session holding its connection's place until it ends. A named future: an
+    /// async block awaiting the session would keep it twice (as captured, and as awaited).
+    struct Holding<F> {
+        #[pin]
+        future: F,
+        _live: super::Live,
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Holding<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.project().future.poll(cx)
+    }
+}
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,7 +144,14 @@ impl Reply {
     {
         Reply {
             response,
-            source: Source::Upgrade(Box::new(move |up| Box::pin(then(up)))),
+            // The session's future is the task's own: one allocation, not a task and a box.
+            // Made before the task, which then holds only it and the connection's place.
+            source: Source::Upgrade(Box::new(move |up, live| {
+                coring::spawn_local(Holding {
+                    future: then(up),
+                    _live: live,
+                });
+            })),
         }
     }
 

@@ -88,12 +88,14 @@ where
                 Some((a, header)) => (Some(a), Some(header)),
                 None => (None, None),
             };
+            let protocol = config.choose_protocol(&up.protocols).map(str::to_owned);
             Reply::upgrade(
-                up.response_with(None, extensions),
+                up.response_with(protocol.as_deref(), extensions),
                 // The session is made before its future, which then holds only what the session
                 // itself needs (an idle session's memory is mostly this future).
                 move |upgraded| {
-                    let socket = WebSocket::from_upgraded(upgraded, Role::Server, config, agreed);
+                    let socket =
+                        WebSocket::from_upgraded(upgraded, Role::Server, config, agreed, protocol);
                     session(socket)
                 },
             )

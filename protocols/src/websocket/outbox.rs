@@ -57,10 +57,9 @@ pub(crate) struct Outbox {
     pub(crate) policy: QueuePolicy,
     /// A writer (a sender's own write, or the flush task) owns the socket.
     pub(crate) writing: bool,
-    /// Tasks waiting for room below the limit.
-    room: Vec<Waker>,
-    /// Tasks waiting for everything queued to be written.
-    idle: Vec<Waker>,
+    /// Tasks waiting for room below the limit or for everything queued to be written; woken
+    /// together when either may have changed (each checks again).
+    waiting: Vec<Waker>,
     /// No more messages are taken (the session is closing); control frames still go.
     pub(crate) closed: bool,
     /// A write failed: nothing more goes.
@@ -85,8 +84,7 @@ impl Default for Outbox {
             limit: DEFAULT_LIMIT,
             policy: QueuePolicy::Await,
             writing: false,
-            room: Vec::new(),
-            idle: Vec::new(),
+            waiting: Vec::new(),
             closed: false,
             broken: false,
             cut_off: None,
@@ -169,7 +167,7 @@ impl Outbox {
         }
         self.dropped += dropped as u64;
         if dropped > 0 {
-            self.wake_room();
+            self.wake();
         }
         dropped
     }
@@ -179,7 +177,7 @@ impl Outbox {
         let in_flight = self.held - self.queued_bytes();
         self.frames.retain(|(_, _, kind)| *kind == Kind::Control);
         self.held = in_flight + self.queued_bytes();
-        self.wake_room();
+        self.wake();
     }
 
     fn queued_bytes(&self) -> usize {
@@ -212,15 +210,13 @@ impl Outbox {
     /// `len` bytes were written (or given up): room for waiting senders.
     pub(crate) fn written(&mut self, len: usize) {
         self.held = self.held.saturating_sub(len);
-        self.wake_room();
+        self.wake();
     }
 
     /// The writer is done: the queue is empty.
     pub(crate) fn writer_done(&mut self) {
         self.writing = false;
-        for w in self.idle.drain(..) {
-            w.wake();
-        }
+        self.wake();
     }
 
     /// A write failed or was abandoned half way: nothing more is sent, and everyone waiting
@@ -231,10 +227,7 @@ impl Outbox {
         let queued = self.queued_bytes();
         self.frames.clear();
         self.held = self.held.saturating_sub(queued);
-        self.wake_room();
-        for w in self.idle.drain(..) {
-            w.wake();
-        }
+        self.wake();
     }
 
     /// Whether everything queued has been written (or nothing more can be).
@@ -242,20 +235,15 @@ impl Outbox {
         !self.writing || self.broken
     }
 
-    pub(crate) fn wait_room(&mut self, waker: &Waker) {
-        if !self.room.iter().any(|w| w.will_wake(waker)) {
-            self.room.push(waker.clone());
+    /// Wakes `waker` when room is made or the queue empties.
+    pub(crate) fn wait(&mut self, waker: &Waker) {
+        if !self.waiting.iter().any(|w| w.will_wake(waker)) {
+            self.waiting.push(waker.clone());
         }
     }
 
-    pub(crate) fn wait_idle(&mut self, waker: &Waker) {
-        if !self.idle.iter().any(|w| w.will_wake(waker)) {
-            self.idle.push(waker.clone());
-        }
-    }
-
-    fn wake_room(&mut self) {
-        for w in self.room.drain(..) {
+    fn wake(&mut self) {
+        for w in self.waiting.drain(..) {
             w.wake();
         }
     }

@@ -2,14 +2,15 @@
 //! shared by the handles that read, write and send from elsewhere.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use coring::net::{PooledReader, TcpStream};
-use coring::time::{self, timeout_at};
+use coring::time;
 
 use super::outbox::{Kind, Outbox, QueuePolicy, Queued, Refused};
 use super::sender::{Remote, WsSender};
@@ -21,16 +22,18 @@ use crate::ws::{Event, Role, WsConfig, WsConn, WsError};
 /// What the handles of one session share (on its core).
 pub(crate) struct Inner {
     stream: Rc<TcpStream>,
-    reader: RefCell<Option<PooledReader>>,
+    reader: RefCell<PooledReader>,
+    /// A `recv` is waiting on the reader (a second one at once sees the end).
+    reading: std::cell::Cell<bool>,
     pub(crate) conn: RefCell<WsConn>,
     pub(crate) out: RefCell<Outbox>,
-    remote: RefCell<Option<Arc<Remote>>>,
-    protocol: Option<String>,
+    remote: std::cell::OnceCell<Arc<Remote>>,
+    protocol: Option<Box<str>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(remote) = self.remote.get_mut() {
+        if let Some(remote) = self.remote.get() {
             remote.close();
         }
     }
@@ -82,7 +85,7 @@ impl Inner {
             if !waits || out.fits(len) {
                 return Poll::Ready(Ok(()));
             }
-            out.wait_room(cx.waker());
+            out.wait(cx.waker());
             Poll::Pending
         })
         .await
@@ -286,7 +289,7 @@ impl Inner {
             if out.is_idle() {
                 return Poll::Ready(Ok(()));
             }
-            out.wait_idle(cx.waker());
+            out.wait(cx.waker());
             Poll::Pending
         })
         .await
@@ -295,55 +298,72 @@ impl Inner {
     /// The next message; see [`WebSocket::recv`].
     async fn recv(self: &Rc<Self>) -> Result<Option<Message>, Error> {
         loop {
-            let event = self.conn.borrow_mut().poll_event();
-            self.push_owed();
-            match event {
-                Some(Ok(Event::Message(m))) => return Ok(Some(m)),
-                Some(Ok(Event::Ping(_) | Event::Pong(_))) => continue,
-                Some(Ok(Event::Close(_))) => {
-                    self.finish().await;
-                    return Ok(None);
+            // In a block of its own, so that nothing decided here is held across the wait: an
+            // idle session's future is its wait for bytes and little else.
+            {
+                let ended = {
+                    let event = self.conn.borrow_mut().poll_event();
+                    self.push_owed();
+                    match event {
+                        Some(Ok(Event::Message(m))) => return Ok(Some(m)),
+                        Some(Ok(Event::Ping(_) | Event::Pong(_))) => continue,
+                        Some(Ok(Event::Close(_))) => Some(Ok(None)),
+                        Some(Err(WsError::Abrupt)) => {
+                            self.out.borrow_mut().closed = true;
+                            return Ok(None);
+                        }
+                        Some(Err(e)) => Some(Err(e.into())),
+                        None if self.conn.borrow().is_closed() => Some(Ok(None)),
+                        None => None,
+                    }
+                };
+                if let Some(result) = ended {
+                    // Boxed, the result with it: a rare step, kept out of the future's size.
+                    return Box::pin(async move {
+                        self.finish().await;
+                        result
+                    })
+                    .await;
                 }
-                Some(Err(WsError::Abrupt)) => {
-                    self.out.borrow_mut().closed = true;
-                    return Ok(None);
-                }
-                Some(Err(e)) => {
-                    self.finish().await;
-                    return Err(e.into());
-                }
-                None => {}
-            }
-            if self.conn.borrow().is_closed() {
-                self.finish().await;
-                return Ok(None);
             }
             self.wait().await?;
         }
     }
 
-    /// Waits for bytes or the connection's deadline and hands them over.
-    async fn wait(&self) -> Result<(), Error> {
-        let due = self.conn.borrow().poll_timeout().map(|(_, at)| at);
-        let Some(mut reader) = self.reader.borrow_mut().take() else {
-            // Another task is reading (two `recv` at once): this one sees the end.
-            self.conn.borrow_mut().handle_eof(time::now());
-            return Ok(());
-        };
-        let got = match due {
-            Some(due) => timeout_at(due, reader.next()).await.ok(),
-            None => Some(reader.next().await),
-        };
-        *self.reader.borrow_mut() = Some(reader);
-        let now = time::now();
-        let mut conn = self.conn.borrow_mut();
-        match got {
-            Some(Ok(Some(buf))) => conn.handle_input(&buf, now),
-            Some(Ok(None)) => conn.handle_eof(now),
-            Some(Err(e)) => return Err(e.into()),
-            None => conn.handle_timeout(now),
-        }
-        Ok(())
+    /// Waits for bytes or the connection's deadline and hands them over. A plain future over
+    /// the reader where it lies and one timer: all an idle session holds while it waits.
+    fn wait(&self) -> impl Future<Output = Result<(), Error>> + '_ {
+        let mut deadline = self
+            .conn
+            .borrow()
+            .poll_timeout()
+            .map(|(_, at)| time::sleep_until(at));
+        // Another task is reading (two `recv` at once): this one sees the end.
+        let reading = (!self.reading.replace(true)).then(|| Reading(&self.reading));
+        poll_fn(move |cx| {
+            let now = time::now();
+            if reading.is_none() {
+                self.conn.borrow_mut().handle_eof(now);
+                return Poll::Ready(Ok(()));
+            }
+            let got = self.reader.borrow_mut().poll_next_buf(cx);
+            let mut conn = self.conn.borrow_mut();
+            match got {
+                Poll::Ready(Ok(Some(buf))) => conn.handle_input(&buf, now),
+                Poll::Ready(Ok(None)) => conn.handle_eof(now),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {
+                    let due = deadline
+                        .as_mut()
+                        .is_some_and(|sleep| Pin::new(sleep).poll(cx).is_ready());
+                    if !due {
+                        return Poll::Pending;
+                    }
+                    conn.handle_timeout(now);
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 
     /// The session is over: what is owed is written (bounded by the close timeout), then our
@@ -354,7 +374,7 @@ impl Inner {
         let timeout = self.conn.borrow().config().close_timeout;
         let _ = time::timeout(timeout, self.flushed()).await;
         let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
-        if let Some(remote) = self.remote.borrow().as_ref() {
+        if let Some(remote) = self.remote.get() {
             remote.close();
         }
     }
@@ -388,24 +408,30 @@ impl Inner {
     }
 
     fn sender(self: &Rc<Self>) -> WsSender {
-        let mut remote = self.remote.borrow_mut();
-        if let Some(r) = remote.as_ref() {
-            return WsSender::new(Arc::clone(r));
-        }
-        let limit = self.out.borrow().limit;
-        let r = Remote::new(limit);
-        if self.out.borrow().closed {
-            r.close();
-        }
-        coring::spawn_local(super::sender::drain(Rc::downgrade(self), Arc::clone(&r)));
-        *remote = Some(Arc::clone(&r));
-        WsSender::new(r)
+        let remote = self.remote.get_or_init(|| {
+            let r = Remote::new(self.out.borrow().limit);
+            if self.out.borrow().closed {
+                r.close();
+            }
+            coring::spawn_local(super::sender::drain(Rc::downgrade(self), Arc::clone(&r)));
+            r
+        });
+        WsSender::new(Arc::clone(remote))
     }
 
     fn set_queue(&self, limit: usize, policy: QueuePolicy) {
         let mut out = self.out.borrow_mut();
         out.limit = limit.max(1);
         out.policy = policy;
+    }
+}
+
+/// Marks the reader free again when a `recv` stops waiting (done, or its future dropped).
+struct Reading<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
@@ -560,6 +586,7 @@ impl WebSocket {
         role: Role,
         config: Arc<WsConfig>,
         deflate: Option<Agreed>,
+        protocol: Option<String>,
     ) -> WebSocket {
         WebSocket::on_stream(
             upgraded.stream,
@@ -568,7 +595,7 @@ impl WebSocket {
             role,
             config,
             deflate,
-            None,
+            protocol,
         )
     }
 
@@ -595,11 +622,12 @@ impl WebSocket {
         WebSocket {
             inner: Rc::new(Inner {
                 stream,
-                reader: RefCell::new(Some(reader)),
+                reader: RefCell::new(reader),
+                reading: std::cell::Cell::new(false),
                 conn: RefCell::new(conn),
                 out: RefCell::new(Outbox::default()),
-                remote: RefCell::new(None),
-                protocol,
+                remote: std::cell::OnceCell::new(),
+                protocol: protocol.map(String::into_boxed_str),
             }),
         }
     }
@@ -608,8 +636,8 @@ impl WebSocket {
     /// close handshake ended. Pings are answered and pongs taken on the way; a protocol error
     /// is reported to the peer with its close code, then returned. Keep calling it: it also
     /// runs the heartbeat and the close handshake's deadline.
-    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
-        self.inner.recv().await
+    pub fn recv(&mut self) -> impl Future<Output = Result<Option<Message>, Error>> + '_ {
+        self.inner.recv()
     }
 
     sending_methods!();
@@ -641,8 +669,8 @@ impl std::fmt::Debug for WsReader {
 
 impl WsReader {
     /// See [`WebSocket::recv`].
-    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
-        self.inner.recv().await
+    pub fn recv(&mut self) -> impl Future<Output = Result<Option<Message>, Error>> + '_ {
+        self.inner.recv()
     }
 }
 

@@ -40,6 +40,20 @@ pub struct WsConfig {
     /// permessage-deflate for clients that offer it (`None`: never; compression state costs
     /// tens of KiB per connection while it lives).
     pub deflate: Option<super::deflate::DeflateConfig>,
+    /// Subprotocols a server speaks, preferred first: the first of them the client offers is
+    /// agreed (`Sec-WebSocket-Protocol`); none when the client offers none of them.
+    pub protocols: Vec<String>,
+}
+
+impl WsConfig {
+    /// The subprotocol a server agrees with a client that offers `offered` (see
+    /// [`WsConfig::protocols`]).
+    pub fn choose_protocol<'a>(&'a self, offered: &[String]) -> Option<&'a str> {
+        self.protocols
+            .iter()
+            .find(|ours| offered.iter().any(|o| o == *ours))
+            .map(String::as_str)
+    }
 }
 
 impl Default for WsConfig {
@@ -51,6 +65,7 @@ impl Default for WsConfig {
             ping_after_idle: None,
             pong_timeout: Duration::from_secs(10),
             deflate: None,
+            protocols: Vec::new(),
         }
     }
 }
@@ -153,11 +168,12 @@ const RESERVE_AHEAD: u64 = 256 * 1024;
 #[derive(Debug)]
 struct Partial {
     text: bool,
-    buf: BytesMut,
-    utf8: Utf8Stream,
-    /// Sent compressed (RSV1 on its first frame): inflated into `inflated` as it arrives.
+    /// Sent compressed (RSV1 on its first frame): inflated into `buf` as it arrives.
     compressed: bool,
-    inflated: Vec<u8>,
+    utf8: Utf8Stream,
+    /// The payload so far (inflated, if compressed); empty while a message in one frame
+    /// waits where it lies in the input.
+    buf: Vec<u8>,
 }
 
 /// How a server connection frames a message, so that one encoding serves many peers: every
@@ -182,7 +198,6 @@ pub enum Sharing {
 #[derive(Debug, Default)]
 pub struct SharedEncoder {
     compressors: Vec<(Sharing, Deflate)>,
-    scratch: Vec<u8>,
 }
 
 impl SharedEncoder {
@@ -221,9 +236,8 @@ impl SharedEncoder {
                 self.compressors.len() - 1
             }
         };
-        self.scratch.clear();
-        self.compressors[at].1.compress(payload, &mut self.scratch);
-        write_frame(out, opcode, true, None, &self.scratch);
+        let compressed = self.compressors[at].1.compressed(payload);
+        write_frame(out, opcode, true, None, compressed);
     }
 }
 
@@ -239,7 +253,8 @@ pub struct WsConn {
     owed: Vec<u8>,
     phase: Phase,
     /// An error to report once, then nothing more.
-    failure: Option<WsError>,
+    /// Boxed: rare, and an error carries a description.
+    failure: Option<Box<WsError>>,
     reported: bool,
     eof: bool,
     last_heard: Instant,
@@ -247,8 +262,6 @@ pub struct WsConn {
     masks: MaskKeys,
     /// permessage-deflate, when the handshake agreed it.
     deflate: Option<Box<Deflate>>,
-    /// Where our messages are compressed before they are framed (kept between messages).
-    scratch: Vec<u8>,
 }
 
 impl WsConn {
@@ -275,7 +288,6 @@ impl WsConn {
             pong_due: None,
             masks: MaskKeys(mask_seed),
             deflate: None,
-            scratch: Vec::new(),
         }
     }
 
@@ -307,7 +319,7 @@ impl WsConn {
     /// `handle_timeout`.
     pub fn poll_event(&mut self) -> Option<Result<Event, WsError>> {
         loop {
-            if let Some(e) = self.failure {
+            if let Some(e) = self.failure.as_deref().copied() {
                 if self.reported {
                     return None;
                 }
@@ -377,10 +389,7 @@ impl WsConn {
         if let Some(deflate) = self.deflate.as_mut()
             && deflate.worth_it(payload.len())
         {
-            // Compressed into the connection's scratch buffer, kept for the next message.
-            self.scratch.clear();
-            deflate.compress(payload, &mut self.scratch);
-            write_frame(out, opcode, true, mask, &self.scratch);
+            write_frame(out, opcode, true, mask, deflate.compressed(payload));
             return Ok(false);
         }
         if header_only && mask.is_none() {
@@ -454,7 +463,7 @@ impl WsConn {
         match timer {
             Timer::Close => self.phase = Phase::Closed,
             Timer::Pong => {
-                self.failure = Some(WsError::PeerUnresponsive);
+                self.failure = Some(Box::new(WsError::PeerUnresponsive));
                 self.phase = Phase::Closed;
             }
             Timer::Ping => {
@@ -536,10 +545,9 @@ impl WsConn {
         if header.opcode != Opcode::Continuation {
             self.message = Some(Partial {
                 text: header.opcode == Opcode::Text,
-                buf: BytesMut::new(),
+                buf: Vec::new(),
                 utf8: Utf8Stream::new(),
                 compressed: header.rsv1,
-                inflated: Vec::new(),
             });
         }
         self.frame = Some(Frame {
@@ -595,7 +603,8 @@ impl WsConn {
             return Err(WsError::TooBig("frame"));
         }
         let so_far = match (h.opcode, &self.message) {
-            (Opcode::Continuation, Some(m)) => m.buf.len() as u64,
+            // A compressed message's size is bounded as it is inflated.
+            (Opcode::Continuation, Some(m)) if !m.compressed => m.buf.len() as u64,
             _ => 0,
         };
         if so_far + h.len > self.config.max_message_bytes {
@@ -639,14 +648,14 @@ impl WsConn {
         let mut whole = None;
         if message.compressed {
             let deflate = self.deflate.as_mut().expect("checked with the header");
-            let from = message.inflated.len();
+            let from = message.buf.len();
             deflate.decompress(
                 &piece,
                 last,
-                &mut message.inflated,
+                &mut message.buf,
                 self.config.max_message_bytes,
             )?;
-            if message.text && message.utf8.feed(&message.inflated[from..]).is_err() {
+            if message.text && message.utf8.feed(&message.buf[from..]).is_err() {
                 return Err(WsError::InvalidUtf8);
             }
         } else {
@@ -671,11 +680,7 @@ impl WsConn {
         if message.text && message.utf8.finish().is_err() {
             return Err(WsError::InvalidUtf8);
         }
-        let body = match whole {
-            Some(body) => body,
-            None if message.compressed => Bytes::from(std::mem::take(&mut message.inflated)),
-            None => std::mem::take(&mut message.buf).freeze(),
-        };
+        let body = whole.unwrap_or_else(|| Bytes::from(message.buf));
         Ok(Some(if message.text {
             Message::Text(body)
         } else {
@@ -719,7 +724,7 @@ impl WsConn {
     /// The connection failed with `e`: our close says why (unless it was sent already), and
     /// the error is reported once.
     fn fail(&mut self, e: WsError) {
-        self.failure = Some(e);
+        self.failure = Some(Box::new(e));
         self.input = BytesMut::new();
         self.frame = None;
         self.message = None;

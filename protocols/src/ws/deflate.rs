@@ -191,6 +191,8 @@ pub(crate) struct Deflate {
     decompress: Decompress,
     /// The peer's stream for this message ended (a final block): nothing more may follow.
     ended: bool,
+    /// Where a message is compressed before it is framed (kept between messages).
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Deflate {
@@ -215,8 +217,18 @@ impl Deflate {
             // The peer's window is at most 2^15: a 15-bit window reads every stream.
             decompress: Decompress::new_with_window_bits(false, 15),
             ended: false,
+            scratch: Vec::new(),
             agreed,
         }
+    }
+
+    /// Compresses one whole message into the compressor's own buffer, and returns it.
+    pub(crate) fn compressed(&mut self, message: &[u8]) -> &[u8] {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.compress(message, &mut scratch);
+        self.scratch = scratch;
+        &self.scratch
     }
 
     /// What was agreed.

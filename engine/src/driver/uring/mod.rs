@@ -17,7 +17,6 @@ mod setup;
 use setup::build_ring;
 pub(crate) use setup::probe_ring;
 
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 use crate::buf::pool::Pool;
-use crate::driver::lifecycle::{CqeResult, Lifecycle};
+use crate::driver::lifecycle::{Completions, CqeResult, Lifecycle};
 use crate::driver::probe::Capabilities;
 use crate::driver::{OpCode, Orphan};
 use crate::error::{Error, Result};
@@ -163,7 +162,7 @@ impl UringDriver {
         let key = self.ops.insert(if multishot {
             Lifecycle::Multi {
                 waker: None,
-                queue: VecDeque::new(),
+                queue: Completions::default(),
                 buffers: 0,
                 paused: false,
             }
@@ -242,7 +241,7 @@ impl UringDriver {
             Lifecycle::Multi { queue, .. } => {
                 // Completions that were queued but never taken still carry resources.
                 let mut ended = false;
-                for cqe in queue.drain(..) {
+                for cqe in queue.drain() {
                     orphan.complete(cqe.res, cqe.flags);
                     ended |= !crate::driver::more(cqe.flags);
                 }
