@@ -26,13 +26,14 @@ fn main() {
             let Some(listener) = listener else {
                 return;
             };
-            let router = Router::new().route("GET", "/", |req, _params| async move {
-                // Compression when the client offers it.
-                let config = ws::WsConfig {
-                    deflate: Some(ws::DeflateConfig::default()),
-                    ..ws::WsConfig::default()
-                };
-                ws::accept(&req, config, echo)
+            // Compression when the client offers it; one configuration for the core's sessions.
+            let config = std::sync::Arc::new(ws::WsConfig {
+                deflate: Some(ws::DeflateConfig::default()),
+                ..ws::WsConfig::default()
+            });
+            let router = Router::new().route("GET", "/", move |req, _params| {
+                let config = std::sync::Arc::clone(&config);
+                async move { ws::accept(&req, config, echo) }
             });
             Server::new(router).serve(listener).await;
         }

@@ -58,8 +58,11 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
                         .await;
                 }
                 App::Ws => {
-                    let router = Router::new().route("GET", "/", |req, _params| async move {
-                        websocket::accept(&req, WsConfig::default(), ws_echo)
+                    // One configuration shared by the core's sessions.
+                    let config = std::sync::Arc::new(WsConfig::default());
+                    let router = Router::new().route("GET", "/", move |req, _params| {
+                        let config = std::sync::Arc::clone(&config);
+                        async move { websocket::accept(&req, config, ws_echo) }
                     });
                     Server::new(router).serve(listener).await;
                 }

@@ -18,8 +18,11 @@ use crate::buf::IoBuf;
 
 /// Buffers per core unless configured.
 pub const DEFAULT_POOL_BUFFERS: u16 = 512;
-/// Bytes per pooled buffer unless configured.
-pub const DEFAULT_POOL_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes per pooled buffer unless configured: room for a protocol's 16 KiB unit with its
+/// framing (a TLS record, a WebSocket message of 16 KiB, an HTTP/2 frame) in one receive; at
+/// 16 KiB exactly every such unit straddled two buffers, two receives and a copy to join them.
+/// Buffers are only touched as bytes arrive, so resident memory follows what is received.
+pub const DEFAULT_POOL_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Smallest pooled buffer: a pooled datagram spends 144 bytes on its header and address.
 pub const MIN_BUFFER_BYTES: usize = 512;
