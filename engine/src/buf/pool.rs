@@ -9,12 +9,17 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crossbeam_queue::ArrayQueue;
+
 use crate::buf::IoBuf;
+use crate::runtime::context::{self, CoreShared};
 
 /// Buffers per core unless configured.
 pub const DEFAULT_POOL_BUFFERS: u16 = 512;
@@ -62,14 +67,43 @@ pub(crate) enum Free {
     List(Vec<u16>),
 }
 
-/// The pool of one core.
+/// The pool's memory, and the way back for buffers let go on other threads (a buffer handed
+/// out as `Bytes`, [`PooledBuf::into_bytes`], may travel).
 ///
-/// INVARIANT: `memory` is `count * size` bytes allocated with `layout` and freed only in `Drop`;
-/// every `PooledBuf` and every op that may receive into the pool holds an `Rc` to it, so the
-/// memory outlives all of them, and the ring is unregistered (ring closed) before it is freed.
-pub(crate) struct Pool {
+/// INVARIANT: `memory` is `count * size` bytes allocated with `layout` and freed only in `Drop`,
+/// once the pool and every shared view hold no `Arc` to it any more. The pool goes after the
+/// core's driver, so by then the kernel's ring is unregistered and nothing writes the memory.
+pub(crate) struct Home {
     memory: NonNull<u8>,
     layout: Layout,
+    /// Buffers whose last view was dropped off the core, for the core to take back (room for
+    /// every buffer: at most all of them are out).
+    returned: ArrayQueue<u16>,
+    /// Woken when a buffer comes back that way, so that a receiver waiting for one runs.
+    core: OnceLock<Weak<CoreShared>>,
+}
+
+// SAFETY: `memory` is a plain allocation; threads other than the core's only read bytes of
+// buffers handed out to them (no one writes a handed-out buffer) and push to `returned`, which
+// is thread-safe; it is freed once, by the last holder.
+unsafe impl Send for Home {}
+// SAFETY: as above: shared access is reads of handed-out buffers and the thread-safe queue.
+unsafe impl Sync for Home {}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Pool::new` with this layout; this was the last holder
+        // (INVARIANT).
+        unsafe { dealloc(self.memory.as_ptr(), self.layout) };
+    }
+}
+
+/// The pool of one core.
+///
+/// INVARIANT: every `PooledBuf` and every op that may receive into the pool holds an `Rc` to
+/// it, and every shared view an `Arc` to its `Home`, so the memory outlives all of them.
+pub(crate) struct Pool {
+    home: Arc<Home>,
     size: usize,
     count: u16,
     state: RefCell<State>,
@@ -106,8 +140,12 @@ impl Pool {
             None => Free::List((0..count).rev().collect()),
         };
         let pool = Rc::new(Pool {
-            memory,
-            layout,
+            home: Arc::new(Home {
+                memory,
+                layout,
+                returned: ArrayQueue::new(usize::from(count)),
+                core: OnceLock::new(),
+            }),
             size,
             count,
             state: RefCell::new(State {
@@ -205,7 +243,7 @@ impl Pool {
     fn addr_of(&self, bid: u16) -> *mut u8 {
         debug_assert!(bid < self.count);
         // SAFETY: `bid < count`, so the offset is inside the allocation (INVARIANT).
-        unsafe { self.memory.as_ptr().add(usize::from(bid) * self.size) }
+        unsafe { self.home.memory.as_ptr().add(usize::from(bid) * self.size) }
     }
 
     /// Takes a free buffer (compat mode); `None` when the pool is empty.
@@ -312,11 +350,23 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; nothing refers to it any more (every
-        // holder has an `Rc`, and this is the last one).
-        unsafe { dealloc(self.memory.as_ptr(), self.layout) };
+impl Pool {
+    /// The core to wake when a buffer comes back from another thread.
+    pub(crate) fn set_core(&self, core: Weak<CoreShared>) {
+        let _ = self.home.core.set(core);
+    }
+
+    /// A shared view's buffer is back: it returns to the pool.
+    fn take_back(&self, bid: u16) {
+        self.state.borrow_mut().stats.in_use -= 1;
+        self.give_back(bid);
+    }
+
+    /// Takes back the buffers whose views were dropped on other threads (each core turn).
+    pub(crate) fn collect_returned(&self) {
+        while let Some(bid) = self.home.returned.pop() {
+            self.take_back(bid);
+        }
     }
 }
 
@@ -413,6 +463,35 @@ impl PooledBuf {
         bytes::Bytes::copy_from_slice(self.as_slice())
     }
 
+    /// The bytes as a `Bytes` without a copy: a view of the pooled buffer, which goes back to
+    /// its core's pool when the last clone is dropped, on whichever thread. Until then the
+    /// buffer is out of the pool: hand out views of large payloads, and copy small ones
+    /// ([`PooledBuf::to_bytes`]) that may be kept.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        let me = ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again: its `Rc` is moved out exactly once, and
+        // the buffer's return is the view's job from here on.
+        let pool = unsafe { std::ptr::read(&me.pool) };
+        bytes::Bytes::from_owner(SharedBuf {
+            ptr: me.stable_ptr(),
+            len: me.end - me.start,
+            bid: me.bid,
+            home: Arc::clone(&pool.home),
+        })
+    }
+
+    /// The bytes, writable: a handed-out buffer is this value's alone (to decode in place).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`; `&mut self` makes this the only access to the buffer, which
+        // neither the kernel nor the pool touches while it is handed out.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.pool.addr_of(self.bid).add(self.start),
+                self.end - self.start,
+            )
+        }
+    }
+
     /// Narrows the view to `range` of the current bytes.
     pub(crate) fn window(&mut self, range: std::ops::Range<usize>) {
         let end = (self.start + range.end).min(self.end);
@@ -475,6 +554,46 @@ impl Drop for PooledBuf {
     fn drop(&mut self) {
         self.pool.state.borrow_mut().stats.in_use -= 1;
         self.pool.give_back(self.bid);
+    }
+}
+
+/// A pooled buffer shared as `Bytes` ([`PooledBuf::into_bytes`]).
+struct SharedBuf {
+    ptr: *const u8,
+    len: usize,
+    bid: u16,
+    home: Arc<Home>,
+}
+
+// SAFETY: the bytes at `ptr` belong to a handed-out buffer that no one writes until it is back
+// in the pool, which happens only when this view is dropped; `home` keeps them allocated.
+unsafe impl Send for SharedBuf {}
+
+impl AsRef<[u8]> for SharedBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes at `ptr` inside the buffer, alive and unwritten while
+        // this view exists (see `Send` above).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SharedBuf {
+    fn drop(&mut self) {
+        let home = &self.home;
+        let here = context::try_with_current(|ctx| {
+            let mine = Arc::ptr_eq(&ctx.pool.home, home);
+            if mine {
+                ctx.pool.take_back(self.bid);
+            }
+            mine
+        });
+        if here != Some(true) {
+            // Never full: it has room for every buffer.
+            let _ = home.returned.push(self.bid);
+            if let Some(core) = home.core.get().and_then(Weak::upgrade) {
+                core.wake();
+            }
+        }
     }
 }
 

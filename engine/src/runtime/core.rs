@@ -48,6 +48,8 @@ where
         // the next turn ends: that turn may sleep without end, and a parked op keeps its socket
         // open (a connection closed by its write timeout stayed open until other work arrived).
         bury(&ctx);
+        // Buffers shared as `Bytes` and let go on other threads come back.
+        ctx.pool.collect_returned();
 
         if output.is_none() && root.is_finished() {
             output = Some(take_output(&mut root));

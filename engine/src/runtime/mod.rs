@@ -487,6 +487,7 @@ impl Runtime {
         let pool = Pool::new(buffers, self.config.pool_buffer_bytes, ring);
         let (driver, doorbell) = Driver::new(&self.config.driver, &self.caps, &pool)?;
         let shared = Arc::new(CoreShared::new(doorbell, self.config.mailbox));
+        pool.set_core(Arc::downgrade(&shared));
         if self.caps.msg_ring
             && let Driver::Uring(d) = &driver
         {

@@ -17,7 +17,7 @@ use super::sender::{Remote, WsSender};
 use super::{Error, Message};
 use crate::serve::{Upgraded, out_buffer};
 use crate::ws::deflate::Agreed;
-use crate::ws::{Event, Role, WsConfig, WsConn, WsError};
+use crate::ws::{Event, RecvBuffer, Role, WsConfig, WsConn, WsError};
 
 /// What the handles of one session share (on its core).
 pub(crate) struct Inner {
@@ -326,13 +326,16 @@ impl Inner {
                     .await;
                 }
             }
-            self.wait().await?;
+            if let Some(message) = self.wait().await? {
+                return Ok(Some(message));
+            }
         }
     }
 
-    /// Waits for bytes or the connection's deadline and hands them over. A plain future over
-    /// the reader where it lies and one timer: all an idle session holds while it waits.
-    fn wait(&self) -> impl Future<Output = Result<(), Error>> + '_ {
+    /// Waits for bytes or the connection's deadline and hands them over; a large message that
+    /// came whole in one pooled buffer comes back at once, as a view of that buffer. A plain
+    /// future over the reader where it lies and one timer: all an idle session holds.
+    fn wait(&self) -> impl Future<Output = Result<Option<Message>, Error>> + '_ {
         let mut deadline = self
             .conn
             .borrow()
@@ -344,12 +347,14 @@ impl Inner {
             let now = time::now();
             if reading.is_none() {
                 self.conn.borrow_mut().handle_eof(now);
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(None));
             }
             let got = self.reader.borrow_mut().poll_next_buf(cx);
             let mut conn = self.conn.borrow_mut();
             match got {
-                Poll::Ready(Ok(Some(buf))) => conn.handle_input(&buf, now),
+                Poll::Ready(Ok(Some(buf))) => {
+                    return Poll::Ready(Ok(conn.handle_buffer(Pooled(buf), now)));
+                }
                 Poll::Ready(Ok(None)) => conn.handle_eof(now),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => {
@@ -362,7 +367,7 @@ impl Inner {
                     conn.handle_timeout(now);
                 }
             }
-            Poll::Ready(Ok(()))
+            Poll::Ready(Ok(None))
         })
     }
 
@@ -423,6 +428,25 @@ impl Inner {
         let mut out = self.out.borrow_mut();
         out.limit = limit.max(1);
         out.policy = policy;
+    }
+}
+
+/// A pooled receive buffer that a connection may decode in place and share as `Bytes`.
+struct Pooled(coring::buf::PooledBuf);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl RecvBuffer for Pooled {
+    fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.0.into_bytes()
     }
 }
 

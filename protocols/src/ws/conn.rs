@@ -43,6 +43,11 @@ pub struct WsConfig {
     /// Subprotocols a server speaks, preferred first: the first of them the client offers is
     /// agreed (`Sec-WebSocket-Protocol`); none when the client offers none of them.
     pub protocols: Vec<String>,
+    /// Messages of at least this many bytes that arrive whole in one receive buffer are handed
+    /// out as views of that buffer, without a copy ([`WsConn::handle_buffer`]); on the engine
+    /// the pooled buffer goes back to the core's pool when every view of it is dropped, so
+    /// copy a message you keep for long. `None`: every message is copied out.
+    pub share_buffers_from: Option<usize>,
 }
 
 impl WsConfig {
@@ -66,7 +71,37 @@ impl Default for WsConfig {
             pong_timeout: Duration::from_secs(10),
             deflate: None,
             protocols: Vec::new(),
+            share_buffers_from: Some(4096),
         }
+    }
+}
+
+/// Received bytes that a connection may decode where they lie and keep parts of
+/// ([`WsConn::handle_buffer`]).
+pub trait RecvBuffer: AsRef<[u8]> {
+    /// The bytes, to unmask in place.
+    fn as_mut_bytes(&mut self) -> &mut [u8];
+    /// The bytes as `Bytes`, without a copy.
+    fn into_bytes(self) -> Bytes;
+}
+
+impl RecvBuffer for BytesMut {
+    fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.freeze()
+    }
+}
+
+impl RecvBuffer for Vec<u8> {
+    fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self
+    }
+
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
     }
 }
 
@@ -305,6 +340,61 @@ impl WsConn {
         }
         self.input.extend_from_slice(bytes);
         self.last_heard = now;
+    }
+
+    /// Bytes received at `now` in a buffer the connection may keep. When the buffer begins
+    /// with a whole message of [`WsConfig::share_buffers_from`] bytes or more in one
+    /// uncompressed frame, and nothing else is in progress, that message is unmasked and
+    /// checked where it lies and returned at once as a view of the buffer (no copy); deliver
+    /// it before what [`WsConn::poll_event`] returns next. Everything else is taken as
+    /// [`WsConn::handle_input`] takes it.
+    pub fn handle_buffer<B: RecvBuffer>(&mut self, mut buf: B, now: Instant) -> Option<Message> {
+        let Some((header_len, header)) = self.whole_message_at_start(buf.as_ref()) else {
+            self.handle_input(buf.as_ref(), now);
+            return None;
+        };
+        self.last_heard = now;
+        let end = header_len + header.len as usize;
+        let payload = &mut buf.as_mut_bytes()[header_len..end];
+        if let Some(key) = header.mask {
+            apply_mask(payload, key, 0);
+        }
+        let text = header.opcode == Opcode::Text;
+        if text && std::str::from_utf8(payload).is_err() {
+            self.fail(WsError::InvalidUtf8);
+            return None;
+        }
+        let bytes = buf.into_bytes();
+        if bytes.len() > end {
+            self.input.extend_from_slice(&bytes[end..]);
+        }
+        let body = bytes.slice(header_len..end);
+        Some(if text {
+            Message::Text(body)
+        } else {
+            Message::Binary(body)
+        })
+    }
+
+    /// The header of the whole message `bytes` begin with, if it may be handed out where it
+    /// lies: large enough, in one uncompressed frame, allowed, and nothing before it pending.
+    fn whole_message_at_start(&self, bytes: &[u8]) -> Option<(usize, FrameHeader)> {
+        let from = self.config.share_buffers_from?;
+        let idle = self.input.is_empty() && self.frame.is_none() && self.message.is_none();
+        if !idle || self.phase != Phase::Open || self.failure.is_some() || self.eof {
+            return None;
+        }
+        let Ok(Status::Complete((header, header_len))) = decode_header(bytes) else {
+            return None;
+        };
+        let len = usize::try_from(header.len).ok()?;
+        let data = matches!(header.opcode, Opcode::Text | Opcode::Binary);
+        if !data || !header.fin || header.rsv1 || len < from || bytes.len() - header_len < len {
+            return None;
+        }
+        // Anything the rules refuse goes the usual way, to be refused there.
+        self.check(&header).ok()?;
+        Some((header_len, header))
     }
 
     /// The peer closed its side at `now` (end of stream).

@@ -26,7 +26,9 @@ mod utf8;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{CloseFrame, Event, Message, Role, SharedEncoder, Sharing, Timer, WsConfig, WsConn};
+pub use conn::{
+    CloseFrame, Event, Message, RecvBuffer, Role, SharedEncoder, Sharing, Timer, WsConfig, WsConn,
+};
 pub use utf8::{InvalidUtf8, Utf8Stream};
 
 /// Why a WebSocket connection failed. Each maps to the close code sent to the peer

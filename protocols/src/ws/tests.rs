@@ -205,6 +205,92 @@ fn a_whole_single_frame_message_is_handed_out_without_a_copy() {
 }
 
 #[test]
+fn a_large_message_whole_in_a_buffer_is_handed_out_as_a_view_of_it() {
+    let mut pair = Pair::new(WsConfig::default());
+    let payload: Vec<u8> = (0..16_384u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = client_frame(true, Opcode::Binary, &payload);
+    // A ping and the start of the next message follow it in the same buffer.
+    wire.extend_from_slice(&client_frame(true, Opcode::Ping, b"hi"));
+    let next = client_frame(true, Opcode::Text, "after".repeat(2000).as_bytes());
+    wire.extend_from_slice(&next[..100]);
+    let buf = bytes::BytesMut::from(&wire[..]);
+    let start = buf.as_ptr() as usize;
+    let Some(Message::Binary(body)) = pair.server.handle_buffer(buf, pair.now) else {
+        panic!("the message at once");
+    };
+    assert_eq!(body[..], payload[..]);
+    let at = body.as_ptr() as usize;
+    assert!(
+        (start..start + wire.len()).contains(&at),
+        "a view of the buffer"
+    );
+    // What followed comes through the events, in order.
+    assert_eq!(
+        pair.server.poll_event(),
+        Some(Ok(Event::Ping(Bytes::from_static(b"hi"))))
+    );
+    assert_eq!(pair.server.poll_event(), None);
+    pair.server.handle_input(&next[100..], pair.now);
+    assert_eq!(
+        pair.server.poll_event(),
+        Some(Ok(Event::Message(Message::Text(Bytes::from(
+            "after".repeat(2000)
+        )))))
+    );
+}
+
+#[test]
+fn buffers_that_do_not_begin_with_a_whole_large_message_go_the_usual_way() {
+    let large = vec![7u8; 8192];
+    // Small; cut short; fragmented; switched off: no view, the same messages through events.
+    let cases: [(Vec<u8>, WsConfig); 4] = [
+        (
+            client_frame(true, Opcode::Binary, &[1, 2, 3]),
+            WsConfig::default(),
+        ),
+        (
+            client_frame(true, Opcode::Binary, &large)[..5000].to_vec(),
+            WsConfig::default(),
+        ),
+        (
+            client_frame(false, Opcode::Binary, &large),
+            WsConfig::default(),
+        ),
+        (
+            client_frame(true, Opcode::Binary, &large),
+            WsConfig {
+                share_buffers_from: None,
+                ..WsConfig::default()
+            },
+        ),
+    ];
+    for (wire, config) in cases {
+        let mut pair = Pair::new(config);
+        assert_eq!(pair.server.handle_buffer(wire.clone(), pair.now), None);
+        let mut direct = Pair::new(WsConfig::default());
+        direct.server.handle_input(&wire, direct.now);
+        assert_eq!(pair.server.poll_event(), direct.server.poll_event());
+    }
+    // Invalid text found where it lies closes with 1007, as anywhere else.
+    let mut bad = "x".repeat(5000).into_bytes();
+    bad[4000] = 0xc0;
+    let mut pair = Pair::new(WsConfig::default());
+    let wire = client_frame(true, Opcode::Text, &bad);
+    assert_eq!(pair.server.handle_buffer(wire, pair.now), None);
+    pair.settle();
+    assert_eq!(pair.at_server, [Err(WsError::InvalidUtf8)]);
+    assert_eq!(close_code_sent_by_server(&pair), Some(1007));
+    // An unmasked frame from a client is refused with 1002 the usual way.
+    let mut pair = Pair::new(WsConfig::default());
+    let mut unmasked = Vec::new();
+    encode_header(&mut unmasked, true, false, Opcode::Binary, None, 5000);
+    unmasked.extend_from_slice(&[0u8; 5000]);
+    assert_eq!(pair.server.handle_buffer(unmasked, pair.now), None);
+    pair.settle();
+    assert_eq!(close_code_sent_by_server(&pair), Some(1002));
+}
+
+#[test]
 fn a_single_frame_message_arriving_in_pieces_is_checked_as_it_comes() {
     // Valid text in one frame, delivered a few bytes at a time: the same message at the end.
     let text = "ünïcödé ".repeat(300);
