@@ -473,3 +473,29 @@ async fn async_cases_run_on_core_0_of_their_runtime() {
         .unwrap();
     assert_eq!(on_1, 1);
 }
+
+#[coring::test]
+async fn a_core_that_shuts_another_runtime_down_and_joins_it_does_not_wait_for_ever() {
+    // The other runtime's core sleeps in the kernel, waiting for shutdown.
+    let other = Runtime::builder().build().unwrap();
+    let handle = other.shutdown_handle();
+    let thread = std::thread::spawn(move || {
+        other
+            .run(|_| async { coring::runtime::shutdown_signal().await })
+            .unwrap();
+    });
+    sleep(Duration::from_millis(100)).await;
+    // Asked from this core, then joined without returning to it: the wake-up must not wait
+    // for this core's next submission (a MSG_RING queued on its ring would).
+    handle.shutdown();
+    let (joined_tx, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        thread.join().unwrap();
+        let _ = joined_tx.send(());
+    });
+    // Blocks this core as a join would.
+    assert!(
+        joined.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the other runtime never woke to shut down"
+    );
+}

@@ -15,6 +15,8 @@
 //!   (`ws://`), their outbound queues and policies, senders from other cores, and groups
 //!   that publish one message to many sessions.
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
+//! - `tls` (feature `tls`, off by default): rustls on engine streams (acceptor, connector, a
+//!   stream that reads from pooled buffers).
 //!
 //! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your
 //! handler → `Response` → `ServerConn::respond` into one buffer per turn → one write; the
@@ -27,6 +29,8 @@ pub mod client;
 pub mod http1;
 #[cfg(feature = "engine")]
 pub mod serve;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "engine")]
 pub mod websocket;
 pub mod ws;

@@ -118,6 +118,16 @@ impl CoreShared {
         }
     }
 
+    /// Wakes the core at once through its own doorbell, never through this thread's ring: a
+    /// MSG_RING queued on the caller's ring goes out only at the caller's next submission,
+    /// and a caller that then blocks (joining the woken core's thread, say) would wait for
+    /// ever.
+    pub(crate) fn wake_now(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.doorbell.ring();
+        }
+    }
+
     /// Wakes the core through its own doorbell (not MSG_RING).
     #[cfg_attr(
         not(target_os = "linux"),

@@ -264,7 +264,7 @@ impl RuntimeShared {
         self.wake_all();
     }
 
-    /// Ends the blocking wait of every running core.
+    /// Ends the blocking wait of every running core, at once (see `CoreShared::wake_now`).
     fn wake_all(&self) {
         for core in self
             .cores
@@ -273,7 +273,7 @@ impl RuntimeShared {
             .iter()
             .flatten()
         {
-            core.wake();
+            core.wake_now();
         }
     }
 

@@ -1,0 +1,335 @@
+//! TLS on engine streams over real loopback sockets, both drivers: `openssl s_client` (TLS 1.2
+//! and 1.3, ALPN, SNI, the certificate checked against a CA made for the test) against our
+//! acceptor; our connector against our acceptor (a megabyte each way, a clean close, a close
+//! without close_notify, an untrusted CA and a wrong name refused); hostile clients (plaintext
+//! instead of a ClientHello, a handshake that never comes) failing alone while others are served.
+#![cfg(unix)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use coring::net::{TcpListener, TcpStream};
+use coring_protocols::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use coring_protocols::tls::{TlsAcceptor, TlsConnector, TlsError, TlsStream, rustls};
+
+/// A CA, and a certificate for `localhost` signed by it.
+struct Pki {
+    ca: CertificateDer<'static>,
+    ca_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coring test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    Pki {
+        ca: ca.der().clone(),
+        ca_pem: ca.pem(),
+        chain: vec![leaf.der().clone()],
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(pki.key_der.clone().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(pki.chain.clone(), key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn client_config(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// What the server saw of one connection.
+#[derive(Debug)]
+struct Seen {
+    handshake: Result<(Option<Vec<u8>>, Option<String>), String>,
+}
+
+/// A TLS server on its own core: each connection echoes what it reads until the client's
+/// close_notify, then closes (or, with `once`, closes after the first echo). Reports each
+/// connection's handshake.
+struct EchoServer {
+    addr: SocketAddr,
+    seen: mpsc::Receiver<Seen>,
+    shutdown: coring::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn echo_server(config: Arc<rustls::ServerConfig>, once: bool) -> EchoServer {
+    let rt = coring::Runtime::builder()
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (seen_tx, seen) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        rt.run(move |_| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            addr_tx.send(listener.local_addr()).unwrap();
+            let acceptor =
+                TlsAcceptor::new(Arc::clone(&config)).handshake_timeout(Duration::from_millis(500));
+            let seen_tx = seen_tx.clone();
+            async move {
+                let mut incoming = listener.incoming();
+                while let Some(Ok(stream)) = coring::runtime::until_shutdown(incoming.next()).await
+                {
+                    let (acceptor, seen_tx) = (acceptor.clone(), seen_tx.clone());
+                    coring::spawn_local(async move {
+                        let tls = match acceptor.accept(stream).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                let _ = seen_tx.send(Seen {
+                                    handshake: Err(e.to_string()),
+                                });
+                                return;
+                            }
+                        };
+                        let _ = seen_tx.send(Seen {
+                            handshake: Ok((tls.alpn_protocol(), tls.server_name())),
+                        });
+                        echo(&tls, once).await;
+                    });
+                }
+            }
+        })
+        .unwrap();
+    });
+    EchoServer {
+        addr: addr_rx.recv().unwrap(),
+        seen,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+async fn echo(tls: &TlsStream, once: bool) {
+    loop {
+        match tls.recv().await {
+            Ok(Some(bytes)) => {
+                if tls.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                if once {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    let _ = tls.shutdown().await;
+}
+
+fn write_ca(pki: &Pki) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("coring-tls-ca-{}-{n}.pem", std::process::id()));
+    std::fs::write(&path, &pki.ca_pem).unwrap();
+    path
+}
+
+fn s_client(addr: SocketAddr, ca: &PathBuf, version: &str, input: &[u8]) -> (String, String) {
+    let mut child = Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(["-servername", "localhost", "-verify_return_error", "-brief"])
+        .args(["-alpn", "http/1.1", version, "-ign_eof", "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client (apt install openssl)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[coring::test]
+fn openssl_s_client_over_tls_1_2_and_1_3_with_alpn_and_sni() {
+    let pki = pki();
+    let ca = write_ca(&pki);
+    let server = echo_server(server_config(&pki), true);
+    for (flag, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let (out, err) = s_client(server.addr, &ca, flag, b"hello over tls\n");
+        assert!(
+            out.contains("hello over tls"),
+            "{flag}: stdout {out:?} stderr {err}"
+        );
+        assert!(err.contains(name), "{flag}: {err}");
+        let seen = server.seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (alpn, sni) = seen.handshake.unwrap();
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        assert_eq!(sni.as_deref(), Some("localhost"));
+    }
+    let _ = std::fs::remove_file(ca);
+}
+
+/// Our client: connects, checks the name against `roots`.
+async fn dial(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    name: &str,
+) -> Result<TlsStream, TlsError> {
+    let stream = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    TlsConnector::new(client_config(roots))
+        .connect(name, stream)
+        .await
+}
+
+#[coring::test]
+async fn a_megabyte_each_way_then_a_clean_close() {
+    let pki = pki();
+    let server = echo_server(server_config(&pki), false);
+    let tls = dial(server.addr, std::slice::from_ref(&pki.ca), "localhost")
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut back = Vec::new();
+    let mut sent = 0;
+    // Writes in pieces and reads as it goes, so that neither side's socket fills.
+    while back.len() < data.len() {
+        if sent < data.len() {
+            let end = (sent + 64 * 1024).min(data.len());
+            tls.write_all(&data[sent..end]).await.unwrap();
+            sent = end;
+        }
+        while back.len() < sent {
+            let (n, buf) = tls.read(std::mem::take(&mut back)).await;
+            back = buf;
+            assert!(n.unwrap() > 0);
+        }
+    }
+    assert!(back == data);
+    tls.shutdown().await.unwrap();
+    // The server answers our close_notify with its own.
+    assert_eq!(tls.recv().await.unwrap(), None);
+    assert!(server.seen.try_recv().unwrap().handshake.is_ok());
+}
+
+#[coring::test]
+async fn a_close_without_close_notify_is_reported_as_truncation() {
+    let pki = pki();
+    let config = server_config(&pki);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr();
+    let acceptor = TlsAcceptor::new(config);
+    let serving = coring::spawn_local(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(stream).await.unwrap();
+        tls.write_all(b"partial").await.unwrap();
+        // Gone without close_notify: the socket is just closed.
+        drop(tls);
+    });
+    let tls = dial(addr, std::slice::from_ref(&pki.ca), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(tls.recv().await.unwrap().as_deref(), Some(&b"partial"[..]));
+    assert!(matches!(tls.recv().await, Err(TlsError::Truncated)));
+    serving.await.unwrap();
+}
+
+#[coring::test]
+async fn an_untrusted_ca_or_a_wrong_name_is_refused_by_the_client() {
+    let pki = pki();
+    let server = echo_server(server_config(&pki), false);
+    let other = pki_other_ca();
+    let err = dial(server.addr, &[other], "localhost").await.unwrap_err();
+    assert!(matches!(err, TlsError::Tls(_)), "{err}");
+    let err = dial(server.addr, std::slice::from_ref(&pki.ca), "example.com")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TlsError::Tls(_)), "{err}");
+    // The server sees the client's alert, and goes on serving.
+    let ok = dial(server.addr, std::slice::from_ref(&pki.ca), "localhost").await;
+    assert!(ok.is_ok());
+}
+
+fn pki_other_ca() -> CertificateDer<'static> {
+    pki().ca
+}
+
+#[coring::test]
+fn plaintext_instead_of_a_client_hello_and_a_silent_client_fail_alone() {
+    let pki = pki();
+    let ca = write_ca(&pki);
+    let server = echo_server(server_config(&pki), true);
+    // An HTTP request where a ClientHello should be: the server sends an alert and closes.
+    let mut plain = std::net::TcpStream::connect(server.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&21), "an alert record: {answer:?}");
+    let seen = server.seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(seen.handshake.is_err());
+    // A client that connects and says nothing is let go at the handshake deadline.
+    let mut silent = std::net::TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let seen = server.seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        seen.handshake
+            .as_ref()
+            .is_err_and(|e| e.contains("timed out")),
+        "{seen:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    // Meanwhile and after, a real client is served.
+    let (out, err) = s_client(server.addr, &ca, "-tls1_3", b"still here\n");
+    assert!(out.contains("still here"), "{out:?} {err}");
+    let _ = std::fs::remove_file(ca);
+}
