@@ -76,6 +76,7 @@ fn client_config(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig>
 #[derive(Debug)]
 struct Seen {
     handshake: Result<(Option<Vec<u8>>, Option<String>), String>,
+    resumed: bool,
 }
 
 /// A TLS server on its own core: each connection echoes what it reads until the client's
@@ -123,12 +124,14 @@ fn echo_server(config: Arc<rustls::ServerConfig>, once: bool) -> EchoServer {
                             Err(e) => {
                                 let _ = seen_tx.send(Seen {
                                     handshake: Err(e.to_string()),
+                                    resumed: false,
                                 });
                                 return;
                             }
                         };
                         let _ = seen_tx.send(Seen {
                             handshake: Ok((tls.alpn_protocol(), tls.server_name())),
+                            resumed: tls.is_resumed(),
                         });
                         echo(&tls, once).await;
                     });
@@ -172,12 +175,17 @@ fn write_ca(pki: &Pki) -> PathBuf {
 }
 
 fn s_client(addr: SocketAddr, ca: &PathBuf, version: &str, input: &[u8]) -> (String, String) {
+    s_client_with(addr, ca, &[version, "-brief"], input)
+}
+
+fn s_client_with(addr: SocketAddr, ca: &PathBuf, args: &[&str], input: &[u8]) -> (String, String) {
     let mut child = Command::new("timeout")
         .args(["20", "openssl", "s_client", "-connect"])
         .arg(addr.to_string())
-        .args(["-servername", "localhost", "-verify_return_error", "-brief"])
-        .args(["-alpn", "http/1.1", version, "-ign_eof", "-CAfile"])
+        .args(["-servername", "localhost", "-verify_return_error"])
+        .args(["-alpn", "http/1.1", "-ign_eof", "-CAfile"])
         .arg(ca)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -331,5 +339,93 @@ fn plaintext_instead_of_a_client_hello_and_a_silent_client_fail_alone() {
     // Meanwhile and after, a real client is served.
     let (out, err) = s_client(server.addr, &ca, "-tls1_3", b"still here\n");
     assert!(out.contains("still here"), "{out:?} {err}");
+    let _ = std::fs::remove_file(ca);
+}
+
+#[coring::test]
+fn openssl_resumes_its_session_on_the_second_connection() {
+    let pki = pki();
+    let ca = write_ca(&pki);
+    let server = echo_server(server_config(&pki), true);
+    let session = ca.with_extension("session");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let _ = std::fs::remove_file(&session);
+        let out = session.to_str().unwrap();
+        let (first, err) = s_client_with(server.addr, &ca, &[version, "-sess_out", out], b"one\n");
+        assert!(first.contains("New,"), "{version}: {first} {err}");
+        assert!(
+            !server
+                .seen
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .resumed
+        );
+        let (second, err) = s_client_with(server.addr, &ca, &[version, "-sess_in", out], b"two\n");
+        assert!(second.contains("Reused,"), "{version}: {second} {err}");
+        assert!(second.contains("two"), "{version}: {second}");
+        assert!(
+            server
+                .seen
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .resumed
+        );
+    }
+    let _ = std::fs::remove_file(session);
+    let _ = std::fs::remove_file(ca);
+}
+
+/// The first bytes a real client sends: its ClientHello.
+fn client_hello() -> Vec<u8> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(client_config(&[]), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+#[coring::test]
+fn random_bytes_and_truncated_client_hellos_are_refused_and_others_served() {
+    let pki = pki();
+    let ca = write_ca(&pki);
+    let server = echo_server(server_config(&pki), true);
+    let hello = client_hello();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let clients: Vec<std::thread::JoinHandle<()>> = (0..40)
+        .map(|i| {
+            let bytes: Vec<u8> = if i % 2 == 0 {
+                // A ClientHello cut short, then silence.
+                hello[..(next() as usize % hello.len())].to_vec()
+            } else {
+                (0..1 + next() % 600).map(|_| next() as u8).collect()
+            };
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(&bytes);
+                // Closed by the server: an alert, or the handshake deadline.
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    for _ in 0..40 {
+        let seen = server.seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(seen.handshake.is_err(), "{seen:?}");
+    }
+    let (out, err) = s_client(server.addr, &ca, "-tls1_3", b"after the noise\n");
+    assert!(out.contains("after the noise"), "{out:?} {err}");
     let _ = std::fs::remove_file(ca);
 }
