@@ -80,7 +80,14 @@ impl TlsAcceptor {
     /// Runs the server side of the handshake on `stream`.
     pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream, TlsError> {
         let conn = rustls::ServerConnection::new(Arc::clone(&self.config))?;
-        TlsStream::handshake(stream, conn.into(), self.handshake_timeout).await
+        // Boxed: the handshake's state is large and short-lived, and a task that awaited it
+        // in place would carry its size for the connection's whole life.
+        Box::pin(TlsStream::handshake(
+            stream,
+            conn.into(),
+            self.handshake_timeout,
+        ))
+        .await
     }
 }
 
@@ -114,7 +121,13 @@ impl TlsConnector {
         stream: TcpStream,
     ) -> Result<TlsStream, TlsError> {
         let conn = rustls::ClientConnection::new(Arc::clone(&self.config), name)?;
-        TlsStream::handshake(stream, conn.into(), self.handshake_timeout).await
+        // Boxed, as in `TlsAcceptor::accept`.
+        Box::pin(TlsStream::handshake(
+            stream,
+            conn.into(),
+            self.handshake_timeout,
+        ))
+        .await
     }
 }
 
