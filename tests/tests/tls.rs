@@ -257,8 +257,12 @@ async fn a_megabyte_each_way_then_a_clean_close() {
     }
     assert!(back == data);
     tls.shutdown().await.unwrap();
-    // The server answers our close_notify with its own.
+    // The server answers our close_notify with its own; nothing goes after ours.
     assert_eq!(tls.recv().await.unwrap(), None);
+    assert!(matches!(
+        tls.write_all(b"late").await,
+        Err(TlsError::Closed)
+    ));
     assert!(server.seen.try_recv().unwrap().handshake.is_ok());
 }
 

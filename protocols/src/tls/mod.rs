@@ -53,6 +53,9 @@ pub enum TlsError {
     /// The peer closed the stream without `close_notify`: what came may be cut short.
     #[error("the peer closed the connection without close_notify")]
     Truncated,
+    /// A write after our `close_notify` ([`TlsStream::shutdown`]).
+    #[error("the tls connection is shut for writing")]
+    Closed,
 }
 
 /// Accepts TLS connections with one server configuration.
@@ -144,6 +147,10 @@ pub struct TlsStream {
     available: Cell<usize>,
     /// The peer's side is over (close_notify or end of stream seen by rustls).
     ended: Cell<bool>,
+    /// Our close_notify is sent: nothing more is written.
+    shut: Cell<bool>,
+    /// The protocol failed: every later read and write says so.
+    failure: RefCell<Option<rustls::Error>>,
     /// A task is writing TLS bytes to the socket; the others wait their turn.
     writing: Cell<bool>,
     write_waiters: RefCell<Vec<Waker>>,
@@ -171,6 +178,8 @@ impl TlsStream {
             pending: RefCell::new(None),
             available: Cell::new(0),
             ended: Cell::new(false),
+            failure: RefCell::new(None),
+            shut: Cell::new(false),
             writing: Cell::new(false),
             write_waiters: RefCell::new(Vec::new()),
         };
@@ -231,6 +240,7 @@ impl TlsStream {
     /// The next plaintext received: `Ok(None)` once the peer sent `close_notify`.
     pub async fn recv(&self) -> Result<Option<Bytes>, TlsError> {
         loop {
+            self.check()?;
             let available = self.available.get();
             if available > 0 {
                 let mut chunk = vec![0u8; available.min(READ_CHUNK)];
@@ -252,6 +262,9 @@ impl TlsStream {
             buf.reserve(READ_CHUNK);
         }
         loop {
+            if let Err(e) = self.check() {
+                return (Err(e), buf);
+            }
             let available = self.available.get();
             if available > 0 {
                 let start = buf.len();
@@ -297,20 +310,41 @@ impl TlsStream {
     pub async fn write_all(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
         let mut data = data.as_ref();
         while !data.is_empty() {
+            self.check()?;
+            if self.shut.get() {
+                return Err(TlsError::Closed);
+            }
             let n = self
                 .conn
                 .borrow_mut()
                 .writer()
                 .write(data)
                 .map_err(|e| coring::Error::from_io(e, "tls"))?;
-            data = &data[n..];
             self.flush().await?;
+            if n == 0 {
+                // Nothing taken even with the queue written out: the connection sends no more
+                // (our close_notify went out).
+                return Err(TlsError::Io(coring::Error::new(
+                    coring::ErrorKind::WriteZero,
+                    "tls: the connection takes no more data",
+                )));
+            }
+            data = &data[n..];
         }
         Ok(())
     }
 
+    /// The protocol's failure, if it failed.
+    fn check(&self) -> Result<(), TlsError> {
+        match &*self.failure.borrow() {
+            Some(e) => Err(TlsError::Tls(e.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Sends `close_notify`, then closes our side of the stream.
     pub async fn shutdown(&self) -> Result<(), TlsError> {
+        self.shut.set(true);
         self.conn.borrow_mut().send_close_notify();
         self.flush().await?;
         self.stream.shutdown(std::net::Shutdown::Write).await?;
@@ -397,6 +431,7 @@ impl TlsStream {
                 Ok(())
             }
             Err(e) => {
+                *self.failure.borrow_mut() = Some(e.clone());
                 let _ = self.flush().await;
                 Err(TlsError::Tls(e))
             }
