@@ -26,6 +26,8 @@ use bytes::Bytes;
 use coring::net::{PooledReader, TcpStream};
 use coring::time;
 
+use crate::serve::out_buffer;
+
 pub use rustls;
 use rustls::pki_types::ServerName;
 
@@ -239,48 +241,46 @@ impl TlsStream {
 
     /// The next plaintext received: `Ok(None)` once the peer sent `close_notify`.
     pub async fn recv(&self) -> Result<Option<Bytes>, TlsError> {
-        loop {
-            self.check()?;
-            let available = self.available.get();
-            if available > 0 {
-                let mut chunk = vec![0u8; available.min(READ_CHUNK)];
-                let n = self.take_plaintext(&mut chunk)?;
-                chunk.truncate(n);
-                return Ok(Some(Bytes::from(chunk)));
-            }
-            if self.ended.get() {
-                return self.end_of_plaintext().map(|()| None);
-            }
-            self.fill().await?;
-        }
+        let Some(available) = self.plaintext_ready().await? else {
+            return Ok(None);
+        };
+        let mut chunk = vec![0u8; available.min(READ_CHUNK)];
+        let n = self.take_plaintext(&mut chunk)?;
+        chunk.truncate(n);
+        Ok(Some(Bytes::from(chunk)))
     }
 
     /// Appends received plaintext to `buf`, as much as its spare capacity takes (room for one
     /// record is made if it has none); the count is 0 once the peer sent `close_notify`.
     pub async fn read(&self, mut buf: Vec<u8>) -> (Result<usize, TlsError>, Vec<u8>) {
+        let available = match self.plaintext_ready().await {
+            Ok(Some(available)) => available,
+            Ok(None) => return (Ok(0), buf),
+            Err(e) => return (Err(e), buf),
+        };
         if buf.capacity() == buf.len() {
             buf.reserve(READ_CHUNK);
         }
+        let start = buf.len();
+        let room = (buf.capacity() - start).min(available);
+        buf.resize(start + room, 0);
+        let got = self.take_plaintext(&mut buf[start..]);
+        buf.truncate(start + *got.as_ref().unwrap_or(&0));
+        (got, buf)
+    }
+
+    /// Waits until rustls holds plaintext (how much), or the peer's side ended cleanly (`None`).
+    async fn plaintext_ready(&self) -> Result<Option<usize>, TlsError> {
         loop {
-            if let Err(e) = self.check() {
-                return (Err(e), buf);
-            }
+            self.check()?;
             let available = self.available.get();
             if available > 0 {
-                let start = buf.len();
-                let room = (buf.capacity() - start).min(available);
-                buf.resize(start + room, 0);
-                let got = self.take_plaintext(&mut buf[start..]);
-                let n = *got.as_ref().unwrap_or(&0);
-                buf.truncate(start + n);
-                return (got, buf);
+                return Ok(Some(available));
             }
             if self.ended.get() {
-                return (self.end_of_plaintext().map(|()| 0), buf);
+                return self.end_of_plaintext().map(|()| None);
             }
-            if let Err(e) = self.fill().await {
-                return (Err(e), buf);
-            }
+            self.fill().await?;
         }
     }
 
@@ -364,18 +364,26 @@ impl TlsStream {
         .await;
         let _turn = Turn(self);
         loop {
-            let mut out = Vec::new();
-            {
+            // The core's reusable output buffers: no allocation per write.
+            let mut out = out_buffer::take();
+            let drained = {
                 let mut conn = self.conn.borrow_mut();
-                while conn.wants_write() {
-                    conn.write_tls(&mut out)
-                        .map_err(|e| coring::Error::from_io(e, "tls"))?;
+                let mut drained = Ok(());
+                while drained.is_ok() && conn.wants_write() {
+                    drained = conn.write_tls(&mut out).map(|_| ());
                 }
+                drained
+            };
+            if let Err(e) = drained {
+                out_buffer::give_back(out);
+                return Err(coring::Error::from_io(e, "tls").into());
             }
             if out.is_empty() {
+                out_buffer::give_back(out);
                 return Ok(());
             }
-            let (result, _) = self.stream.write_all(out).await;
+            let (result, back) = self.stream.write_all(out).await;
+            out_buffer::give_back(back);
             result?;
         }
     }
