@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
 use coring::driver::probe::DriverChoice;
@@ -25,20 +26,53 @@ pub struct ServerArgs {
     pub driver: DriverChoice,
     /// Not `--no-pin`.
     pub pin: bool,
+    /// `--tls-cert` and `--tls-key`, for the servers that take them ([`server_args_tls`]).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// `--tls-cert`: the chain, leaf first.
+    pub cert: PathBuf,
+    /// `--tls-key`: the leaf's private key.
+    pub key: PathBuf,
 }
 
 /// Parses `std::env::args` for a server called `name`; prints help and exits 0 on `--help`,
 /// prints one line and exits 2 on anything it does not understand.
 pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
+    parse_args(name, about, default_port, false)
+}
+
+/// [`server_args`] for a server that also speaks TLS: `--tls-cert PEM --tls-key PEM` (env
+/// `CORING_TLS_CERT`, `CORING_TLS_KEY`; both or neither) make it serve TLS on `--addr`.
+pub fn server_args_tls(name: &str, about: &str, default_port: u16) -> ServerArgs {
+    parse_args(name, about, default_port, true)
+}
+
+fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> ServerArgs {
+    let tls_usage = if takes_tls {
+        "--tls-cert PEM     serve TLS with this certificate chain (env CORING_TLS_CERT)\n\
+         --tls-key PEM      and this private key (env CORING_TLS_KEY)\n"
+    } else {
+        ""
+    };
+    let tls_flags = if takes_tls {
+        " [--tls-cert PEM --tls-key PEM]"
+    } else {
+        ""
+    };
     let usage = format!(
         "{name}: {about}\n\n\
-         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]\n\n\
+         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]{tls_flags}\n\n\
          --addr HOST:PORT   address to listen on; port 0 picks a free port\n\
          \x20                  (env CORING_ADDR; default 127.0.0.1:{default_port})\n\
          --cores N          cores (threads), one listener each with SO_REUSEPORT\n\
          \x20                  (env CORING_CORES; default: every CPU this process may use)\n\
          --driver KIND      auto, uring or compat (env CORING_DRIVER; default auto)\n\
          --no-pin           do not pin core threads to CPUs\n\
+         {tls_usage}\
          --help             this text\n\n\
          Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
     );
@@ -47,6 +81,11 @@ pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
     let mut cores = env("CORING_CORES");
     let mut driver = env("CORING_DRIVER");
     let mut pin = true;
+    let (mut tls_cert, mut tls_key) = if takes_tls {
+        (env("CORING_TLS_CERT"), env("CORING_TLS_KEY"))
+    } else {
+        (None, None)
+    };
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -69,6 +108,8 @@ pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
             "--cores" => cores = Some(value("--cores")),
             "--driver" => driver = Some(value("--driver")),
             "--no-pin" => pin = false,
+            "--tls-cert" if takes_tls => tls_cert = Some(value("--tls-cert")),
+            "--tls-key" if takes_tls => tls_key = Some(value("--tls-key")),
             other => fail(name, &format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -92,11 +133,21 @@ pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
             )
         }),
     };
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (Some(_), None) => fail(name, "--tls-cert needs --tls-key"),
+        (None, Some(_)) => fail(name, "--tls-key needs --tls-cert"),
+    };
     ServerArgs {
         addr,
         cores,
         driver,
         pin,
+        tls,
     }
 }
 

@@ -32,5 +32,7 @@ pub mod serve;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "engine")]
+mod transport;
+#[cfg(feature = "engine")]
 pub mod websocket;
 pub mod ws;

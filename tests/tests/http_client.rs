@@ -112,7 +112,7 @@ fn keep_alive_pool_redirects_cookies_limits_and_timeouts() {
             Err(ClientError::Timeout)
         );
         assert!(matches!(
-            client.get("https://example.invalid/").await,
+            client.get("ftp://example.invalid/").await,
             Err(ClientError::InvalidUrl(_))
         ));
     });

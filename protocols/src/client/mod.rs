@@ -1,4 +1,5 @@
-//! An HTTP/1.1 client on coring (plain `http://`): a keep-alive pool per host, timeouts,
+//! An HTTP/1.1 client on coring (`http://`, and `https://` with the `tls` feature): a
+//! keep-alive pool per origin, timeouts,
 //! response size limit, redirects, one retry of idempotent requests on a stale pooled
 //! connection, an optional cookie jar, and a blocking API for tools and tests.
 //!
@@ -16,19 +17,24 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use coring::net::TcpStream;
 use coring::time::{self, timeout_at};
 
 use crate::http1::{ClientResponse, Http1Error, Limits, ResponseDecoder, encode_request};
+use crate::transport::{DialError, Reader, Transport, dial};
 pub use url::Url;
 
 /// Why a request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not an `http://` URL this client can reach.
+    /// The URL is not an `http://` (or, with the `tls` feature, `https://`) URL this client
+    /// can reach.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The TLS handshake failed (an untrusted certificate, one for another name).
+    #[cfg(feature = "tls")]
+    #[error("{0}")]
+    Tls(crate::tls::TlsError),
     /// Connecting failed.
     #[error("connect failed: {0}")]
     Connect(coring::Error),
@@ -68,6 +74,10 @@ pub struct ClientConfig {
     pub cookies: bool,
     /// The `User-Agent` value.
     pub user_agent: String,
+    /// For `https://`: the roots servers' certificates are checked against, session
+    /// resumption (the web's public roots when `None`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +91,8 @@ impl Default for ClientConfig {
             max_redirects: 10,
             cookies: false,
             user_agent: "coring".into(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -123,7 +135,8 @@ impl ClientRequest {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
+    reader: Reader,
     buf: BytesMut,
     idle_since: Instant,
 }
@@ -180,9 +193,15 @@ impl Client {
         }
     }
 
-    /// Idle connections pooled for `host:port`.
-    pub fn idle_connections(&self, authority: &str) -> usize {
-        self.inner.pool.borrow().get(authority).map_or(0, Vec::len)
+    /// Idle connections pooled for an origin (`https://host:port`; `host:port` means
+    /// `http://host:port`).
+    pub fn idle_connections(&self, origin: &str) -> usize {
+        let key = if origin.contains("://") {
+            origin.to_owned()
+        } else {
+            format!("http://{origin}")
+        };
+        self.inner.pool.borrow().get(&key).map_or(0, Vec::len)
     }
 
     async fn follow(&self, mut req: ClientRequest) -> Result<ClientResponse, ClientError> {
@@ -251,7 +270,7 @@ impl Client {
         let head = req.method == "HEAD";
         let out = Bytes::from(out);
 
-        if let Some(conn) = self.checkout(&url.authority()) {
+        if let Some(conn) = self.checkout(&url.origin()) {
             match self.exchange(conn, out.clone(), head).await {
                 Ok((resp, conn)) => return Ok(self.finish(url, resp, conn)),
                 // A pooled connection the server already closed: retry once if safe.
@@ -271,27 +290,29 @@ impl Client {
             self.store_cookies(&url.host, &resp);
         }
         if let Some(conn) = conn {
-            self.checkin(url.authority(), conn);
+            self.checkin(url.origin(), conn);
         }
         resp
     }
 
     async fn connect(&self, url: &Url) -> Result<Conn, ClientError> {
-        let stream = TcpStream::connect_timeout(
-            (url.host.as_str(), url.port),
+        let (stream, reader) = dial(
+            url,
             self.inner.config.connect_timeout,
+            #[cfg(feature = "tls")]
+            self.inner.config.tls.as_ref(),
         )
         .await
-        .map_err(|e| {
-            if e.kind() == coring::ErrorKind::TimedOut {
-                ClientError::Timeout
-            } else {
-                ClientError::Connect(e)
-            }
+        .map_err(|e| match e {
+            DialError::Io(e) => ClientError::Connect(e),
+            DialError::Timeout => ClientError::Timeout,
+            DialError::Unsupported(why) => ClientError::InvalidUrl(why),
+            #[cfg(feature = "tls")]
+            DialError::Tls(e) => ClientError::Tls(e),
         })?;
-        let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
+            reader,
             buf: BytesMut::with_capacity(8 * 1024),
             idle_since: time::now(),
         })
@@ -322,18 +343,18 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => return Err((ClientError::Protocol(e), true)),
             }
-            conn.buf.reserve(8 * 1024);
-            let (r, back) = conn.stream.read(std::mem::take(&mut conn.buf)).await;
-            conn.buf = back;
-            match r {
-                Ok(0) => {
+            match conn.reader.next().await {
+                Ok(None) => {
                     return match decoder.finish() {
                         Ok(Some(resp)) => Ok((resp, None)),
                         Ok(None) => Err((ClientError::Closed, got_any)),
                         Err(e) => Err((ClientError::Protocol(e), true)),
                     };
                 }
-                Ok(_) => got_any = true,
+                Ok(Some(chunk)) => {
+                    conn.buf.extend_from_slice(chunk.as_ref());
+                    got_any = true;
+                }
                 Err(e) => return Err((ClientError::Io(e), got_any)),
             }
         }

@@ -1,31 +1,37 @@
-//! The `http://` URLs the client understands.
+//! The `http://` and `https://` URLs the client understands (`ws://` and `wss://` for
+//! WebSockets).
 
-/// A parsed `http://host[:port]/target` URL.
+/// A parsed `http[s]://host[:port]/target` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
+    /// Whether the scheme is `https` (or `wss`): the connection runs TLS.
+    pub tls: bool,
     /// Host name or address (IPv6 without brackets).
     pub host: String,
-    /// Port (80 when absent).
+    /// Port (80, or 443 over TLS, when absent).
     pub port: u16,
     /// Path and query, starting with `/`.
     pub target: String,
 }
 
 impl Url {
-    /// Parses an absolute `http://` URL.
+    /// Parses an absolute `http://` or `https://` URL.
     pub fn parse(s: &str) -> Result<Url, String> {
-        Url::parse_scheme(s, "http://")
+        Url::parse_scheme(s, ["http://", "https://"])
     }
 
-    /// Parses an absolute `ws://` URL (the same parts, for a WebSocket).
+    /// Parses an absolute `ws://` or `wss://` URL (the same parts, for a WebSocket).
     pub fn parse_ws(s: &str) -> Result<Url, String> {
-        Url::parse_scheme(s, "ws://")
+        Url::parse_scheme(s, ["ws://", "wss://"])
     }
 
-    fn parse_scheme(s: &str, scheme: &str) -> Result<Url, String> {
-        let rest = s
-            .strip_prefix(scheme)
-            .ok_or_else(|| format!("{s}: only {scheme} is supported"))?;
+    fn parse_scheme(s: &str, [plain, secure]: [&str; 2]) -> Result<Url, String> {
+        let (tls, rest) = match (s.strip_prefix(plain), s.strip_prefix(secure)) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => return Err(format!("{s}: only {plain} and {secure} are supported")),
+        };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -42,7 +48,7 @@ impl Url {
                 .ok_or_else(|| format!("{s}: bad IPv6 host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| format!("{s}: bad port"))?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(format!("{s}: bad authority")),
             };
             (h.to_string(), port)
@@ -52,13 +58,28 @@ impl Url {
                     h.to_string(),
                     p.parse().map_err(|_| format!("{s}: bad port"))?,
                 ),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() || host.contains(['@', ' ']) {
             return Err(format!("{s}: bad host"));
         }
-        Ok(Url { host, port, target })
+        Ok(Url {
+            tls,
+            host,
+            port,
+            target,
+        })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// What the client pools connections by: scheme, host and port.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority())
     }
 
     /// `host:port` as sent in `Host` (brackets around IPv6).
@@ -72,18 +93,18 @@ impl Url {
 
     /// Resolves a `Location` value against this URL.
     pub fn join(&self, location: &str) -> Result<String, String> {
-        if location.starts_with("http://") {
+        if location.starts_with("http://") || location.starts_with("https://") {
             return Ok(location.to_string());
         }
         if location.contains("://") {
-            return Err(format!("{location}: only http:// is supported"));
+            return Err(format!("{location}: only http:// and https:// are supported"));
         }
         if location.starts_with('/') {
-            return Ok(format!("http://{}{location}", self.authority()));
+            return Ok(format!("{}{location}", self.origin()));
         }
         let base = self.target.split('?').next().unwrap_or("/");
         let dir = &base[..=base.rfind('/').unwrap_or(0)];
-        Ok(format!("http://{}{dir}{location}", self.authority()))
+        Ok(format!("{}{dir}{location}", self.origin()))
     }
 }
 
@@ -104,7 +125,11 @@ mod tests {
             ("::1", 80, "[::1]:80".to_string())
         );
         assert_eq!(Url::parse("http://h?x").unwrap().target, "/?x");
-        assert!(Url::parse("https://h/").is_err());
+        let u = Url::parse("https://h/").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 443);
+        assert!(Url::parse("ftp://h/").is_err());
+        assert!(Url::parse_ws("wss://h:9/x").unwrap().tls);
         assert!(Url::parse("http://h:port/").is_err());
     }
 
@@ -114,5 +139,7 @@ mod tests {
         assert_eq!(u.join("/x").unwrap(), "http://h:1/x");
         assert_eq!(u.join("c").unwrap(), "http://h:1/a/c");
         assert_eq!(u.join("http://o:2/y").unwrap(), "http://o:2/y");
+        let s = Url::parse("https://h:1/a/b").unwrap();
+        assert_eq!(s.join("/x").unwrap(), "https://h:1/x");
     }
 }

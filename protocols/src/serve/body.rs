@@ -4,24 +4,24 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use coring::buf::PooledBuf;
-use coring::net::{PooledReader, TcpStream};
 use coring::time;
 
 use crate::http1::{Http1Error, Request, ServerConn, Status};
+use crate::transport::{Chunk, Reader, Transport};
 
 /// A connection's socket and state, shared by the serve loop and the body stream it hands
 /// out.
 pub(crate) struct ConnIo {
-    pub(crate) stream: Rc<TcpStream>,
-    /// Receives into the core's buffer pool (multishot): an idle connection holds no buffer.
-    pub(crate) reader: RefCell<Option<PooledReader>>,
+    pub(crate) stream: Rc<Transport>,
+    /// Receives into the core's buffer pool (multishot; plaintext pieces over TLS): an idle
+    /// connection holds no buffer.
+    pub(crate) reader: RefCell<Option<Reader>>,
     pub(crate) conn: RefCell<ServerConn>,
 }
 
 impl ConnIo {
     /// The next received bytes as they arrived (a pooled buffer); `None` at end of stream.
-    pub(crate) async fn next_chunk(&self) -> coring::Result<Option<PooledBuf>> {
+    pub(crate) async fn next_chunk(&self) -> coring::Result<Option<Chunk>> {
         // The reader is taken out while waiting so no borrow is held across the await.
         let Some(mut reader) = self.reader.borrow_mut().take() else {
             return Ok(None);
@@ -90,7 +90,7 @@ impl BodyStream {
             };
             let now = time::now();
             match got {
-                Ok(Ok(Some(buf))) => io.conn.borrow_mut().handle_input(&buf, now),
+                Ok(Ok(Some(buf))) => io.conn.borrow_mut().handle_input(buf.as_ref(), now),
                 Ok(Ok(None)) => io.conn.borrow_mut().handle_eof(now),
                 Ok(Err(e)) => return Err(BodyError::Io(e)),
                 Err(elapsed) => {

@@ -37,12 +37,12 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use coring::buf::PooledBuf;
 use coring::net::{TcpListener, TcpStream};
 use coring::runtime::until_shutdown;
 use coring::time::{self, timeout_at};
 
 use crate::http1::{Limits, Request, ServerConfig, ServerConn};
+use crate::transport::{Chunk, Transport};
 use body::ConnIo;
 pub use body::{BodyError, BodyStream};
 use reply::Source;
@@ -189,16 +189,62 @@ impl<H: Handler> Server<H> {
             let connection = Rc::clone(&self.connection);
             let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
-                let stream = Rc::new(stream);
-                match drive(stream, &*handler, connection, write_timeout).await {
-                    // The new protocol runs as a task of its own, so that what the HTTP
-                    // connection's task held is freed now rather than when it ends.
-                    Ok(Some((then, upgraded))) => then(upgraded, live),
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
-                }
+                let stream = Rc::new(Transport::Tcp(stream));
+                run(drive(stream, &*handler, connection, write_timeout).await, live);
             });
         }
+    }
+
+    /// [`Server::serve`] over TLS: each connection's handshake runs in its own task under
+    /// the acceptor's deadline, then HTTP is served on the decrypted stream. A failed
+    /// handshake ends that connection only (the TLS counters say why).
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls(self, listener: TcpListener, acceptor: crate::tls::TlsAcceptor) {
+        let mut incoming = listener.incoming();
+        let mut failures = coring::net::AcceptFailures::new();
+        let live = Rc::new(LiveCount::default());
+        let acceptor = Rc::new(acceptor);
+        while let Some(next) = until_shutdown(incoming.next()).await {
+            let stream = match next {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.handle(&e).await;
+                    continue;
+                }
+            };
+            if live.count.get() >= self.config.max_connections {
+                // No handshake for a connection that would be refused: closed at once.
+                continue;
+            }
+            let live = Live::count(&live);
+            let handler = Rc::clone(&self.handler);
+            let connection = Rc::clone(&self.connection);
+            let acceptor = Rc::clone(&acceptor);
+            let write_timeout = self.config.write_timeout;
+            coring::spawn_local(async move {
+                let _ = stream.set_nodelay(true);
+                let tls = match acceptor.accept(stream).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tls handshake failed");
+                        return;
+                    }
+                };
+                let stream = Rc::new(Transport::Tls(tls));
+                run(drive(stream, &*handler, connection, write_timeout).await, live);
+            });
+        }
+    }
+}
+
+/// What a connection's task does once HTTP is done with it.
+fn run(driven: coring::Result<Option<(reply::UpgradeFn, Upgraded)>>, live: Live) {
+    match driven {
+        // The new protocol runs as a task of its own, so that what the HTTP connection's
+        // task held is freed now rather than when it ends.
+        Ok(Some((then, upgraded))) => then(upgraded, live),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
 }
 
@@ -258,7 +304,7 @@ async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Re
     Ok(())
 }
 
-async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> coring::Result<()> {
+async fn flush(stream: &Transport, out: &mut Vec<u8>) -> coring::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -275,12 +321,12 @@ async fn flush(stream: &TcpStream, out: &mut Vec<u8>) -> coring::Result<()> {
 /// in order into one output buffer, borrowed from the core, and written with one send per
 /// batch. Then the loop waits for more bytes, the connection's deadline, or the shutdown.
 pub async fn serve_connection<H: Handler>(
-    stream: Rc<TcpStream>,
+    stream: TcpStream,
     handler: &H,
     config: &Config,
 ) -> coring::Result<()> {
     let upgraded = drive(
-        stream,
+        Rc::new(Transport::Tcp(stream)),
         handler,
         Rc::new(config.connection()),
         config.write_timeout,
@@ -305,15 +351,15 @@ pub async fn serve_connection<H: Handler>(
 /// Serves HTTP on one connection; after a `101` it returns the new protocol's session and the
 /// connection to run it on (everything HTTP held is let go by then).
 async fn drive<H: Handler>(
-    stream: Rc<TcpStream>,
+    stream: Rc<Transport>,
     handler: &H,
     conn: Rc<ServerConfig>,
     write_timeout: Duration,
 ) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
-    let _ = stream.set_nodelay(true);
-    stream.set_write_timeout(Some(write_timeout));
+    let _ = stream.tcp().set_nodelay(true);
+    stream.tcp().set_write_timeout(Some(write_timeout));
     let io = Rc::new(ConnIo {
-        reader: RefCell::new(Some(stream.pooled())),
+        reader: RefCell::new(Some(stream.reader())),
         stream,
         conn: RefCell::new(ServerConn::new(conn, time::now())),
     });
@@ -344,9 +390,9 @@ async fn drive<H: Handler>(
             let reader = io.reader.borrow_mut().take();
             // The same timeout for the new protocol's writes, without the timer armed for the
             // 101 (it would keep this task's waker, and so its memory, for as long).
-            io.stream.set_write_timeout(Some(write_timeout));
+            io.stream.tcp().set_write_timeout(Some(write_timeout));
             let upgraded = Upgraded {
-                stream: Rc::clone(&io.stream),
+                transport: Rc::clone(&io.stream),
                 reader,
                 leftover,
             };
@@ -433,11 +479,43 @@ async fn answer<H: Handler>(
 /// A connection after its `101 Switching Protocols`: the stream, its pooled reader, and what
 /// the client sent after the upgrade request (already read off the socket).
 pub struct Upgraded {
-    /// The connection.
-    pub stream: Rc<TcpStream>,
-    pub(crate) reader: Option<coring::net::PooledReader>,
+    pub(crate) transport: Rc<Transport>,
+    pub(crate) reader: Option<crate::transport::Reader>,
     /// Bytes that arrived with or right after the upgrade request: the new protocol's first.
     pub leftover: bytes::Bytes,
+}
+
+impl Upgraded {
+    /// The TCP stream beneath (under TLS, if the connection is encrypted), for its addresses
+    /// and socket options.
+    pub fn stream(&self) -> &TcpStream {
+        self.transport.tcp()
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        !matches!(&*self.transport, Transport::Tcp(_))
+    }
+
+    /// Writes all of `data` (encrypted, over TLS).
+    pub async fn write_all(&self, data: Vec<u8>) -> coring::Result<()> {
+        self.transport.write_all(data).await.0
+    }
+
+    /// The next bytes the client sent after [`Upgraded::leftover`] (decrypted, over TLS);
+    /// `None` once it closed its side.
+    pub async fn recv(&mut self) -> coring::Result<Option<bytes::Bytes>> {
+        let reader = self
+            .reader
+            .get_or_insert_with(|| self.transport.reader());
+        let chunk = reader.next().await?;
+        Ok(chunk.map(|c| bytes::Bytes::copy_from_slice(c.as_ref())))
+    }
+
+    /// Closes our side of the stream (after `close_notify`, over TLS).
+    pub async fn shutdown(&self) -> coring::Result<()> {
+        self.transport.shutdown(std::net::Shutdown::Write).await
+    }
 }
 
 impl std::fmt::Debug for Upgraded {
@@ -464,7 +542,7 @@ async fn linger(io: &ConnIo) -> coring::Result<()> {
         let now = time::now();
         let mut conn = io.conn.borrow_mut();
         match got {
-            Ok(Ok(Some(buf))) => conn.handle_input(&buf, now),
+            Ok(Ok(Some(buf))) => conn.handle_input(buf.as_ref(), now),
             Ok(Ok(None)) => conn.handle_eof(now),
             Ok(Err(_)) => return Ok(()),
             Err(_) => conn.handle_timeout(now),
@@ -489,7 +567,7 @@ impl Waits {
     /// The next received bytes, or `None` once the connection's deadline passed (it was told).
     /// Bytes that are here come first; only a connection that has to wait registers for
     /// shutdown (telling the connection, which then drains) and arms its timer.
-    async fn next(&mut self, io: &ConnIo) -> Option<coring::Result<Option<PooledBuf>>> {
+    async fn next(&mut self, io: &ConnIo) -> Option<coring::Result<Option<Chunk>>> {
         let mut next = std::pin::pin!(io.next_chunk());
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = next.as_mut().poll(cx) {
@@ -521,7 +599,7 @@ impl Waits {
 }
 
 /// A received buffer behind the `Rc` its requests share; empty while the connection is idle.
-struct Received(Option<PooledBuf>);
+struct Received(Option<Chunk>);
 
 impl AsRef<[u8]> for Received {
     fn as_ref(&self) -> &[u8] {
@@ -531,7 +609,7 @@ impl AsRef<[u8]> for Received {
 
 /// `buf` behind a shared handle: the connection's holder again when no request from the last
 /// buffer is alive (no allocation per read), else a new one.
-fn hold(holder: &mut Option<Rc<Received>>, buf: PooledBuf) -> Rc<dyn AsRef<[u8]>> {
+fn hold(holder: &mut Option<Rc<Received>>, buf: Chunk) -> Rc<dyn AsRef<[u8]>> {
     if let Some(rc) = holder.as_mut()
         && let Some(received) = Rc::get_mut(rc)
     {

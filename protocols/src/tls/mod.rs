@@ -18,16 +18,22 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{Read, Write};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use coring::net::{PooledReader, TcpStream};
 use coring::time;
 
 use crate::serve::out_buffer;
 
+mod config;
+pub use config::{
+    CertResolver, ConfigError, certified_key, client_config, default_client_config,
+    load_certified_key, provider, roots_from_pem, server_config, server_config_from_pem,
+};
 pub use rustls;
 use rustls::pki_types::ServerName;
 
@@ -38,7 +44,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a TLS connection failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum TlsError {
     /// The socket failed.
     #[error("{0}")]
@@ -139,6 +145,11 @@ impl TlsConnector {
 /// A TLS connection over a [`TcpStream`], on its core. Reading and writing may go on in two
 /// tasks at once; writes from several tasks go out whole, one after another.
 pub struct TlsStream {
+    inner: Rc<Shared>,
+}
+
+/// What a stream's handles share: the socket, its reader and rustls' state.
+struct Shared {
     stream: TcpStream,
     reader: RefCell<PooledReader>,
     conn: RefCell<rustls::Connection>,
@@ -156,6 +167,8 @@ pub struct TlsStream {
     /// A task is writing TLS bytes to the socket; the others wait their turn.
     writing: Cell<bool>,
     write_waiters: RefCell<Vec<Waker>>,
+    /// The handshake is running: it writes what rustls owes between its steps.
+    handshaking: Cell<bool>,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -174,86 +187,141 @@ impl TlsStream {
     ) -> Result<TlsStream, TlsError> {
         let reader = stream.pooled();
         let tls = TlsStream {
-            stream,
-            reader: RefCell::new(reader),
-            conn: RefCell::new(conn),
-            pending: RefCell::new(None),
-            available: Cell::new(0),
-            ended: Cell::new(false),
-            failure: RefCell::new(None),
-            shut: Cell::new(false),
-            writing: Cell::new(false),
-            write_waiters: RefCell::new(Vec::new()),
+            inner: Rc::new(Shared {
+                stream,
+                reader: RefCell::new(reader),
+                conn: RefCell::new(conn),
+                pending: RefCell::new(None),
+                available: Cell::new(0),
+                ended: Cell::new(false),
+                failure: RefCell::new(None),
+                shut: Cell::new(false),
+                writing: Cell::new(false),
+                write_waiters: RefCell::new(Vec::new()),
+                handshaking: Cell::new(true),
+            }),
         };
+        let inner = &tls.inner;
         let steps = async {
-            while tls.conn.borrow().is_handshaking() {
-                tls.flush().await?;
-                if !tls.conn.borrow().is_handshaking() {
+            while inner.conn.borrow().is_handshaking() {
+                inner.flush().await?;
+                if !inner.conn.borrow().is_handshaking() {
                     break;
                 }
-                if !tls.fill().await? {
+                if !poll_fn(|cx| inner.poll_fill(cx)).await? {
                     return Err(TlsError::HandshakeEof);
                 }
             }
             // What the handshake's last step owes (a server's session tickets, say).
-            tls.flush().await
+            inner.flush().await
         };
-        match time::timeout(timeout, steps).await {
-            Ok(result) => result.map(|()| tls),
+        let result = match time::timeout(timeout, steps).await {
+            Ok(result) => result,
             Err(_) => Err(TlsError::HandshakeTimeout),
+        };
+        inner.handshaking.set(false);
+        if let Err(TlsError::Tls(_)) = result {
+            // The alert that says why.
+            let _ = time::timeout(OWED_WRITE_TIMEOUT, inner.flush()).await;
+        }
+        counters::handshake_done(&result, tls.is_resumed());
+        result.map(|()| tls)
+    }
+
+    /// A second handle on this stream, for the crate's readers and writers.
+    pub(crate) fn share(&self) -> TlsStream {
+        TlsStream {
+            inner: Rc::clone(&self.inner),
         }
     }
 
     /// The protocol agreed by ALPN, if any.
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
-        self.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
+        self.inner.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
     }
 
     /// The TLS version in use.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.conn.borrow().protocol_version()
+        self.inner.conn.borrow().protocol_version()
+    }
+
+    /// The cipher suite agreed.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.inner
+            .conn
+            .borrow()
+            .negotiated_cipher_suite()
+            .map(|s| s.suite())
     }
 
     /// The server name the client asked for (SNI), on a server.
     pub fn server_name(&self) -> Option<String> {
-        match &*self.conn.borrow() {
+        match &*self.inner.conn.borrow() {
             rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
             rustls::Connection::Client(_) => None,
         }
     }
 
-    /// Whether this client connection resumed an earlier session.
+    /// Whether this connection resumed an earlier session.
     pub fn is_resumed(&self) -> bool {
-        match &*self.conn.borrow() {
-            rustls::Connection::Client(c) => {
-                matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed))
-            }
-            rustls::Connection::Server(s) => {
-                matches!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed))
-            }
-        }
+        let kind = match &*self.inner.conn.borrow() {
+            rustls::Connection::Client(c) => c.handshake_kind(),
+            rustls::Connection::Server(s) => s.handshake_kind(),
+        };
+        matches!(kind, Some(rustls::HandshakeKind::Resumed))
     }
 
     /// The stream beneath, for its addresses and socket options.
     pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
+        &self.inner.stream
     }
 
     /// The next plaintext received: `Ok(None)` once the peer sent `close_notify`.
     pub async fn recv(&self) -> Result<Option<Bytes>, TlsError> {
-        let Some(available) = self.plaintext_ready().await? else {
-            return Ok(None);
-        };
-        let mut chunk = vec![0u8; available.min(READ_CHUNK)];
-        let n = self.take_plaintext(&mut chunk)?;
-        chunk.truncate(n);
-        Ok(Some(Bytes::from(chunk)))
+        poll_fn(|cx| self.poll_recv(cx))
+            .await
+            .map(|got| got.map(BytesMut::freeze))
+    }
+
+    /// [`TlsStream::recv`] as a poll: plaintext rustls holds, in a buffer of its own (one
+    /// record at most).
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>, TlsError>> {
+        let inner = &self.inner;
+        loop {
+            inner.check()?;
+            let available = inner.available.get();
+            if available > 0 {
+                let mut chunk = BytesMut::zeroed(available.min(READ_CHUNK));
+                let n = inner.take_plaintext(&mut chunk)?;
+                chunk.truncate(n);
+                return Poll::Ready(Ok(Some(chunk)));
+            }
+            if inner.ended.get() {
+                return Poll::Ready(inner.end_of_plaintext().map(|()| None));
+            }
+            std::task::ready!(inner.poll_fill(cx))?;
+        }
     }
 
     /// Appends received plaintext to `buf`, as much as its spare capacity takes (room for one
     /// record is made if it has none); the count is 0 once the peer sent `close_notify`.
     pub async fn read(&self, mut buf: Vec<u8>) -> (Result<usize, TlsError>, Vec<u8>) {
-        let available = match self.plaintext_ready().await {
+        let inner = &self.inner;
+        let ready = poll_fn(|cx| {
+            loop {
+                inner.check()?;
+                let available = inner.available.get();
+                if available > 0 {
+                    return Poll::Ready(Ok(Some(available)));
+                }
+                if inner.ended.get() {
+                    return Poll::Ready(inner.end_of_plaintext().map(|()| None));
+                }
+                std::task::ready!(inner.poll_fill(cx))?;
+            }
+        })
+        .await;
+        let available = match ready {
             Ok(Some(available)) => available,
             Ok(None) => return (Ok(0), buf),
             Err(e) => return (Err(e), buf),
@@ -264,23 +332,55 @@ impl TlsStream {
         let start = buf.len();
         let room = (buf.capacity() - start).min(available);
         buf.resize(start + room, 0);
-        let got = self.take_plaintext(&mut buf[start..]);
+        let got = inner.take_plaintext(&mut buf[start..]);
         buf.truncate(start + *got.as_ref().unwrap_or(&0));
         (got, buf)
     }
 
-    /// Waits until rustls holds plaintext (how much), or the peer's side ended cleanly (`None`).
-    async fn plaintext_ready(&self) -> Result<Option<usize>, TlsError> {
-        loop {
-            self.check()?;
-            let available = self.available.get();
-            if available > 0 {
-                return Ok(Some(available));
+    /// Encrypts all of `data` and writes it.
+    pub async fn write_all(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
+        let inner = &self.inner;
+        let mut data = data.as_ref();
+        while !data.is_empty() {
+            inner.check()?;
+            if inner.shut.get() {
+                return Err(TlsError::Closed);
             }
-            if self.ended.get() {
-                return self.end_of_plaintext().map(|()| None);
+            let n = inner
+                .conn
+                .borrow_mut()
+                .writer()
+                .write(data)
+                .map_err(|e| coring::Error::from_io(e, "tls"))?;
+            inner.flush().await?;
+            if n == 0 {
+                // Nothing taken even with the queue written out: the connection sends no more
+                // (our close_notify went out).
+                return Err(TlsError::Closed);
             }
-            self.fill().await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify`, then closes our side of the stream.
+    pub async fn shutdown(&self) -> Result<(), TlsError> {
+        let inner = &self.inner;
+        if !inner.shut.replace(true) {
+            inner.conn.borrow_mut().send_close_notify();
+        }
+        inner.flush().await?;
+        inner.stream.shutdown(std::net::Shutdown::Write).await?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// The protocol's failure, if it failed.
+    fn check(&self) -> Result<(), TlsError> {
+        match &*self.failure.borrow() {
+            Some(e) => Err(TlsError::Tls(e.clone())),
+            None => Ok(()),
         }
     }
 
@@ -300,55 +400,17 @@ impl TlsStream {
     fn end_of_plaintext(&self) -> Result<(), TlsError> {
         match self.conn.borrow_mut().reader().read(&mut [0u8; 1]) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(TlsError::Truncated),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TlsError::Truncated),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                counters::count(&counters::TRUNCATED);
+                Err(TlsError::Truncated)
+            }
             Err(e) => Err(TlsError::Io(coring::Error::from_io(e, "tls"))),
         }
-    }
-
-    /// Encrypts all of `data` and writes it.
-    pub async fn write_all(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
-        let mut data = data.as_ref();
-        while !data.is_empty() {
-            self.check()?;
-            if self.shut.get() {
-                return Err(TlsError::Closed);
-            }
-            let n = self
-                .conn
-                .borrow_mut()
-                .writer()
-                .write(data)
-                .map_err(|e| coring::Error::from_io(e, "tls"))?;
-            self.flush().await?;
-            if n == 0 {
-                // Nothing taken even with the queue written out: the connection sends no more
-                // (our close_notify went out).
-                return Err(TlsError::Io(coring::Error::new(
-                    coring::ErrorKind::WriteZero,
-                    "tls: the connection takes no more data",
-                )));
-            }
-            data = &data[n..];
-        }
-        Ok(())
-    }
-
-    /// The protocol's failure, if it failed.
-    fn check(&self) -> Result<(), TlsError> {
-        match &*self.failure.borrow() {
-            Some(e) => Err(TlsError::Tls(e.clone())),
-            None => Ok(()),
-        }
-    }
-
-    /// Sends `close_notify`, then closes our side of the stream.
-    pub async fn shutdown(&self) -> Result<(), TlsError> {
-        self.shut.set(true);
-        self.conn.borrow_mut().send_close_notify();
-        self.flush().await?;
-        self.stream.shutdown(std::net::Shutdown::Write).await?;
-        Ok(())
     }
 
     /// Writes what rustls has to send, one task at a time.
@@ -390,19 +452,20 @@ impl TlsStream {
 
     /// Gives rustls the next received bytes and processes them, until it holds plaintext or
     /// the bytes run out (what is left waits for the next call); false at the end of the
-    /// stream. A protocol error sends its alert before it is returned.
-    async fn fill(&self) -> Result<bool, TlsError> {
+    /// stream. What rustls owes the peer by itself (a protocol error's alert, a key update's
+    /// answer) is written by a task of its own.
+    fn poll_fill(self: &Rc<Self>, cx: &mut Context<'_>) -> Poll<Result<bool, TlsError>> {
         let pending = self.pending.borrow_mut().take();
         let mut buf = match pending {
             Some(buf) => buf,
             None => {
-                let next = poll_fn(|cx| self.reader.borrow_mut().poll_next_buf(cx)).await?;
+                let next = std::task::ready!(self.reader.borrow_mut().poll_next_buf(cx))?;
                 let Some(buf) = next else {
                     // The end of the stream: rustls tells whether it was clean.
                     let _ = self.conn.borrow_mut().read_tls(&mut &[][..]);
                     self.ended.set(true);
-                    self.process().await?;
-                    return Ok(false);
+                    self.process()?;
+                    return Poll::Ready(Ok(false));
                 };
                 buf
             }
@@ -416,21 +479,29 @@ impl TlsStream {
                     .map_err(|e| coring::Error::from_io(e, "tls"))?
             };
             bytes::Buf::advance(&mut buf, taken);
-            self.process().await?;
-            if self.available.get() > 0 || taken == 0 {
+            self.process()?;
+            if self.available.get() > 0 {
                 break;
+            }
+            if taken == 0 {
+                // rustls takes nothing while it holds no plaintext: it cannot go on.
+                return Poll::Ready(Err(TlsError::Io(coring::Error::new(
+                    coring::ErrorKind::InvalidInput,
+                    "tls: received bytes not taken",
+                ))));
             }
         }
         if !buf.is_empty() {
             *self.pending.borrow_mut() = Some(buf);
         }
-        Ok(true)
+        Poll::Ready(Ok(true))
     }
 
-    /// Decrypts what rustls holds; on a protocol error the alert goes out first.
-    async fn process(&self) -> Result<(), TlsError> {
+    /// Decrypts what rustls holds. A protocol error is remembered (every later call returns
+    /// it) and its alert is sent.
+    fn process(self: &Rc<Self>) -> Result<(), TlsError> {
         let processed = self.conn.borrow_mut().process_new_packets();
-        match processed {
+        let result = match processed {
             Ok(state) => {
                 self.available.set(state.plaintext_bytes_to_read());
                 if state.peer_has_closed() {
@@ -439,22 +510,104 @@ impl TlsStream {
                 Ok(())
             }
             Err(e) => {
+                counters::count(&counters::PROTOCOL_ERRORS);
                 *self.failure.borrow_mut() = Some(e.clone());
-                let _ = self.flush().await;
                 Err(TlsError::Tls(e))
             }
+        };
+        if !self.handshaking.get() && self.conn.borrow().wants_write() && !self.writing.get() {
+            let owed = Rc::clone(self);
+            coring::spawn_local(async move {
+                let _ = time::timeout(OWED_WRITE_TIMEOUT, owed.flush()).await;
+            });
         }
+        result
     }
 }
 
+/// How long what rustls owes by itself (an alert, say) may take to write.
+const OWED_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Gives the socket's write turn to the next waiting task when a flush ends.
-struct Turn<'a>(&'a TlsStream);
+struct Turn<'a>(&'a Shared);
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.writing.set(false);
         for w in self.0.write_waiters.borrow_mut().drain(..) {
             w.wake();
+        }
+    }
+}
+
+/// What this core's TLS connections did: see [`counters`](fn@counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsCounters {
+    /// Handshakes completed (either side).
+    pub handshakes: u64,
+    /// Of those, resumed sessions.
+    pub resumed: u64,
+    /// Handshakes that did not finish within their deadline.
+    pub handshake_timeouts: u64,
+    /// Handshakes the peer closed before they finished.
+    pub handshake_eofs: u64,
+    /// Handshakes that failed on the socket.
+    pub handshake_io_errors: u64,
+    /// Protocol failures, in a handshake or after it (garbage, a bad record, a refused
+    /// certificate, a renegotiation attempt): each was answered with rustls' alert.
+    pub protocol_errors: u64,
+    /// Streams the peer ended without `close_notify`.
+    pub truncated: u64,
+}
+
+/// This core's TLS counters since it started.
+pub fn counters() -> TlsCounters {
+    use counters::*;
+    TlsCounters {
+        handshakes: HANDSHAKES.with(Cell::get),
+        resumed: RESUMED.with(Cell::get),
+        handshake_timeouts: HANDSHAKE_TIMEOUTS.with(Cell::get),
+        handshake_eofs: HANDSHAKE_EOFS.with(Cell::get),
+        handshake_io_errors: HANDSHAKE_IO_ERRORS.with(Cell::get),
+        protocol_errors: PROTOCOL_ERRORS.with(Cell::get),
+        truncated: TRUNCATED.with(Cell::get),
+    }
+}
+
+mod counters {
+    use std::cell::Cell;
+    use std::thread::LocalKey;
+
+    use super::TlsError;
+
+    thread_local! {
+        pub(super) static HANDSHAKES: Cell<u64> = const { Cell::new(0) };
+        pub(super) static RESUMED: Cell<u64> = const { Cell::new(0) };
+        pub(super) static HANDSHAKE_TIMEOUTS: Cell<u64> = const { Cell::new(0) };
+        pub(super) static HANDSHAKE_EOFS: Cell<u64> = const { Cell::new(0) };
+        pub(super) static HANDSHAKE_IO_ERRORS: Cell<u64> = const { Cell::new(0) };
+        pub(super) static PROTOCOL_ERRORS: Cell<u64> = const { Cell::new(0) };
+        pub(super) static TRUNCATED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count(counter: &'static LocalKey<Cell<u64>>) {
+        counter.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Counts a handshake's outcome (protocol errors were counted where they arose).
+    pub(super) fn handshake_done(result: &Result<(), TlsError>, resumed: bool) {
+        match result {
+            Ok(()) => {
+                count(&HANDSHAKES);
+                if resumed {
+                    count(&RESUMED);
+                }
+            }
+            Err(TlsError::HandshakeTimeout) => count(&HANDSHAKE_TIMEOUTS),
+            Err(TlsError::HandshakeEof) => count(&HANDSHAKE_EOFS),
+            Err(TlsError::Io(_)) => count(&HANDSHAKE_IO_ERRORS),
+            Err(_) => {}
         }
     }
 }

@@ -1,10 +1,9 @@
-//! Dialling a WebSocket server: `ws://host[:port]/path`.
+//! Dialling a WebSocket server: `ws://host[:port]/path`, or `wss://` (feature `tls`).
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use coring::net::TcpStream;
 use coring::time;
 
 use super::{WebSocket, WsConfig};
@@ -12,6 +11,7 @@ use crate::client::Url;
 use crate::http1::{Http1Error, Limits, ResponseDecoder};
 use crate::ws::Role;
 use crate::ws::deflate::client_offer;
+use crate::transport::{DialError, dial};
 use crate::ws::handshake::{HandshakeError, check_answer, client_request, random_key};
 
 /// How [`connect_with`] dials.
@@ -25,6 +25,10 @@ pub struct ConnectOptions {
     pub protocols: Vec<String>,
     /// Deadline for connecting and the opening handshake together.
     pub timeout: Duration,
+    /// For `wss://`: the roots the server's certificate is checked against, ALPN, session
+    /// resumption (the web's public roots when `None`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
@@ -33,6 +37,8 @@ impl Default for ConnectOptions {
             config: WsConfig::default(),
             protocols: Vec::new(),
             timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -41,9 +47,13 @@ impl Default for ConnectOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// Not a `ws://` URL this client can reach (`wss://` arrives with TLS).
+    /// Not a `ws://` (or, with the `tls` feature, `wss://`) URL this client can reach.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The TLS handshake failed (an untrusted certificate, one for another name).
+    #[cfg(feature = "tls")]
+    #[error("{0}")]
+    Tls(crate::tls::TlsError),
     /// Connecting, writing or reading failed.
     #[error("I/O failed: {0}")]
     Io(#[from] coring::Error),
@@ -66,7 +76,8 @@ pub enum ConnectError {
     Closed,
 }
 
-/// Opens a WebSocket to `url` (`ws://host[:port]/path?query`) with the default options.
+/// Opens a WebSocket to `url` (`ws://host[:port]/path?query`, or `wss://`) with the default
+/// options.
 pub async fn connect(url: &str) -> Result<WebSocket, ConnectError> {
     connect_with(url, &ConnectOptions::default()).await
 }
@@ -81,8 +92,20 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<WebSock
 }
 
 async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
-    let stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
-    stream.set_nodelay(true)?;
+    let (stream, mut reader) = dial(
+        url,
+        options.timeout,
+        #[cfg(feature = "tls")]
+        options.tls.as_ref(),
+    )
+    .await
+    .map_err(|e| match e {
+        DialError::Io(e) => ConnectError::Io(e),
+        DialError::Timeout => ConnectError::Timeout,
+        DialError::Unsupported(why) => ConnectError::InvalidUrl(why),
+        #[cfg(feature = "tls")]
+        DialError::Tls(e) => ConnectError::Tls(e),
+    })?;
     let key = random_key();
     let offered: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
     let offer = options.config.deflate.as_ref().map(client_offer);
@@ -104,11 +127,9 @@ async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, Con
         {
             break answer;
         }
-        buf.reserve(4096);
-        let (read, back) = stream.read(buf).await;
-        buf = back;
-        if read? == 0 {
-            return Err(ConnectError::Closed);
+        match reader.next().await? {
+            Some(chunk) => buf.extend_from_slice(chunk.as_ref()),
+            None => return Err(ConnectError::Closed),
         }
     };
     if answer.status != 101 {
@@ -124,7 +145,7 @@ async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, Con
     )?;
     Ok(WebSocket::on_stream(
         Rc::new(stream),
-        None,
+        Some(reader),
         &buf,
         Role::Client,
         std::sync::Arc::new(options.config.clone()),

@@ -8,21 +8,22 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, Bytes};
-use coring::net::{PooledReader, TcpStream};
+use bytes::Bytes;
+use coring::net::TcpStream;
 use coring::time;
 
 use super::outbox::{Kind, Outbox, QueuePolicy, Queued, Refused};
 use super::sender::{Remote, WsSender};
 use super::{Error, Message};
 use crate::serve::{Upgraded, out_buffer};
+use crate::transport::{Reader, Transport};
 use crate::ws::deflate::Agreed;
-use crate::ws::{Event, RecvBuffer, Role, WsConfig, WsConn, WsError};
+use crate::ws::{Event, Role, WsConfig, WsConn, WsError};
 
 /// What the handles of one session share (on its core).
 pub(crate) struct Inner {
-    stream: Rc<TcpStream>,
-    reader: RefCell<PooledReader>,
+    stream: Rc<Transport>,
+    reader: RefCell<Reader>,
     /// A `recv` is waiting on the reader (a second one at once sees the end).
     reading: std::cell::Cell<bool>,
     pub(crate) conn: RefCell<WsConn>,
@@ -170,7 +171,9 @@ impl Inner {
             out_buffer::give_back(back);
             result
         } else {
-            write_batch(&self.stream, vec![head_of(buf, &body), body]).await
+            self.stream
+                .write_batch(vec![head_of(buf, &body), body])
+                .await
         };
         owner.1 = false;
         self.own_write_done(len, result)
@@ -349,11 +352,11 @@ impl Inner {
                 self.conn.borrow_mut().handle_eof(now);
                 return Poll::Ready(Ok(None));
             }
-            let got = self.reader.borrow_mut().poll_next_buf(cx);
+            let got = self.reader.borrow_mut().poll_next(cx);
             let mut conn = self.conn.borrow_mut();
             match got {
                 Poll::Ready(Ok(Some(buf))) => {
-                    return Poll::Ready(Ok(conn.handle_buffer(Pooled(buf), now)));
+                    return Poll::Ready(Ok(conn.handle_buffer(buf, now)));
                 }
                 Poll::Ready(Ok(None)) => conn.handle_eof(now),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
@@ -431,25 +434,6 @@ impl Inner {
     }
 }
 
-/// A pooled receive buffer that a connection may decode in place and share as `Bytes`.
-struct Pooled(coring::buf::PooledBuf);
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl RecvBuffer for Pooled {
-    fn as_mut_bytes(&mut self) -> &mut [u8] {
-        self.0.as_mut_slice()
-    }
-
-    fn into_bytes(self) -> Bytes {
-        self.0.into_bytes()
-    }
-}
-
 /// Marks the reader free again when a `recv` stops waiting (done, or its future dropped).
 struct Reading<'a>(&'a std::cell::Cell<bool>);
 
@@ -486,7 +470,7 @@ async fn flush(inner: Rc<Inner>) {
             batch
         };
         let len = batch.iter().map(Bytes::len).sum();
-        let result = write_batch(&inner.stream, batch).await;
+        let result = inner.stream.write_batch(batch).await;
         let mut out = inner.out.borrow_mut();
         out.written(len);
         if result.is_err() {
@@ -495,37 +479,6 @@ async fn flush(inner: Rc<Inner>) {
             return;
         }
     }
-}
-
-/// Writes every byte of `bufs`, gathered into as few calls as the socket allows.
-async fn write_batch(stream: &TcpStream, mut bufs: Vec<Bytes>) -> coring::Result<()> {
-    if bufs.len() == 1 {
-        let frame = bufs.swap_remove(0);
-        return stream.write_all(frame).await.0;
-    }
-    while !bufs.is_empty() {
-        let (result, back) = stream.writev(bufs).await;
-        bufs = back;
-        let mut n = result?;
-        if n == 0 {
-            return Err(coring::Error::new(coring::ErrorKind::WriteZero, "writev"));
-        }
-        let done = bufs
-            .iter()
-            .take_while(|b| {
-                let whole = n >= b.len();
-                if whole {
-                    n -= b.len();
-                }
-                whole
-            })
-            .count();
-        bufs.drain(..done);
-        if let Some(first) = bufs.first_mut() {
-            first.advance(n);
-        }
-    }
-    Ok(())
 }
 
 /// The methods a [`WebSocket`] and its [`WsWriter`]s share: everything that sends.
@@ -583,7 +536,7 @@ macro_rules! sending_methods {
         /// The stream beneath, for its addresses and socket options. Reading or writing it
         /// directly would cut across the session's frames.
         pub fn stream(&self) -> &TcpStream {
-            &self.inner.stream
+            self.inner.stream.tcp()
         }
     };
 }
@@ -613,7 +566,7 @@ impl WebSocket {
         protocol: Option<String>,
     ) -> WebSocket {
         WebSocket::on_stream(
-            upgraded.stream,
+            upgraded.transport,
             upgraded.reader,
             &upgraded.leftover,
             role,
@@ -626,8 +579,8 @@ impl WebSocket {
     /// A session on `stream` whose handshake is done; `early` is what the peer sent right
     /// behind its handshake.
     pub(crate) fn on_stream(
-        stream: Rc<TcpStream>,
-        reader: Option<PooledReader>,
+        stream: Rc<Transport>,
+        reader: Option<Reader>,
         early: &[u8],
         role: Role,
         config: Arc<WsConfig>,
@@ -642,7 +595,7 @@ impl WebSocket {
         if !early.is_empty() {
             conn.handle_input(early, now);
         }
-        let reader = reader.unwrap_or_else(|| stream.pooled());
+        let reader = reader.unwrap_or_else(|| stream.reader());
         WebSocket {
             inner: Rc::new(Inner {
                 stream,
