@@ -109,7 +109,10 @@ impl Transport {
     }
 
     /// Writes all of `buf`, and hands it back.
-    pub(crate) async fn write_all<B: IoBuf + AsRef<[u8]>>(&self, buf: B) -> (coring::Result<()>, B) {
+    pub(crate) async fn write_all<B: IoBuf + AsRef<[u8]>>(
+        &self,
+        buf: B,
+    ) -> (coring::Result<()>, B) {
         match self {
             Transport::Tcp(s) => s.write_all(buf).await,
             #[cfg(feature = "tls")]
@@ -167,7 +170,12 @@ impl Transport {
 
     /// Sends `len` bytes of `file` from `offset`: without a user-space copy on plain TCP, read
     /// and encrypted piece by piece over TLS. Returns the bytes sent (fewer if the file ends).
-    pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> coring::Result<u64> {
+    pub(crate) async fn send_file(
+        &self,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> coring::Result<u64> {
         match self {
             Transport::Tcp(s) => s.send_file(file, offset, len).await,
             #[cfg(feature = "tls")]
@@ -212,7 +220,10 @@ impl Transport {
 
 impl Reader {
     /// The next bytes received; `None` at the end of the stream.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<coring::Result<Option<Chunk>>> {
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<coring::Result<Option<Chunk>>> {
         match self {
             Reader::Tcp(r) => r
                 .poll_next_buf(cx)
@@ -265,15 +276,14 @@ pub(crate) async fn dial(
     {
         let name = rustls::pki_types::ServerName::try_from(url.host.clone())
             .map_err(|_| DialError::Unsupported(format!("{}: not a server name", url.host)))?;
-        let config = tls.cloned().unwrap_or_else(crate::tls::default_client_config);
+        let config = tls
+            .cloned()
+            .unwrap_or_else(crate::tls::default_client_config);
         let connector = crate::tls::TlsConnector::new(config).handshake_timeout(timeout);
-        let tls = connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| match e {
-                TlsError::HandshakeTimeout => DialError::Timeout,
-                e => DialError::Tls(e),
-            })?;
+        let tls = connector.connect(name, stream).await.map_err(|e| match e {
+            TlsError::HandshakeTimeout => DialError::Timeout,
+            e => DialError::Tls(e),
+        })?;
         let reader = Reader::Tls(tls.share());
         Ok((Transport::Tls(tls), reader))
     }

@@ -97,7 +97,9 @@ impl Url {
             return Ok(location.to_string());
         }
         if location.contains("://") {
-            return Err(format!("{location}: only http:// and https:// are supported"));
+            return Err(format!(
+                "{location}: only http:// and https:// are supported"
+            ));
         }
         if location.starts_with('/') {
             return Ok(format!("{}{location}", self.origin()));

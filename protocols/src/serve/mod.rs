@@ -190,7 +190,10 @@ impl<H: Handler> Server<H> {
             let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
                 let stream = Rc::new(Transport::Tcp(stream));
-                run(drive(stream, &*handler, connection, write_timeout).await, live);
+                run(
+                    drive(stream, &*handler, connection, write_timeout).await,
+                    live,
+                );
             });
         }
     }
@@ -231,7 +234,10 @@ impl<H: Handler> Server<H> {
                     }
                 };
                 let stream = Rc::new(Transport::Tls(tls));
-                run(drive(stream, &*handler, connection, write_timeout).await, live);
+                run(
+                    drive(stream, &*handler, connection, write_timeout).await,
+                    live,
+                );
             });
         }
     }
@@ -505,9 +511,7 @@ impl Upgraded {
     /// The next bytes the client sent after [`Upgraded::leftover`] (decrypted, over TLS);
     /// `None` once it closed its side.
     pub async fn recv(&mut self) -> coring::Result<Option<bytes::Bytes>> {
-        let reader = self
-            .reader
-            .get_or_insert_with(|| self.transport.reader());
+        let reader = self.reader.get_or_insert_with(|| self.transport.reader());
         let chunk = reader.next().await?;
         Ok(chunk.map(|c| bytes::Bytes::copy_from_slice(c.as_ref())))
     }

@@ -51,7 +51,8 @@ pub fn load_certified_key(
     if chain.is_empty() {
         return Err(pem_error(cert_pem, "no certificate in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| pem_error(key_pem, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key_pem).map_err(|e| pem_error(key_pem, e.to_string()))?;
     certified_key(chain, key)
 }
 
@@ -209,11 +210,17 @@ mod tests {
             .add("A.test", Arc::clone(&a))
             .add("*.b.test", Arc::clone(&wild));
         assert!(Arc::ptr_eq(&resolver.find(Some("a.TEST")).unwrap(), &a));
-        assert!(Arc::ptr_eq(&resolver.find(Some("x.b.test")).unwrap(), &wild));
+        assert!(Arc::ptr_eq(
+            &resolver.find(Some("x.b.test")).unwrap(),
+            &wild
+        ));
         assert!(resolver.find(Some("x.y.b.test")).is_none());
         assert!(resolver.find(None).is_none());
         let resolver = resolver.default_key(Arc::clone(&fallback));
-        assert!(Arc::ptr_eq(&resolver.find(Some("other")).unwrap(), &fallback));
+        assert!(Arc::ptr_eq(
+            &resolver.find(Some("other")).unwrap(),
+            &fallback
+        ));
     }
 
     #[test]

@@ -285,7 +285,10 @@ impl TlsStream {
 
     /// [`TlsStream::recv`] as a poll: plaintext rustls holds, in a buffer of its own (one
     /// record at most).
-    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>, TlsError>> {
+    pub(crate) fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<BytesMut>, TlsError>> {
         let inner = &self.inner;
         loop {
             inner.check()?;

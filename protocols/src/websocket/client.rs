@@ -9,9 +9,9 @@ use coring::time;
 use super::{WebSocket, WsConfig};
 use crate::client::Url;
 use crate::http1::{Http1Error, Limits, ResponseDecoder};
+use crate::transport::{DialError, dial};
 use crate::ws::Role;
 use crate::ws::deflate::client_offer;
-use crate::transport::{DialError, dial};
 use crate::ws::handshake::{HandshakeError, check_answer, client_request, random_key};
 
 /// How [`connect_with`] dials.
