@@ -64,7 +64,7 @@ impl Workload for TcpEcho {
     fn connection(self: Arc<Self>, lane: Lane) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
             let addr = self.addr;
-            drive(lane, addr, || EchoExchange {
+            drive(lane, addr, None, || EchoExchange {
                 echo: Arc::clone(&self),
                 sent: 0,
                 received: 0,

@@ -1,4 +1,5 @@
-//! The `http` workload: HTTP/1.1 requests over keep-alive connections, pipelined or not.
+//! The `http` workload: HTTP/1.1 requests over keep-alive connections, pipelined or not;
+//! `https://` (feature `tls`) runs them over TLS.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -8,14 +9,19 @@ use bytes::Bytes;
 use coring_protocols::client::Url;
 use coring_protocols::http1::{Limits, ResponseFramer, encode_request};
 
+use crate::link::TlsDial;
 use crate::run::{Lane, Workload};
 use crate::stream::{Exchange, Reply, Verdict, Wrong, drive};
 
 /// What to send and what to expect back.
 #[derive(Clone, Debug)]
 pub struct HttpSpec {
-    /// `http://host:port/path?query`.
+    /// `http://host:port/path?query`, or `https://` (feature `tls`).
     pub url: String,
+    /// For `https://`: the client configuration (roots, resumption); the web's public roots
+    /// when `None`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<coring_protocols::tls::rustls::ClientConfig>>,
     /// Request method.
     pub method: String,
     /// Extra request headers (`Host` and `Content-Length` are written for you).
@@ -40,6 +46,8 @@ impl Default for HttpSpec {
             expect_status: None,
             expect_body_bytes: None,
             max_body_bytes: 64 * 1024 * 1024,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -54,6 +62,7 @@ pub struct Http {
     /// `pipeline` copies of the request back to back: a write of k requests is a slice of it.
     requests: Bytes,
     head: bool,
+    tls: Option<TlsDial>,
 }
 
 impl Http {
@@ -87,7 +96,21 @@ impl Http {
         );
         let request_len = one.len();
         let requests = Bytes::from(one.repeat(pipeline.max(1)));
+        let tls = match url.tls {
+            false => None,
+            #[cfg(feature = "tls")]
+            true => {
+                let config = spec
+                    .tls
+                    .clone()
+                    .unwrap_or_else(coring_protocols::tls::default_client_config);
+                Some(TlsDial::new(config, &url.host)?)
+            }
+            #[cfg(not(feature = "tls"))]
+            true => return Err(format!("{}: https needs the tls feature", spec.url)),
+        };
         Ok(Http {
+            tls,
             head: method == "HEAD",
             spec,
             addr,
@@ -114,7 +137,10 @@ impl Workload for Http {
     fn connection(self: Arc<Self>, lane: Lane) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
             let addr = self.addr;
-            drive(lane, addr, || HttpExchange::new(Arc::clone(&self))).await
+            drive(lane, addr, self.tls.as_ref(), || {
+                HttpExchange::new(Arc::clone(&self))
+            })
+            .await
         })
     }
 }

@@ -43,6 +43,7 @@
 pub mod args;
 pub mod echo;
 pub mod http;
+pub mod link;
 pub mod record;
 pub mod report;
 pub mod run;

@@ -10,15 +10,15 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coring::net::TcpStream;
 use coring::time::{sleep, sleep_until, timeout, timeout_at};
 
+use crate::link::{DialFailure, Link, TlsDial, connect};
 use crate::run::{CoreRun, Lane};
 
 /// What the workload says about one response.
@@ -96,7 +96,7 @@ impl Window {
 }
 
 struct Connection<E> {
-    stream: TcpStream,
+    stream: Link,
     window: RefCell<Window>,
     exchange: RefCell<E>,
 }
@@ -114,19 +114,25 @@ pub fn error_kind(e: &coring::Error) -> &'static str {
     }
 }
 
-/// Drives connection slot `lane` against `addr` until the run ends, with a fresh `make()`
-/// exchange per connection.
-pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() -> E) {
+/// Drives connection slot `lane` against `addr` (over TLS when `tls` says so) until the run
+/// ends, with a fresh `make()` exchange per connection.
+pub async fn drive<E: Exchange>(
+    lane: Lane,
+    addr: SocketAddr,
+    tls: Option<&TlsDial>,
+    make: impl Fn() -> E,
+) {
     let run = &lane.run;
     let options = &run.options;
     while !run.stop_sending(Instant::now()) {
-        let stream = match timeout(options.timeout, TcpStream::connect(addr)).await {
+        let stream = match timeout(options.timeout, connect(addr, tls)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let kind = match error_kind(&e) {
-                    "io" => "connect",
-                    other => other,
-                };
+            Ok(Err(DialFailure::Handshake(kind))) => {
+                run.rec.borrow_mut().error(kind);
+                sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(Err(DialFailure::Connect(kind))) => {
                 run.rec.borrow_mut().error(kind);
                 // Do not hammer a server that refuses: retry ten times a second.
                 sleep(Duration::from_millis(100)).await;
@@ -137,7 +143,6 @@ pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() ->
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let mut exchange = make();
         if let Some(hello) = exchange.opening() {
             let opened = timeout(options.timeout, open(&stream, hello, &mut exchange)).await;
@@ -179,19 +184,18 @@ pub async fn drive<E: Exchange>(lane: Lane, addr: SocketAddr, make: impl Fn() ->
 /// Sends the exchange's opening and reads until its answer is complete. Nothing may follow
 /// the answer before a request is sent.
 async fn open<E: Exchange>(
-    stream: &TcpStream,
+    stream: &Link,
     hello: Bytes,
     exchange: &mut E,
 ) -> Result<(), &'static str> {
-    let (written, _) = stream.write_all(hello).await;
-    written.map_err(|e| error_kind(&e))?;
-    let mut reader = stream.pooled();
+    stream.write_all(hello).await?;
+    let mut reader = stream.reader();
     let mut answer = Vec::new();
     loop {
         match reader.next().await {
             Ok(Some(buf)) => answer.extend_from_slice(&buf),
             Ok(None) => return Err("closed"),
-            Err(e) => return Err(error_kind(&e)),
+            Err(kind) => return Err(kind),
         }
         if let Some(n) = exchange.opened(&answer)? {
             return if n == answer.len() {
@@ -268,13 +272,12 @@ async fn write_loop<E: Exchange>(
                 }),
             }
         }
-        let (result, _) = conn.stream.write_all(bytes).await;
-        if let Err(e) = result {
+        if let Err(kind) = conn.stream.write_all(bytes).await {
             if !conn.window.borrow().dead {
-                run.rec.borrow_mut().error(error_kind(&e));
+                run.rec.borrow_mut().error(kind);
             }
             // The reader sees the end of the connection and finishes it.
-            let _ = conn.stream.shutdown(Shutdown::Both).await;
+            conn.stream.shutdown().await;
             return;
         }
         run.rec.borrow_mut().bytes_out(len, now);
@@ -283,7 +286,7 @@ async fn write_loop<E: Exchange>(
 
 /// Reads and completes responses until the connection fails or closes, or the run is over.
 async fn read_loop<E: Exchange>(conn: &Connection<E>, run: &CoreRun) {
-    let mut reader = conn.stream.pooled();
+    let mut reader = conn.stream.reader();
     let limit = run.options.timeout;
     loop {
         let oldest = conn.window.borrow().in_flight.front().map(|r| r.written);
@@ -311,9 +314,9 @@ async fn read_loop<E: Exchange>(conn: &Connection<E>, run: &CoreRun) {
                 }
                 continue;
             }
-            Ok(Err(e)) => {
+            Ok(Err(kind)) => {
                 if !conn.window.borrow().dead {
-                    run.rec.borrow_mut().error(error_kind(&e));
+                    run.rec.borrow_mut().error(kind);
                 }
                 return;
             }

@@ -91,7 +91,7 @@ impl Workload for WsEcho {
     fn connection(self: Arc<Self>, lane: Lane) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
             let addr = self.addr;
-            drive(lane, addr, || WsExchange {
+            drive(lane, addr, None, || WsExchange {
                 echo: Arc::clone(&self),
                 key: String::new(),
                 head: Vec::new(),

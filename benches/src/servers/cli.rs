@@ -10,6 +10,7 @@ use super::{self as servers, App, ServerConfig};
 const USAGE: &str = "bench-server: one server variant of the bench suite
 
 usage: bench-server --variant NAME [--app tfb|echo|ws] [--addr HOST:PORT] [--cores N] [--file PATH]
+                    [--tls-cert PEM --tls-key PEM]
 
   --variant  coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
              raw-uring, nginx, tokio-tungstenite, fastwebsockets
@@ -17,7 +18,9 @@ usage: bench-server --variant NAME [--app tfb|echo|ws] [--addr HOST:PORT] [--cor
              echo at / (default tfb)
   --addr     listen address (default 127.0.0.1:8080; port 0 picks a free port)
   --cores    server threads, one SO_REUSEPORT listener each (default 1)
-  --file     file served at /static";
+  --file     file served at /static
+  --tls-cert serve tfb over TLS with this certificate chain (coring, tokio-hyper, nginx)
+  --tls-key  and this private key";
 
 /// `bench-server`'s command line: `args` are the flags (without the program name).
 pub fn cli_main(args: impl IntoIterator<Item = String>) -> ExitCode {
@@ -26,6 +29,7 @@ pub fn cli_main(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut addr: SocketAddr = "127.0.0.1:8080".parse().expect("valid default");
     let mut cores = 1usize;
     let mut file = None;
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
     let fail = |m: String| {
         eprintln!("bench-server: {m}");
@@ -58,11 +62,18 @@ pub fn cli_main(args: impl IntoIterator<Item = String>) -> ExitCode {
                 _ => return fail(format!("--cores: {value:?} is not a positive number")),
             },
             "--file" => file = Some(PathBuf::from(value)),
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value)),
             other => return fail(format!("unknown argument {other:?} (try --help)")),
         }
     }
     let Some(variant) = variant else {
         return fail("--variant is required (try --help)".into());
+    };
+    let tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(servers::TlsFiles { cert, key }),
+        _ => return fail("--tls-cert and --tls-key go together".into()),
     };
     let listeners = match servers::bind_listeners(addr, cores) {
         Ok(l) => l,
@@ -76,6 +87,7 @@ pub fn cli_main(args: impl IntoIterator<Item = String>) -> ExitCode {
         listeners,
         app,
         file,
+        tls,
     };
     // The listeners are open: connections queue in the backlog until each thread accepts.
     servers::announce(bound);

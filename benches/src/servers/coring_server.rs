@@ -1,6 +1,6 @@
 //! coring, on the driver asked for: the project's own HTTP stack (the `coring-tfb` app with the
-//! suite's `Server` name, `/static` through the zero-copy file path), a pooled echo, and
-//! WebSocket echo upgraded from a route.
+//! suite's `Server` name, `/static` through the zero-copy file path; over rustls when given a
+//! certificate), a pooled echo, and WebSocket echo upgraded from a route.
 
 use std::rc::Rc;
 
@@ -29,6 +29,13 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
         .map(|l| std::sync::Mutex::new(Some(l)))
         .collect();
     let (app, file) = (config.app, config.file);
+    let tls = match &config.tls {
+        Some(files) => Some(std::sync::Arc::new(
+            coring_protocols::tls::server_config_from_pem(&files.cert, &files.key)
+                .map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     rt.run(|core| {
         let listener = listeners[core.index()]
             .lock()
@@ -36,6 +43,7 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
             .take()
             .map(TcpListener::from_std);
         let file = file.clone();
+        let tls = tls.clone();
         async move {
             let listener = match listener {
                 Some(Ok(l)) => l,
@@ -52,10 +60,15 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
                         server_name: Some(SERVER_NAME.into()),
                         ..Config::default()
                     };
-                    Server::new(move |req: Request| handle(req, file.clone()))
-                        .config(server_config)
-                        .serve(listener)
-                        .await;
+                    let server = Server::new(move |req: Request| handle(req, file.clone()))
+                        .config(server_config);
+                    match tls {
+                        Some(config) => {
+                            let acceptor = coring_protocols::tls::TlsAcceptor::new(config);
+                            server.serve_tls(listener, acceptor).await;
+                        }
+                        None => server.serve(listener).await,
+                    }
                 }
                 App::Ws => {
                     // One configuration shared by the core's sessions.

@@ -66,7 +66,22 @@ pub struct ServerConfig {
     pub app: App,
     /// The file served at `/static`.
     pub file: Option<PathBuf>,
+    /// Serve the app over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
 }
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's key.
+    pub key: PathBuf,
+}
+
+/// The variants with a TLS server (coring with rustls, tokio + hyper with tokio-rustls, nginx
+/// with OpenSSL).
+pub const TLS_VARIANTS: [&str; 4] = ["coring-uring", "coring-compat", "tokio-hyper", "nginx"];
 
 impl ServerConfig {
     /// Opens the `/static` file for the shared responder, if one was given.
@@ -267,6 +282,8 @@ pub const VARIANTS: [&str; 10] = [
 pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static str> {
     const WS_PEERS: [&str; 2] = ["tokio-tungstenite", "fastwebsockets"];
     match (variant, app, workload) {
+        (v, "https", _) if !TLS_VARIANTS.contains(&v) => Some("no TLS server in this variant"),
+        (_, "https", _) => None,
         (v, "tfb" | "echo", _) if WS_PEERS.contains(&v) => Some("a WebSocket library only"),
         ("coring-uring" | "coring-compat", "ws", _) => None,
         (v, "ws", _) if !WS_PEERS.contains(&v) => Some("no WebSocket server in this variant"),
@@ -282,6 +299,12 @@ pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static 
 pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
     if let Some(why) = unsupported(name, config.app.name(), "") {
         return Err(format!("{name} cannot serve {}: {why}", config.app.name()));
+    }
+    if config.tls.is_some() && (!TLS_VARIANTS.contains(&name) || config.app != App::Tfb) {
+        return Err(format!(
+            "{name} has no TLS server for {}",
+            config.app.name()
+        ));
     }
     #[cfg(target_os = "linux")]
     {

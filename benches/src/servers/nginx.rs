@@ -46,9 +46,24 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
         Some(f) => Some(std::fs::canonicalize(f).map_err(|e| format!("{}: {e}", f.display()))?),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            [&files.cert, &files.key]
+                .map(|p| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))),
+        ),
+        None => None,
+    };
+    let tls = match tls {
+        Some([cert, key]) => Some((cert?, key?)),
+        None => None,
+    };
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, config_text(&dir, addr, workers, file.as_deref()))
-        .map_err(|e| format!("{}: {e}", conf.display()))?;
+    let tls_paths = tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    std::fs::write(
+        &conf,
+        config_text(&dir, addr, workers, file.as_deref(), tls_paths),
+    )
+    .map_err(|e| format!("{}: {e}", conf.display()))?;
     let fd = listener.as_raw_fd();
     // SAFETY: fcntl on a descriptor this process owns; clearing FD_CLOEXEC keeps the listening
     // socket open across the exec, where nginx takes it over (it is never closed here).
@@ -70,12 +85,14 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
     Err(format!("cannot run {}: {err}", nginx.display()))
 }
 
-/// The config: TechEmpower's plaintext as a fixed answer and `/static` from the file.
+/// The config: TechEmpower's plaintext as a fixed answer and `/static` from the file; over
+/// TLS 1.2 and 1.3 (OpenSSL) with `tls`'s certificate and key.
 fn config_text(
     dir: &Path,
     addr: std::net::SocketAddr,
     workers: usize,
     file: Option<&Path>,
+    tls: Option<(&Path, &Path)>,
 ) -> String {
     let d = dir.display();
     let mut c = String::new();
@@ -87,9 +104,19 @@ fn config_text(
          \x20 keepalive_requests 100000000;\n  keepalive_timeout 65;\n  server_tokens off;\n\
          \x20 client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         \x20 server {{\n    listen {addr} backlog=4096;\n\
-         \x20   location = /plaintext {{ default_type text/plain; return 200 \"Hello, World!\"; }}\n"
+         \x20 server {{\n    listen {addr} backlog=4096{ssl};\n\
+         \x20   location = /plaintext {{ default_type text/plain; return 200 \"Hello, World!\"; }}\n",
+        ssl = if tls.is_some() { " ssl" } else { "" }
     );
+    if let Some((cert, key)) = tls {
+        let _ = writeln!(
+            c,
+            "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
+             \x20   ssl_session_cache shared:tls:10m;",
+            cert.display(),
+            key.display()
+        );
+    }
     if let Some(file) = file {
         let _ = writeln!(
             c,
@@ -110,6 +137,7 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap(),
             1,
             Some(std::path::Path::new("/tmp/x/static.bin")),
+            None,
         );
         for want in [
             "sendfile on;",
@@ -119,6 +147,28 @@ mod tests {
             "return 200 \"Hello, World!\";",
             "alias /tmp/x/static.bin;",
             "access_log off;",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn over_tls_the_listener_takes_the_certificate() {
+        let text = super::config_text(
+            std::path::Path::new("/tmp/x"),
+            "127.0.0.1:8443".parse().unwrap(),
+            1,
+            None,
+            Some((
+                std::path::Path::new("/tmp/x/cert.pem"),
+                std::path::Path::new("/tmp/x/key.pem"),
+            )),
+        );
+        for want in [
+            "listen 127.0.0.1:8443 backlog=4096 ssl;",
+            "ssl_certificate /tmp/x/cert.pem;",
+            "ssl_certificate_key /tmp/x/key.pem;",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -1,5 +1,6 @@
 //! tokio + hyper: a current-thread runtime per core thread on its own SO_REUSEPORT listener,
-//! hyper's HTTP/1 server with pipelined flushing; echo on tokio's streams.
+//! hyper's HTTP/1 server with pipelined flushing (over tokio-rustls, ring, when given a
+//! certificate: the TLS peer a tokio user would pick); echo on tokio's streams.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -22,14 +23,27 @@ use super::{App, SERVER_NAME, ServerConfig, json_body, with_date};
 pub fn serve(config: ServerConfig) -> Result<(), String> {
     let app = config.app;
     let file = config.file.map(Arc::new);
+    let tls = match &config.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            coring_protocols::tls::server_config_from_pem(&files.cert, &files.key)
+                .map_err(|e| e.to_string())?,
+        ))),
+        None => None,
+    };
     per_listener(config.listeners, move |stream| {
         let file = file.clone();
+        let tls = tls.clone();
         async move {
-            match app {
-                App::Tfb => http(stream, file).await,
-                App::Echo => echo(stream).await,
+            match (app, tls) {
+                (App::Tfb, Some(tls)) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        http(stream, file).await;
+                    }
+                }
+                (App::Tfb, None) => http(stream, file).await,
+                (App::Echo, _) => echo(stream).await,
                 // Refused before serving (`servers::serve`).
-                App::Ws => {}
+                (App::Ws, _) => {}
             }
         }
     })
@@ -62,7 +76,10 @@ where
     })
 }
 
-async fn http(stream: TcpStream, file: Option<Arc<PathBuf>>) {
+async fn http<S>(stream: S, file: Option<Arc<PathBuf>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req: Request<Incoming>| {
         let file = file.clone();
         async move { Ok::<_, Infallible>(handle(req, file).await) }

@@ -73,6 +73,8 @@ pub enum Traffic {
         pipeline: usize,
         /// Open model at this many requests per second per server core.
         rate_per_core: Option<f64>,
+        /// Over TLS, and how.
+        tls: TlsUse,
     },
     /// TCP echo of `size`-byte messages.
     Echo {
@@ -84,6 +86,17 @@ pub enum Traffic {
         /// Message size.
         size: usize,
     },
+}
+
+/// Whether, and how, an HTTP workload runs over TLS (1.3, ECDSA P-256 certificate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsUse {
+    /// Plain TCP.
+    None,
+    /// One handshake per connection, then keep-alive requests.
+    KeepAlive,
+    /// One full handshake per request: `Connection: close`, no session resumption.
+    Handshakes,
 }
 
 /// One workload of the suite.
@@ -102,7 +115,10 @@ pub struct WorkloadDef {
 impl WorkloadDef {
     fn app(&self) -> &'static str {
         match self.traffic {
-            Traffic::Http { .. } => "tfb",
+            Traffic::Http {
+                tls: TlsUse::None, ..
+            } => "tfb",
+            Traffic::Http { .. } => "https",
             Traffic::Echo { .. } => "echo",
             Traffic::Ws { .. } => "ws",
         }
@@ -113,13 +129,14 @@ impl WorkloadDef {
 /// scale on a small machine: many pipelined connections for plaintext, fewer for json. The
 /// WebSocket ones are the shapes fastwebsockets publishes: 100 connections × 20-byte messages
 /// and 500 × 16 KiB.
-pub const WORKLOADS: [WorkloadDef; 8] = [
+pub const WORKLOADS: [WorkloadDef; 11] = [
     WorkloadDef {
         name: "plaintext",
         traffic: Traffic::Http {
             path: "/plaintext",
             pipeline: 16,
             rate_per_core: None,
+            tls: TlsUse::None,
         },
         connections_per_core: 256,
         syscall_requests: 50_000,
@@ -130,6 +147,7 @@ pub const WORKLOADS: [WorkloadDef; 8] = [
             path: "/json",
             pipeline: 1,
             rate_per_core: None,
+            tls: TlsUse::None,
         },
         connections_per_core: 64,
         syscall_requests: 10_000,
@@ -153,6 +171,7 @@ pub const WORKLOADS: [WorkloadDef; 8] = [
             path: "/static",
             pipeline: 1,
             rate_per_core: None,
+            tls: TlsUse::None,
         },
         connections_per_core: 16,
         syscall_requests: 500,
@@ -175,6 +194,40 @@ pub const WORKLOADS: [WorkloadDef; 8] = [
             path: "/plaintext",
             pipeline: 1,
             rate_per_core: Some(40_000.0),
+            tls: TlsUse::None,
+        },
+        connections_per_core: 64,
+        syscall_requests: 0,
+    },
+    WorkloadDef {
+        name: "https",
+        traffic: Traffic::Http {
+            path: "/plaintext",
+            pipeline: 16,
+            rate_per_core: None,
+            tls: TlsUse::KeepAlive,
+        },
+        connections_per_core: 256,
+        syscall_requests: 20_000,
+    },
+    WorkloadDef {
+        name: "https-1",
+        traffic: Traffic::Http {
+            path: "/plaintext",
+            pipeline: 1,
+            rate_per_core: None,
+            tls: TlsUse::KeepAlive,
+        },
+        connections_per_core: 64,
+        syscall_requests: 0,
+    },
+    WorkloadDef {
+        name: "tls-handshakes",
+        traffic: Traffic::Http {
+            path: "/plaintext",
+            pipeline: 1,
+            rate_per_core: None,
+            tls: TlsUse::Handshakes,
         },
         connections_per_core: 64,
         syscall_requests: 0,
@@ -283,6 +336,11 @@ impl Server {
     ) -> Result<Server, String> {
         let (program, leading) = &options.server_cmd;
         let mut cmd = Command::new(program);
+        // `https` is the tfb app over TLS.
+        let (app, tls) = match app {
+            "https" => ("tfb", true),
+            other => (other, false),
+        };
         cmd.args(leading)
             .args(["--variant", variant, "--app", app, "--addr", "127.0.0.1:0"])
             .args(["--cores", &options.cores.to_string()])
@@ -292,6 +350,13 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if tls {
+            let paths = tls_files(options);
+            cmd.arg("--tls-cert")
+                .arg(paths.cert)
+                .arg("--tls-key")
+                .arg(paths.key);
+        }
         let cpus = cpus.to_vec();
         // SAFETY: the hook runs between fork and exec and only makes the sched_setaffinity
         // syscall on a bitmask built on its stack from `cpus`, which was allocated before fork.
@@ -371,10 +436,17 @@ fn load(
             path,
             pipeline,
             rate_per_core,
+            tls,
         } => {
             lg.pipeline = pipeline;
             lg.rate = rate_per_core.map(|r| r * options.cores as f64);
-            Arc::new(Http::new(http_spec(&addr.to_string(), path), pipeline)?)
+            let spec = match tls {
+                TlsUse::None => http_spec(&addr.to_string(), path),
+                TlsUse::KeepAlive | TlsUse::Handshakes => {
+                    https_spec(addr, path, tls == TlsUse::Handshakes, options)?
+                }
+            };
+            Arc::new(Http::new(spec, pipeline)?)
         }
         Traffic::Echo { size } => {
             lg.pipeline = 1;
@@ -386,6 +458,98 @@ fn load(
         }
     };
     Ok((w, lg))
+}
+
+/// [`http_spec`] over TLS 1.3 to `addr`, trusting the suite's CA; with `handshakes`, one full
+/// handshake per request (`Connection: close`, resumption off).
+#[cfg(target_os = "linux")]
+fn https_spec(
+    addr: SocketAddr,
+    path: &str,
+    handshakes: bool,
+    options: &SuiteOptions,
+) -> Result<HttpSpec, String> {
+    use coring_protocols::tls::rustls;
+    let roots =
+        coring_protocols::tls::roots_from_pem(tls_files(options).ca).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(coring_protocols::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if handshakes {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    let mut spec = http_spec(&format!("localhost:{}", addr.port()), path);
+    spec.url = spec.url.replacen("http://", "https://", 1);
+    if handshakes {
+        for (name, value) in &mut spec.headers {
+            if name == "Connection" {
+                *value = "close".into();
+            }
+        }
+    }
+    spec.tls = Some(Arc::new(config));
+    Ok(spec)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn https_spec(_: SocketAddr, _: &str, _: bool, _: &SuiteOptions) -> Result<HttpSpec, String> {
+    Err("TLS workloads run on Linux only".into())
+}
+
+/// The suite's TLS files: a CA, and an ECDSA P-256 certificate for `localhost` and 127.0.0.1
+/// it signed, with its key (written by [`write_tls_files`]).
+#[derive(Clone, Debug)]
+pub struct TlsPaths {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's key.
+    pub key: PathBuf,
+}
+
+fn tls_files(options: &SuiteOptions) -> TlsPaths {
+    let dir = options.out.join("tls");
+    TlsPaths {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }
+}
+
+/// Makes the suite's CA and server certificate (fresh each run).
+#[cfg(target_os = "linux")]
+fn write_tls_files(options: &SuiteOptions) -> Result<(), String> {
+    let paths = tls_files(options);
+    let e = |e: rcgen::Error| format!("certificates: {e}");
+    let ca_key = rcgen::KeyPair::generate().map_err(e)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "coring bench CA");
+    let ca = ca.self_signed(&ca_key).map_err(e)?;
+    let key = rcgen::KeyPair::generate().map_err(e)?;
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .map_err(e)?
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(e)?;
+    let dir = options.out.join("tls");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (path, text) in [
+        (&paths.ca, ca.pem()),
+        (&paths.cert, leaf.pem()),
+        (&paths.key, key.serialize_pem()),
+    ] {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_tls_files(_: &SuiteOptions) -> Result<(), String> {
+    Err("TLS workloads run on Linux only".into())
 }
 
 /// TechEmpower's request for `path` on `addr`, and what its answer must be.
@@ -522,6 +686,9 @@ pub fn measure(
     let mut apps: Vec<&str> = workloads.iter().map(WorkloadDef::app).collect();
     apps.sort_unstable();
     apps.dedup();
+    if apps.contains(&"https") {
+        write_tls_files(options)?;
+    }
     let mut broken: Vec<((String, &str), String)> = Vec::new();
     for &variant in &variants {
         if variant == "glommio" && sys::memlock_limit().is_some_and(|l| l < 512 * 1024) {
@@ -540,7 +707,9 @@ pub fn measure(
             }
             let checked =
                 Server::start(options, variant, app, &placement.server, &file).and_then(|server| {
-                    let result = if variant == "nginx" {
+                    let result = if app == "https" {
+                        validate::https(server.addr, &tls_files(options).ca)
+                    } else if variant == "nginx" {
                         validate::nginx(server.addr, &content)
                     } else if app == "tfb" {
                         validate::tfb(server.addr, Some(&content))

@@ -404,6 +404,13 @@ fn targets(rows: &[Row], summaries: &[WorkloadSummary]) -> Vec<Target> {
             ahead(w, peer, 1.0);
         }
     }
+    // TLS: ahead of tokio-rustls everywhere, level with nginx (OpenSSL) on keep-alive.
+    for w in ["https", "https-1", "tls-handshakes"] {
+        ahead(w, "tokio-hyper", 1.0);
+    }
+    for w in ["https", "https-1"] {
+        ahead(w, "nginx", 1.0);
+    }
     // coring-compat ≥ 1.0× monoio-legacy: their ratio to the same baseline compared.
     for w in ["plaintext", "json", "echo-64"] {
         let goal = format!("{w}: coring-compat ≥ 1.00× monoio-legacy");

@@ -49,6 +49,43 @@ pub fn nginx(addr: SocketAddr, static_body: &[u8]) -> Result<(), String> {
     })
 }
 
+/// Checks `/plaintext` over TLS 1.3 with our client (trusting `ca`): status, body, and two
+/// requests on one connection.
+#[cfg(target_os = "linux")]
+pub fn https(addr: SocketAddr, ca: &std::path::Path) -> Result<(), String> {
+    use coring_protocols::client::{Client, ClientConfig};
+    let roots = coring_protocols::tls::roots_from_pem(ca).map_err(|e| e.to_string())?;
+    let config = coring_protocols::tls::client_config(roots).map_err(|e| e.to_string())?;
+    let base = format!("https://localhost:{}", addr.port());
+    coring::block_on(async move {
+        let client = Client::new(ClientConfig {
+            tls: Some(std::sync::Arc::new(config)),
+            ..ClientConfig::default()
+        });
+        for _ in 0..2 {
+            let resp = client
+                .get(&format!("{base}/plaintext"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if resp.status != 200 || resp.body[..] != crate::PLAINTEXT[..] {
+                return Err(format!(
+                    "/plaintext over tls: {} {:?}",
+                    resp.status, resp.body
+                ));
+            }
+        }
+        match client.idle_connections(&base) {
+            1 => Ok(()),
+            n => Err(format!("{n} connections kept for two keep-alive requests")),
+        }
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn https(_: SocketAddr, _: &std::path::Path) -> Result<(), String> {
+    Err("TLS workloads run on Linux only".into())
+}
+
 /// Sends a GET for each of `paths` in one write on one connection and hands each response's
 /// head and body, in order, to `each`.
 fn pipelined(

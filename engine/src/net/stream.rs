@@ -12,7 +12,7 @@ use crate::driver::{Op, OpCode, SharedFd};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::File;
 use crate::net::PooledReader;
-use crate::op::{Recv, Send, SendVectored, Shutdown};
+use crate::op::{Recv, Send, SendVectored};
 use crate::runtime::context;
 use crate::time::{self, Sleep};
 
@@ -155,14 +155,14 @@ impl StreamIo {
     }
 
     /// Shuts down the read side, the write side (the peer reads end-of-stream), or both.
+    ///
+    /// A direct shutdown(2), on every driver: on a stream socket it never blocks, while
+    /// io_uring's SHUTDOWN op always goes to a kernel worker thread (a thread switch per
+    /// close). Writes this stream's callers awaited are in the socket before the FIN.
     pub(crate) async fn shutdown(&self, how: How) -> Result<()> {
         let how_raw = crate::sys::sock::shutdown_how(how);
-        let op = Shutdown {
-            fd: self.fd.clone(),
-            how: how_raw,
-        };
-        Op::submit(op).await.result?;
-        Ok(())
+        coring_compat::sys::shutdown(self.fd.raw(), how_raw)
+            .map_err(|e| crate::Error::from_io(e, "shutdown"))
     }
 
     /// Runs a write op under the write timeout, if one is set: past it, the op is cancelled

@@ -19,7 +19,7 @@ pub(crate) use dgram::{
 #[cfg(unix)]
 pub(crate) use fs::PollWritable;
 pub(crate) use fs::{ReadAt, Splice};
-pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored, Shutdown};
+pub(crate) use net::{Accept, AcceptMulti, Connect, Recv, RecvMulti, Send, SendVectored};
 
 use crate::driver::OpCode;
 use crate::sys::fd::close_accepted;
@@ -101,8 +101,4 @@ impl<B: crate::buf::IoBuf> OpCode for Send<B> {
 
 impl<B: crate::buf::IoBuf> OpCode for SendVectored<B> {
     const NAME: &'static str = "sendmsg";
-}
-
-impl OpCode for Shutdown {
-    const NAME: &'static str = "shutdown";
 }

@@ -108,12 +108,6 @@ impl<B: IoBuf> SendVectored<B> {
     }
 }
 
-/// Shut down one or both directions of a connection.
-pub(crate) struct Shutdown {
-    pub(crate) fd: SharedFd,
-    pub(crate) how: i32,
-}
-
 impl<B: IoBufMut> Recv<B> {
     /// Where the kernel writes and how much room there is.
     pub(crate) fn spare(&mut self) -> (*mut u8, u32) {

@@ -10,7 +10,7 @@ use coring_compat::sys::{self, RawSource as RawFd};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::{
     Accept, AcceptMulti, Connect, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, ReadAt, Recv, RecvFrom,
-    RecvMsgMulti, RecvMulti, Send, SendTo, SendVectored, Shutdown, Splice,
+    RecvMsgMulti, RecvMulti, Send, SendTo, SendVectored, Splice,
 };
 
 /// What an op waits for before trying again.
@@ -279,15 +279,5 @@ impl ReadyOp for crate::op::PollWritable {
             0 => Err(io::ErrorKind::WouldBlock.into()),
             _ => Ok(pfd.revents as usize),
         }
-    }
-}
-
-impl ReadyOp for Shutdown {
-    fn readiness(&self) -> (RawFd, Interest) {
-        (self.fd.raw(), Interest::Write)
-    }
-
-    fn perform(&mut self) -> io::Result<usize> {
-        sys::shutdown(self.fd.raw(), self.how).map(|()| 0)
     }
 }

@@ -5,7 +5,7 @@ use io_uring::{opcode, squeue::Entry, types::Fd};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::{
     Accept, AcceptMulti, Connect, ReadAt, Recv, RecvFrom, RecvMsgMulti, RecvMulti, Send, SendTo,
-    SendVectored, Shutdown, Splice,
+    SendVectored, Splice,
 };
 
 /// The completion-mode half of an op.
@@ -119,8 +119,3 @@ impl UringOp for crate::op::PollWritable {
     }
 }
 
-impl UringOp for Shutdown {
-    fn entry(&mut self) -> Entry {
-        opcode::Shutdown::new(Fd(self.fd.raw()), self.how).build()
-    }
-}
