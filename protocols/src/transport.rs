@@ -123,6 +123,22 @@ impl Transport {
         }
     }
 
+    /// Writes all of `buf` as the connection's last write: over TLS, `close_notify` goes with
+    /// it (a [`Transport::shutdown`] after it only sends the FIN).
+    pub(crate) async fn write_last<B: IoBuf + AsRef<[u8]>>(
+        &self,
+        buf: B,
+    ) -> (coring::Result<()>, B) {
+        match self {
+            Transport::Tcp(s) => s.write_all(buf).await,
+            #[cfg(feature = "tls")]
+            Transport::Tls(s) => {
+                let result = s.write_last(buf.as_ref()).await.map_err(tls_error);
+                (result, buf)
+            }
+        }
+    }
+
     /// Writes every byte of `bufs`, gathered into as few calls as the socket allows.
     pub(crate) async fn write_batch(&self, mut bufs: Vec<Bytes>) -> coring::Result<()> {
         let stream = match self {

@@ -310,6 +310,17 @@ async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Re
     Ok(())
 }
 
+/// [`flush`] as the connection's last write (over TLS, with `close_notify`).
+async fn flush_last(stream: &Transport, out: &mut Vec<u8>) -> coring::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (r, back) = stream.write_last(std::mem::take(out)).await;
+    *out = back;
+    out.clear();
+    r
+}
+
 async fn flush(stream: &Transport, out: &mut Vec<u8>) -> coring::Result<()> {
     if out.is_empty() {
         return Ok(());
@@ -384,10 +395,17 @@ async fn drive<H: Handler>(
         let mut out = out_buffer::take();
         let mut done = answer(&io, handler, &mut out).await;
         io.conn.borrow_mut().poll_transmit(&mut out);
-        if done.is_ok()
-            && let Err(e) = flush(&io.stream, &mut out).await
-        {
-            done = Err(e);
+        if done.is_ok() {
+            // The answer after which the connection closes goes out as its last write.
+            let last = io.conn.borrow().is_closing();
+            let flushed = if last {
+                flush_last(&io.stream, &mut out).await
+            } else {
+                flush(&io.stream, &mut out).await
+            };
+            if let Err(e) = flushed {
+                done = Err(e);
+            }
         }
         out_buffer::give_back(out);
         if let Some(then) = done? {

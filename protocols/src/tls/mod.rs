@@ -212,7 +212,14 @@ impl TlsStream {
                     return Err(TlsError::HandshakeEof);
                 }
             }
-            // What the handshake's last step owes (a server's session tickets, say).
+            // What the handshake's last step owes: a TLS 1.2 server's Finished, a client's.
+            // A TLS 1.3 server owes only its session tickets: they go with its first write
+            // (or once the client's first bytes are read), a send less per connection.
+            let tickets_only = matches!(&*inner.conn.borrow(), rustls::Connection::Server(_))
+                && inner.conn.borrow().protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+            if tickets_only {
+                return Ok(());
+            }
             inner.flush().await
         };
         let result = match time::timeout(timeout, steps).await {
@@ -364,6 +371,34 @@ impl TlsStream {
             data = &data[n..];
         }
         Ok(())
+    }
+
+    /// Encrypts all of `data` and writes it followed by `close_notify`, together: the last
+    /// write of a connection that closes after it ([`TlsStream::shutdown`] then sends only the
+    /// FIN). Nothing more can be written.
+    pub async fn write_last(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
+        let inner = &self.inner;
+        inner.check()?;
+        if inner.shut.get() {
+            return Err(TlsError::Closed);
+        }
+        let mut data = data.as_ref();
+        while !data.is_empty() {
+            let n = inner
+                .conn
+                .borrow_mut()
+                .writer()
+                .write(data)
+                .map_err(|e| coring::Error::from_io(e, "tls"))?;
+            if n == 0 {
+                // rustls' send buffer is full: what it holds goes out first.
+                inner.flush().await?;
+            }
+            data = &data[n..];
+        }
+        inner.shut.set(true);
+        inner.conn.borrow_mut().send_close_notify();
+        inner.flush().await
     }
 
     /// Sends `close_notify`, then closes our side of the stream.
