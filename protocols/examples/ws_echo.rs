@@ -73,7 +73,7 @@ fn tls_config(
 }
 
 #[cfg(not(feature = "tls"))]
-fn tls_config(args: &coring_cli::ServerArgs) -> Option<std::convert::Infallible> {
+fn tls_config(args: &coring_cli::ServerArgs) -> Option<NoTls> {
     if args.tls.is_some() {
         eprintln!("ws_echo: built without TLS (cargo build --features tls)");
         std::process::exit(2);
@@ -97,3 +97,8 @@ async fn echo(mut socket: ws::WebSocket) {
         }
     }
 }
+
+/// No TLS in this build: no value, so the match on it needs no arm.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum NoTls {}

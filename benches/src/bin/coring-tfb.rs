@@ -59,10 +59,15 @@ fn tls_config(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn tls_config(args: &coring_cli::ServerArgs) -> Option<std::convert::Infallible> {
+fn tls_config(args: &coring_cli::ServerArgs) -> Option<NoTls> {
     if args.tls.is_some() {
         eprintln!("coring-tfb: TLS is built on Linux only");
         std::process::exit(2);
     }
     None
 }
+
+/// No TLS in this build: no value, so the match on it needs no arm.
+#[cfg(not(target_os = "linux"))]
+#[derive(Clone)]
+enum NoTls {}

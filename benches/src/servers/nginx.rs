@@ -46,15 +46,10 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
         Some(f) => Some(std::fs::canonicalize(f).map_err(|e| format!("{}: {e}", f.display()))?),
         None => None,
     };
+    let canonical =
+        |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
     let tls = match &config.tls {
-        Some(files) => Some(
-            [&files.cert, &files.key]
-                .map(|p| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))),
-        ),
-        None => None,
-    };
-    let tls = match tls {
-        Some([cert, key]) => Some((cert?, key?)),
+        Some(files) => Some((canonical(&files.cert)?, canonical(&files.key)?)),
         None => None,
     };
     let conf = dir.join("nginx.conf");

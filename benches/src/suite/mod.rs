@@ -499,15 +499,15 @@ fn https_spec(_: SocketAddr, _: &str, _: bool, _: &SuiteOptions) -> Result<HttpS
 }
 
 /// The suite's TLS files: a CA, and an ECDSA P-256 certificate for `localhost` and 127.0.0.1
-/// it signed, with its key (written by [`write_tls_files`]).
+/// it signed, with its key (written at the start of a run that has TLS workloads).
 #[derive(Clone, Debug)]
-pub struct TlsPaths {
+struct TlsPaths {
     /// The CA certificate.
-    pub ca: PathBuf,
+    ca: PathBuf,
     /// The server's certificate.
-    pub cert: PathBuf,
+    cert: PathBuf,
     /// The server's key.
-    pub key: PathBuf,
+    key: PathBuf,
 }
 
 fn tls_files(options: &SuiteOptions) -> TlsPaths {

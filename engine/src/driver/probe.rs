@@ -108,6 +108,9 @@ pub struct Capabilities {
     pub ring: Option<RingSetup>,
     /// Whether cores wake each other with MSG_RING (else through eventfds).
     pub msg_ring: bool,
+    /// Kernel TLS offload: the `tls` ULP and the ciphers it takes, or why there is none
+    /// ([`net::ktls::support`](crate::net::ktls), Linux).
+    pub kernel_tls: String,
     /// The driver the runtime runs.
     pub driver: DriverKind,
     /// Why that driver, in words.
@@ -137,6 +140,10 @@ pub(crate) fn probe(config: &DriverConfig) -> Capabilities {
         memlock,
         ring: None,
         msg_ring: false,
+        #[cfg(target_os = "linux")]
+        kernel_tls: crate::net::ktls::support().to_string(),
+        #[cfg(not(target_os = "linux"))]
+        kernel_tls: "kernel TLS: Linux only; TLS runs in user space".into(),
         driver: DriverKind::Uring,
         reason: String::new(),
     };
@@ -262,6 +269,7 @@ impl fmt::Display for Capabilities {
         if let Some(ring) = &self.ring {
             writeln!(f, "ring: {}; flags {:?}", ring.fit, ring.flags)?;
         }
+        writeln!(f, "{}", self.kernel_tls)?;
         write!(f, "driver: {:?} ({})", self.driver, self.reason)
     }
 }

@@ -3,6 +3,8 @@
 
 mod accept;
 mod dgram;
+#[cfg(target_os = "linux")]
+pub mod ktls;
 mod pooled;
 mod shared_listen;
 mod stream;

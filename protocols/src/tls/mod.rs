@@ -30,10 +30,14 @@ use coring::time;
 use crate::serve::out_buffer;
 
 mod config;
+#[cfg(target_os = "linux")]
+mod kernel;
 pub use config::{
     CertResolver, ConfigError, certified_key, client_config, default_client_config,
     load_certified_key, provider, roots_from_pem, server_config, server_config_from_pem,
 };
+#[cfg(target_os = "linux")]
+pub use kernel::{direction_keys, kernel_tls};
 pub use rustls;
 use rustls::pki_types::ServerName;
 
