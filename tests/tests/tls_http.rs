@@ -131,7 +131,7 @@ fn https_server(config: Arc<rustls::ServerConfig>) -> HttpsServer {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             tx.send(listener.local_addr()).unwrap();
             let acceptor =
-                TlsAcceptor::new(Arc::clone(&config)).handshake_timeout(Duration::from_secs(2));
+                TlsAcceptor::new(Arc::clone(&config)).handshake_timeout(Duration::from_millis(400));
             let ws_config = Arc::new(WsConfig::default());
             let router = Router::new()
                 .route("GET", "/hello", |_req, _p| async {
@@ -479,4 +479,38 @@ fn our_https_client_against_nginx() {
     assert!(got.body[..] == data[..], "the file came back different");
     assert_eq!(missing, 404);
     assert_eq!(pooled, 1, "both requests on one kept-alive connection");
+}
+
+#[coring::test]
+async fn hostile_clients_are_counted_and_the_listener_keeps_serving() {
+    use coring::time::sleep;
+    let ca = Ca::new("coring test CA");
+    let server = https_server(ca.leaf(&["127.0.0.1"]).server_config());
+    // One that never sends its ClientHello, one that sends garbage, one that leaves half way.
+    let silent = TcpStream::connect(server.addr).await.unwrap();
+    let garbage = TcpStream::connect(server.addr).await.unwrap();
+    let (r, _) = garbage
+        .write_all(vec![0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
+        .await;
+    r.unwrap();
+    let leaving = TcpStream::connect(server.addr).await.unwrap();
+    let (r, _) = leaving
+        .write_all(vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01])
+        .await;
+    r.unwrap();
+    drop(leaving);
+    // Past the handshake deadline (400 ms).
+    sleep(Duration::from_millis(700)).await;
+    let client = client_with(ca.client_config());
+    let base = format!("https://127.0.0.1:{}", server.addr.port());
+    let text = client.get(&format!("{base}/counters")).await.unwrap();
+    let text = String::from_utf8(text.body.to_vec()).unwrap();
+    assert_eq!(counter(&text, "handshakes"), 1, "{text}");
+    assert_eq!(counter(&text, "timeouts"), 1, "{text}");
+    assert_eq!(counter(&text, "eofs"), 1, "{text}");
+    assert_eq!(counter(&text, "protocol_errors"), 1, "{text}");
+    // The silent one was closed by the server.
+    let (got, _) = silent.read(Vec::with_capacity(64)).await;
+    assert_eq!(got.unwrap(), 0);
+    drop(garbage);
 }
