@@ -37,6 +37,18 @@ impl TlsDial {
     }
 }
 
+/// The client configuration of an `https://` workload: TLS 1.3 and 1.2, the server's name
+/// checked against the CA certificates in `ca` (a PEM file), or the public roots.
+#[cfg(feature = "tls")]
+pub fn client_config(ca: Option<&std::path::Path>) -> Result<std::sync::Arc<ClientConfig>, String> {
+    let Some(ca) = ca else {
+        return Ok(coring_protocols::tls::default_client_config());
+    };
+    let roots = coring_protocols::tls::roots_from_pem(ca).map_err(|e| e.to_string())?;
+    let config = coring_protocols::tls::client_config(roots).map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(config))
+}
+
 /// A connected stream.
 pub(crate) enum Link {
     Tcp(TcpStream),

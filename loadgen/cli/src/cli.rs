@@ -55,8 +55,11 @@ pub struct WsCmd {
 /// `http` flags.
 #[derive(Debug, Args)]
 pub struct HttpCmd {
-    /// http://host:port/path
+    /// http://host:port/path, or https:// (Linux builds)
     pub url: String,
+    /// For https://: trust the CA certificates in this PEM file instead of the public roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Request method.
     #[arg(short = 'm', long, default_value = "GET")]
     pub method: String,

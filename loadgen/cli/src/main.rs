@@ -78,6 +78,10 @@ fn build(cmd: &WorkloadCmd) -> Result<(Arc<dyn Workload>, &Common, Options), Str
                 .iter()
                 .map(|s| parse_header(s))
                 .collect::<Result<_, _>>()?;
+            #[cfg(not(target_os = "linux"))]
+            if h.cacert.is_some() || h.url.starts_with("https://") {
+                return Err("https:// is built on Linux only".into());
+            }
             let spec = HttpSpec {
                 url: h.url.clone(),
                 method: h.method.clone(),
@@ -85,6 +89,8 @@ fn build(cmd: &WorkloadCmd) -> Result<(Arc<dyn Workload>, &Common, Options), Str
                 body,
                 expect_status: h.expect_status,
                 expect_body_bytes: h.expect_body_len,
+                #[cfg(target_os = "linux")]
+                tls: Some(coring_loadgen::link::client_config(h.cacert.as_deref())?),
                 ..HttpSpec::default()
             };
             let http = Http::new(spec, options.pipeline)?;

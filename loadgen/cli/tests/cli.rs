@@ -120,3 +120,91 @@ fn bad_flags_exit_2_and_help_documents_the_flags() {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
     }
 }
+
+/// `https://` against an independent server: `openssl s_server -www` (one connection at a
+/// time, each answered with its status page and closed), with a certificate made by `openssl
+/// req` and trusted through `--cacert`; then the same server refused without it.
+#[cfg(target_os = "linux")]
+#[coring::test]
+fn https_against_openssl_s_server(driver: DriverChoice) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!(
+        "coring-loadgen-https-{}-{driver:?}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        // An end-entity certificate (webpki refuses a CA as the server's own).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (apt install openssl)");
+    assert!(made.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // s_server says ACCEPT once it listens; what it prints afterwards is drained.
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ACCEPT") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "s_server ended");
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let run = |trust: bool| {
+        let mut cmd = loadgen();
+        // Trusted: 20 answers (a deadline far off); not: a second of refusals.
+        let limit = if trust { "20s" } else { "1s" };
+        cmd.args(["http", &format!("https://localhost:{port}/"), "-c", "1"])
+            .args(["-n", "20", "-d", limit, "--no-pin", "--driver"])
+            .arg(if driver == DriverChoice::Uring {
+                "uring"
+            } else {
+                "compat"
+            })
+            .args(["--expect-status", "200"]);
+        if trust {
+            cmd.arg("--cacert").arg(&cert);
+        }
+        cmd.output().expect("run coring-loadgen")
+    };
+    let trusted = run(true);
+    let stdout = String::from_utf8_lossy(&trusted.stdout).into_owned();
+    let stranger = run(false);
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(trusted.status.success(), "{stdout}");
+    assert!(stdout.contains("Errors: none"), "{stdout}");
+    // The public roots do not know the certificate: every connection fails its handshake.
+    let refused = String::from_utf8_lossy(&stranger.stdout);
+    assert!(refused.contains("tls_handshake"), "{refused}");
+}
