@@ -11,7 +11,9 @@ use clap::Parser;
 /// charts.
 ///
 /// Variants: coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
-/// raw-uring. Workloads: plaintext, json, echo-64, echo-4k, static, latency.
+/// raw-uring, nginx, tokio-tungstenite, fastwebsockets. Workloads: plaintext, json, echo-64,
+/// echo-4k, static, ws-echo-20, ws-echo-16k, latency, https, https-1, https-static,
+/// tls-handshakes.
 #[derive(Debug, Parser)]
 #[command(name = "suite")]
 struct Args {

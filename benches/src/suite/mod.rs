@@ -129,7 +129,7 @@ impl WorkloadDef {
 /// scale on a small machine: many pipelined connections for plaintext, fewer for json. The
 /// WebSocket ones are the shapes fastwebsockets publishes: 100 connections × 20-byte messages
 /// and 500 × 16 KiB.
-pub const WORKLOADS: [WorkloadDef; 11] = [
+pub const WORKLOADS: [WorkloadDef; 12] = [
     WorkloadDef {
         name: "plaintext",
         traffic: Traffic::Http {
@@ -219,6 +219,17 @@ pub const WORKLOADS: [WorkloadDef; 11] = [
             tls: TlsUse::KeepAlive,
         },
         connections_per_core: 64,
+        syscall_requests: 0,
+    },
+    WorkloadDef {
+        name: "https-static",
+        traffic: Traffic::Http {
+            path: "/static",
+            pipeline: 1,
+            rate_per_core: None,
+            tls: TlsUse::KeepAlive,
+        },
+        connections_per_core: 16,
         syscall_requests: 0,
     },
     WorkloadDef {
