@@ -113,14 +113,7 @@ impl Transport {
         &self,
         buf: B,
     ) -> (coring::Result<()>, B) {
-        match self {
-            Transport::Tcp(s) => s.write_all(buf).await,
-            #[cfg(feature = "tls")]
-            Transport::Tls(s) => {
-                let result = s.write_all(buf.as_ref()).await.map_err(tls_error);
-                (result, buf)
-            }
-        }
+        self.write(buf, false).await
     }
 
     /// Writes all of `buf` as the connection's last write: over TLS, `close_notify` goes with
@@ -129,12 +122,22 @@ impl Transport {
         &self,
         buf: B,
     ) -> (coring::Result<()>, B) {
+        self.write(buf, true).await
+    }
+
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    async fn write<B: IoBuf + AsRef<[u8]>>(&self, buf: B, last: bool) -> (coring::Result<()>, B) {
         match self {
             Transport::Tcp(s) => s.write_all(buf).await,
             #[cfg(feature = "tls")]
             Transport::Tls(s) => {
-                let result = s.write_last(buf.as_ref()).await.map_err(tls_error);
-                (result, buf)
+                let data = buf.as_ref();
+                let sent = if last {
+                    s.write_last(data).await
+                } else {
+                    s.write_all(data).await
+                };
+                (sent.map_err(tls_error), buf)
             }
         }
     }

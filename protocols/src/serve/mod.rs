@@ -168,62 +168,24 @@ impl<H: Handler> Server<H> {
     /// lets in-flight requests finish; idle connections stay open for [`Config::shutdown_drain`]
     /// in case a request is on its way, then close.
     pub async fn serve(self, listener: TcpListener) {
-        let mut incoming = listener.incoming();
-        let mut failures = coring::net::AcceptFailures::new();
-        let live = Rc::new(LiveCount::default());
-        while let Some(next) = until_shutdown(incoming.next()).await {
-            let stream = match next {
-                Ok(s) => s,
-                Err(e) => {
-                    failures.handle(&e).await;
-                    continue;
-                }
-            };
-            if live.count.get() >= self.config.max_connections {
-                // Over the limit: refuse politely rather than queue without bound.
-                let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
-                continue;
-            }
-            let live = Live::count(&live);
-            let handler = Rc::clone(&self.handler);
-            let connection = Rc::clone(&self.connection);
-            let write_timeout = self.config.write_timeout;
+        self.accept_each(listener, true, |server, stream, live| {
             coring::spawn_local(async move {
                 let stream = Rc::new(Transport::Tcp(stream));
-                run(
-                    drive(stream, &*handler, connection, write_timeout).await,
-                    live,
-                );
+                run(server.drive(stream).await, live);
             });
-        }
+        })
+        .await;
     }
 
     /// [`Server::serve`] over TLS: each connection's handshake runs in its own task under
     /// the acceptor's deadline, then HTTP is served on the decrypted stream. A failed
-    /// handshake ends that connection only (the TLS counters say why).
+    /// handshake ends that connection only (the TLS counters say why). A connection over
+    /// `max_connections` is closed at once, before any handshake.
     #[cfg(feature = "tls")]
     pub async fn serve_tls(self, listener: TcpListener, acceptor: crate::tls::TlsAcceptor) {
-        let mut incoming = listener.incoming();
-        let mut failures = coring::net::AcceptFailures::new();
-        let live = Rc::new(LiveCount::default());
         let acceptor = Rc::new(acceptor);
-        while let Some(next) = until_shutdown(incoming.next()).await {
-            let stream = match next {
-                Ok(s) => s,
-                Err(e) => {
-                    failures.handle(&e).await;
-                    continue;
-                }
-            };
-            if live.count.get() >= self.config.max_connections {
-                // No handshake for a connection that would be refused: closed at once.
-                continue;
-            }
-            let live = Live::count(&live);
-            let handler = Rc::clone(&self.handler);
-            let connection = Rc::clone(&self.connection);
+        self.accept_each(listener, false, |server, stream, live| {
             let acceptor = Rc::clone(&acceptor);
-            let write_timeout = self.config.write_timeout;
             coring::spawn_local(async move {
                 let _ = stream.set_nodelay(true);
                 let tls = match acceptor.accept(stream).await {
@@ -233,13 +195,61 @@ impl<H: Handler> Server<H> {
                         return;
                     }
                 };
-                let stream = Rc::new(Transport::Tls(tls));
-                run(
-                    drive(stream, &*handler, connection, write_timeout).await,
-                    live,
-                );
+                run(server.drive(Rc::new(Transport::Tls(tls))).await, live);
             });
+        })
+        .await;
+    }
+
+    /// Accepts until the runtime shuts down and hands each connection, with its place under
+    /// `max_connections`, to `each`; one over the limit is refused (with a 503 when `polite`).
+    async fn accept_each(
+        &self,
+        listener: TcpListener,
+        polite: bool,
+        mut each: impl FnMut(Conn<H>, TcpStream, Live),
+    ) {
+        let mut incoming = listener.incoming();
+        let mut failures = coring::net::AcceptFailures::new();
+        let live = Rc::new(LiveCount::default());
+        while let Some(next) = until_shutdown(incoming.next()).await {
+            let stream = match next {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.handle(&e).await;
+                    continue;
+                }
+            };
+            if live.count.get() >= self.config.max_connections {
+                // Over the limit: refused rather than queued without bound.
+                if polite {
+                    let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
+                }
+                continue;
+            }
+            let conn = Conn {
+                handler: Rc::clone(&self.handler),
+                connection: Rc::clone(&self.connection),
+                write_timeout: self.config.write_timeout,
+            };
+            each(conn, stream, Live::count(&live));
         }
+    }
+}
+
+/// What one connection's task takes of its server.
+struct Conn<H> {
+    handler: Rc<H>,
+    connection: Rc<ServerConfig>,
+    write_timeout: Duration,
+}
+
+impl<H: Handler> Conn<H> {
+    async fn drive(
+        self,
+        stream: Rc<Transport>,
+    ) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
+        drive(stream, &*self.handler, self.connection, self.write_timeout).await
     }
 }
 

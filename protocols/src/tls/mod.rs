@@ -353,9 +353,21 @@ impl TlsStream {
 
     /// Encrypts all of `data` and writes it.
     pub async fn write_all(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
+        self.send(data.as_ref(), false).await
+    }
+
+    /// Encrypts all of `data` and writes it followed by `close_notify`, together: the last
+    /// write of a connection that closes after it ([`TlsStream::shutdown`] then sends only the
+    /// FIN). Nothing more can be written.
+    pub async fn write_last(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
+        self.send(data.as_ref(), true).await
+    }
+
+    /// Hands `data` to rustls as its send buffer takes it, writing out what it holds whenever
+    /// it is full; `last`: `close_notify` follows the data in the same write.
+    async fn send(&self, mut data: &[u8], last: bool) -> Result<(), TlsError> {
         let inner = &self.inner;
-        let mut data = data.as_ref();
-        while !data.is_empty() {
+        loop {
             inner.check()?;
             if inner.shut.get() {
                 return Err(TlsError::Closed);
@@ -366,42 +378,21 @@ impl TlsStream {
                 .writer()
                 .write(data)
                 .map_err(|e| coring::Error::from_io(e, "tls"))?;
-            inner.flush().await?;
-            if n == 0 {
-                // Nothing taken even with the queue written out: the connection sends no more
-                // (our close_notify went out).
+            data = &data[n..];
+            if data.is_empty() {
+                break;
+            }
+            if n == 0 && !inner.conn.borrow().wants_write() {
+                // Nothing taken with nothing waiting to go: rustls sends no more.
                 return Err(TlsError::Closed);
             }
-            data = &data[n..];
+            // rustls' send buffer is full: what it holds goes out, making room.
+            inner.flush().await?;
         }
-        Ok(())
-    }
-
-    /// Encrypts all of `data` and writes it followed by `close_notify`, together: the last
-    /// write of a connection that closes after it ([`TlsStream::shutdown`] then sends only the
-    /// FIN). Nothing more can be written.
-    pub async fn write_last(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
-        let inner = &self.inner;
-        inner.check()?;
-        if inner.shut.get() {
-            return Err(TlsError::Closed);
+        if last {
+            inner.shut.set(true);
+            inner.conn.borrow_mut().send_close_notify();
         }
-        let mut data = data.as_ref();
-        while !data.is_empty() {
-            let n = inner
-                .conn
-                .borrow_mut()
-                .writer()
-                .write(data)
-                .map_err(|e| coring::Error::from_io(e, "tls"))?;
-            if n == 0 {
-                // rustls' send buffer is full: what it holds goes out first.
-                inner.flush().await?;
-            }
-            data = &data[n..];
-        }
-        inner.shut.set(true);
-        inner.conn.borrow_mut().send_close_notify();
         inner.flush().await
     }
 
