@@ -130,12 +130,14 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s.write_all(buf).await,
             #[cfg(feature = "tls")]
+            // Boxed, as every TLS path here: a connection's future is as large as its largest
+            // state, and a plain connection would otherwise carry the TLS write's.
             Transport::Tls(s) => {
                 let data = buf.as_ref();
                 let sent = if last {
-                    s.write_last(data).await
+                    Box::pin(s.write_last(data)).await
                 } else {
-                    s.write_all(data).await
+                    Box::pin(s.write_all(data)).await
                 };
                 (sent.map_err(tls_error), buf)
             }
@@ -155,7 +157,7 @@ impl Transport {
                 for b in &bufs {
                     whole.extend_from_slice(b);
                 }
-                let result = s.write_all(&whole).await.map_err(tls_error);
+                let result = Box::pin(s.write_all(&whole)).await.map_err(tls_error);
                 crate::serve::out_buffer::give_back(whole);
                 return result;
             }
@@ -200,26 +202,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s.send_file(file, offset, len).await,
             #[cfg(feature = "tls")]
-            Transport::Tls(s) => {
-                const PIECE: usize = 64 * 1024;
-                let mut sent = 0u64;
-                let mut buf = Vec::with_capacity(PIECE.min(len as usize));
-                while sent < len {
-                    let want = (len - sent).min(PIECE as u64) as usize;
-                    buf.clear();
-                    buf.reserve(want);
-                    let (got, back) = file.read_at(buf, offset + sent).await;
-                    buf = back;
-                    let n = got?;
-                    if n == 0 {
-                        break;
-                    }
-                    buf.truncate(want);
-                    s.write_all(&buf[..n.min(want)]).await.map_err(tls_error)?;
-                    sent += n.min(want) as u64;
-                }
-                Ok(sent)
-            }
+            Transport::Tls(s) => Box::pin(send_file_tls(s, file, offset, len)).await,
         }
     }
 
@@ -229,7 +212,7 @@ impl Transport {
             Transport::Tcp(s) => s.shutdown(how).await,
             #[cfg(feature = "tls")]
             Transport::Tls(s) => {
-                let result = s.shutdown().await.map_err(tls_error);
+                let result = Box::pin(s.shutdown()).await.map_err(tls_error);
                 if how == std::net::Shutdown::Both {
                     return s.get_ref().shutdown(how).await;
                 }
@@ -237,6 +220,28 @@ impl Transport {
             }
         }
     }
+}
+
+/// [`Transport::send_file`] over TLS: the file read and encrypted 64 KiB at a time.
+#[cfg(feature = "tls")]
+async fn send_file_tls(s: &TlsStream, file: &File, offset: u64, len: u64) -> coring::Result<u64> {
+    const PIECE: usize = 64 * 1024;
+    let mut sent = 0u64;
+    let mut buf = Vec::with_capacity(PIECE.min(len as usize));
+    while sent < len {
+        let want = (len - sent).min(PIECE as u64) as usize;
+        buf.clear();
+        buf.reserve(want);
+        let (got, back) = file.read_at(buf, offset + sent).await;
+        buf = back;
+        let n = got?.min(want);
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).await.map_err(tls_error)?;
+        sent += n as u64;
+    }
+    Ok(sent)
 }
 
 impl Reader {

@@ -169,9 +169,17 @@ impl<H: Handler> Server<H> {
     /// in case a request is on its way, then close.
     pub async fn serve(self, listener: TcpListener) {
         self.accept_each(listener, true, |server, stream, live| {
+            let Conn {
+                handler,
+                connection,
+                write_timeout,
+            } = server;
             coring::spawn_local(async move {
                 let stream = Rc::new(Transport::Tcp(stream));
-                run(server.drive(stream).await, live);
+                run(
+                    drive(stream, &*handler, connection, write_timeout).await,
+                    live,
+                );
             });
         })
         .await;
@@ -186,6 +194,11 @@ impl<H: Handler> Server<H> {
         let acceptor = Rc::new(acceptor);
         self.accept_each(listener, false, |server, stream, live| {
             let acceptor = Rc::clone(&acceptor);
+            let Conn {
+                handler,
+                connection,
+                write_timeout,
+            } = server;
             coring::spawn_local(async move {
                 let _ = stream.set_nodelay(true);
                 let tls = match acceptor.accept(stream).await {
@@ -195,7 +208,11 @@ impl<H: Handler> Server<H> {
                         return;
                     }
                 };
-                run(server.drive(Rc::new(Transport::Tls(tls))).await, live);
+                let stream = Rc::new(Transport::Tls(tls));
+                run(
+                    drive(stream, &*handler, connection, write_timeout).await,
+                    live,
+                );
             });
         })
         .await;
@@ -242,15 +259,6 @@ struct Conn<H> {
     handler: Rc<H>,
     connection: Rc<ServerConfig>,
     write_timeout: Duration,
-}
-
-impl<H: Handler> Conn<H> {
-    async fn drive(
-        self,
-        stream: Rc<Transport>,
-    ) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
-        drive(stream, &*self.handler, self.connection, self.write_timeout).await
-    }
 }
 
 /// What a connection's task does once HTTP is done with it.
