@@ -23,7 +23,7 @@ static GLOBAL: Counting = Counting;
 const CLIENT_FLAG: &str = "--tls-idle-clients";
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn main() {

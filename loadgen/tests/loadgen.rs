@@ -281,9 +281,13 @@ fn ws_echo_is_checked_message_by_message_against_tungstenite() {
         .copied()
         .unwrap_or(0);
     assert!(mismatches > 0, "{:?}", outcome.rec.errors);
+    // Ten good messages before each mismatch. Errors count over the whole run, answers only
+    // within the measured period: a connection that fails just after the period ends (one
+    // per connection at most) shows its mismatch without all its ten answers.
+    let caught_within = mismatches.saturating_sub(o.connections as u64);
     assert!(
-        outcome.rec.requests >= 10 * mismatches,
-        "{} messages",
+        outcome.rec.requests >= 10 * caught_within,
+        "{} messages, {mismatches} mismatches",
         outcome.rec.requests
     );
     // Not a WebSocket server: every handshake is refused.

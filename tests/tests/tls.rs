@@ -46,7 +46,7 @@ fn pki() -> Pki {
 fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::Pkcs8(pki.key_der.clone().into());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
     .unwrap()
@@ -63,7 +63,7 @@ fn client_config(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig>
         store.add(root.clone()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

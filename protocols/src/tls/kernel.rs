@@ -66,7 +66,7 @@ mod tests {
         let der = CertificateDer::from(cert.cert.der().to_vec());
         let provider = Arc::new(rustls::crypto::CryptoProvider {
             cipher_suites: vec![suite],
-            ..rustls::crypto::ring::default_provider()
+            ..rustls::crypto::aws_lc_rs::default_provider()
         });
         let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn each_cipher_hands_over_keys_one_side_sends_and_the_other_opens() {
-        use rustls::crypto::ring::cipher_suite as cs;
+        use rustls::crypto::aws_lc_rs::cipher_suite as cs;
         for (suite, cipher) in [
             (cs::TLS13_AES_128_GCM_SHA256, Cipher::AesGcm128),
             (cs::TLS13_AES_256_GCM_SHA384, Cipher::AesGcm256),

@@ -13,7 +13,7 @@
 //! then fail with [`TlsError::Tls`].
 //!
 //! Configurations are rustls' own (`rustls::ServerConfig`, `rustls::ClientConfig`), re-exported
-//! as [`rustls`]; the crypto provider is ring.
+//! as [`rustls`]; the crypto provider is aws-lc-rs ([`provider`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
