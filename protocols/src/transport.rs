@@ -108,6 +108,29 @@ impl Transport {
         }
     }
 
+    /// Reads what arrives next onto the end of `buf` (room for 8 KiB is made): on TCP straight
+    /// into it, over TLS the next plaintext piece. `Ok(0)` at the end of the stream.
+    pub(crate) async fn read_into(
+        &self,
+        mut buf: bytes::BytesMut,
+    ) -> (coring::Result<usize>, bytes::BytesMut) {
+        match self {
+            Transport::Tcp(s) => {
+                buf.reserve(8 * 1024);
+                s.read(buf).await
+            }
+            #[cfg(feature = "tls")]
+            Transport::Tls(s) => match std::future::poll_fn(|cx| s.poll_recv(cx)).await {
+                Ok(Some(piece)) => {
+                    buf.extend_from_slice(&piece);
+                    (Ok(piece.len()), buf)
+                }
+                Ok(None) => (Ok(0), buf),
+                Err(e) => (Err(tls_error(e)), buf),
+            },
+        }
+    }
+
     /// Writes all of `buf`, and hands it back.
     pub(crate) async fn write_all<B: IoBuf + AsRef<[u8]>>(
         &self,
@@ -152,14 +175,12 @@ impl Transport {
             Transport::Tcp(s) => s,
             #[cfg(feature = "tls")]
             Transport::Tls(s) => {
-                // One record run for the whole batch.
-                let mut whole = crate::serve::out_buffer::take();
-                for b in &bufs {
-                    whole.extend_from_slice(b);
-                }
-                let result = Box::pin(s.write_all(&whole)).await.map_err(tls_error);
-                crate::serve::out_buffer::give_back(whole);
-                return result;
+                // The frames go into the same records, as they lie.
+                let mut parts: Vec<std::io::IoSlice<'_>> =
+                    bufs.iter().map(|b| std::io::IoSlice::new(b)).collect();
+                return Box::pin(s.write_all_vectored(&mut parts))
+                    .await
+                    .map_err(tls_error);
             }
         };
         if bufs.len() == 1 {
@@ -286,7 +307,7 @@ pub(crate) async fn dial(
     url: &crate::client::Url,
     timeout: std::time::Duration,
     #[cfg(feature = "tls")] tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<(Transport, Reader), DialError> {
+) -> Result<Transport, DialError> {
     let stream = TcpStream::connect_timeout((url.host.as_str(), url.port), timeout)
         .await
         .map_err(|e| match e.kind() {
@@ -295,8 +316,7 @@ pub(crate) async fn dial(
         })?;
     let _ = stream.set_nodelay(true);
     if !url.tls {
-        let reader = Reader::Tcp(stream.pooled());
-        return Ok((Transport::Tcp(stream), reader));
+        return Ok(Transport::Tcp(stream));
     }
     #[cfg(feature = "tls")]
     {
@@ -310,8 +330,7 @@ pub(crate) async fn dial(
             TlsError::HandshakeTimeout => DialError::Timeout,
             e => DialError::Tls(e),
         })?;
-        let reader = Reader::Tls(tls.share());
-        Ok((Transport::Tls(tls), reader))
+        Ok(Transport::Tls(tls))
     }
     #[cfg(not(feature = "tls"))]
     {

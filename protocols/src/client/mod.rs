@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use coring::time::{self, timeout_at};
 
 use crate::http1::{ClientResponse, Http1Error, Limits, ResponseDecoder, encode_request};
-use crate::transport::{DialError, Reader, Transport, dial};
+use crate::transport::{DialError, Transport, dial};
 pub use url::Url;
 
 /// Why a request failed.
@@ -136,7 +136,6 @@ impl ClientRequest {
 
 struct Conn {
     stream: Transport,
-    reader: Reader,
     buf: BytesMut,
     idle_since: Instant,
 }
@@ -296,7 +295,7 @@ impl Client {
     }
 
     async fn connect(&self, url: &Url) -> Result<Conn, ClientError> {
-        let (stream, reader) = dial(
+        let stream = dial(
             url,
             self.inner.config.connect_timeout,
             #[cfg(feature = "tls")]
@@ -312,7 +311,6 @@ impl Client {
         })?;
         Ok(Conn {
             stream,
-            reader,
             buf: BytesMut::with_capacity(8 * 1024),
             idle_since: time::now(),
         })
@@ -343,18 +341,17 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => return Err((ClientError::Protocol(e), true)),
             }
-            match conn.reader.next().await {
-                Ok(None) => {
+            let (r, back) = conn.stream.read_into(std::mem::take(&mut conn.buf)).await;
+            conn.buf = back;
+            match r {
+                Ok(0) => {
                     return match decoder.finish() {
                         Ok(Some(resp)) => Ok((resp, None)),
                         Ok(None) => Err((ClientError::Closed, got_any)),
                         Err(e) => Err((ClientError::Protocol(e), true)),
                     };
                 }
-                Ok(Some(chunk)) => {
-                    conn.buf.extend_from_slice(chunk.as_ref());
-                    got_any = true;
-                }
+                Ok(_) => got_any = true,
                 Err(e) => return Err((ClientError::Io(e), got_any)),
             }
         }

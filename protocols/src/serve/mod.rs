@@ -549,7 +549,8 @@ impl Upgraded {
     pub async fn recv(&mut self) -> coring::Result<Option<bytes::Bytes>> {
         let reader = self.reader.get_or_insert_with(|| self.transport.reader());
         let chunk = reader.next().await?;
-        Ok(chunk.map(|c| bytes::Bytes::copy_from_slice(c.as_ref())))
+        // A view of the pooled buffer or of the plaintext piece: no copy.
+        Ok(chunk.map(crate::ws::RecvBuffer::into_bytes))
     }
 
     /// Closes our side of the stream (after `close_notify`, over TLS).

@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -300,15 +300,23 @@ impl TlsStream {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<BytesMut>, TlsError>> {
+        let Some(available) = std::task::ready!(self.poll_plaintext(cx))? else {
+            return Poll::Ready(Ok(None));
+        };
+        let mut chunk = BytesMut::zeroed(available.min(READ_CHUNK));
+        let n = self.inner.take_plaintext(&mut chunk)?;
+        chunk.truncate(n);
+        Poll::Ready(Ok(Some(chunk)))
+    }
+
+    /// Ready once rustls holds plaintext (how much), or the peer's side ended cleanly (`None`).
+    fn poll_plaintext(&self, cx: &mut Context<'_>) -> Poll<Result<Option<usize>, TlsError>> {
         let inner = &self.inner;
         loop {
             inner.check()?;
             let available = inner.available.get();
             if available > 0 {
-                let mut chunk = BytesMut::zeroed(available.min(READ_CHUNK));
-                let n = inner.take_plaintext(&mut chunk)?;
-                chunk.truncate(n);
-                return Poll::Ready(Ok(Some(chunk)));
+                return Poll::Ready(Ok(Some(available)));
             }
             if inner.ended.get() {
                 return Poll::Ready(inner.end_of_plaintext().map(|()| None));
@@ -320,22 +328,7 @@ impl TlsStream {
     /// Appends received plaintext to `buf`, as much as its spare capacity takes (room for one
     /// record is made if it has none); the count is 0 once the peer sent `close_notify`.
     pub async fn read(&self, mut buf: Vec<u8>) -> (Result<usize, TlsError>, Vec<u8>) {
-        let inner = &self.inner;
-        let ready = poll_fn(|cx| {
-            loop {
-                inner.check()?;
-                let available = inner.available.get();
-                if available > 0 {
-                    return Poll::Ready(Ok(Some(available)));
-                }
-                if inner.ended.get() {
-                    return Poll::Ready(inner.end_of_plaintext().map(|()| None));
-                }
-                std::task::ready!(inner.poll_fill(cx))?;
-            }
-        })
-        .await;
-        let available = match ready {
+        let available = match poll_fn(|cx| self.poll_plaintext(cx)).await {
             Ok(Some(available)) => available,
             Ok(None) => return (Ok(0), buf),
             Err(e) => return (Err(e), buf),
@@ -346,26 +339,32 @@ impl TlsStream {
         let start = buf.len();
         let room = (buf.capacity() - start).min(available);
         buf.resize(start + room, 0);
-        let got = inner.take_plaintext(&mut buf[start..]);
+        let got = self.inner.take_plaintext(&mut buf[start..]);
         buf.truncate(start + *got.as_ref().unwrap_or(&0));
         (got, buf)
     }
 
     /// Encrypts all of `data` and writes it.
     pub async fn write_all(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
-        self.send(data.as_ref(), false).await
+        self.send(&mut [IoSlice::new(data.as_ref())], false).await
+    }
+
+    /// Encrypts all of `parts`, one after another, into the same records (no copy to join
+    /// them first) and writes them.
+    pub async fn write_all_vectored(&self, parts: &mut [IoSlice<'_>]) -> Result<(), TlsError> {
+        self.send(parts, false).await
     }
 
     /// Encrypts all of `data` and writes it followed by `close_notify`, together: the last
     /// write of a connection that closes after it ([`TlsStream::shutdown`] then sends only the
     /// FIN). Nothing more can be written.
     pub async fn write_last(&self, data: impl AsRef<[u8]>) -> Result<(), TlsError> {
-        self.send(data.as_ref(), true).await
+        self.send(&mut [IoSlice::new(data.as_ref())], true).await
     }
 
-    /// Hands `data` to rustls as its send buffer takes it, writing out what it holds whenever
-    /// it is full; `last`: `close_notify` follows the data in the same write.
-    async fn send(&self, mut data: &[u8], last: bool) -> Result<(), TlsError> {
+    /// Hands `parts` to rustls as its send buffer takes them, writing out what it holds
+    /// whenever it is full; `last`: `close_notify` follows the data in the same write.
+    async fn send(&self, mut parts: &mut [IoSlice<'_>], last: bool) -> Result<(), TlsError> {
         let inner = &self.inner;
         loop {
             inner.check()?;
@@ -376,10 +375,10 @@ impl TlsStream {
                 .conn
                 .borrow_mut()
                 .writer()
-                .write(data)
+                .write_vectored(parts)
                 .map_err(|e| coring::Error::from_io(e, "tls"))?;
-            data = &data[n..];
-            if data.is_empty() {
+            IoSlice::advance_slices(&mut parts, n);
+            if parts.is_empty() {
                 break;
             }
             if n == 0 && !inner.conn.borrow().wants_write() {

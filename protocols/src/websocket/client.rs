@@ -92,7 +92,7 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<WebSock
 }
 
 async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, ConnectError> {
-    let (stream, mut reader) = dial(
+    let stream = dial(
         url,
         options.timeout,
         #[cfg(feature = "tls")]
@@ -106,6 +106,7 @@ async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, Con
         #[cfg(feature = "tls")]
         DialError::Tls(e) => ConnectError::Tls(e),
     })?;
+    let mut reader = stream.reader();
     let key = random_key();
     let offered: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
     let offer = options.config.deflate.as_ref().map(client_offer);
