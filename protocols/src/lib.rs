@@ -27,6 +27,7 @@
 #[cfg(feature = "engine")]
 pub mod client;
 pub mod http1;
+pub mod netcode;
 #[cfg(feature = "engine")]
 pub mod serve;
 #[cfg(feature = "tls")]
