@@ -28,6 +28,31 @@ pub struct ServerArgs {
     pub pin: bool,
     /// `--tls-cert` and `--tls-key`, for the servers that take them ([`server_args_tls`]).
     pub tls: Option<TlsFiles>,
+    /// The values of a server's own flags ([`server_args_with`]), by flag.
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl ServerArgs {
+    /// The value given for one of the server's own flags (or its environment variable).
+    pub fn extra(&self, flag: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A flag a server takes beyond the convention's: `--flag VALUE`, or `env`.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtraFlag {
+    /// `--private-key`.
+    pub flag: &'static str,
+    /// `CORING_PRIVATE_KEY`.
+    pub env: &'static str,
+    /// What the value is, for the usage line (`HEX`).
+    pub value: &'static str,
+    /// One line of help.
+    pub help: &'static str,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -42,16 +67,34 @@ pub struct TlsFiles {
 /// Parses `std::env::args` for a server called `name`; prints help and exits 0 on `--help`,
 /// prints one line and exits 2 on anything it does not understand.
 pub fn server_args(name: &str, about: &str, default_port: u16) -> ServerArgs {
-    parse_args(name, about, default_port, false)
+    parse_args(name, about, default_port, false, &[])
+}
+
+/// [`server_args`] for a server with flags of its own: each of `extra` takes a value (flag,
+/// else environment variable), read with [`ServerArgs::extra`]; checking the value is the
+/// server's.
+pub fn server_args_with(
+    name: &str,
+    about: &str,
+    default_port: u16,
+    extra: &[ExtraFlag],
+) -> ServerArgs {
+    parse_args(name, about, default_port, false, extra)
 }
 
 /// [`server_args`] for a server that also speaks TLS: `--tls-cert PEM --tls-key PEM` (env
 /// `CORING_TLS_CERT`, `CORING_TLS_KEY`; both or neither) make it serve TLS on `--addr`.
 pub fn server_args_tls(name: &str, about: &str, default_port: u16) -> ServerArgs {
-    parse_args(name, about, default_port, true)
+    parse_args(name, about, default_port, true, &[])
 }
 
-fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> ServerArgs {
+fn parse_args(
+    name: &str,
+    about: &str,
+    default_port: u16,
+    takes_tls: bool,
+    extra: &[ExtraFlag],
+) -> ServerArgs {
     let tls_usage = if takes_tls {
         "--tls-cert PEM     serve TLS with this certificate chain (env CORING_TLS_CERT)\n\
          --tls-key PEM      and this private key (env CORING_TLS_KEY)\n"
@@ -63,9 +106,20 @@ fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> Se
     } else {
         ""
     };
+    let extra_flags: String = extra
+        .iter()
+        .map(|e| format!(" [{} {}]", e.flag, e.value))
+        .collect();
+    let extra_usage: String = extra
+        .iter()
+        .map(|e| {
+            let left = format!("{} {}", e.flag, e.value);
+            format!("{left:<18} {} (env {})\n", e.help, e.env)
+        })
+        .collect();
     let usage = format!(
         "{name}: {about}\n\n\
-         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]{tls_flags}\n\n\
+         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]{tls_flags}{extra_flags}\n\n\
          --addr HOST:PORT   address to listen on; port 0 picks a free port\n\
          \x20                  (env CORING_ADDR; default 127.0.0.1:{default_port})\n\
          --cores N          cores (threads), one listener each with SO_REUSEPORT\n\
@@ -73,6 +127,7 @@ fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> Se
          --driver KIND      auto, uring or compat (env CORING_DRIVER; default auto)\n\
          --no-pin           do not pin core threads to CPUs\n\
          {tls_usage}\
+         {extra_usage}\
          --help             this text\n\n\
          Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
     );
@@ -86,6 +141,11 @@ fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> Se
     } else {
         (None, None)
     };
+
+    let mut extra_values: Vec<(&'static str, String)> = extra
+        .iter()
+        .filter_map(|e| env(e.env).map(|v| (e.flag, v)))
+        .collect();
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -110,7 +170,14 @@ fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> Se
             "--no-pin" => pin = false,
             "--tls-cert" if takes_tls => tls_cert = Some(value("--tls-cert")),
             "--tls-key" if takes_tls => tls_key = Some(value("--tls-key")),
-            other => fail(name, &format!("unknown argument {other:?} (try --help)")),
+            other => match extra.iter().find(|e| e.flag == other) {
+                Some(e) => {
+                    let v = value(e.flag);
+                    extra_values.retain(|(f, _)| *f != e.flag);
+                    extra_values.push((e.flag, v));
+                }
+                None => fail(name, &format!("unknown argument {other:?} (try --help)")),
+            },
         }
     }
 
@@ -148,7 +215,13 @@ fn parse_args(name: &str, about: &str, default_port: u16, takes_tls: bool) -> Se
         driver,
         pin,
         tls,
+        extra: extra_values,
     }
+}
+
+/// Prints `NAME: MSG` and exits 2: what a server does with a flag value it cannot use.
+pub fn bad_flag(name: &str, msg: &str) -> ! {
+    fail(name, msg)
 }
 
 fn fail(name: &str, msg: &str) -> ! {

@@ -35,5 +35,7 @@ pub mod tls;
 #[cfg(feature = "engine")]
 mod transport;
 #[cfg(feature = "engine")]
+pub mod udp;
+#[cfg(feature = "engine")]
 pub mod websocket;
 pub mod ws;

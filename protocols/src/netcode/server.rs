@@ -699,6 +699,23 @@ impl Server {
         self.by_addr.get(&addr).copied()
     }
 
+    /// The slots holding a session.
+    pub fn clients(&self) -> impl Iterator<Item = ClientIndex> + '_ {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| ClientIndex(i as u32))
+    }
+
+    /// Counts a datagram the socket cut short because it was larger than any packet.
+    pub fn count_oversize(&mut self) {
+        self.stats.received += 1;
+        self.stats
+            .drops
+            .add(DropReason::Malformed(packet::Malformed::TooLarge));
+    }
+
     /// Connected sessions.
     pub fn connected(&self) -> usize {
         self.by_addr.len()

@@ -1,0 +1,412 @@
+//! netcode sessions on coring UDP sockets: the loop that drives a [`netcode::Server`] on one
+//! core's socket, and a client for tests, load generators and users.
+//!
+//! The server loop receives into the core's buffer pool (multishot recvmsg on io_uring), opens
+//! each payload in the pooled buffer it arrived in, hands it to the handler, and sends the
+//! turn's datagrams with one batched submission. Run one per core on a `bind_reuseport` socket:
+//! the kernel sends each client address to one core, so each core's server owns its sessions
+//! and shares nothing. (Where SO_REUSEPORT does not exist the cores would share one socket and
+//! a client's datagrams could reach any core: serve netcode on one core there.)
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coring::buf::PooledBuf;
+use coring::net::{UdpPooled, UdpSocket};
+use coring::runtime::until_shutdown;
+use coring::time::{now, timeout, timeout_at};
+
+use crate::netcode::{
+    self, ClientIndex, ClientState, ConnectToken, DisconnectReason, MAX_PACKET_BYTES, SendError,
+    ServerEvent, ServerStats, USER_DATA_BYTES,
+};
+
+/// Datagrams handled per turn before the turn's replies go out.
+const BATCH: usize = 64;
+
+/// What happened, as the server loop tells its handler.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A client joined a slot.
+    Connected {
+        /// Its slot.
+        client: ClientIndex,
+        /// Its id from the token.
+        client_id: u64,
+        /// Its address.
+        addr: SocketAddr,
+        /// The token's user data.
+        user_data: &'a [u8; USER_DATA_BYTES],
+    },
+    /// A payload from a client, decrypted where it was received.
+    Payload {
+        /// From which slot.
+        client: ClientIndex,
+        /// The payload.
+        data: &'a [u8],
+    },
+    /// A session ended.
+    Disconnected {
+        /// The slot it held.
+        client: ClientIndex,
+        /// Its id.
+        client_id: u64,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// What a handler may do while it handles an event: send, disconnect, look.
+#[derive(Debug)]
+pub struct Sessions<'s> {
+    server: &'s mut netcode::Server,
+    out: &'s mut Outbox,
+    now: Instant,
+}
+
+impl Sessions<'_> {
+    /// Queues `payload` to `client`; it goes out with this turn's batch.
+    pub fn send(&mut self, client: ClientIndex, payload: &[u8]) -> Result<(), SendError> {
+        let mut buf = self.out.buffer();
+        match self.server.send(self.now, client, payload, &mut buf) {
+            Ok(t) => {
+                // Until the client confirms, the server queues a keep-alive to go first.
+                self.out.drain(self.server, self.now);
+                buf.truncate(t.len);
+                self.out.queue.push((buf, t.to));
+                Ok(())
+            }
+            Err(e) => {
+                self.out.spare.push(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends `client`'s session (disconnect packets go out with this turn's batch).
+    pub fn disconnect(&mut self, client: ClientIndex) {
+        self.server.disconnect(client);
+    }
+
+    /// The server, to look at its sessions and counters.
+    pub fn server(&self) -> &netcode::Server {
+        self.server
+    }
+}
+
+/// The turn's outgoing datagrams, and spare buffers for the next ones.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: Vec<(Vec<u8>, SocketAddr)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Outbox {
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut buf = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MAX_PACKET_BYTES));
+        buf.resize(MAX_PACKET_BYTES, 0);
+        buf
+    }
+
+    /// Everything the server has queued (challenges, keep-alives, disconnects, denials).
+    fn drain(&mut self, server: &mut netcode::Server, now: Instant) {
+        loop {
+            let mut buf = self.buffer();
+            let Some(t) = server.poll_transmit(now, &mut buf) else {
+                self.spare.push(buf);
+                return;
+            };
+            buf.truncate(t.len);
+            self.queue.push((buf, t.to));
+        }
+    }
+
+    async fn flush(&mut self, socket: &UdpSocket) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.queue);
+        for (result, buf) in socket.send_many(batch).await {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "netcode send failed");
+            }
+            self.spare.push(buf);
+        }
+    }
+}
+
+/// Serves netcode sessions on `socket` until the core shuts down, calling `handler` for each
+/// event; at shutdown every session is told (disconnect packets) before the loop returns the
+/// server's counters.
+pub async fn serve<H>(socket: UdpSocket, mut server: netcode::Server, mut handler: H) -> ServerStats
+where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    let mut rx = socket.pooled();
+    let mut out = Outbox::default();
+    loop {
+        let first = until_shutdown(timeout_at(server.poll_timeout(), rx.next())).await;
+        let Some(first) = first else { break };
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(received) = next.take() {
+            let now = now();
+            match received {
+                Ok(Ok(datagram)) => {
+                    handle(&mut server, &mut out, &mut handler, now, datagram);
+                    handled += 1;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "netcode receive failed"),
+                Err(_elapsed) => {}
+            }
+            if handled < BATCH
+                && let Ok(more) = timeout(Duration::ZERO, rx.next()).await
+            {
+                next = Some(Ok(more));
+            }
+        }
+        let now = now();
+        server.handle_timeout(now);
+        events(&mut server, &mut out, &mut handler, now);
+        out.drain(&mut server, now);
+        out.flush(&socket).await;
+    }
+    // Shutdown: tell every client, once.
+    let now = now();
+    let clients: Vec<ClientIndex> = server.clients().collect();
+    for client in clients {
+        server.disconnect(client);
+    }
+    events(&mut server, &mut out, &mut handler, now);
+    out.drain(&mut server, now);
+    out.flush(&socket).await;
+    server.stats().clone()
+}
+
+fn handle<H>(
+    server: &mut netcode::Server,
+    out: &mut Outbox,
+    handler: &mut H,
+    now: Instant,
+    datagram: coring::net::Datagram<SocketAddr>,
+) where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    let source = datagram.source;
+    let mut data = datagram.data;
+    if datagram.truncated {
+        // Larger than the pool's buffers, so larger than any netcode packet.
+        server.count_oversize();
+        return;
+    }
+    let received = server.handle_datagram(now, source, data.as_mut_slice());
+    // A response may have connected the client: its event goes first.
+    events(server, out, handler, now);
+    if let Some(r) = received {
+        let mut sessions = Sessions { server, out, now };
+        handler(
+            &mut sessions,
+            Event::Payload {
+                client: r.client,
+                data: r.data,
+            },
+        );
+    }
+}
+
+fn events<H>(server: &mut netcode::Server, out: &mut Outbox, handler: &mut H, now: Instant)
+where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    while let Some(event) = server.poll_event() {
+        let mut sessions = Sessions { server, out, now };
+        match event {
+            ServerEvent::Connected {
+                client,
+                client_id,
+                addr,
+                user_data,
+            } => handler(
+                &mut sessions,
+                Event::Connected {
+                    client,
+                    client_id,
+                    addr,
+                    user_data: &user_data,
+                },
+            ),
+            ServerEvent::Disconnected {
+                client,
+                client_id,
+                reason,
+            } => handler(
+                &mut sessions,
+                Event::Disconnected {
+                    client,
+                    client_id,
+                    reason,
+                },
+            ),
+        }
+    }
+}
+
+/// Why a client could not connect, or its session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("netcode client socket: {0}")]
+    Io(#[from] coring::Error),
+    /// The session is over (or never started): the state says why.
+    #[error("netcode session ended: {0:?}")]
+    Closed(ClientState),
+    /// [`NetcodeClient::send`] refused the payload.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// A netcode client on a coring UDP socket.
+#[derive(Debug)]
+pub struct NetcodeClient {
+    socket: UdpSocket,
+    rx: UdpPooled,
+    client: netcode::Client,
+    buf: Vec<u8>,
+}
+
+/// A payload received by [`NetcodeClient::recv`], in the pooled buffer it arrived in.
+#[derive(Debug)]
+pub struct Payload {
+    buf: PooledBuf,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf.as_slice()[self.start..self.start + self.len]
+    }
+}
+
+impl NetcodeClient {
+    /// Connects with `token` from a fresh socket (the address family of the token's first
+    /// server), trying each of its servers as the standard says; returns once connected.
+    pub async fn connect(token: ConnectToken) -> Result<NetcodeClient, ClientError> {
+        let local: SocketAddr = match token.server_addresses.first() {
+            Some(SocketAddr::V6(_)) => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
+            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let socket = UdpSocket::bind(local)?;
+        Self::connect_on(socket, token).await
+    }
+
+    /// [`connect`](Self::connect) on a socket of the caller's.
+    pub async fn connect_on(
+        socket: UdpSocket,
+        token: ConnectToken,
+    ) -> Result<NetcodeClient, ClientError> {
+        let rx = socket.pooled();
+        let mut this = NetcodeClient {
+            client: netcode::Client::new(token, now()),
+            socket,
+            rx,
+            buf: vec![0; MAX_PACKET_BYTES],
+        };
+        while this.client.state() != ClientState::Connected {
+            if let Some(payload) = this.turn().await? {
+                // Payloads before connected are dropped by the state machine; none arrive.
+                drop(payload);
+            }
+        }
+        Ok(this)
+    }
+
+    /// Sends one payload (1 to 1,200 bytes).
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let t = self.client.send(now(), payload, &mut self.buf)?;
+        let buf = std::mem::take(&mut self.buf);
+        let (r, mut buf) = self.socket.send_to(slice(buf, t.len), t.to).await;
+        buf.resize(MAX_PACKET_BYTES, 0);
+        self.buf = buf;
+        r?;
+        Ok(())
+    }
+
+    /// The next payload from the server; keep-alives and timeouts are handled meanwhile.
+    pub async fn recv(&mut self) -> Result<Payload, ClientError> {
+        loop {
+            if let Some(payload) = self.turn().await? {
+                return Ok(payload);
+            }
+        }
+    }
+
+    /// Ends the session: the standard's redundant disconnect packets, then the socket closes.
+    pub async fn disconnect(mut self) -> Result<(), ClientError> {
+        self.client.disconnect();
+        self.flush().await
+    }
+
+    /// The state machine, for its state, slot and counters.
+    pub fn state(&self) -> &netcode::Client {
+        &self.client
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr, ClientError> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    /// Sends what is due, then waits for one datagram or the next timer.
+    async fn turn(&mut self) -> Result<Option<Payload>, ClientError> {
+        self.flush().await?;
+        if !self.client.state().is_active() {
+            return Err(ClientError::Closed(self.client.state()));
+        }
+        let deadline = self
+            .client
+            .poll_timeout()
+            .unwrap_or_else(|| now() + Duration::from_millis(100));
+        match timeout_at(deadline, self.rx.next()).await {
+            Ok(Ok(d)) => {
+                let mut data = d.data;
+                let base = data.as_slice().as_ptr() as usize;
+                let got = self
+                    .client
+                    .handle_datagram(now(), d.source, data.as_mut_slice())
+                    .map(|p| (p.as_ptr() as usize - base, p.len()));
+                Ok(got.map(|(start, len)| Payload {
+                    buf: data,
+                    start,
+                    len,
+                }))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_elapsed) => {
+                self.client.handle_timeout(now());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while let Some(t) = self.client.poll_transmit(now(), &mut self.buf) {
+            let buf = std::mem::take(&mut self.buf);
+            let (r, mut buf) = self.socket.send_to(slice(buf, t.len), t.to).await;
+            buf.resize(MAX_PACKET_BYTES, 0);
+            self.buf = buf;
+            r?;
+        }
+        Ok(())
+    }
+}
+
+fn slice(mut buf: Vec<u8>, len: usize) -> Vec<u8> {
+    buf.truncate(len);
+    buf
+}
