@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channel;
 #[cfg(feature = "engine")]
 pub mod client;
 pub mod http1;
