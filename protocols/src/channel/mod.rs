@@ -47,9 +47,12 @@ use wire::{MessageHeader, PacketHeader};
 pub const FRAGMENT_BYTES: usize = 1024;
 /// Sent packets remembered for acks.
 const SENT_PACKETS: usize = 1024;
-/// Packets sent and not yet acked or counted lost, at most: past it only acks go out. Half
-/// the record, so a packet's record outlives any chance of its ack.
-const MAX_IN_FLIGHT: usize = SENT_PACKETS / 2;
+/// Packets sent and not yet acked or counted lost, at most: past it only acks go out. Half of
+/// netcode's 256-packet replay window, so a burst reordered in flight is not refused there as
+/// too old; well inside the record of sent packets.
+const MAX_IN_FLIGHT: usize = 128;
+/// Packets read and not yet acked, remembered at most.
+const MAX_UNREPORTED: usize = 1024;
 
 /// How a channel delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +180,7 @@ pub struct Connection {
     receivers: Vec<Receiver>,
     next_sequence: u16,
     sent: Box<[Option<SentPacket>]>,
-    /// Unsettled packets, and the oldest sequence that may be one.
+    /// Packets neither acked nor counted lost, and the oldest sequence that may be one.
     in_flight: usize,
     oldest: u16,
     /// Acks owed: the newest packet received and the 32 before it.
@@ -185,10 +188,9 @@ pub struct Connection {
     /// Received packet sequences, for dropping duplicates.
     seen: Box<[Option<u16>]>,
     ack_owed: bool,
-    /// Packets read since the last ack snapshot, and snapshots not yet sent: a burst of more
-    /// packets than one ack field covers gets an ack packet per 16 of them.
-    since_snapshot: u32,
-    snapshots: VecDeque<(u16, u32)>,
+    /// Packets read and not yet named by an ack this end sent. One that falls out of the ack
+    /// field (reordered, or one of a burst) gets an ack packet of its own.
+    unreported: Vec<u16>,
     delivered: VecDeque<(u8, Bytes)>,
     budget_left: Option<usize>,
     /// Payload bytes per fragment: [`FRAGMENT_BYTES`], or less for small packets.
@@ -214,8 +216,9 @@ struct SentPacket {
     sequence: u16,
     at: Instant,
     bytes: usize,
-    /// Acked, or counted lost.
-    settled: bool,
+    acked: bool,
+    /// Unacked for twice the timeout: counted lost (an ack may still come and settle it).
+    lost: bool,
     /// (channel, message id, fragment index) of reliable fragments.
     carried: Vec<(u8, u16, u16)>,
 }
@@ -277,8 +280,7 @@ impl Connection {
             remote: None,
             seen: (0..SENT_PACKETS).map(|_| None).collect(),
             ack_owed: false,
-            since_snapshot: 0,
-            snapshots: VecDeque::new(),
+            unreported: Vec::new(),
             delivered: VecDeque::new(),
             estimates: Estimates::new(now),
         }
@@ -329,8 +331,10 @@ impl Connection {
         let mut carried = Vec::new();
         let rto = self.estimates.rto();
         self.expire(now, rto);
+        // Packets the ack field no longer reaches are acked first, alone.
+        let snapshot = self.stale_ack();
         let mut budget = self.budget_left.unwrap_or(usize::MAX);
-        if self.in_flight >= MAX_IN_FLIGHT {
+        if self.in_flight >= MAX_IN_FLIGHT || snapshot.is_some() {
             budget = 0;
         }
         for &channel in &self.order {
@@ -354,17 +358,12 @@ impl Connection {
             at += written;
             budget -= written;
         }
-        let snapshot = if at == PacketHeader::LEN {
-            // Nothing but acks: an older snapshot first, else the current acks if owed.
-            match self.snapshots.pop_front() {
-                Some(s) => Some(s),
-                None if self.ack_owed => None,
-                None => return None,
-            }
-        } else {
-            None
-        };
-        if let Some(b) = &mut self.budget_left {
+        if snapshot.is_none() && at == PacketHeader::LEN && !self.ack_owed {
+            return None;
+        }
+        if snapshot.is_none()
+            && let Some(b) = &mut self.budget_left
+        {
             *b = budget;
         }
         let (ack, ack_bits) = snapshot.or(self.remote).unwrap_or((u16::MAX, 0));
@@ -378,24 +377,29 @@ impl Connection {
         .write(&mut out[..PacketHeader::LEN]);
         let slot = sequence as usize % SENT_PACKETS;
         if let Some(old) = self.sent[slot].take()
-            && !old.settled
+            && !old.acked
+            && !old.lost
         {
             self.in_flight -= 1;
             self.estimates.lost(old.bytes);
         }
-        self.in_flight += 1;
+        // Acks alone are not acked in turn: they are neither in flight nor ever lost.
+        let ack_only = at == PacketHeader::LEN;
+        if !ack_only {
+            self.in_flight += 1;
+        }
         self.sent[slot] = Some(SentPacket {
             sequence,
             at: now,
             bytes: at,
-            settled: false,
+            acked: ack_only,
+            lost: false,
             carried,
         });
         if snapshot.is_none() {
             self.ack_owed = false;
-            self.snapshots.clear();
-            self.since_snapshot = 0;
         }
+        self.unreported.retain(|&s| !acks(ack, ack_bits, s));
         self.estimates.sent(now, at);
         Some(at)
     }
@@ -434,13 +438,11 @@ impl Connection {
         self.settle(now, header.ack, header.ack_bits);
         if !messages.is_empty() {
             self.ack_owed = true;
-            self.since_snapshot += 1;
-            if self.since_snapshot >= 16
-                && let Some(remote) = self.remote
-            {
-                self.snapshots.push_back(remote);
-                self.since_snapshot = 0;
+            if self.unreported.len() >= MAX_UNREPORTED {
+                // The peer resends what these carried, by timeout.
+                self.unreported.remove(0);
             }
+            self.unreported.push(header.sequence);
         }
         for (m, data) in messages {
             let data = Bytes::copy_from_slice(data);
@@ -490,6 +492,25 @@ impl Connection {
         self.estimates.rto()
     }
 
+    /// An ack for the newest packet read that the current ack field does not reach, with the
+    /// bits of the others near it.
+    fn stale_ack(&self) -> Option<(u16, u32)> {
+        let (newest, bits) = self.remote?;
+        let stale = self
+            .unreported
+            .iter()
+            .copied()
+            .filter(|&s| !acks(newest, bits, s))
+            .min_by_key(|&s| newest.wrapping_sub(s))?;
+        let bits = self
+            .unreported
+            .iter()
+            .map(|&s| stale.wrapping_sub(s))
+            .filter(|d| (1..=32).contains(d))
+            .fold(0u32, |b, d| b | 1 << (d - 1));
+        Some((stale, bits))
+    }
+
     fn record_remote(&mut self, sequence: u16) {
         self.remote = Some(match self.remote {
             None => (sequence, 0),
@@ -530,31 +551,20 @@ impl Connection {
             let Some(p) = &mut self.sent[slot] else {
                 continue;
             };
-            if p.sequence != sequence || p.settled {
+            if p.sequence != sequence || p.acked {
                 continue;
             }
-            p.settled = true;
-            self.in_flight -= 1;
-            self.estimates.acked(now.saturating_duration_since(p.at));
+            p.acked = true;
+            if p.lost {
+                self.estimates.found();
+            } else {
+                self.in_flight -= 1;
+                self.estimates.acked(now.saturating_duration_since(p.at));
+            }
             for &(channel, id, fragment) in &p.carried {
                 if let Sender::Reliable(s) = &mut self.senders[channel as usize] {
                     s.ack(id, fragment);
                 }
-            }
-        }
-        // Packets older than the ack window that were never acked are lost.
-        let oldest_known = ack.wrapping_sub(32);
-        for back in 33..64u16 {
-            let sequence = oldest_known.wrapping_sub(back - 32);
-            let slot = sequence as usize % SENT_PACKETS;
-            if let Some(p) = &mut self.sent[slot]
-                && p.sequence == sequence
-                && !p.settled
-            {
-                // Counted once; its reliable fragments go out again by timeout.
-                p.settled = true;
-                self.in_flight -= 1;
-                self.estimates.lost(p.bytes);
             }
         }
     }
@@ -566,18 +576,25 @@ impl Connection {
             let slot = self.oldest as usize % SENT_PACKETS;
             if let Some(p) = &mut self.sent[slot]
                 && p.sequence == self.oldest
-                && !p.settled
+                && !p.acked
+                && !p.lost
             {
                 if now.saturating_duration_since(p.at) < 2 * rto {
                     return;
                 }
-                p.settled = true;
+                p.lost = true;
                 self.in_flight -= 1;
                 self.estimates.lost(p.bytes);
             }
             self.oldest = self.oldest.wrapping_add(1);
         }
     }
+}
+
+/// Whether an ack field `(ack, bits)` names packet `sequence`.
+fn acks(ack: u16, bits: u32, sequence: u16) -> bool {
+    let d = ack.wrapping_sub(sequence);
+    d == 0 || ((1..=32).contains(&d) && bits & (1 << (d - 1)) != 0)
 }
 
 #[cfg(test)]

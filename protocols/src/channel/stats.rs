@@ -8,6 +8,8 @@ const INITIAL_RTO: Duration = Duration::from_millis(200);
 /// The retransmission timeout's floor and ceiling.
 const MIN_RTO: Duration = Duration::from_millis(20);
 const MAX_RTO: Duration = Duration::from_secs(2);
+/// How much one settled packet moves the loss estimate.
+const LOSS_WEIGHT: f64 = 1.0 / 32.0;
 /// Bandwidth is measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 
@@ -18,7 +20,8 @@ pub struct ConnectionStats {
     pub rtt: Duration,
     /// Its mean deviation.
     pub rtt_variance: Duration,
-    /// Fraction of packets lost, recent packets weighing most (0 to 1).
+    /// Fraction of packets lost, recent packets weighing most (each settled packet moves it
+    /// 1/32 of the way to 0 or 1).
     pub packet_loss: f64,
     /// Bytes per second sent, over the last half-second window.
     pub sent_bandwidth: f64,
@@ -91,7 +94,7 @@ impl Estimates {
 
     pub fn acked(&mut self, rtt: Duration) {
         self.packets_acked += 1;
-        self.loss *= 0.9;
+        self.loss -= self.loss * LOSS_WEIGHT;
         self.srtt = Some(match self.srtt {
             None => {
                 self.rttvar = rtt / 2;
@@ -105,9 +108,16 @@ impl Estimates {
         });
     }
 
+    /// A packet counted lost was acked after all.
+    pub fn found(&mut self) {
+        self.packets_lost = self.packets_lost.saturating_sub(1);
+        self.packets_acked += 1;
+        self.loss = (self.loss - LOSS_WEIGHT).max(0.0);
+    }
+
     pub fn lost(&mut self, _bytes: usize) {
         self.packets_lost += 1;
-        self.loss = self.loss * 0.9 + 0.1;
+        self.loss += (1.0 - self.loss) * LOSS_WEIGHT;
     }
 
     pub fn snapshot(&self, now: Instant) -> ConnectionStats {

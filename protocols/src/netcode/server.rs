@@ -699,6 +699,11 @@ impl Server {
         self.by_addr.get(&addr).copied()
     }
 
+    /// Slot `i` (`0..max_clients`) as an index.
+    pub fn slot(&self, i: usize) -> ClientIndex {
+        ClientIndex(i as u32)
+    }
+
     /// The slots holding a session.
     pub fn clients(&self) -> impl Iterator<Item = ClientIndex> + '_ {
         self.sessions

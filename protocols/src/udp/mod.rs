@@ -54,6 +54,8 @@ pub enum Event<'a> {
         /// Why.
         reason: DisconnectReason,
     },
+    /// The tick [`serve_with_tick`] was asked for: a fixed-rate turn for game logic.
+    Tick,
 }
 
 /// What a handler may do while it handles an event: send, disconnect, look.
@@ -91,6 +93,11 @@ impl Sessions<'_> {
     /// The server, to look at its sessions and counters.
     pub fn server(&self) -> &netcode::Server {
         self.server
+    }
+
+    /// The slot of index `i` (for loops over slots).
+    fn client(&self, i: usize) -> ClientIndex {
+        self.server.slot(i)
     }
 }
 
@@ -141,14 +148,33 @@ impl Outbox {
 /// Serves netcode sessions on `socket` until the core shuts down, calling `handler` for each
 /// event; at shutdown every session is told (disconnect packets) before the loop returns the
 /// server's counters.
-pub async fn serve<H>(socket: UdpSocket, mut server: netcode::Server, mut handler: H) -> ServerStats
+pub async fn serve<H>(socket: UdpSocket, server: netcode::Server, handler: H) -> ServerStats
+where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    serve_with_tick(socket, server, None, handler).await
+}
+
+/// [`serve`], with an [`Event::Tick`] every `tick` (absolute deadlines: a late tick does not
+/// push the next one back).
+pub async fn serve_with_tick<H>(
+    socket: UdpSocket,
+    mut server: netcode::Server,
+    tick: Option<Duration>,
+    mut handler: H,
+) -> ServerStats
 where
     H: FnMut(&mut Sessions<'_>, Event<'_>),
 {
     let mut rx = socket.pooled();
     let mut out = Outbox::default();
+    let mut next_tick = tick.map(|t| now() + t);
     loop {
-        let first = until_shutdown(timeout_at(server.poll_timeout(), rx.next())).await;
+        let deadline = match next_tick {
+            Some(t) => t.min(server.poll_timeout()),
+            None => server.poll_timeout(),
+        };
+        let first = until_shutdown(timeout_at(deadline, rx.next())).await;
         let Some(first) = first else { break };
         let mut next = Some(first);
         let mut handled = 0;
@@ -171,6 +197,22 @@ where
         let now = now();
         server.handle_timeout(now);
         events(&mut server, &mut out, &mut handler, now);
+        if let (Some(due), Some(period)) = (next_tick, tick)
+            && due <= now
+        {
+            let mut sessions = Sessions {
+                server: &mut server,
+                out: &mut out,
+                now,
+            };
+            handler(&mut sessions, Event::Tick);
+            // Skip ticks missed entirely rather than firing them back to back.
+            let mut next = due + period;
+            while next <= now {
+                next += period;
+            }
+            next_tick = Some(next);
+        }
         out.drain(&mut server, now);
         out.flush(&socket).await;
     }
@@ -328,6 +370,8 @@ impl NetcodeClient {
 
     /// Sends one payload (1 to 1,200 bytes).
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        // A send cancelled mid-way took the buffer with it.
+        self.buf.resize(MAX_PACKET_BYTES, 0);
         let t = self.client.send(now(), payload, &mut self.buf)?;
         let buf = std::mem::take(&mut self.buf);
         let (r, mut buf) = self.socket.send_to(slice(buf, t.len), t.to).await;
@@ -338,6 +382,7 @@ impl NetcodeClient {
     }
 
     /// The next payload from the server; keep-alives and timeouts are handled meanwhile.
+    /// Cancel-safe: dropped while waiting, no datagram is lost.
     pub async fn recv(&mut self) -> Result<Payload, ClientError> {
         loop {
             if let Some(payload) = self.turn().await? {
@@ -395,6 +440,7 @@ impl NetcodeClient {
     }
 
     async fn flush(&mut self) -> Result<(), ClientError> {
+        self.buf.resize(MAX_PACKET_BYTES, 0);
         while let Some(t) = self.client.poll_transmit(now(), &mut self.buf) {
             let buf = std::mem::take(&mut self.buf);
             let (r, mut buf) = self.socket.send_to(slice(buf, t.len), t.to).await;
@@ -410,3 +456,7 @@ fn slice(mut buf: Vec<u8>, len: usize) -> Vec<u8> {
     buf.truncate(len);
     buf
 }
+
+mod channels;
+
+pub use channels::{ChannelClient, ChannelEvent, ChannelSessions, serve_channels};
