@@ -49,7 +49,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_bits(bits: u8) -> Option<Kind> {
+    /// The type in a prefix's low four bits, if it is one of the seven.
+    pub fn from_bits(bits: u8) -> Option<Kind> {
         Some(match bits {
             0 => Kind::Request,
             1 => Kind::Denied,
@@ -193,6 +194,13 @@ pub enum OpenError {
     Forged,
     /// It opened but its body is not what its type says.
     Malformed(Malformed),
+}
+
+impl<'a> Body<'a> {
+    /// Reads an opened body of `kind` (what [`open`] does after the tag checks out).
+    pub fn parse(kind: Kind, plaintext: &'a [u8]) -> Result<Body<'a>, Malformed> {
+        read_body(kind, plaintext)
+    }
 }
 
 fn read_body(kind: Kind, body: &[u8]) -> Result<Body<'_>, Malformed> {
