@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use coring_protocols::channel::{ChannelConfig, ChannelKind, ConnectionConfig};
-use coring_protocols::netcode::{Key, Server, ServerConfig, TokenIssuer, TokenRequest};
+use coring_protocols::netcode::{Client, Key, Server, ServerConfig, TokenIssuer, TokenRequest};
 use coring_protocols::udp::{ChannelClient, ChannelEvent, serve_channels};
 use coring_tests::lossy::{Faults, LossyUdpProxy};
 
@@ -38,9 +38,14 @@ fn channels() -> ConnectionConfig {
     }
 }
 
-/// A channel echo server on its own one-core runtime. Its tokens may name any address (the
-/// clients reach it through a proxy).
-fn echo_server() -> (SocketAddr, coring::ShutdownHandle) {
+/// A channel echo server on its own one-core runtime, with session resumption. Its tokens
+/// may name any address (the clients may reach it through a proxy). Sessions that move are
+/// reported on the channel returned.
+fn echo_server() -> (
+    SocketAddr,
+    coring::ShutdownHandle,
+    mpsc::Receiver<(SocketAddr, SocketAddr)>,
+) {
     let rt = coring::Runtime::builder()
         .cores(1)
         .shutdown_grace(Duration::from_secs(1))
@@ -48,29 +53,37 @@ fn echo_server() -> (SocketAddr, coring::ShutdownHandle) {
         .unwrap();
     let shutdown = rt.shutdown_handle();
     let (addr_tx, addr_rx) = mpsc::channel();
+    let (moved_tx, moved_rx) = mpsc::channel();
     std::thread::spawn(move || {
         rt.run(|_| {
             let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             addr_tx.send(socket.local_addr().unwrap()).unwrap();
+            let moved_tx = moved_tx.clone();
             async move {
-                let config = ServerConfig::new(PROTOCOL, KEY);
+                let mut config = ServerConfig::new(PROTOCOL, KEY);
+                config.resumption = true;
                 let server = Server::new(config, coring::time::now(), unix_now());
-                serve_channels(socket, server, channels(), TICK, |sessions, event| {
-                    if let ChannelEvent::Message {
-                        client,
-                        channel,
-                        data,
-                    } = event
-                    {
-                        sessions.send(client, channel, data).unwrap();
-                    }
-                })
+                serve_channels(
+                    socket,
+                    server,
+                    channels(),
+                    TICK,
+                    |sessions, event| match event {
+                        ChannelEvent::Message {
+                            client,
+                            channel,
+                            data,
+                        } => sessions.send(client, channel, data).unwrap(),
+                        ChannelEvent::Moved { from, to, .. } => moved_tx.send((from, to)).unwrap(),
+                        _ => {}
+                    },
+                )
                 .await;
             }
         })
         .unwrap();
     });
-    (addr_rx.recv().unwrap(), shutdown)
+    (addr_rx.recv().unwrap(), shutdown, moved_rx)
 }
 
 fn token(client_id: u64, server: SocketAddr) -> coring_protocols::netcode::ConnectToken {
@@ -90,7 +103,7 @@ fn token(client_id: u64, server: SocketAddr) -> coring_protocols::netcode::Conne
 
 #[coring::test]
 fn channels_keep_their_promises_through_loss_delay_reordering_and_duplication() {
-    let (server, shutdown) = echo_server();
+    let (server, shutdown, _moved) = echo_server();
     let proxy = LossyUdpProxy::start(
         server,
         Faults {
@@ -168,5 +181,61 @@ fn channels_keep_their_promises_through_loss_delay_reordering_and_duplication() 
     });
     let counts = &proxy.counts;
     assert!(counts.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    shutdown.shutdown();
+}
+
+#[coring::test]
+fn a_session_survives_its_client_socket_being_replaced_without_losing_a_reliable_message() {
+    let (server, shutdown, moved) = echo_server();
+    let token = token(2, server);
+    let messages: Vec<Bytes> = (0..200u32)
+        .map(|i| Bytes::from(i.to_le_bytes().repeat(1 + i as usize % 300)))
+        .collect();
+    let sent = messages.clone();
+    let (old, new) = coring::block_on(async move {
+        let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let old = socket.local_addr().unwrap();
+        let netcode = Client::new(token, coring::time::now()).with_resumption();
+        let mut client = ChannelClient::connect_with(socket, netcode, channels(), TICK)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut new = None;
+        for (i, m) in sent.iter().enumerate() {
+            client.send(0, m.clone()).unwrap();
+            if i == 100 {
+                // Mid-session, mid-stream (some messages unacked): a new socket, a new port.
+                let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                new = Some(socket.local_addr().unwrap());
+                client.rebind(socket);
+            }
+            if i % 4 == 3 {
+                while got.len() + 4 <= i {
+                    let (channel, data) =
+                        coring::time::timeout(Duration::from_secs(10), client.recv())
+                            .await
+                            .expect("an echo within 10 s")
+                            .unwrap();
+                    assert_eq!(channel, 0);
+                    got.push(data);
+                }
+            }
+        }
+        while got.len() < sent.len() {
+            let (_, data) = coring::time::timeout(Duration::from_secs(10), client.recv())
+                .await
+                .expect("an echo within 10 s")
+                .unwrap();
+            got.push(data);
+        }
+        assert_eq!(got, sent, "every message once, in order, across the move");
+        client.disconnect().await.unwrap();
+        (old, new.unwrap())
+    });
+    assert_ne!(old, new);
+    assert_eq!(
+        moved.recv_timeout(Duration::from_secs(5)).unwrap(),
+        (old, new)
+    );
     shutdown.shutdown();
 }

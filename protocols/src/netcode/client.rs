@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::packet::{self, Body, CHALLENGE_TOKEN_BYTES, Kind, MAX_PAYLOAD_BYTES, OpenError};
+use super::packet::{
+    self, Body, CHALLENGE_TOKEN_BYTES, Kind, MAX_PAYLOAD_BYTES, OpenError, RESUME_TOKEN_BYTES,
+};
 use super::replay::ReplayWindow;
 use super::server::{DISCONNECT_PACKETS, timeout_of};
 use super::token::ConnectToken;
@@ -62,7 +64,17 @@ pub struct Client {
     disconnects_left: u32,
     send_interval: Duration,
     drops: DropCounts,
+    /// Session resumption enabled (both ends must agree; see `ServerConfig::resumption`).
+    resumption: bool,
+    /// Since when resumes have been due (after `rebind`, or a silent server).
+    resuming: bool,
+    /// A server's path challenge to echo.
+    echo: Option<[u8; RESUME_TOKEN_BYTES]>,
 }
+
+/// With resumption, a connected client that has heard nothing for this long announces its
+/// address again (its NAT may have moved it without telling it).
+pub const RESUME_AFTER: Duration = Duration::from_secs(1);
 
 impl Client {
     /// A client that starts connecting at `now` with `token`, to its first server. A token
@@ -88,6 +100,26 @@ impl Client {
             disconnects_left: 0,
             send_interval: Duration::from_millis(100),
             drops: DropCounts::default(),
+            resumption: false,
+            resuming: false,
+            echo: None,
+        }
+    }
+
+    /// Enables session resumption (not in the standard; the server must enable it too): the
+    /// session survives a change of this client's address.
+    pub fn with_resumption(mut self) -> Self {
+        self.resumption = true;
+        self
+    }
+
+    /// The client now sends from a new address (a new socket, a new network): with
+    /// resumption, it announces the move with resume packets until the server answers.
+    pub fn rebind(&mut self, now: Instant) {
+        if self.resumption && self.state == ClientState::Connected {
+            self.resuming = true;
+            self.last_send = None;
+            self.last_receive = self.last_receive.min(now);
         }
     }
 
@@ -142,10 +174,12 @@ impl Client {
         let expected = match self.state {
             ClientState::SendingRequest => matches!(header.kind, Kind::Denied | Kind::Challenge),
             ClientState::SendingResponse => matches!(header.kind, Kind::Denied | Kind::KeepAlive),
-            _ => matches!(
-                header.kind,
-                Kind::KeepAlive | Kind::Payload | Kind::Disconnect
-            ),
+            _ => {
+                matches!(
+                    header.kind,
+                    Kind::KeepAlive | Kind::Payload | Kind::Disconnect
+                ) || (header.kind == Kind::Resume && self.resumption)
+            }
         };
         if !expected {
             return Err(DropReason::UnexpectedType);
@@ -187,7 +221,15 @@ impl Client {
                 return Ok(Some(data));
             }
             Body::Disconnect => self.state = ClientState::Disconnected,
+            Body::Resume { token, .. } => {
+                // The server saw the move and challenges the new address.
+                self.echo = Some(token);
+                self.last_receive = now;
+            }
             Body::Response { .. } => return Err(DropReason::UnexpectedType),
+        }
+        if self.state == ClientState::Connected {
+            self.resuming = false;
         }
         Ok(None)
     }
@@ -202,6 +244,21 @@ impl Client {
             self.disconnects_left -= 1;
             let len = self.seal(&Body::Disconnect, protocol_id, out);
             return Some(Transmit { to, len });
+        }
+        if let Some(token) = self.echo.take() {
+            let body = Body::Resume {
+                client_index: self.client_index,
+                token,
+            };
+            let len = self.seal(&body, protocol_id, out);
+            self.last_send = Some(now);
+            return Some(Transmit { to, len });
+        }
+        if self.resumption
+            && self.state == ClientState::Connected
+            && self.last_receive + RESUME_AFTER <= now
+        {
+            self.resuming = true;
         }
         if !self.state.is_active() || self.last_send.is_some_and(|t| t + self.send_interval > now) {
             return None;
@@ -221,6 +278,14 @@ impl Client {
                 self.challenge = Some((sequence, token));
                 len
             }
+            _ if self.resuming => self.seal(
+                &Body::Resume {
+                    client_index: self.client_index,
+                    token: [0; RESUME_TOKEN_BYTES],
+                },
+                protocol_id,
+                out,
+            ),
             _ => self.seal(
                 &Body::KeepAlive {
                     client_index: self.client_index,
@@ -283,7 +348,8 @@ impl Client {
     /// [`poll_transmit`](Self::poll_transmit) has work; `None` once inactive with nothing to
     /// send.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.disconnects_left > 0 {
+        if self.disconnects_left > 0 || self.echo.is_some() {
+            // Due now.
             return Some(self.start.min(self.last_receive));
         }
         if !self.state.is_active() {

@@ -38,16 +38,17 @@ mod wire;
 use std::net::SocketAddr;
 
 pub use admission::{AccessList, Cidr, CidrError, RateLimit, SourceLimiter};
-pub use client::{Client, ClientState};
+pub use client::{Client, ClientState, RESUME_AFTER};
 pub use crypto::{KEY_BYTES, Key, MAC_BYTES, NONCE_BYTES};
 pub use packet::{
     Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Header, Kind, MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES,
-    Malformed, OpenError, REQUEST_BYTES, Request, RequestError, header, open, seal, write_request,
+    Malformed, OpenError, REQUEST_BYTES, RESUME_TOKEN_BYTES, Request, RequestError, header, open,
+    seal, write_request,
 };
 pub use replay::{REPLAY_WINDOW, ReplayWindow};
 pub use server::{
     ClientIndex, DISCONNECT_PACKETS, DisconnectReason, Received, Server, ServerConfig, ServerEvent,
-    ServerStats,
+    ServerStats, UNVALIDATED_SEND_FACTOR,
 };
 pub use token::{
     CONNECT_TOKEN_BYTES, ConnectToken, PRIVATE_TOKEN_BYTES, PrivateToken, TokenError, TokenIssuer,
@@ -76,6 +77,10 @@ pub enum SendError {
     /// No session (not yet connected, or gone).
     #[error("not connected")]
     NotConnected,
+    /// The session moved to an address that has not echoed its challenge yet, and has had
+    /// its budget (three times what it sent).
+    #[error("the session's new address is not validated yet")]
+    PathBudget,
 }
 
 /// Why a datagram was dropped. Nothing dropped is answered; everything dropped is counted.

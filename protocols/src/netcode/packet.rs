@@ -46,6 +46,11 @@ pub enum Kind {
     Payload = 5,
     /// Either way: the session ends.
     Disconnect = 6,
+    /// Not in the standard; only between ends that both enable session resumption (see
+    /// `docs/netcode.md`). Client to server: "this session now speaks from here", with the
+    /// session's slot in the clear; server to client: a challenge for the new address; client
+    /// to server again: the challenge echoed.
+    Resume = 7,
 }
 
 impl Kind {
@@ -59,6 +64,7 @@ impl Kind {
             4 => Kind::KeepAlive,
             5 => Kind::Payload,
             6 => Kind::Disconnect,
+            7 => Kind::Resume,
             _ => return None,
         })
     }
@@ -66,7 +72,10 @@ impl Kind {
     /// Whether the receiver's replay window applies (the standard's rule: keep-alive,
     /// payload and disconnect).
     pub fn replay_protected(self) -> bool {
-        matches!(self, Kind::KeepAlive | Kind::Payload | Kind::Disconnect)
+        matches!(
+            self,
+            Kind::KeepAlive | Kind::Payload | Kind::Disconnect | Kind::Resume
+        )
     }
 }
 
@@ -100,7 +109,19 @@ pub enum Body<'a> {
     Payload(&'a [u8]),
     /// [`Kind::Disconnect`].
     Disconnect,
+    /// [`Kind::Resume`]: the path token (zeros from a client announcing a new address; the
+    /// server's challenge; the challenge echoed).
+    Resume {
+        /// The session's slot, sent in the clear (and authenticated) from the client; zero from
+        /// the server.
+        client_index: u32,
+        /// The path token.
+        token: [u8; RESUME_TOKEN_BYTES],
+    },
 }
+
+/// Bytes of a resumption path token.
+pub const RESUME_TOKEN_BYTES: usize = 8;
 
 impl Body<'_> {
     /// The packet type this body travels as.
@@ -112,6 +133,7 @@ impl Body<'_> {
             Body::KeepAlive { .. } => Kind::KeepAlive,
             Body::Payload(_) => Kind::Payload,
             Body::Disconnect => Kind::Disconnect,
+            Body::Resume { .. } => Kind::Resume,
         }
     }
 }
@@ -138,6 +160,8 @@ pub struct Header {
     pub kind: Kind,
     /// The sender's sequence number.
     pub sequence: u64,
+    /// A [`Kind::Resume`] packet's slot, in the clear (zero for other kinds).
+    pub client_index: u32,
     /// The prefix byte (part of the associated data).
     prefix: u8,
     /// Where the sealed body starts.
@@ -164,11 +188,22 @@ pub fn header(bytes: &[u8]) -> Result<Header, Malformed> {
     }
     let mut sequence = [0u8; 8];
     sequence[..sequence_len].copy_from_slice(&bytes[1..1 + sequence_len]);
+    let mut body_at = 1 + sequence_len;
+    let mut client_index = 0;
+    if kind == Kind::Resume {
+        let clear = bytes.get(body_at..body_at + 4).ok_or(Malformed::TooSmall)?;
+        client_index = u32::from_le_bytes([clear[0], clear[1], clear[2], clear[3]]);
+        body_at += 4;
+        if bytes.len() < body_at + MAC_BYTES {
+            return Err(Malformed::TooSmall);
+        }
+    }
     Ok(Header {
         kind,
         sequence: u64::from_le_bytes(sequence),
+        client_index,
         prefix,
-        body_at: 1 + sequence_len,
+        body_at,
     })
 }
 
@@ -180,11 +215,18 @@ pub fn open<'a>(
     protocol_id: u64,
     key: &Key,
 ) -> Result<Body<'a>, OpenError> {
-    let aad = packet_aad(protocol_id, header.prefix);
+    let aad = packet_aad(protocol_id, header.prefix, header.client_index);
     let sealed = &mut bytes[header.body_at..];
-    crypto::open(sealed, header.sequence, key, &aad).map_err(|_| OpenError::Forged)?;
+    crypto::open(sealed, header.sequence, key, aad.as_slice(header.kind))
+        .map_err(|_| OpenError::Forged)?;
     let body = &sealed[..sealed.len() - MAC_BYTES];
-    read_body(header.kind, body).map_err(OpenError::Malformed)
+    match read_body(header.kind, body).map_err(OpenError::Malformed)? {
+        Body::Resume { token, .. } => Ok(Body::Resume {
+            client_index: header.client_index,
+            token,
+        }),
+        other => Ok(other),
+    }
 }
 
 /// Why a sealed packet did not open.
@@ -248,6 +290,15 @@ fn read_body(kind: Kind, body: &[u8]) -> Result<Body<'_>, Malformed> {
             }
             Body::Payload(body)
         }
+        Kind::Resume => {
+            exact(RESUME_TOKEN_BYTES)?;
+            let mut token = [0u8; RESUME_TOKEN_BYTES];
+            token.copy_from_slice(body);
+            Body::Resume {
+                client_index: 0,
+                token,
+            }
+        }
     })
 }
 
@@ -259,7 +310,13 @@ pub fn seal(body: &Body<'_>, sequence: u64, protocol_id: u64, key: &Key, out: &m
     let prefix = body.kind() as u8 | ((sequence_len as u8) << 4);
     out[0] = prefix;
     out[1..1 + sequence_len].copy_from_slice(&sequence.to_le_bytes()[..sequence_len]);
-    let body_at = 1 + sequence_len;
+    let mut body_at = 1 + sequence_len;
+    let mut clear_index = 0;
+    if let Body::Resume { client_index, .. } = body {
+        out[body_at..body_at + 4].copy_from_slice(&client_index.to_le_bytes());
+        body_at += 4;
+        clear_index = *client_index;
+    }
     let mut w = Writer::new(&mut out[body_at..]);
     match body {
         Body::Denied | Body::Disconnect => {}
@@ -275,13 +332,15 @@ pub fn seal(body: &Body<'_>, sequence: u64, protocol_id: u64, key: &Key, out: &m
             w.u32(*max_clients);
         }
         Body::Payload(data) => w.put(data),
+        Body::Resume { token, .. } => w.put(token),
     }
     let end = body_at + w.len() + MAC_BYTES;
+    let aad = packet_aad(protocol_id, prefix, clear_index);
     crypto::seal(
         &mut out[body_at..end],
         sequence,
         key,
-        &packet_aad(protocol_id, prefix),
+        aad.as_slice(body.kind()),
     );
     end
 }
@@ -291,12 +350,27 @@ fn sequence_bytes(sequence: u64) -> usize {
     (8 - sequence.leading_zeros() as usize / 8).max(1)
 }
 
-fn packet_aad(protocol_id: u64, prefix: u8) -> [u8; 22] {
-    let mut aad = [0; 22];
+/// A packet's associated data: version, protocol id, prefix; for [`Kind::Resume`] also the
+/// slot sent in the clear.
+struct Aad([u8; 26]);
+
+impl Aad {
+    fn as_slice(&self, kind: Kind) -> &[u8] {
+        if kind == Kind::Resume {
+            &self.0
+        } else {
+            &self.0[..22]
+        }
+    }
+}
+
+fn packet_aad(protocol_id: u64, prefix: u8, client_index: u32) -> Aad {
+    let mut aad = [0; 26];
     aad[..13].copy_from_slice(VERSION_INFO);
     aad[13..21].copy_from_slice(&protocol_id.to_le_bytes());
     aad[21] = prefix;
-    aad
+    aad[22..].copy_from_slice(&client_index.to_le_bytes());
+    Aad(aad)
 }
 
 /// A connection request's fields, borrowed from the datagram.
@@ -463,6 +537,16 @@ mod tests {
             },
             1 << 40,
         );
+        assert_eq!(
+            round_trip(
+                Body::Resume {
+                    client_index: 9,
+                    token: [4; RESUME_TOKEN_BYTES]
+                },
+                3
+            ),
+            1 + 1 + 4 + 8 + 16
+        );
         let payload = [7u8; MAX_PAYLOAD_BYTES];
         assert_eq!(round_trip(Body::Payload(&payload), 1), MAX_PACKET_BYTES - 7);
     }
@@ -484,7 +568,7 @@ mod tests {
     fn headers_refuse_what_cannot_be_a_packet() {
         assert_eq!(header(&[0x15; 10]), Err(Malformed::TooSmall));
         assert_eq!(header(&[0x15; 2000]), Err(Malformed::TooLarge));
-        assert_eq!(header(&[0x17; 40]), Err(Malformed::UnknownType));
+        assert_eq!(header(&[0x18; 40]), Err(Malformed::UnknownType));
         assert_eq!(header(&[0x95; 40]), Err(Malformed::SequenceLength));
         // renetcode's sequence 0 with no sequence byte reads as 0.
         let h = header(&[0x06; 17]).unwrap();

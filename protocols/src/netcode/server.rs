@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::admission::{AccessList, RateLimit, SourceLimiter};
-use super::crypto::{Key, MAC_BYTES};
+use super::crypto::{self, Key, MAC_BYTES};
 use super::packet::{
-    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, OpenError, Request,
-    RequestError,
+    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, OpenError,
+    RESUME_TOKEN_BYTES, Request, RequestError,
 };
 use super::replay::ReplayWindow;
 use super::token::{PrivateToken, TokenError, USER_DATA_BYTES};
@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub rate_limit: RateLimit,
     /// A keep-alive goes to a client the server has sent nothing to for this long.
     pub keep_alive: Duration,
+    /// Session resumption (not in the standard; both ends must enable it): a session may move
+    /// to a new client address with an authenticated [`Kind::Resume`] packet. See
+    /// `docs/netcode.md` for the design and its threat model.
+    pub resumption: bool,
 }
 
 impl ServerConfig {
@@ -63,9 +67,14 @@ impl ServerConfig {
             access: AccessList::default(),
             rate_limit: RateLimit::default(),
             keep_alive: Duration::from_millis(100),
+            resumption: false,
         }
     }
 }
+
+/// Bytes sent to a session's new address, for each byte received from it, until the address
+/// has echoed its challenge (no amplification through a spoofed move).
+pub const UNVALIDATED_SEND_FACTOR: u64 = 3;
 
 /// A client's slot on this server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +100,17 @@ pub enum ServerEvent {
         addr: SocketAddr,
         /// The token's user data.
         user_data: Box<[u8; USER_DATA_BYTES]>,
+    },
+    /// A session moved to a new address (an authenticated resume from it). Until the address
+    /// echoes its challenge the server sends it at most [`UNVALIDATED_SEND_FACTOR`] times what
+    /// it received from it.
+    Moved {
+        /// Its slot.
+        client: ClientIndex,
+        /// The address it spoke from.
+        from: SocketAddr,
+        /// The address it speaks from now.
+        to: SocketAddr,
     },
     /// A session ended; its slot is free.
     Disconnected {
@@ -140,6 +160,10 @@ pub struct ServerStats {
     pub connected: u64,
     /// Sessions that ended.
     pub disconnected: u64,
+    /// Sessions that moved to a new address.
+    pub moved: u64,
+    /// Datagrams not sent to an unvalidated address because of its budget.
+    pub path_budget_refusals: u64,
     /// Datagrams dropped, by reason.
     pub drops: DropCounts,
 }
@@ -171,6 +195,29 @@ struct Session {
     /// The client has sent a keep-alive or payload since joining (until then every payload
     /// is preceded by a keep-alive, which is what moves the client to connected).
     confirmed: bool,
+    /// After a move: the new address's challenge and its send budget, until it echoes it.
+    path: Option<PathCheck>,
+}
+
+#[derive(Debug)]
+struct PathCheck {
+    token: [u8; RESUME_TOKEN_BYTES],
+    received: u64,
+    sent: u64,
+}
+
+impl Session {
+    /// Whether `len` more bytes may go to the session's address; counts them if so.
+    fn may_send(&mut self, len: usize) -> bool {
+        match &mut self.path {
+            None => true,
+            Some(p) if p.sent + len as u64 <= UNVALIDATED_SEND_FACTOR * p.received => {
+                p.sent += len as u64;
+                true
+            }
+            Some(_) => false,
+        }
+    }
 }
 
 /// A datagram owed to someone, sealed when it is written out.
@@ -182,6 +229,8 @@ enum Outgoing {
         token: Box<[u8; CHALLENGE_TOKEN_BYTES]>,
     },
     KeepAlive(ClientIndex),
+    /// A moved session's challenge to its new address.
+    PathChallenge(ClientIndex),
     /// A denial or a disconnect, to an address no longer tied to a slot or pending entry.
     Farewell {
         to: SocketAddr,
@@ -297,6 +346,10 @@ impl Server {
         }
         if self.pending.contains_key(&from) {
             self.response(now, from, header, bytes)?;
+            return Ok(None);
+        }
+        if header.kind == Kind::Resume && self.config.resumption {
+            self.resume(now, from, header, bytes)?;
             return Ok(None);
         }
         Err(DropReason::UnknownSource)
@@ -461,6 +514,7 @@ impl Server {
             last_receive: now,
             last_send: now,
             confirmed: false,
+            path: None,
         });
         self.by_addr.insert(from, client);
         self.by_id.insert(p.client_id, client);
@@ -475,6 +529,44 @@ impl Server {
         Ok(())
     }
 
+    /// An authenticated resume from a new address moves the session there.
+    fn resume(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: packet::Header,
+        bytes: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let protocol_id = self.config.protocol_id;
+        let len = bytes.len();
+        let client = ClientIndex(header.client_index);
+        let Some(session) = self.session_mut(client) else {
+            return Err(DropReason::UnknownSource);
+        };
+        if session.replay.seen(header.sequence) {
+            return Err(DropReason::Replayed);
+        }
+        packet::open(bytes, &header, protocol_id, &session.receive_key).map_err(open_error)?;
+        session.replay.record(header.sequence);
+        session.last_receive = now;
+        let old = std::mem::replace(&mut session.addr, from);
+        session.path = Some(PathCheck {
+            token: crypto::random_bytes(),
+            received: len as u64,
+            sent: 0,
+        });
+        self.by_addr.remove(&old);
+        self.by_addr.insert(from, client);
+        self.stats.moved += 1;
+        self.events.push_back(ServerEvent::Moved {
+            client,
+            from: old,
+            to: from,
+        });
+        self.outgoing.push_back(Outgoing::PathChallenge(client));
+        Ok(())
+    }
+
     /// A packet from a connected address.
     fn session_packet<'a>(
         &mut self,
@@ -484,10 +576,12 @@ impl Server {
         bytes: &'a mut [u8],
     ) -> Result<Option<Received<'a>>, DropReason> {
         let protocol_id = self.config.protocol_id;
+        let resumption = self.config.resumption;
+        let len = bytes.len() as u64;
         let Some(session) = self.session_mut(client) else {
             return Err(DropReason::UnknownSource);
         };
-        if !header.kind.replay_protected() {
+        if !header.kind.replay_protected() || (header.kind == Kind::Resume && !resumption) {
             // A response resent before the client saw its keep-alive, or a stray packet.
             return Err(DropReason::UnexpectedType);
         }
@@ -498,7 +592,18 @@ impl Server {
             packet::open(bytes, &header, protocol_id, &session.receive_key).map_err(open_error)?;
         session.replay.record(header.sequence);
         session.last_receive = now;
+        if let Some(p) = &mut session.path {
+            p.received += len;
+        }
         match body {
+            Body::Resume { token, .. } => {
+                // The challenge echoed from the new address: validated. (Zeros: a resume from
+                // the address already in use, nothing to do.)
+                if session.path.as_ref().is_some_and(|p| p.token == token) {
+                    session.path = None;
+                }
+                Ok(None)
+            }
             Body::KeepAlive { .. } => {
                 session.confirmed = true;
                 Ok(None)
@@ -551,7 +656,30 @@ impl Server {
                     };
                     let len = packet::seal(&body, s.send_sequence, protocol_id, &s.send_key, out);
                     s.send_sequence += 1;
+                    if !s.may_send(len) {
+                        self.stats.path_budget_refusals += 1;
+                        continue;
+                    }
                     s.last_send = now;
+                    Transmit { to: s.addr, len }
+                }
+                Outgoing::PathChallenge(client) => {
+                    let Some(s) = self.session_mut(client) else {
+                        continue;
+                    };
+                    let Some(token) = s.path.as_ref().map(|p| p.token) else {
+                        continue;
+                    };
+                    let body = Body::Resume {
+                        client_index: 0,
+                        token,
+                    };
+                    let len = packet::seal(&body, s.send_sequence, protocol_id, &s.send_key, out);
+                    s.send_sequence += 1;
+                    if !s.may_send(len) {
+                        self.stats.path_budget_refusals += 1;
+                        continue;
+                    }
                     Transmit { to: s.addr, len }
                 }
                 Outgoing::Farewell {
@@ -599,6 +727,10 @@ impl Server {
             out,
         );
         session.send_sequence += 1;
+        if !session.may_send(len) {
+            self.stats.path_budget_refusals += 1;
+            return Err(SendError::PathBudget);
+        }
         session.last_send = now;
         let to = session.addr;
         if unconfirmed {

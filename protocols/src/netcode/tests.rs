@@ -549,3 +549,123 @@ fn the_server_disconnecting_a_client_frees_its_slot_and_tells_it() {
         n.state(d) == ClientState::Connected
     });
 }
+
+/// A connected client with resumption on both ends.
+fn resumable() -> (Net, usize) {
+    let mut net = Net::new(|c| c.resumption = true);
+    let token = net.token(11);
+    net.clients.push((
+        addr("10.0.0.2:5000"),
+        Client::new(token, net.now).with_resumption(),
+    ));
+    net.client_got.push(Vec::new());
+    net.drive(Duration::from_secs(1), |n| {
+        n.state(0) == ClientState::Connected
+    });
+    (net, 0)
+}
+
+#[test]
+fn a_session_moves_to_a_new_address_and_carries_on() {
+    let (mut net, c) = resumable();
+    net.send_from(c, b"before");
+    net.drive(Duration::from_secs(1), |n| n.client_got[c].len() == 1);
+
+    // Wi-Fi to mobile: a new address, and the client knows it.
+    net.clients[c].0 = addr("10.9.0.7:6000");
+    let now = net.now;
+    net.clients[c].1.rebind(now);
+    net.drive(Duration::from_secs(1), |n| {
+        n.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Moved { .. }))
+    });
+    let slot = net.server.client_at(addr("10.9.0.7:6000")).unwrap();
+    assert_eq!(net.server.client_id(slot), Some(11));
+    assert_eq!(net.server.client_at(addr("10.0.0.2:5000")), None);
+    for i in 0..20u8 {
+        net.send_from(c, &[i; 300]);
+        net.step();
+    }
+    net.drive(Duration::from_secs(1), |n| n.client_got[c].len() == 21);
+    assert_eq!(net.server.stats().moved, 1);
+    assert_eq!(net.server.connected(), 1);
+}
+
+#[test]
+fn a_client_moved_by_its_nat_without_knowing_it_is_found_again() {
+    let (mut net, c) = resumable();
+    // The address changes under the client; it notices only the server's silence.
+    net.clients[c].0 = addr("10.9.0.8:7000");
+    net.drive(Duration::from_secs(3), |n| {
+        n.server.client_at(addr("10.9.0.8:7000")).is_some()
+    });
+    net.send_from(c, b"found");
+    net.drive(Duration::from_secs(1), |n| n.client_got[c].len() == 1);
+}
+
+#[test]
+fn without_resumption_a_new_address_is_a_stranger() {
+    let mut net = Net::new(|_| {});
+    let token = net.token_with(12, &[addr("10.0.0.1:40000")], 30, 1);
+    let c = net.add_client("10.0.0.2:5000", token);
+    net.drive(Duration::from_secs(1), |n| {
+        n.state(c) == ClientState::Connected
+    });
+    net.clients[c].0 = addr("10.9.0.7:6000");
+    let now = net.now;
+    net.clients[c].1.rebind(now);
+    net.drive(Duration::from_secs(3), |n| {
+        n.state(c) == ClientState::ConnectionTimedOut
+    });
+    assert!(net.dropped(DropReason::UnknownSource) > 0);
+    assert_eq!(net.server.stats().moved, 0);
+}
+
+#[test]
+fn a_forged_or_stolen_resume_gets_at_most_three_times_its_bytes_and_the_client_returns() {
+    let (mut net, c) = resumable();
+    let slot = net.server.client_at(addr("10.0.0.2:5000")).unwrap();
+    // Forged: the slot in the clear, garbage sealed.
+    let mut forged = vec![0x17, 0x05];
+    forged.extend_from_slice(&slot.get().to_le_bytes());
+    forged.extend_from_slice(&[0xaa; 24]);
+    net.inject("10.66.0.1:1", &forged);
+    assert_eq!(net.dropped(DropReason::Forged), 1);
+    assert_eq!(net.server.stats().moved, 0);
+
+    // Stolen: a genuine resume, captured on the path and raced from the attacker's address.
+    let now = net.now;
+    net.clients[c].1.rebind(now);
+    let mut out = [0u8; MAX_PACKET_BYTES];
+    let t = net.clients[c].1.poll_transmit(now, &mut out).unwrap();
+    let stolen = out[..t.len].to_vec();
+    net.inject("10.66.0.1:1", &stolen);
+    assert_eq!(net.server.stats().moved, 1);
+    // The genuine copy arrives second: a replay.
+    net.inject("10.0.0.2:5000", &stolen);
+    assert_eq!(net.dropped(DropReason::Replayed), 1);
+    // The attacker's address gets the challenge and little else: 3x what it sent, at most.
+    let mut to_attacker = 0;
+    // Two seconds of the server trying (the token's timeout is five).
+    for _ in 0..20 {
+        let now = net.now;
+        net.server.handle_timeout(now);
+        let slot = net.server.client_at(addr("10.66.0.1:1")).unwrap();
+        let _ = net.server.send(now, slot, &[0; 500], &mut out);
+        while let Some(t) = net.server.poll_transmit(now, &mut out) {
+            if t.to == addr("10.66.0.1:1") {
+                to_attacker += t.len;
+            }
+        }
+        net.now += Duration::from_millis(100);
+    }
+    assert!(to_attacker as u64 <= UNVALIDATED_SEND_FACTOR * stolen.len() as u64);
+    assert!(net.server.stats().path_budget_refusals > 0);
+    // The real client, hearing nothing, announces itself again and takes its session back.
+    net.drive(Duration::from_secs(3), |n| {
+        n.server.client_at(addr("10.0.0.2:5000")).is_some()
+    });
+    net.send_from(c, b"mine");
+    net.drive(Duration::from_secs(1), |n| n.client_got[c].len() == 1);
+}

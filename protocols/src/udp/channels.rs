@@ -47,6 +47,15 @@ pub enum ChannelEvent<'a> {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A session moved to a new address (resumption); its channels carry on.
+    Moved {
+        /// Its slot.
+        client: ClientIndex,
+        /// The old address.
+        from: SocketAddr,
+        /// The new one.
+        to: SocketAddr,
+    },
     /// The loop's tick: game logic runs here; what it sends goes out at the end of the tick.
     Tick,
 }
@@ -176,6 +185,13 @@ where
                     },
                 );
             }
+            Event::Moved { client, from, to } => {
+                let mut ctx = ChannelSessions {
+                    connections: &mut connections,
+                    now,
+                };
+                handler(&mut ctx, ChannelEvent::Moved { client, from, to });
+            }
             Event::Tick => {
                 let mut ctx = ChannelSessions {
                     connections: &mut connections,
@@ -187,6 +203,8 @@ where
                     conn.begin_tick();
                     while let Some(n) = conn.poll_packet(now, &mut packet) {
                         let client = sessions.client(i);
+                        // Refused (a moved session's unvalidated address over its budget): the
+                        // packet counts as lost and what it carried goes again.
                         if let Err(e) = sessions.send(client, &packet[..n]) {
                             tracing::debug!(error = %e, "channel packet not sent");
                             break;
@@ -232,6 +250,26 @@ impl ChannelClient {
             config,
             tick,
         )
+    }
+
+    /// Connects with a netcode state machine the caller made (resumption, say) on `socket`.
+    pub async fn connect_with(
+        socket: UdpSocket,
+        client: netcode::Client,
+        config: ConnectionConfig,
+        tick: Duration,
+    ) -> Result<ChannelClient, ClientError> {
+        Self::over(
+            NetcodeClient::connect_with(socket, client).await?,
+            config,
+            tick,
+        )
+    }
+
+    /// Carries on from `socket` (see [`NetcodeClient::rebind`]): with resumption the session and
+    /// every channel's state survive the move.
+    pub fn rebind(&mut self, socket: UdpSocket) {
+        self.client.rebind(socket);
     }
 
     fn over(

@@ -54,6 +54,15 @@ pub enum Event<'a> {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A session moved to a new address (resumption; see [`netcode::ServerConfig::resumption`]).
+    Moved {
+        /// Its slot.
+        client: ClientIndex,
+        /// The old address.
+        from: SocketAddr,
+        /// The new one.
+        to: SocketAddr,
+    },
     /// The tick [`serve_with_tick`] was asked for: a fixed-rate turn for game logic.
     Tick,
 }
@@ -280,6 +289,9 @@ where
                     user_data: &user_data,
                 },
             ),
+            ServerEvent::Moved { client, from, to } => {
+                handler(&mut sessions, Event::Moved { client, from, to })
+            }
             ServerEvent::Disconnected {
                 client,
                 client_id,
@@ -352,9 +364,18 @@ impl NetcodeClient {
         socket: UdpSocket,
         token: ConnectToken,
     ) -> Result<NetcodeClient, ClientError> {
+        Self::connect_with(socket, netcode::Client::new(token, now())).await
+    }
+
+    /// Connects with a state machine the caller made (to enable
+    /// [`netcode::Client::with_resumption`], say), on `socket`.
+    pub async fn connect_with(
+        socket: UdpSocket,
+        client: netcode::Client,
+    ) -> Result<NetcodeClient, ClientError> {
         let rx = socket.pooled();
         let mut this = NetcodeClient {
-            client: netcode::Client::new(token, now()),
+            client,
             socket,
             rx,
             buf: vec![0; MAX_PACKET_BYTES],
@@ -389,6 +410,15 @@ impl NetcodeClient {
                 return Ok(payload);
             }
         }
+    }
+
+    /// Carries on from `socket` (a new local address: another network, a new port). With
+    /// resumption on both ends the session follows; without, the server does not know the new
+    /// address and the session times out.
+    pub fn rebind(&mut self, socket: UdpSocket) {
+        self.rx = socket.pooled();
+        self.socket = socket;
+        self.client.rebind(now());
     }
 
     /// Ends the session: the standard's redundant disconnect packets, then the socket closes.
