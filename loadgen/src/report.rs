@@ -17,7 +17,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Report {
     /// See [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// Workload kind (`http`, `tcp-echo`, `udp-echo`).
+    /// Workload kind (`http`, `tcp-echo`, `udp-echo`, `ws`, `netcode`).
     pub workload: String,
     /// What was loaded.
     pub target: String,
@@ -179,7 +179,7 @@ impl Report {
                 },
             })
             .collect();
-        let datagrams = (workload == "udp-echo").then(|| {
+        let datagrams = matches!(workload, "udp-echo" | "netcode").then(|| {
             let d = rec.datagrams;
             let lost = d.sent.saturating_sub(d.received);
             DatagramSummary {

@@ -34,6 +34,29 @@ pub enum WorkloadCmd {
     UdpEcho(UdpCmd),
     /// WebSocket messages to an echo server at URL, every echoed message checked.
     Ws(WsCmd),
+    /// netcode 1.02 sessions to an echo server at ADDR (tokens issued here with its key), each
+    /// sending payloads at a fixed rate; counts loss and reordering.
+    Netcode(NetcodeCmd),
+}
+
+/// `netcode` flags.
+#[derive(Debug, Args)]
+pub struct NetcodeCmd {
+    /// HOST:PORT of the netcode echo server.
+    pub addr: String,
+    /// The server's private key, 64 hex digits.
+    #[arg(long)]
+    pub private_key: String,
+    /// The server's protocol id, hex (0x optional).
+    #[arg(long)]
+    pub protocol_id: String,
+    /// Payload size in bytes (12 to 1200).
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub size: usize,
+    /// Common flags (`-c` is the number of clients; `--rate`, all clients together, defaults
+    /// to 60 payloads/s per client).
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// `ws` flags.

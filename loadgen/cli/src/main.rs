@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use coring_loadgen::args::parse_header;
 use coring_loadgen::echo::TcpEcho;
 use coring_loadgen::http::{Http, HttpSpec};
+use coring_loadgen::netcode::NetcodeEcho;
 use coring_loadgen::report::{Report, hgrm};
 use coring_loadgen::run::Options;
 use coring_loadgen::run::{Progress, Workload, run};
@@ -23,6 +24,8 @@ mod plot;
 
 /// Datagrams per second of `udp-echo` when `--rate` is not given.
 const DEFAULT_UDP_RATE: f64 = 10_000.0;
+/// A game client's send rate: one input per 60 Hz frame.
+const NETCODE_RATE_PER_CLIENT: f64 = 60.0;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -105,6 +108,18 @@ fn build(cmd: &WorkloadCmd) -> Result<(Arc<dyn Workload>, &Common, Options), Str
             let options = w.common.options();
             let echo = WsEcho::new(&w.url, w.size, w.text, options.pipeline)?;
             (Arc::new(echo), &w.common, options)
+        }
+        WorkloadCmd::Netcode(n) => {
+            let mut options = n.common.options();
+            options
+                .rate
+                .get_or_insert(NETCODE_RATE_PER_CLIENT * options.connections as f64);
+            let key = coring_loadgen::netcode::Key::from_hex(&n.private_key)
+                .ok_or("--private-key: not 64 hex digits")?;
+            let protocol_id = u64::from_str_radix(n.protocol_id.trim_start_matches("0x"), 16)
+                .map_err(|_| "--protocol-id: not a hex u64")?;
+            let echo = NetcodeEcho::new(&n.addr, n.size, protocol_id, key)?;
+            (Arc::new(echo), &n.common, options)
         }
         WorkloadCmd::UdpEcho(u) => {
             let mut options = u.common.options();
