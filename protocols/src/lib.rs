@@ -17,6 +17,12 @@
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
 //! - `tls` (feature `tls`, off by default): rustls on engine streams (acceptor, connector, a
 //!   stream that reads from pooled buffers).
+//! - [`netcode`]: netcode.io 1.02 sessions sans-IO: connect tokens, admission before crypto,
+//!   the server and client state machines, opt-in session resumption.
+//! - [`channel`]: reliable and unreliable channels over any datagram session (acks,
+//!   retransmission, fragmentation, a tick budget, RTT and loss estimates).
+//! - `udp` (feature `engine`): netcode servers on a core's UDP socket, channels over them, and
+//!   the clients.
 //!
 //! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your
 //! handler → `Response` → `ServerConn::respond` into one buffer per turn → one write; the
