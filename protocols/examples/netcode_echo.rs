@@ -2,7 +2,8 @@
 //! private key and protocol id connects to `--addr`, and every payload it sends comes back to
 //! it unchanged on the same session. One SO_REUSEPORT socket and one session table per core;
 //! the binaries convention (`--addr`, `--cores`, `--driver`, one `listening on HOST:PORT`
-//! line, exit 0 on SIGTERM after telling every client).
+//! line, exit 0 on SIGTERM after telling every client). With `--resumption on` sessions follow
+//! their clients to new addresses (clients must enable it too), across cores.
 //!
 //! `cargo run --release -p coring-protocols --example netcode_echo -- --addr 127.0.0.1:40000
 //! --private-key $(openssl rand -hex 32) --protocol-id 0x1122334455667788`
@@ -36,6 +37,12 @@ fn main() {
                 help: "the protocol id tokens name, a u64 in hex (0x optional)",
             },
             ExtraFlag {
+                flag: "--resumption",
+                env: "CORING_RESUMPTION",
+                value: "on|off",
+                help: "session resumption (not in the standard; clients must enable it too)",
+            },
+            ExtraFlag {
                 flag: "--max-clients",
                 env: "CORING_MAX_CLIENTS",
                 value: "N",
@@ -61,7 +68,16 @@ fn main() {
             .unwrap_or_else(|| coring_cli::bad_flag(NAME, "--max-clients: not a positive number")),
         None => 256,
     };
+    let resumption = match args.extra("--resumption") {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => {
+            coring_cli::bad_flag(NAME, &format!("--resumption: {other:?} is not on or off"))
+        }
+    };
     let runtime = coring_cli::server_runtime(NAME, &args);
+    // Sessions that move to an address the kernel sends to another core are routed there.
+    let shards = resumption.then(|| udp::Shards::new(&runtime));
     let startup = Arc::new(coring_cli::Startup::new(args.cores));
     let result = runtime.run(|core| {
         let socket = startup.bind(NAME, &core, args.addr, UdpSocket::bind_reuseport, |s| {
@@ -69,6 +85,8 @@ fn main() {
         });
         let mut config = ServerConfig::new(protocol_id, key.clone());
         config.max_clients = max_clients;
+        config.resumption = resumption;
+        let shards = shards.clone();
         async move {
             let Some(socket) = socket else {
                 return;
@@ -83,15 +101,21 @@ fn main() {
             let unix = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO);
-            let server = Server::new(config, now, unix);
-            let stats = udp::serve(socket, server, |sessions, event| {
+            let echo = |sessions: &mut udp::Sessions<'_>, event: Event<'_>| {
                 if let Event::Payload { client, data } = event
                     && let Err(e) = sessions.send(client, data)
                 {
                     tracing::debug!(error = %e, "echo not sent");
                 }
-            })
-            .await;
+            };
+            let stats = match shards {
+                Some(shards) => {
+                    config.index_base = udp::Shards::index_base(config.max_clients);
+                    let server = Server::new(config, now, unix);
+                    udp::serve_sharded(socket, server, None, shards, echo).await
+                }
+                None => udp::serve(socket, Server::new(config, now, unix), echo).await,
+            };
             tracing::info!(
                 received = stats.received,
                 sent = stats.sent,

@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// to a new client address with an authenticated [`Kind::Resume`] packet. See
     /// `docs/netcode.md` for the design and its threat model.
     pub resumption: bool,
+    /// Added to the slot in the client index this server tells its clients (keep-alives) and
+    /// reads back from their resumes: servers on several cores of one address give each core
+    /// its own range (`core × max_clients`), so a resume that reaches the wrong core says
+    /// which core holds its session.
+    pub index_base: u32,
 }
 
 impl ServerConfig {
@@ -68,6 +73,7 @@ impl ServerConfig {
             rate_limit: RateLimit::default(),
             keep_alive: Duration::from_millis(100),
             resumption: false,
+            index_base: 0,
         }
     }
 }
@@ -539,7 +545,10 @@ impl Server {
     ) -> Result<(), DropReason> {
         let protocol_id = self.config.protocol_id;
         let len = bytes.len();
-        let client = ClientIndex(header.client_index);
+        let Some(slot) = header.client_index.checked_sub(self.config.index_base) else {
+            return Err(DropReason::UnknownSource);
+        };
+        let client = ClientIndex(slot);
         let Some(session) = self.session_mut(client) else {
             return Err(DropReason::UnknownSource);
         };
@@ -647,11 +656,12 @@ impl Server {
                 }
                 Outgoing::KeepAlive(client) => {
                     let max_clients = self.config.max_clients as u32;
+                    let index = self.config.index_base + client.0;
                     let Some(s) = self.session_mut(client) else {
                         continue;
                     };
                     let body = Body::KeepAlive {
-                        client_index: client.0,
+                        client_index: index,
                         max_clients,
                     };
                     let len = packet::seal(&body, s.send_sequence, protocol_id, &s.send_key, out);
@@ -829,6 +839,11 @@ impl Server {
     /// The slot of the session at `addr`, if any.
     pub fn client_at(&self, addr: SocketAddr) -> Option<ClientIndex> {
         self.by_addr.get(&addr).copied()
+    }
+
+    /// Whether a datagram from `from` belongs to a session or a pending connection here.
+    pub fn knows(&self, from: SocketAddr) -> bool {
+        self.by_addr.contains_key(&from) || self.pending.contains_key(&from)
     }
 
     /// Slot `i` (`0..max_clients`) as an index.

@@ -8,12 +8,16 @@
 //! and shares nothing. (Where SO_REUSEPORT does not exist the cores would share one socket and
 //! a client's datagrams could reach any core: serve netcode on one core there.)
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coring::buf::PooledBuf;
 use coring::net::{UdpPooled, UdpSocket};
 use coring::runtime::until_shutdown;
+use coring::shard::Mailbox;
 use coring::time::{now, timeout, timeout_at};
 
 use crate::netcode::{
@@ -168,8 +172,38 @@ where
 /// push the next one back).
 pub async fn serve_with_tick<H>(
     socket: UdpSocket,
+    server: netcode::Server,
+    tick: Option<Duration>,
+    handler: H,
+) -> ServerStats
+where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    serve_inner(socket, server, tick, None, handler).await
+}
+
+/// [`serve_with_tick`] on one core of several serving one address (`bind_reuseport`), with
+/// sessions that may move between them: a resume that reaches a core not holding its session
+/// goes to the core that does, and so, after the move, do the datagrams from the session's new
+/// address. The server's [`netcode::ServerConfig::index_base`] must be [`Shards::index_base`].
+pub async fn serve_sharded<H>(
+    socket: UdpSocket,
+    server: netcode::Server,
+    tick: Option<Duration>,
+    shards: Shards,
+    handler: H,
+) -> ServerStats
+where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    serve_inner(socket, server, tick, Some(shards), handler).await
+}
+
+async fn serve_inner<H>(
+    socket: UdpSocket,
     mut server: netcode::Server,
     tick: Option<Duration>,
+    shards: Option<Shards>,
     mut handler: H,
 ) -> ServerStats
 where
@@ -178,29 +212,47 @@ where
     let mut rx = socket.pooled();
     let mut out = Outbox::default();
     let mut next_tick = tick.map(|t| now() + t);
+    let mut routes = shards.as_ref().map(|s| Routes::new(s, &server));
     loop {
         let deadline = match next_tick {
             Some(t) => t.min(server.poll_timeout()),
             None => server.poll_timeout(),
         };
-        let first = until_shutdown(timeout_at(deadline, rx.next())).await;
+        let mail = shards.as_ref().map(Shards::mailbox);
+        let first = until_shutdown(timeout_at(deadline, next_input(&mut rx, mail))).await;
         let Some(first) = first else { break };
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(received) = next.take() {
             let now = now();
             match received {
-                Ok(Ok(datagram)) => {
-                    handle(&mut server, &mut out, &mut handler, now, datagram);
+                Ok(Input::Datagram(Ok(datagram))) => {
+                    let routed = routes
+                        .as_mut()
+                        .is_some_and(|r| r.forward(&server, &datagram));
+                    if !routed {
+                        handle(&mut server, &mut out, &mut handler, now, datagram);
+                    }
                     handled += 1;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "netcode receive failed"),
+                Ok(Input::Datagram(Err(e))) => {
+                    tracing::warn!(error = %e, "netcode receive failed");
+                }
+                Ok(Input::Mail(mail)) => {
+                    if let Some(r) = routes.as_mut() {
+                        r.arrived(&mut server, &mut out, &mut handler, now, mail);
+                    }
+                    handled += 1;
+                }
                 Err(_elapsed) => {}
             }
-            if handled < BATCH
-                && let Ok(more) = timeout(Duration::ZERO, rx.next()).await
-            {
-                next = Some(Ok(more));
+            if handled >= BATCH {
+                break;
+            }
+            if let Some(mail) = shards.as_ref().and_then(|s| s.mailbox().try_recv()) {
+                next = Some(Ok(Input::Mail(mail)));
+            } else if let Ok(more) = timeout(Duration::ZERO, rx.next()).await {
+                next = Some(Ok(Input::Datagram(more)));
             }
         }
         let now = now();
@@ -253,7 +305,20 @@ fn handle<H>(
         server.count_oversize();
         return;
     }
-    let received = server.handle_datagram(now, source, data.as_mut_slice());
+    handle_bytes(server, out, handler, now, source, data.as_mut_slice());
+}
+
+fn handle_bytes<H>(
+    server: &mut netcode::Server,
+    out: &mut Outbox,
+    handler: &mut H,
+    now: Instant,
+    source: SocketAddr,
+    bytes: &mut [u8],
+) where
+    H: FnMut(&mut Sessions<'_>, Event<'_>),
+{
+    let received = server.handle_datagram(now, source, bytes);
     // A response may have connected the client: its event goes first.
     events(server, out, handler, now);
     if let Some(r) = received {
@@ -389,8 +454,10 @@ impl NetcodeClient {
         Ok(this)
     }
 
-    /// Sends one payload (1 to 1,200 bytes).
+    /// Sends one payload (1 to 1,200 bytes), after whatever the state machine has due (a
+    /// resume after [`rebind`](Self::rebind) goes first).
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.flush().await?;
         // A send cancelled mid-way took the buffer with it.
         self.buf.resize(MAX_PACKET_BYTES, 0);
         let t = self.client.send(now(), payload, &mut self.buf)?;
@@ -490,3 +557,198 @@ fn slice(mut buf: Vec<u8>, len: usize) -> Vec<u8> {
 mod channels;
 
 pub use channels::{ChannelClient, ChannelEvent, ChannelSessions, serve_channels};
+
+/// What wakes the loop: a datagram, or mail from another core.
+enum Input {
+    Datagram(coring::Result<coring::net::Datagram<SocketAddr>>),
+    Mail(Forwarded),
+}
+
+/// The next datagram or piece of mail, whichever comes first (both are cancel-safe: a
+/// datagram or message not taken stays queued).
+async fn next_input(rx: &mut UdpPooled, mail: Option<&Mailbox<Forwarded>>) -> Input {
+    let Some(mail) = mail else {
+        return Input::Datagram(rx.next().await);
+    };
+    let mut datagram = std::pin::pin!(rx.next());
+    let mut letter = std::pin::pin!(mail.recv());
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(m) = letter.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Input::Mail(m));
+        }
+        datagram.as_mut().poll(cx).map(Input::Datagram)
+    })
+    .await
+}
+
+/// The cores serving one address together: their mailboxes and what crossed between them.
+/// Make it before the runtime runs; clone it into every core.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    mailbox: Mailbox<Forwarded>,
+    counters: Arc<ShardCounters>,
+}
+
+/// What [`Shards`] forwarded.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Datagrams handed to the core holding their session.
+    pub forwarded: AtomicU64,
+    /// Routes installed: a moved session's address, on the core the kernel sends it to.
+    pub routes: AtomicU64,
+}
+
+/// Mail between the cores of [`Shards`].
+#[derive(Debug)]
+pub enum Forwarded {
+    /// A datagram for the receiving core's session, from the core it arrived at.
+    Datagram {
+        /// Its source.
+        from: SocketAddr,
+        /// Its bytes.
+        bytes: Vec<u8>,
+        /// The core it arrived at.
+        via: usize,
+    },
+    /// From now on, datagrams from `addr` go to `core`.
+    Route {
+        /// The session's new address.
+        addr: SocketAddr,
+        /// The core holding it.
+        core: usize,
+    },
+}
+
+/// Routes a core keeps, at most (the oldest go first; a stale route costs one hop and a drop).
+const MAX_ROUTES: usize = 4096;
+/// Mail a core's mailbox holds.
+const MAILBOX: usize = 4096;
+
+impl Shards {
+    /// Mailboxes for every core of `runtime`.
+    pub fn new(runtime: &coring::Runtime) -> Shards {
+        Shards {
+            mailbox: Mailbox::new(runtime, MAILBOX),
+            counters: Arc::new(ShardCounters::default()),
+        }
+    }
+
+    /// The [`netcode::ServerConfig::index_base`] of the current core's server: its range of
+    /// client indexes, `core × max_clients`.
+    pub fn index_base(max_clients: usize) -> u32 {
+        (coring::runtime::core_index() * max_clients) as u32
+    }
+
+    /// What crossed between the cores so far.
+    pub fn counters(&self) -> &ShardCounters {
+        &self.counters
+    }
+
+    fn mailbox(&self) -> &Mailbox<Forwarded> {
+        &self.mailbox
+    }
+}
+
+/// One core's routing: where datagrams for other cores' sessions go.
+struct Routes {
+    shards: Shards,
+    core: usize,
+    max_clients: u32,
+    table: HashMap<SocketAddr, usize>,
+    order: VecDeque<SocketAddr>,
+}
+
+impl Routes {
+    fn new(shards: &Shards, server: &netcode::Server) -> Routes {
+        Routes {
+            shards: shards.clone(),
+            core: coring::runtime::core_index(),
+            max_clients: server.config().max_clients.max(1) as u32,
+            table: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Sends the datagram to the core holding its session, if that is another core; whether
+    /// it did. A datagram from an address this core serves stays here.
+    fn forward(&mut self, server: &netcode::Server, d: &coring::net::Datagram<SocketAddr>) -> bool {
+        if server.knows(d.source) {
+            return false;
+        }
+        let bytes = d.data.as_slice();
+        let owner = match self.table.get(&d.source) {
+            Some(&core) => core,
+            None => match netcode::header(bytes) {
+                Ok(h) if h.kind == netcode::Kind::Resume => {
+                    (h.client_index / self.max_clients) as usize
+                }
+                _ => return false,
+            },
+        };
+        if owner == self.core {
+            return false;
+        }
+        let mail = Forwarded::Datagram {
+            from: d.source,
+            bytes: bytes.to_vec(),
+            via: self.core,
+        };
+        match self.shards.mailbox.try_send(owner, mail) {
+            Ok(()) => {
+                self.shards
+                    .counters
+                    .forwarded
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            // No such core (a forged index) or its mailbox is full: handled here, where it
+            // is dropped and counted.
+            Err(_) => false,
+        }
+    }
+
+    /// Mail from another core.
+    fn arrived<H>(
+        &mut self,
+        server: &mut netcode::Server,
+        out: &mut Outbox,
+        handler: &mut H,
+        now: Instant,
+        mail: Forwarded,
+    ) where
+        H: FnMut(&mut Sessions<'_>, Event<'_>),
+    {
+        match mail {
+            Forwarded::Datagram {
+                from,
+                mut bytes,
+                via,
+            } => {
+                let moved = server.stats().moved;
+                handle_bytes(server, out, handler, now, from, &mut bytes);
+                if server.stats().moved > moved && server.client_at(from).is_some() {
+                    // The session moved to an address the kernel sends to `via`: from now on
+                    // that core hands its datagrams here.
+                    let route = Forwarded::Route {
+                        addr: from,
+                        core: self.core,
+                    };
+                    if self.shards.mailbox.try_send(via, route).is_err() {
+                        tracing::debug!(core = via, "route not sent: mailbox full");
+                    }
+                }
+            }
+            Forwarded::Route { addr, core } => {
+                if self.table.len() >= MAX_ROUTES
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.table.remove(&old);
+                }
+                if self.table.insert(addr, core).is_none() {
+                    self.order.push_back(addr);
+                }
+                self.shards.counters.routes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
