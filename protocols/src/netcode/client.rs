@@ -70,6 +70,8 @@ pub struct Client {
     resuming: bool,
     /// A server's path challenge to echo.
     echo: Option<[u8; RESUME_TOKEN_BYTES]>,
+    /// The state [`Client::poll_event`] last reported.
+    reported: ClientState,
 }
 
 /// With resumption, a connected client that has heard nothing for this long announces its
@@ -103,7 +105,19 @@ impl Client {
             resumption: false,
             resuming: false,
             echo: None,
+            reported: ClientState::Disconnected,
         }
+    }
+
+    /// The state, when it has changed since the last call (connected, or why the session
+    /// ended); `None` otherwise. Changes after [`handle_datagram`](Self::handle_datagram),
+    /// [`handle_timeout`](Self::handle_timeout) and [`disconnect`](Self::disconnect).
+    pub fn poll_event(&mut self) -> Option<ClientState> {
+        if self.state == self.reported {
+            return None;
+        }
+        self.reported = self.state;
+        Some(self.state)
     }
 
     /// Enables session resumption (not in the standard; the server must enable it too): the
