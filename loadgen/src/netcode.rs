@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use coring::net::UdpSocket;
-use coring::time::{sleep_until, timeout_at};
+use coring::time::timeout_at;
 pub use coring_protocols::netcode::Key;
 use coring_protocols::netcode::{
     Client, ClientState, MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES, TokenIssuer, TokenRequest,
@@ -22,12 +22,9 @@ use coring_protocols::netcode::{
 
 use crate::run::{CoreRun, Lane, Schedule, Workload};
 use crate::stream::error_kind;
+use crate::udp::{Echoes, Unit, next_due, record_sent, template};
 
-/// Bytes of the header: client number (u32) and sequence number (u64), little-endian.
-pub const HEADER: usize = 12;
-
-/// Payloads sent in one go when the schedule has fallen behind.
-const BURST: usize = 64;
+pub use crate::udp::HEADER;
 
 /// The `netcode` workload, ready to run.
 #[derive(Debug)]
@@ -100,11 +97,6 @@ fn any_addr(server: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Payload byte `i` of client `lane`'s payloads.
-fn filler(lane: usize, i: usize) -> u8 {
-    (i.wrapping_mul(29).wrapping_add(lane) % 251) as u8
-}
-
 impl Workload for NetcodeEcho {
     fn kind(&self) -> &'static str {
         "netcode"
@@ -169,11 +161,7 @@ impl NetcodeEcho {
             return;
         }
         let first = schedule.next();
-        let mut template = vec![0u8; self.size];
-        template[..4].copy_from_slice(&(lane.index as u32).to_le_bytes());
-        for (i, b) in template[HEADER..].iter_mut().enumerate() {
-            *b = filler(lane.index, i);
-        }
+        let template = template(lane.index, self.size);
         let sender = coring::spawn_local(send_loop(
             Rc::clone(&session),
             Rc::clone(&run),
@@ -244,16 +232,7 @@ async fn send_loop(
 ) {
     let mut seq: u64 = 0;
     let mut out = vec![0u8; MAX_PACKET_BYTES];
-    loop {
-        let now = Instant::now();
-        if run.stop_sending(now) {
-            return;
-        }
-        let due = schedule.due(now).min(BURST);
-        if due == 0 {
-            sleep_until(schedule.next().min(run.send_until)).await;
-            continue;
-        }
+    while let Some(due) = next_due(&run, &schedule).await {
         for _ in 0..due {
             let t = schedule.pop();
             payload[4..HEADER].copy_from_slice(&seq.to_le_bytes());
@@ -270,14 +249,7 @@ async fn send_loop(
             out.truncate(transmit.len);
             let (result, back) = session.socket.send(out).await;
             out = back;
-            let mut rec = run.rec.borrow_mut();
-            if rec.measuring(t) {
-                rec.datagrams.sent += 1;
-                rec.bytes_out(payload.len(), t);
-            }
-            if let Err(e) = result {
-                rec.error(error_kind(&e));
-            }
+            record_sent(&run, t, payload.len(), result);
         }
     }
 }
@@ -293,8 +265,7 @@ async fn receive_loop(
     let grace = run.options.timeout.min(Duration::from_secs(1));
     let until = run.send_until + grace;
     let mut pooled = session.socket.pooled();
-    let mut seen: Vec<u64> = Vec::new();
-    let mut highest: Option<u64> = None;
+    let mut echoes = Echoes::new(template, first);
     loop {
         // Keep-alives, if the schedule is slower than the state machine's 10 Hz.
         flush(session).await;
@@ -325,53 +296,16 @@ async fn receive_loop(
         else {
             continue;
         };
-        let mut rec = run.rec.borrow_mut();
-        if data.len() != template.len() {
-            rec.error("payload_size");
-            continue;
-        }
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&data[4..HEADER]);
-        let seq = u64::from_le_bytes(seq_bytes);
-        if data[..4] != template[..4] || data[HEADER..] != template[HEADER..] {
-            rec.error("payload_corrupt");
-            continue;
-        }
-        let Ok(n) = u32::try_from(seq) else {
-            rec.error("payload_corrupt");
-            continue;
-        };
-        let intended = first + schedule.interval() * n;
-        if intended > now {
-            rec.error("payload_corrupt");
-            continue;
-        }
-        let (word, bit) = (seq as usize / 64, seq % 64);
-        if seen.len() <= word {
-            seen.resize(word + 1, 0);
-        }
-        if seen[word] & (1 << bit) != 0 {
-            if rec.measuring(intended) {
-                rec.datagrams.duplicated += 1;
-            }
-            continue;
-        }
-        seen[word] |= 1 << bit;
-        let measured = rec.measuring(intended);
-        if highest.is_some_and(|h| seq < h) {
-            if measured {
-                rec.datagrams.reordered += 1;
-            }
-        } else {
-            highest = Some(seq);
-        }
-        if measured {
-            rec.datagrams.received += 1;
-            rec.bytes_in(data.len(), intended);
-            rec.complete_sent(intended, now);
-        }
-        drop(rec);
+        let counted = echoes.take(
+            &mut run.rec.borrow_mut(),
+            schedule,
+            data,
+            now,
+            Unit::Payload,
+        );
         drop(client);
-        run.progress(1);
+        if counted {
+            run.progress(1);
+        }
     }
 }

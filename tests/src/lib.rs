@@ -5,7 +5,8 @@
 //! run. Each runs on both drivers through `#[coring::test]`.
 //!
 //! - [`server`]: a coring HTTP server on its own thread and one-core runtime ([`TestServer`]),
-//!   and a raw request/answer exchange over a std socket.
+//!   a UDP service likewise ([`udp_service`]), and a raw request/answer exchange over a std
+//!   socket.
 //! - [`known`]: peers whose behaviour is known exactly (delay, stall, reset, corrupt, drop),
 //!   plain threads on blocking std sockets, for measuring the measurer.
 //! - [`lossy`]: a UDP proxy that loses, delays, reorders and duplicates datagrams as asked,
@@ -18,7 +19,7 @@ pub mod known;
 pub mod lossy;
 pub mod server;
 
-pub use server::{TestServer, exchange, serve};
+pub use server::{TestServer, exchange, serve, udp_service};
 
 /// Raises the soft `RLIMIT_NOFILE` towards the hard limit (at most 65,536) and returns the
 /// soft limit now in force. Where the platform has no such limit, returns `usize::MAX`.

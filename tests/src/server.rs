@@ -82,3 +82,29 @@ pub fn exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> (String, bool)
     };
     (String::from_utf8_lossy(&got).into_owned(), closed)
 }
+
+/// A UDP service on its own one-core runtime and thread: `serve` gets the socket (bound to a
+/// free loopback port) on the core and returns what runs there. The address it listens on,
+/// and the handle that shuts it down (gracefully: the future sees `until_shutdown` end).
+pub fn udp_service<F, Fut>(serve: F) -> (SocketAddr, coring::ShutdownHandle)
+where
+    F: FnOnce(coring::net::UdpSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let rt = coring::Runtime::builder()
+        .shutdown_grace(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let (tx, rx) = mpsc::channel();
+    let serve = std::sync::Mutex::new(Some(serve));
+    std::thread::spawn(move || {
+        rt.run(|_| {
+            let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            tx.send(socket.local_addr().unwrap()).unwrap();
+            (serve.lock().unwrap().take().unwrap())(socket)
+        })
+        .unwrap();
+    });
+    (rx.recv().unwrap(), shutdown)
+}

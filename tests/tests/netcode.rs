@@ -405,38 +405,23 @@ fn in_process_echo(
     coring::ShutdownHandle,
     mpsc::Receiver<ServerStats>,
 ) {
-    let rt = coring::Runtime::builder()
-        .cores(1)
-        .shutdown_grace(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let shutdown = rt.shutdown_handle();
-    let (addr_tx, addr_rx) = mpsc::channel();
     let (stats_tx, stats_rx) = mpsc::channel();
-    let config = std::sync::Mutex::new(Some(config));
-    std::thread::spawn(move || {
-        rt.run(|_| {
-            let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let addr = socket.local_addr().unwrap();
-            addr_tx.send(addr).unwrap();
-            let mut cfg = ServerConfig::new(PROTOCOL, Key(KEY));
-            cfg.public_addresses = vec![addr];
-            (config.lock().unwrap().take().unwrap())(&mut cfg);
-            let stats_tx = stats_tx.clone();
-            async move {
-                let server = Server::new(cfg, coring::time::now(), unix_now());
-                let stats = udp::serve(socket, server, |sessions, event| {
-                    if let Event::Payload { client, data } = event {
-                        sessions.send(client, data).unwrap();
-                    }
-                })
-                .await;
-                stats_tx.send(stats).unwrap();
-            }
-        })
-        .unwrap();
+    let (addr, shutdown) = coring_tests::udp_service(move |socket| {
+        let mut cfg = ServerConfig::new(PROTOCOL, Key(KEY));
+        cfg.public_addresses = vec![socket.local_addr().unwrap()];
+        config(&mut cfg);
+        async move {
+            let server = Server::new(cfg, coring::time::now(), unix_now());
+            let stats = udp::serve(socket, server, |sessions, event| {
+                if let Event::Payload { client, data } = event {
+                    sessions.send(client, data).unwrap();
+                }
+            })
+            .await;
+            stats_tx.send(stats).unwrap();
+        }
     });
-    (addr_rx.recv().unwrap(), shutdown, stats_rx)
+    (addr, shutdown, stats_rx)
 }
 
 #[coring::test]

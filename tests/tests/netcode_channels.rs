@@ -46,44 +46,29 @@ fn echo_server() -> (
     coring::ShutdownHandle,
     mpsc::Receiver<(SocketAddr, SocketAddr)>,
 ) {
-    let rt = coring::Runtime::builder()
-        .cores(1)
-        .shutdown_grace(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let shutdown = rt.shutdown_handle();
-    let (addr_tx, addr_rx) = mpsc::channel();
     let (moved_tx, moved_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        rt.run(|_| {
-            let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            addr_tx.send(socket.local_addr().unwrap()).unwrap();
-            let moved_tx = moved_tx.clone();
-            async move {
-                let mut config = ServerConfig::new(PROTOCOL, KEY);
-                config.resumption = true;
-                let server = Server::new(config, coring::time::now(), unix_now());
-                serve_channels(
-                    socket,
-                    server,
-                    channels(),
-                    TICK,
-                    |sessions, event| match event {
-                        ChannelEvent::Message {
-                            client,
-                            channel,
-                            data,
-                        } => sessions.send(client, channel, data).unwrap(),
-                        ChannelEvent::Moved { from, to, .. } => moved_tx.send((from, to)).unwrap(),
-                        _ => {}
-                    },
-                )
-                .await;
-            }
-        })
-        .unwrap();
+    let (addr, shutdown) = coring_tests::udp_service(move |socket| async move {
+        let mut config = ServerConfig::new(PROTOCOL, KEY);
+        config.resumption = true;
+        let server = Server::new(config, coring::time::now(), unix_now());
+        serve_channels(
+            socket,
+            server,
+            channels(),
+            TICK,
+            |sessions, event| match event {
+                ChannelEvent::Message {
+                    client,
+                    channel,
+                    data,
+                } => sessions.send(client, channel, data).unwrap(),
+                ChannelEvent::Moved { from, to, .. } => moved_tx.send((from, to)).unwrap(),
+                _ => {}
+            },
+        )
+        .await;
     });
-    (addr_rx.recv().unwrap(), shutdown, moved_rx)
+    (addr, shutdown, moved_rx)
 }
 
 fn token(client_id: u64, server: SocketAddr) -> coring_protocols::netcode::ConnectToken {

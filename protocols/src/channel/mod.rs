@@ -151,6 +151,9 @@ pub enum ChannelError {
     /// Empty messages carry nothing.
     #[error("empty message")]
     Empty,
+    /// No session in that slot (never connected, or gone).
+    #[error("no session in that slot")]
+    NotConnected,
 }
 
 /// Why a packet was not read (the packet is dropped; the connection goes on).

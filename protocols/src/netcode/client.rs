@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::packet::{
-    self, Body, CHALLENGE_TOKEN_BYTES, Kind, MAX_PAYLOAD_BYTES, OpenError, RESUME_TOKEN_BYTES,
+    self, Body, CHALLENGE_TOKEN_BYTES, Kind, MAX_PAYLOAD_BYTES, RESUME_TOKEN_BYTES,
 };
 use super::replay::ReplayWindow;
 use super::server::{DISCONNECT_PACKETS, timeout_of};
@@ -201,12 +201,13 @@ impl Client {
         if header.kind.replay_protected() && self.replay.seen(header.sequence) {
             return Err(DropReason::Replayed);
         }
-        let key = self.token.server_to_client_key.clone();
-        let body =
-            packet::open(bytes, &header, self.token.protocol_id, &key).map_err(|e| match e {
-                OpenError::Forged => DropReason::Forged,
-                OpenError::Malformed(m) => DropReason::Malformed(m),
-            })?;
+        let token = &self.token;
+        let body = packet::open(
+            bytes,
+            &header,
+            token.protocol_id,
+            &token.server_to_client_key,
+        )?;
         if header.kind.replay_protected() {
             self.replay.record(header.sequence);
         }

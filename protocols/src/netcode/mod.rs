@@ -124,6 +124,15 @@ pub enum DropReason {
     ChallengeForged,
 }
 
+impl From<OpenError> for DropReason {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Forged => DropReason::Forged,
+            OpenError::Malformed(m) => DropReason::Malformed(m),
+        }
+    }
+}
+
 impl DropReason {
     /// Every reason, in the order [`DropCounts::iter`] reports them.
     pub const ALL: [DropReason; 22] = [

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use super::admission::{AccessList, RateLimit, SourceLimiter};
 use super::crypto::{self, Key, MAC_BYTES};
 use super::packet::{
-    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, OpenError,
-    RESUME_TOKEN_BYTES, Request, RequestError,
+    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, RESUME_TOKEN_BYTES,
+    Request, RequestError,
 };
 use super::replay::ReplayWindow;
 use super::token::{PrivateToken, TokenError, USER_DATA_BYTES};
@@ -213,6 +213,14 @@ struct PathCheck {
 }
 
 impl Session {
+    /// Seals `body` with the next send sequence into `out`; the length, or `None` when the
+    /// session's unvalidated new address has had its budget (the sequence is spent either way).
+    fn seal(&mut self, body: &Body<'_>, protocol_id: u64, out: &mut [u8]) -> Option<usize> {
+        let len = packet::seal(body, self.send_sequence, protocol_id, &self.send_key, out);
+        self.send_sequence += 1;
+        self.may_send(len).then_some(len)
+    }
+
     /// Whether `len` more bytes may go to the session's address; counts them if so.
     fn may_send(&mut self, len: usize) -> bool {
         match &mut self.path {
@@ -485,7 +493,7 @@ impl Server {
             return Err(DropReason::UnknownSource);
         };
         let body = packet::open(bytes, &header, self.config.protocol_id, &p.receive_key)
-            .map_err(open_error)?;
+            .map_err(DropReason::from)?;
         let Body::Response { sequence, token } = body else {
             return Err(DropReason::UnexpectedType);
         };
@@ -555,7 +563,8 @@ impl Server {
         if session.replay.seen(header.sequence) {
             return Err(DropReason::Replayed);
         }
-        packet::open(bytes, &header, protocol_id, &session.receive_key).map_err(open_error)?;
+        packet::open(bytes, &header, protocol_id, &session.receive_key)
+            .map_err(DropReason::from)?;
         session.replay.record(header.sequence);
         session.last_receive = now;
         let old = std::mem::replace(&mut session.addr, from);
@@ -597,8 +606,8 @@ impl Server {
         if session.replay.seen(header.sequence) {
             return Err(DropReason::Replayed);
         }
-        let body =
-            packet::open(bytes, &header, protocol_id, &session.receive_key).map_err(open_error)?;
+        let body = packet::open(bytes, &header, protocol_id, &session.receive_key)
+            .map_err(DropReason::from)?;
         session.replay.record(header.sequence);
         session.last_receive = now;
         if let Some(p) = &mut session.path {
@@ -627,6 +636,11 @@ impl Server {
             }
             _ => Err(DropReason::UnexpectedType),
         }
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) has a datagram queued.
+    pub fn has_transmit(&self) -> bool {
+        !self.outgoing.is_empty()
     }
 
     /// Writes the next queued datagram into `out` (at least
@@ -664,12 +678,10 @@ impl Server {
                         client_index: index,
                         max_clients,
                     };
-                    let len = packet::seal(&body, s.send_sequence, protocol_id, &s.send_key, out);
-                    s.send_sequence += 1;
-                    if !s.may_send(len) {
+                    let Some(len) = s.seal(&body, protocol_id, out) else {
                         self.stats.path_budget_refusals += 1;
                         continue;
-                    }
+                    };
                     s.last_send = now;
                     Transmit { to: s.addr, len }
                 }
@@ -684,12 +696,10 @@ impl Server {
                         client_index: 0,
                         token,
                     };
-                    let len = packet::seal(&body, s.send_sequence, protocol_id, &s.send_key, out);
-                    s.send_sequence += 1;
-                    if !s.may_send(len) {
+                    let Some(len) = s.seal(&body, protocol_id, out) else {
                         self.stats.path_budget_refusals += 1;
                         continue;
-                    }
+                    };
                     Transmit { to: s.addr, len }
                 }
                 Outgoing::Farewell {
@@ -729,18 +739,10 @@ impl Server {
         let protocol_id = self.config.protocol_id;
         let session = self.session_mut(client).ok_or(SendError::NotConnected)?;
         let unconfirmed = !session.confirmed;
-        let len = packet::seal(
-            &Body::Payload(payload),
-            session.send_sequence,
-            protocol_id,
-            &session.send_key,
-            out,
-        );
-        session.send_sequence += 1;
-        if !session.may_send(len) {
+        let Some(len) = session.seal(&Body::Payload(payload), protocol_id, out) else {
             self.stats.path_budget_refusals += 1;
             return Err(SendError::PathBudget);
-        }
+        };
         session.last_send = now;
         let to = session.addr;
         if unconfirmed {
@@ -903,11 +905,4 @@ pub(crate) fn timeout_of(seconds: i32) -> Option<Duration> {
         .ok()
         .filter(|&s| s > 0)
         .map(Duration::from_secs)
-}
-
-fn open_error(e: OpenError) -> DropReason {
-    match e {
-        OpenError::Forged => DropReason::Forged,
-        OpenError::Malformed(m) => DropReason::Malformed(m),
-    }
 }

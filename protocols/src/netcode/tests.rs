@@ -346,49 +346,29 @@ fn hostile_requests_are_dropped_before_and_after_decryption_by_reason() {
     other[12] = b'3';
     net.inject("10.0.0.2:1", &other);
     assert_eq!(net.dropped(DropReason::Version), 1);
+    let server = [net.server_addr];
     // Another game.
-    let other = net_token_bytes(&TokenIssuer::new(PROTOCOL + 1, KEY), &net);
+    let other = request_bytes(&TokenIssuer::new(PROTOCOL + 1, KEY), UNIX, &server);
     net.inject("10.0.0.2:1", &other);
     assert_eq!(net.dropped(DropReason::ProtocolId), 1);
     // Expired: issued long ago.
-    let old = TokenIssuer::new(PROTOCOL, KEY)
-        .issue(
-            UNIX - 100,
-            &TokenRequest {
-                client_id: 1,
-                server_addresses: &[net.server_addr],
-                expire_seconds: 10,
-                timeout_seconds: 5,
-                user_data: None,
-            },
-        )
-        .unwrap();
-    let mut bytes = [0u8; REQUEST_BYTES];
-    write_request(&old, &mut bytes);
-    net.inject("10.0.0.2:1", &bytes);
+    let old = request_bytes(&TokenIssuer::new(PROTOCOL, KEY), UNIX - 100, &server);
+    net.inject("10.0.0.2:1", &old);
     assert_eq!(net.dropped(DropReason::Expired), 1);
     // Refused network.
     net.inject("10.66.1.1:1", &request);
     assert_eq!(net.dropped(DropReason::NotAdmitted), 1);
     // Sealed under another key.
-    let forged = net_token_bytes(&TokenIssuer::new(PROTOCOL, Key([1; 32])), &net);
+    let forged = request_bytes(&TokenIssuer::new(PROTOCOL, Key([1; 32])), UNIX, &server);
     net.inject("10.0.0.2:1", &forged);
     assert_eq!(net.dropped(DropReason::TokenForged), 1);
     // A token naming another server.
-    let elsewhere = TokenIssuer::new(PROTOCOL, KEY)
-        .issue(
-            UNIX,
-            &TokenRequest {
-                client_id: 9,
-                server_addresses: &[addr("10.0.0.77:1")],
-                expire_seconds: 10,
-                timeout_seconds: 5,
-                user_data: None,
-            },
-        )
-        .unwrap();
-    write_request(&elsewhere, &mut bytes);
-    net.inject("10.0.0.2:1", &bytes);
+    let elsewhere = request_bytes(
+        &TokenIssuer::new(PROTOCOL, KEY),
+        UNIX,
+        &[addr("10.0.0.77:1")],
+    );
+    net.inject("10.0.0.2:1", &elsewhere);
     assert_eq!(net.dropped(DropReason::WrongServer), 1);
     assert_eq!(net.server.stats().tokens_opened, 1);
 
@@ -406,13 +386,14 @@ fn hostile_requests_are_dropped_before_and_after_decryption_by_reason() {
     assert!(net.server.poll_transmit(now, &mut out).is_none());
 }
 
-fn net_token_bytes(issuer: &TokenIssuer, net: &Net) -> [u8; REQUEST_BYTES] {
+/// The connection request of a token `issuer` made at `unix` for `servers`, good for 10 s.
+fn request_bytes(issuer: &TokenIssuer, unix: u64, servers: &[SocketAddr]) -> [u8; REQUEST_BYTES] {
     let token = issuer
         .issue(
-            UNIX,
+            unix,
             &TokenRequest {
                 client_id: 1,
-                server_addresses: &[net.server_addr],
+                server_addresses: servers,
                 expire_seconds: 10,
                 timeout_seconds: 5,
                 user_data: None,

@@ -77,7 +77,7 @@ impl ChannelSessions<'_> {
     ) -> Result<(), ChannelError> {
         match self.connection(client) {
             Some(c) => c.send(channel, message),
-            None => Err(ChannelError::UnknownChannel(channel)),
+            None => Err(ChannelError::NotConnected),
         }
     }
 
@@ -114,56 +114,23 @@ where
         max_packet_bytes: config.max_packet_bytes.min(MAX_PAYLOAD_BYTES),
         ..config
     };
+    // Messages of one packet, handed out after it is read (kept: no allocation per packet).
+    let mut delivered: Vec<(u8, Bytes)> = Vec::new();
     serve_with_tick(socket, server, Some(tick), |sessions: &mut Sessions<'_>, event| {
         let now = sessions.now;
-        let slot = |c: ClientIndex| c.get() as usize;
-        match event {
+        let event = match event {
             Event::Connected {
                 client,
                 client_id,
                 addr,
                 user_data,
             } => {
-                connections[slot(client)] = Some(Connection::new(config.clone(), now));
-                let mut ctx = ChannelSessions {
-                    connections: &mut connections,
-                    now,
-                };
-                handler(
-                    &mut ctx,
-                    ChannelEvent::Connected {
-                        client,
-                        client_id,
-                        addr,
-                        user_data,
-                    },
-                );
-            }
-            Event::Payload { client, data } => {
-                let Some(conn) = connections[slot(client)].as_mut() else {
-                    return;
-                };
-                if let Err(e) = conn.handle_packet(now, data) {
-                    tracing::debug!(error = %e, client = client.get(), "channel packet dropped");
-                    return;
-                }
-                let mut messages = Vec::new();
-                while let Some(m) = conn.receive() {
-                    messages.push(m);
-                }
-                let mut ctx = ChannelSessions {
-                    connections: &mut connections,
-                    now,
-                };
-                for (channel, data) in messages {
-                    handler(
-                        &mut ctx,
-                        ChannelEvent::Message {
-                            client,
-                            channel,
-                            data,
-                        },
-                    );
+                connections[client.get() as usize] = Some(Connection::new(config.clone(), now));
+                ChannelEvent::Connected {
+                    client,
+                    client_id,
+                    addr,
+                    user_data,
                 }
             }
             Event::Disconnected {
@@ -171,45 +138,58 @@ where
                 client_id,
                 reason,
             } => {
-                connections[slot(client)] = None;
+                connections[client.get() as usize] = None;
+                ChannelEvent::Disconnected {
+                    client,
+                    client_id,
+                    reason,
+                }
+            }
+            Event::Moved { client, from, to } => ChannelEvent::Moved { client, from, to },
+            Event::Tick => ChannelEvent::Tick,
+            Event::Payload { client, data } => {
+                let Some(conn) = connections[client.get() as usize].as_mut() else {
+                    return;
+                };
+                if let Err(e) = conn.handle_packet(now, data) {
+                    tracing::debug!(error = %e, client = client.get(), "channel packet dropped");
+                    return;
+                }
+                delivered.extend(std::iter::from_fn(|| conn.receive()));
                 let mut ctx = ChannelSessions {
                     connections: &mut connections,
                     now,
                 };
-                handler(
-                    &mut ctx,
-                    ChannelEvent::Disconnected {
+                for (channel, data) in delivered.drain(..) {
+                    let message = ChannelEvent::Message {
                         client,
-                        client_id,
-                        reason,
-                    },
-                );
+                        channel,
+                        data,
+                    };
+                    handler(&mut ctx, message);
+                }
+                return;
             }
-            Event::Moved { client, from, to } => {
-                let mut ctx = ChannelSessions {
-                    connections: &mut connections,
-                    now,
-                };
-                handler(&mut ctx, ChannelEvent::Moved { client, from, to });
-            }
-            Event::Tick => {
-                let mut ctx = ChannelSessions {
-                    connections: &mut connections,
-                    now,
-                };
-                handler(&mut ctx, ChannelEvent::Tick);
-                for (i, conn) in connections.iter_mut().enumerate() {
-                    let Some(conn) = conn else { continue };
-                    conn.begin_tick();
-                    while let Some(n) = conn.poll_packet(now, &mut packet) {
-                        let client = sessions.client(i);
-                        // Refused (a moved session's unvalidated address over its budget): the
-                        // packet counts as lost and what it carried goes again.
-                        if let Err(e) = sessions.send(client, &packet[..n]) {
-                            tracing::debug!(error = %e, "channel packet not sent");
-                            break;
-                        }
-                    }
+        };
+        let tick = matches!(event, ChannelEvent::Tick);
+        let mut ctx = ChannelSessions {
+            connections: &mut connections,
+            now,
+        };
+        handler(&mut ctx, event);
+        if !tick {
+            return;
+        }
+        for (i, conn) in connections.iter_mut().enumerate() {
+            let Some(conn) = conn else { continue };
+            conn.begin_tick();
+            while let Some(n) = conn.poll_packet(now, &mut packet) {
+                let client = sessions.client(i);
+                // Refused (a moved session's unvalidated address over its budget): the packet
+                // counts as lost and what it carried goes again.
+                if let Err(e) = sessions.send(client, &packet[..n]) {
+                    tracing::debug!(error = %e, "channel packet not sent");
+                    break;
                 }
             }
         }

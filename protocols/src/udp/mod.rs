@@ -133,7 +133,8 @@ impl Outbox {
 
     /// Everything the server has queued (challenges, keep-alives, disconnects, denials).
     fn drain(&mut self, server: &mut netcode::Server, now: Instant) {
-        loop {
+        // Nothing queued (the common case, after every payload sent): no buffer taken.
+        while server.has_transmit() {
             let mut buf = self.buffer();
             let Some(t) = server.poll_transmit(now, &mut buf) else {
                 self.spare.push(buf);
@@ -417,7 +418,7 @@ impl NetcodeClient {
     /// server), trying each of its servers as the standard says; returns once connected.
     pub async fn connect(token: ConnectToken) -> Result<NetcodeClient, ClientError> {
         let local: SocketAddr = match token.server_addresses.first() {
-            Some(SocketAddr::V6(_)) => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
+            Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
             _ => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let socket = UdpSocket::bind(local)?;
