@@ -35,8 +35,13 @@ pub mod channel;
 pub mod client;
 pub mod http1;
 pub mod netcode;
+pub mod room;
+#[cfg(feature = "engine")]
+pub mod rooms;
 #[cfg(feature = "engine")]
 pub mod serve;
+#[cfg(feature = "engine")]
+pub mod tick;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "engine")]

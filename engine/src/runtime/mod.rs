@@ -333,6 +333,11 @@ impl Runtime {
         self.stats_handle().snapshot()
     }
 
+    /// How many cores the runtime runs.
+    pub fn cores(&self) -> usize {
+        self.shared.core_count()
+    }
+
     /// A `Send` handle that reads every core's counters from any thread.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle {

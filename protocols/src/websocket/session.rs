@@ -179,6 +179,77 @@ impl Inner {
         self.own_write_done(len, result)
     }
 
+    /// Sends `messages` as frames written together (one gathered write when nothing else is
+    /// being written; queued behind the writer otherwise) and waits until they are written.
+    /// Small frames share one buffer; a payload from `GATHER_FROM` bytes up that goes out as it
+    /// is follows its header from where it lies. Nothing here waits for room: the caller
+    /// bounds what it hands over (a room's member queue).
+    pub(crate) async fn send_all(
+        self: &Rc<Self>,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<(), Error> {
+        let mut frames: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut small = out_buffer::take();
+        let kind = {
+            let mut conn = self.conn.borrow_mut();
+            for message in messages {
+                let encoded = if message.bytes().len() >= GATHER_FROM {
+                    let mut head = Vec::with_capacity(16);
+                    conn.send_header(&message, &mut head)
+                        .map(|h| Some((h, head)))
+                } else {
+                    conn.send(&message, &mut small).map(|()| None)
+                };
+                match encoded {
+                    Err(e) => {
+                        out_buffer::give_back(small);
+                        return Err(e.into());
+                    }
+                    Ok(None) => {}
+                    Ok(Some((header_only, head))) => {
+                        if !small.is_empty() {
+                            frames.push((Bytes::from(std::mem::take(&mut small)), Bytes::new()));
+                        }
+                        let body = if header_only {
+                            message.bytes().clone()
+                        } else {
+                            Bytes::new()
+                        };
+                        frames.push((Bytes::from(head), body));
+                    }
+                }
+            }
+            frame_kind(&conn)
+        };
+        if small.is_empty() {
+            out_buffer::give_back(small);
+        } else {
+            frames.push((Bytes::from(small), Bytes::new()));
+        }
+        let len = frames.iter().map(|(h, b)| h.len() + b.len()).sum();
+        let own = self.out.borrow_mut().begin_own(len);
+        match own {
+            Ok(true) => {
+                let parts = frames
+                    .into_iter()
+                    .flat_map(|(h, b)| [h, b])
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let mut owner = Owner(self, true);
+                let result = self.stream.write_batch(parts).await;
+                owner.1 = false;
+                self.own_write_done(len, result)
+            }
+            Ok(false) => {
+                for (head, body) in frames {
+                    self.queue_parts(head, body, kind)?;
+                }
+                self.flushed().await
+            }
+            Err(Refused) => Err(closed()),
+        }
+    }
+
     /// Writes a frame shared with other sessions while this one owns the socket (taken with
     /// `begin_own`), as [`Inner::write_own`] does.
     pub(crate) async fn write_shared(self: Rc<Self>, frame: Bytes) {
@@ -246,7 +317,7 @@ impl Inner {
 
     /// The policy closed the session: what was queued is dropped, our close goes out, and the
     /// reader has `close_timeout` to take it and answer before the socket is shut.
-    fn cut_off(self: &Rc<Self>, code: u16) {
+    pub(crate) fn cut_off(self: &Rc<Self>, code: u16) {
         let mut buf = Vec::new();
         let timeout = {
             let mut conn = self.conn.borrow_mut();
