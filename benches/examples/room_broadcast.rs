@@ -81,7 +81,9 @@ fn main() {
     let round = Arc::new(Round::default());
     let fds: Arc<[Mutex<Vec<i32>>; 2]> = Arc::new([Mutex::default(), Mutex::default()]);
     let raw_done = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let results = Arc::new(Mutex::new(None::<Result<(Vec<Duration>, Vec<Duration>), String>>));
+    let results = Arc::new(Mutex::new(
+        None::<Result<(Vec<Duration>, Vec<Duration>), String>>,
+    ));
     let server = {
         let (hub, port, round, fds, raw_done, results) = (
             hub.clone(),
@@ -145,8 +147,7 @@ fn main() {
                     let frame = Rc::new(frame);
                     if index == 1 {
                         // Core 1's side of the raw rounds.
-                        while let Some(Go) =
-                            coring::runtime::until_shutdown(raw_mail.recv()).await
+                        while let Some(Go) = coring::runtime::until_shutdown(raw_mail.recv()).await
                         {
                             let my_fds = fds[1].lock().expect("fds").clone();
                             match raw_sends(&mut ring, &my_fds, &frame) {
@@ -158,7 +159,10 @@ fn main() {
                             }
                         }
                     }
-                    while fds.iter().map(|f| f.lock().expect("fds").len()).sum::<usize>()
+                    while fds
+                        .iter()
+                        .map(|f| f.lock().expect("fds").len())
+                        .sum::<usize>()
                         < members
                     {
                         coring::time::sleep(Duration::from_millis(5)).await;
@@ -187,9 +191,7 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let split: Vec<usize> = (0..2)
-        .map(|i| fds[i].lock().expect("fds").len())
-        .collect();
+    let split: Vec<usize> = (0..2).map(|i| fds[i].lock().expect("fds").len()).collect();
     drop(clients.stdin.take());
     let _ = clients.wait();
     shutdown.shutdown();
@@ -261,7 +263,11 @@ async fn rounds_of(
             }
             coring::task::yield_now().await;
         }
-        let last = round.last.lock().expect("round").unwrap_or_else(Instant::now);
+        let last = round
+            .last
+            .lock()
+            .expect("round")
+            .unwrap_or_else(Instant::now);
         coring.push(last - t0);
         coring::time::sleep(Duration::from_millis(2)).await;
 

@@ -40,8 +40,10 @@
 //! # Ok::<(), coring::Error>(())
 //! ```
 
+mod netcode;
 mod ws;
 
+pub use netcode::{NetcodeMember, NetcodeOutbox};
 pub use ws::WsMember;
 
 pub use crate::room::{
