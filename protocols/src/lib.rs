@@ -34,6 +34,7 @@ pub mod channel;
 #[cfg(feature = "engine")]
 pub mod client;
 pub mod http1;
+pub mod nats;
 pub mod netcode;
 pub mod room;
 #[cfg(feature = "engine")]

@@ -40,9 +40,11 @@
 //! # Ok::<(), coring::Error>(())
 //! ```
 
+mod bridge;
 mod netcode;
 mod ws;
 
+pub use bridge::{Bridge, BridgeConfig, BridgeCounters};
 pub use netcode::{NetcodeMember, NetcodeOutbox};
 pub use ws::WsMember;
 
