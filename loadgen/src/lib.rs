@@ -20,8 +20,8 @@
 //!   model, warm-up, and merges what each core saw.
 //! - [`stream`]: the connection loop every TCP request/response workload shares (connect, keep
 //!   `pipeline` in flight or follow the schedule, match answers in order, reconnect).
-//! - [`http`], [`echo`], [`udp`], [`ws`], [`netcode`]: the workloads (`http`, `tcp-echo`,
-//!   `udp-echo`, `ws`, `netcode`).
+//! - [`http`], [`echo`], [`udp`], [`ws`], [`broadcast`], [`netcode`]: the workloads (`http`,
+//!   `tcp-echo`, `udp-echo`, `ws`, `ws-broadcast`, `netcode`).
 //! - [`record`]: one core's latencies, counts, errors and per-second timeline.
 //! - [`report`]: the outcome as a table, JSON and HdrHistogram percentile text.
 //! - [`args`]: parsing of flag values (durations, headers) without a CLI crate.
@@ -42,6 +42,7 @@
 //! ```
 
 pub mod args;
+pub mod broadcast;
 pub mod echo;
 pub mod http;
 pub mod link;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coring_loadgen::broadcast::WsBroadcast;
 use coring_loadgen::echo::TcpEcho;
 use coring_loadgen::http::{Http, HttpSpec};
 use coring_loadgen::report::Report;
@@ -12,7 +13,7 @@ use coring_loadgen::udp::UdpEcho;
 use coring_loadgen::ws::WsEcho;
 
 use coring_tests::known::{
-    Behaviour, http_server, tcp_echo_server, udp_echo_server, ws_echo_server,
+    Behaviour, http_server, tcp_echo_server, udp_echo_server, ws_echo_server, ws_room_server,
 };
 
 fn http(addr: std::net::SocketAddr, options: &Options) -> (Report, Outcome) {
@@ -300,4 +301,31 @@ fn ws_echo_is_checked_message_by_message_against_tungstenite() {
         "{:?}",
         outcome.rec.errors
     );
+}
+
+#[coring::test]
+fn ws_broadcast_counts_every_member_receipt_and_each_gap() {
+    let mut o = options(10, Duration::from_millis(800));
+    o.warmup = Duration::from_millis(400);
+    o.rate = Some(100.0);
+    let addr = ws_room_server(None);
+    let b = Arc::new(WsBroadcast::new(&format!("ws://{addr}/room"), 64, 2, 100.0).unwrap());
+    let outcome = run(b, &o, |_| {}).unwrap();
+    assert!(outcome.rec.errors.is_empty(), "{:?}", outcome.rec.errors);
+    // 100 publishes a second for 0.8 s, each received by all ten members.
+    let got = outcome.rec.requests;
+    assert!((700..=900).contains(&got), "{got} receipts");
+    assert!(outcome.rec.latency.value_at_quantile(0.5) < 100_000);
+
+    // A room that leaves one member without every fifth message: the gaps are counted.
+    let addr = ws_room_server(Some(5));
+    let b = Arc::new(WsBroadcast::new(&format!("ws://{addr}/room"), 64, 1, 100.0).unwrap());
+    let outcome = run(b, &o, |_| {}).unwrap();
+    let gaps = outcome
+        .rec
+        .errors
+        .get("broadcast_gap")
+        .copied()
+        .unwrap_or(0);
+    assert!(gaps >= 10, "{:?}", outcome.rec.errors);
 }

@@ -161,6 +161,67 @@ pub fn ws_echo_server(corrupt_after: Option<usize>) -> SocketAddr {
     addr
 }
 
+/// A WebSocket room (tungstenite's): every text message from any client goes to every client,
+/// the sender included, in the order the room took them. With `skip_every`, the message
+/// numbered that many (counted from 1, for the room) is not sent to the first client to join.
+pub fn ws_room_server(skip_every: Option<usize>) -> SocketAddr {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let members: Arc<Mutex<Vec<mpsc::Sender<tungstenite::Utf8Bytes>>>> = Arc::default();
+    let count = Arc::new(Mutex::new(0usize));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (members, count) = (Arc::clone(&members), Arc::clone(&count));
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(1)));
+                let _ = stream.set_nodelay(true);
+                let Ok(mut socket) = tungstenite::accept(stream) else {
+                    return;
+                };
+                let (tx, rx) = mpsc::channel();
+                members.lock().expect("members").push(tx);
+                loop {
+                    match socket.read() {
+                        Ok(tungstenite::Message::Text(t)) => {
+                            // The count and the sends under one lock: one order for all.
+                            let mut n = count.lock().expect("count");
+                            *n += 1;
+                            let members = members.lock().expect("members");
+                            for (i, m) in members.iter().enumerate() {
+                                if i == 0 && skip_every.is_some_and(|k| *n % k == 0) {
+                                    continue;
+                                }
+                                let _ = m.send(t.clone());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(tungstenite::Error::Io(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock
+                                    | std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(_) => return,
+                    }
+                    while let Ok(t) = rx.try_recv() {
+                        if socket.write(tungstenite::Message::Text(t)).is_err() {
+                            return;
+                        }
+                    }
+                    if socket.flush().is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A UDP echo server that drops every `drop_every`-th datagram (0: none).
 pub fn udp_echo_server(drop_every: usize) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -34,6 +34,10 @@ pub enum WorkloadCmd {
     UdpEcho(UdpCmd),
     /// WebSocket messages to an echo server at URL, every echoed message checked.
     Ws(WsCmd),
+    /// WebSocket members of one room at URL (a server that delivers each text message to every
+    /// member, the sender included); some of them publish at a fixed rate, and every member
+    /// records each message's latency from its intended publish time.
+    WsBroadcast(WsBroadcastCmd),
     /// netcode 1.02 sessions to an echo server at ADDR (tokens issued here with its key), each
     /// sending payloads at a fixed rate; counts loss and reordering.
     Netcode(NetcodeCmd),
@@ -71,6 +75,23 @@ pub struct WsCmd {
     #[arg(long)]
     pub text: bool,
     /// Common flags.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `ws-broadcast` flags.
+#[derive(Debug, Args)]
+pub struct WsBroadcastCmd {
+    /// ws://host:port/path of the room.
+    pub url: String,
+    /// Message size in bytes (at least 48).
+    #[arg(short = 's', long, default_value_t = 100)]
+    pub size: usize,
+    /// Members that also publish.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Common flags (`-c` is the number of members; `--rate`, all publishers together,
+    /// defaults to 60 messages/s).
     #[command(flatten)]
     pub common: Common,
 }

@@ -8,6 +8,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use coring_loadgen::args::parse_header;
+use coring_loadgen::broadcast::WsBroadcast;
 use coring_loadgen::echo::TcpEcho;
 use coring_loadgen::http::{Http, HttpSpec};
 use coring_loadgen::netcode::NetcodeEcho;
@@ -108,6 +109,13 @@ fn build(cmd: &WorkloadCmd) -> Result<(Arc<dyn Workload>, &Common, Options), Str
             let options = w.common.options();
             let echo = WsEcho::new(&w.url, w.size, w.text, options.pipeline)?;
             (Arc::new(echo), &w.common, options)
+        }
+        WorkloadCmd::WsBroadcast(b) => {
+            let mut options = b.common.options();
+            // The rate is the publishers' (the report shows it); members only receive.
+            let rate = *options.rate.get_or_insert(60.0);
+            let broadcast = WsBroadcast::new(&b.url, b.size, b.publishers, rate)?;
+            (Arc::new(broadcast), &b.common, options)
         }
         WorkloadCmd::Netcode(n) => {
             let mut options = n.common.options();

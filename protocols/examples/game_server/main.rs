@@ -131,8 +131,11 @@ fn main() {
         let listener = startup.bind(NAME, &core, args.addr, TcpListener::bind_reuseport, |l| {
             Some(l.local_addr())
         });
-        // The UDP socket on the port the TCP listener got.
-        let udp = listener.as_ref().and_then(|l| {
+        // The UDP socket on the port the TCP listener got. Where SO_REUSEPORT does not exist
+        // (Windows) the cores would share one socket and a session's datagrams could reach any
+        // core: netcode is served on core 0 alone there.
+        let serves_udp = core.index() == 0 || !cfg!(windows);
+        let udp = listener.as_ref().filter(|_| serves_udp).and_then(|l| {
             UdpSocket::bind_reuseport(l.local_addr())
                 .map_err(|e| eprintln!("{NAME}: core {}: udp: {e}", core.index()))
                 .ok()
@@ -142,15 +145,21 @@ fn main() {
         let shutdown = core.shutdown_handle();
         async move {
             let rooms = game.hub.start();
-            let (Some(listener), Some(udp)) = (listener, udp) else {
+            let Some(listener) = listener else {
                 shutdown.shutdown();
                 return;
             };
+            if serves_udp && udp.is_none() {
+                shutdown.shutdown();
+                return;
+            }
             let addr = listener.local_addr();
             if index == 0 {
                 coring::spawn_local(world(game.clone(), rooms.clone()));
             }
-            coring::spawn_local(netcode_players(game.clone(), rooms.clone(), udp, addr));
+            if let Some(udp) = udp {
+                coring::spawn_local(netcode_players(game.clone(), rooms.clone(), udp, addr));
+            }
             let router = routes(game, rooms, addr);
             Server::new(router).serve(listener).await;
         }
