@@ -23,6 +23,15 @@
 //!   retransmission, fragmentation, a tick budget, RTT and loss estimates).
 //! - `udp` (feature `engine`): netcode servers on a core's UDP socket, channels over them, and
 //!   the clients.
+//! - [`room`]: a room's delivery sans-IO: the numbered history a returning member catches up
+//!   from, and each member's queue under its policy (ordered, conflated by key, drop-oldest,
+//!   disconnect).
+//! - `rooms` (feature `engine`): rooms whose members live on any core (one mail per core per
+//!   publish, the room's home core numbers and keeps history), WebSocket and netcode members,
+//!   and the NATS bridge that spans processes.
+//! - [`nats`]: the NATS client protocol sans-IO (what the bridge speaks).
+//! - `tick` (feature `engine`): a fixed-rate tick loop on absolute deadlines, its lateness and
+//!   work recorded in histograms, overruns counted.
 //!
 //! Data flows: socket bytes → `ServerConn::handle_shared` → `poll_request` → `Request` → your
 //! handler → `Response` → `ServerConn::respond` into one buffer per turn → one write; the

@@ -7,6 +7,8 @@
 //! - [`server`]: a coring HTTP server on its own thread and one-core runtime ([`TestServer`]),
 //!   a UDP service likewise ([`udp_service`]), and a raw request/answer exchange over a std
 //!   socket.
+//! - [`example`]: the workspace's example servers started as users start them ([`Example`]),
+//!   stopped with SIGTERM when dropped.
 //! - [`known`]: peers whose behaviour is known exactly (delay, stall, reset, corrupt, drop),
 //!   plain threads on blocking std sockets, for measuring the measurer.
 //! - [`lossy`]: a UDP proxy that loses, delays, reorders and duplicates datagrams as asked,
@@ -15,10 +17,12 @@
 //! - [`fan_out`]: many client tasks on one core, joined, their results in order.
 //! - [`under_wine`]: whether a Windows build runs under Wine.
 
+pub mod example;
 pub mod known;
 pub mod lossy;
 pub mod server;
 
+pub use example::{Example, example_path};
 pub use server::{TestServer, exchange, serve, udp_service};
 
 /// Raises the soft `RLIMIT_NOFILE` towards the hard limit (at most 65,536) and returns the

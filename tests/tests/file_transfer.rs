@@ -2,66 +2,29 @@
 //! downloading a file whole, resuming after a proxy cut its connection twice, and resuming a
 //! partial file left by an earlier run; refusals of names with paths and offsets past the end.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir
-        .join("examples")
-        .join(format!("file_transfer{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not built (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
+use coring_tests::{Example, example_path};
 
-struct FileServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl FileServer {
-    fn start(root: &Path) -> FileServer {
-        let mut child = Command::new(example())
-            .args(["--addr", "127.0.0.1:0", "--cores", "2", "--root"])
-            .arg(root)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        FileServer { child, addr }
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        #[cfg(not(unix))]
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server on two cores, serving `root`.
+fn file_server(root: &Path) -> Example {
+    let root = root.as_os_str();
+    Example::start(
+        "file_transfer",
+        [
+            OsStr::new("--cores"),
+            OsStr::new("2"),
+            OsStr::new("--root"),
+            root,
+        ],
+    )
 }
 
 /// A directory of its own under the system's temporary one.
@@ -81,7 +44,7 @@ fn content(len: usize) -> Vec<u8> {
 
 /// Runs the client; its exit status and stdout.
 fn get(addr: SocketAddr, name: &str, out: &Path) -> (i32, String) {
-    let output = Command::new(example())
+    let output = Command::new(example_path("file_transfer"))
         .args(["get", &addr.to_string(), name])
         .arg(out)
         .output()
@@ -137,16 +100,16 @@ fn a_file_arrives_whole_through_drops_and_from_a_partial_copy() {
     let root = scratch("root");
     let data = content(6 << 20);
     std::fs::write(root.join("world.bin"), &data).unwrap();
-    let server = FileServer::start(&root);
+    let server = file_server(&root);
     let out = scratch("out");
 
     // Whole, straight.
-    let (status, said) = get(server.addr, "world.bin", &out.join("a"));
+    let (status, said) = get(server.addr(), "world.bin", &out.join("a"));
     assert_eq!(status, 0, "{said}");
     assert!(std::fs::read(out.join("a")).unwrap() == data, "bytes equal");
 
     // Cut twice mid-stream: the client resumes from what it has.
-    let proxy = cutting_proxy(server.addr, 2, 1_500_000);
+    let proxy = cutting_proxy(server.addr(), 2, 1_500_000);
     let (status, said) = get(proxy, "world.bin", &out.join("b"));
     assert_eq!(status, 0, "{said}");
     assert_eq!(said.matches("resumed at").count(), 2, "{said}");
@@ -157,7 +120,7 @@ fn a_file_arrives_whole_through_drops_and_from_a_partial_copy() {
 
     // A partial copy from an earlier run is completed, not restarted.
     std::fs::write(out.join("c"), &data[..1_000_000]).unwrap();
-    let (status, said) = get(server.addr, "world.bin", &out.join("c"));
+    let (status, said) = get(server.addr(), "world.bin", &out.join("c"));
     assert_eq!(status, 0, "{said}");
     assert!(said.contains("resumed at 1000000"), "{said}");
     assert!(std::fs::read(out.join("c")).unwrap() == data);
@@ -171,9 +134,9 @@ fn bad_requests_are_refused_and_the_server_carries_on() {
     let root = scratch("refuse");
     std::fs::write(root.join("small"), b"hello").unwrap();
     std::fs::write(root.join(".hidden"), b"secret").unwrap();
-    let server = FileServer::start(&root);
+    let server = file_server(&root);
     let ask = |line: &[u8]| {
-        let mut s = TcpStream::connect(server.addr).unwrap();
+        let mut s = TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(line).unwrap();
         let mut answer = String::new();
@@ -191,7 +154,7 @@ fn bad_requests_are_refused_and_the_server_carries_on() {
     assert!(ask(b"GET small -1\n").starts_with("ERR not GET"));
     assert!(ask(&[b'x'; 4000]).starts_with("ERR request line too long"));
     let out = scratch("refuse-out");
-    let (status, said) = get(server.addr, "nothing", &out.join("x"));
+    let (status, said) = get(server.addr(), "nothing", &out.join("x"));
     assert_eq!(status, 1);
     assert!(said.contains("no such file"), "{said}");
     assert_eq!(ask(b"GET small 0\n"), "OK 5\nhello", "still serving");

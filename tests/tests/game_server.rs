@@ -3,78 +3,38 @@
 //! renetcode's client joins over netcode UDP with a token from `/token`, and a tungstenite
 //! client checks that snapshots come every tick, in order.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::net::UdpSocket;
+#[cfg(target_os = "linux")]
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use coring_tests::Example;
 use tungstenite::Message as TMessage;
 
-/// The example on two cores; stopped with SIGTERM when dropped. Its stdout lines after the
-/// ready line arrive on `lines`.
-struct Game {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
+/// The example on two cores.
+fn game() -> Example {
+    Example::start("game_server", ["--cores", "2"])
 }
 
-impl Game {
-    fn start() -> Game {
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let path: PathBuf = dir
-            .join("examples")
-            .join(format!("game_server{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            path.exists(),
-            "{} not built (cargo test --workspace builds it)",
-            path.display()
-        );
-        let mut child = Command::new(path)
-            .args(["--addr", "127.0.0.1:0", "--cores", "2"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || forward(out, tx));
-        Game { child, addr, lines }
-    }
-}
-
-fn forward(out: BufReader<ChildStdout>, tx: mpsc::Sender<String>) {
-    for line in out.lines() {
-        let Ok(line) = line else { return };
-        if tx.send(line).is_err() {
-            return;
+/// Lines the example prints after its ready line, as they come.
+#[cfg(target_os = "linux")]
+fn lines(game: &mut Example) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = game.take_stdout();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
         }
-    }
-}
-
-impl Drop for Game {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        #[cfg(not(unix))]
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    });
+    rx
 }
 
 /// `key=value` pairs of a report line.
+#[cfg(target_os = "linux")]
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split(' ')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -83,7 +43,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(target_os = "linux")]
 #[test]
 fn chromium_plays_drops_and_resumes_as_the_same_player() {
-    let game = Game::start();
+    let mut game = game();
+    let lines = lines(&mut game);
     let profile = std::env::temp_dir().join(format!("coring-chromium-{}", std::process::id()));
     let mut browser = Command::new("timeout")
         .args([
@@ -94,13 +55,12 @@ fn chromium_plays_drops_and_resumes_as_the_same_player() {
             "--disable-gpu",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("http://{}/?bot=1", game.addr))
+        .arg(format!("http://{}/?bot=1", game.addr()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium (the Debian package; .ci/run installs it)");
-    let report = game
-        .lines
+    let report = lines
         .recv_timeout(Duration::from_secs(45))
         .expect("the browser client never reported");
     let _ = browser.kill();
@@ -148,8 +108,8 @@ fn snapshot(bytes: &[u8]) -> (u64, Vec<Vec<f64>>) {
 
 #[test]
 fn a_renetcode_client_joins_over_udp_with_a_token_and_moves() {
-    let game = Game::start();
-    let response = ureq::get(format!("http://{}/token", game.addr))
+    let game = game();
+    let response = ureq::get(format!("http://{}/token", game.addr()))
         .call()
         .unwrap();
     let id: u64 = response
@@ -221,8 +181,8 @@ fn a_renetcode_client_joins_over_udp_with_a_token_and_moves() {
 
 #[test]
 fn a_websocket_client_gets_a_snapshot_every_tick() {
-    let game = Game::start();
-    let (mut socket, _) = tungstenite::connect(format!("ws://{}/play", game.addr)).unwrap();
+    let game = game();
+    let (mut socket, _) = tungstenite::connect(format!("ws://{}/play", game.addr())).unwrap();
     let welcome = socket.read().unwrap();
     let welcome = welcome.to_text().unwrap().to_owned();
     let id: u64 = welcome.split(' ').nth(1).unwrap().parse().unwrap();

@@ -6,10 +6,7 @@
 //! client id in front of a connect token's public data, and allows payloads of 1,300 bytes
 //! (ours: the standard's 1,200).
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +16,7 @@ use coring_protocols::netcode::{
     TokenIssuer, TokenRequest, USER_DATA_BYTES,
 };
 use coring_protocols::udp::{self, Event, NetcodeClient};
+use coring_tests::Example;
 
 const PROTOCOL: u64 = 0x00c0_0e1a_bad5_eed5;
 const KEY: [u8; 32] = [0x5a; 32];
@@ -56,59 +54,21 @@ fn for_renetcode(token: &ConnectToken, client_id: u64) -> renetcode::ConnectToke
     renetcode::ConnectToken::read(&mut bytes.as_slice()).unwrap()
 }
 
-/// The `netcode_echo` example, started as a user would; stopped with SIGTERM when dropped.
-struct Echo {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Echo {
-    fn start(driver: DriverChoice) -> Echo {
-        // Tests run from target/<profile>/deps; `cargo test --workspace` builds the examples
-        // next to it.
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let path: PathBuf = dir
-            .join("examples")
-            .join(format!("netcode_echo{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            path.exists(),
-            "{} not built (cargo test --workspace builds it)",
-            path.display()
-        );
-        let mut child = Command::new(path)
-            .args(["--addr", "127.0.0.1:0", "--cores", "1"])
-            .args(["--driver", driver_flag(driver)])
-            .args(["--private-key", &hex(&KEY)])
-            .args(["--protocol-id", &format!("{PROTOCOL:x}")])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        Echo { child, addr }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        #[cfg(not(unix))]
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `netcode_echo` example on one core with the tests' key and protocol id.
+fn echo(driver: DriverChoice) -> Example {
+    Example::start(
+        "netcode_echo",
+        [
+            "--cores",
+            "1",
+            "--driver",
+            driver_flag(driver),
+            "--private-key",
+            &hex(&KEY),
+            "--protocol-id",
+            &format!("{PROTOCOL:x}"),
+        ],
+    )
 }
 
 fn driver_flag(driver: DriverChoice) -> &'static str {
@@ -197,10 +157,10 @@ impl RenetClient {
 
 #[coring::test]
 fn renetcode_clients_connect_to_netcode_echo_and_get_every_payload_back(driver: DriverChoice) {
-    let echo = Echo::start(driver);
+    let echo = echo(driver);
     let mut clients: Vec<RenetClient> = (1..=3u64)
         .map(|id| {
-            let token = our_token(id, echo.addr, PROTOCOL, 30);
+            let token = our_token(id, echo.addr(), PROTOCOL, 30);
             RenetClient::new(for_renetcode(&token, id), "127.0.0.1:0")
         })
         .collect();

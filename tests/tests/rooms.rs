@@ -6,9 +6,8 @@
 use std::cell::{Cell, RefCell};
 #[cfg(unix)]
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+#[cfg(unix)]
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,63 +19,15 @@ use coring_protocols::rooms::{Delivery, Gone, Hub, Member, Policy, RoomConfig, W
 use coring_protocols::serve::{Router, Server};
 use coring_protocols::tick::TickLoop;
 use coring_protocols::websocket::{self as ws, Message};
+use coring_tests::Example;
 use tungstenite::Message as TMessage;
 
-/// The `chat` example, started as a user would; stopped with SIGTERM when dropped.
-struct Chat {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Chat {
-    fn start(cores: usize) -> Chat {
-        Chat::start_with(cores, &[])
-    }
-
-    fn start_with(cores: usize, extra: &[&str]) -> Chat {
-        // Tests run from target/<profile>/deps; `cargo test --workspace` builds the examples
-        // next to it.
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let path: PathBuf = dir
-            .join("examples")
-            .join(format!("chat{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            path.exists(),
-            "{} not built (cargo test --workspace builds it)",
-            path.display()
-        );
-        let mut child = Command::new(path)
-            .args(["--addr", "127.0.0.1:0", "--cores", &cores.to_string()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .parse()
-            .unwrap();
-        Chat { child, addr }
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        #[cfg(not(unix))]
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `chat` example on `cores` cores with `extra` flags.
+fn chat(cores: usize, extra: &[&str]) -> Example {
+    let cores = cores.to_string();
+    let mut args = vec!["--cores", cores.as_str()];
+    args.extend_from_slice(extra);
+    Example::start("chat", args)
 }
 
 type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
@@ -112,14 +63,14 @@ fn next_text(socket: &mut Socket) -> Option<String> {
 fn chat_members_on_two_cores_see_every_message_in_one_order() {
     const CLIENTS: usize = 12;
     const EACH: usize = 40;
-    let chat = Chat::start(2);
+    let chat = chat(2, &[]);
     let synced = Arc::new(AtomicUsize::new(0));
     let go = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
     for c in 0..CLIENTS {
         let (synced, go, tx) = (Arc::clone(&synced), Arc::clone(&go), tx.clone());
-        let addr = chat.addr;
+        let addr = chat.addr();
         threads.push(std::thread::spawn(move || {
             let mut socket = dial(addr, "lobby");
             // Joined once a sync message reaches us (a member gets only what is published
@@ -153,7 +104,7 @@ fn chat_members_on_two_cores_see_every_message_in_one_order() {
             tx.send(got).unwrap();
         }));
     }
-    let mut coordinator = dial(chat.addr, "lobby");
+    let mut coordinator = dial(chat.addr(), "lobby");
     let deadline = Instant::now() + Duration::from_secs(20);
     while synced.load(Ordering::SeqCst) < CLIENTS {
         assert!(Instant::now() < deadline, "clients never joined");
@@ -846,8 +797,8 @@ impl Drop for Nats {
 
 /// A chat process's bridge counters (`GET /stats`).
 #[cfg(unix)]
-fn bridge_stats(chat: &Chat) -> HashMap<String, String> {
-    let text = ureq::get(format!("http://{}/stats", chat.addr))
+fn bridge_stats(chat: &Example) -> HashMap<String, String> {
+    let text = ureq::get(format!("http://{}/stats", chat.addr()))
         .call()
         .unwrap()
         .into_body()
@@ -911,8 +862,8 @@ fn rooms_span_two_chat_processes_through_nats_and_survive_its_restart() {
     const EACH: usize = 20;
     let nats = Nats::start(None);
     let nats_addr = nats.addr.to_string();
-    let a = Chat::start_with(2, &["--nats", &nats_addr]);
-    let b = Chat::start_with(2, &["--nats", &nats_addr]);
+    let a = chat(2, &["--nats", &nats_addr]);
+    let b = chat(2, &["--nats", &nats_addr]);
     for chat in [&a, &b] {
         wait_for("the bridges to connect", || {
             bridge_stats(chat).get("connected").map(String::as_str) == Some("true")
@@ -920,9 +871,9 @@ fn rooms_span_two_chat_processes_through_nats_and_survive_its_restart() {
     }
     // Three members in each process, and one that only speaks (on A).
     let mut members: Vec<Socket> = (0..6)
-        .map(|i| dial(if i < 3 { a.addr } else { b.addr }, "lobby"))
+        .map(|i| dial(if i < 3 { a.addr() } else { b.addr() }, "lobby"))
         .collect();
-    let mut speaker = dial(a.addr, "lobby");
+    let mut speaker = dial(a.addr(), "lobby");
     sync_all(&mut speaker, &mut members);
     for (i, m) in members.iter_mut().enumerate() {
         for k in 0..EACH {
