@@ -30,6 +30,9 @@
 //!   publish, the room's home core numbers and keeps history), WebSocket and netcode members,
 //!   and the NATS bridge that spans processes.
 //! - [`nats`]: the NATS client protocol sans-IO (what the bridge speaks).
+//! - [`proxy`]: the PROXY protocol (v1 and v2) sans-IO, the header a load balancer sends
+//!   first; `serve::ProxyProtocol` reads it on a listener from trusted peers only.
+//! - [`cidr`]: networks by address and prefix, for allow, deny and trusted lists.
 //! - `tick` (feature `engine`): a fixed-rate tick loop on absolute deadlines, its lateness and
 //!   work recorded in histograms, overruns counted.
 //!
@@ -40,11 +43,13 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod cidr;
 #[cfg(feature = "engine")]
 pub mod client;
 pub mod http1;
 pub mod nats;
 pub mod netcode;
+pub mod proxy;
 pub mod room;
 #[cfg(feature = "engine")]
 pub mod rooms;

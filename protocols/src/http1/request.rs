@@ -72,6 +72,7 @@ pub struct Request {
     /// The method is `HEAD` (decided once, at parse time).
     head_method: bool,
     extension: Option<std::rc::Rc<dyn std::any::Any>>,
+    client: Option<std::net::SocketAddr>,
 }
 
 /// Where a part of a request lies in its head: offsets kept small, so a request moves cheaply.
@@ -197,6 +198,18 @@ impl Request {
     pub fn set_extension(&mut self, value: std::rc::Rc<dyn std::any::Any>) {
         self.extension = Some(value);
     }
+
+    /// The client's address as the serving layer knows it: the connection's peer, or the
+    /// client a trusted PROXY protocol header named. `None` when the server was not asked to
+    /// find it (`serve::Config::client_addr`) and no PROXY header gave it.
+    pub fn client_addr(&self) -> Option<std::net::SocketAddr> {
+        self.client
+    }
+
+    /// Sets what [`Request::client_addr`] says (the serving layer does, once per connection).
+    pub fn set_client_addr(&mut self, addr: Option<std::net::SocketAddr>) {
+        self.client = addr;
+    }
 }
 
 /// Indexes the header lines of a head the parser already validated: `name: value` per CRLF
@@ -263,6 +276,7 @@ impl ParsedHead {
             expect_continue: self.expect_continue,
             head_method: self.head_method,
             extension: None,
+            client: None,
         }
     }
 }

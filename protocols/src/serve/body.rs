@@ -17,6 +17,9 @@ pub(crate) struct ConnIo {
     /// connection holds no buffer.
     pub(crate) reader: RefCell<Option<Reader>>,
     pub(crate) conn: RefCell<ServerConn>,
+    /// The client's address, where the server was asked to find it (or a PROXY header gave
+    /// it): every request carries it.
+    pub(crate) client: std::cell::Cell<Option<std::net::SocketAddr>>,
 }
 
 impl ConnIo {

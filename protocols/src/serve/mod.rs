@@ -30,10 +30,12 @@ mod date;
 mod reply;
 mod router;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -41,7 +43,9 @@ use coring::net::{TcpListener, TcpStream};
 use coring::runtime::until_shutdown;
 use coring::time::{self, timeout_at};
 
+use crate::cidr::Cidr;
 use crate::http1::{Limits, Request, ServerConfig, ServerConn};
+use crate::proxy;
 use crate::transport::{Chunk, Transport};
 use body::ConnIo;
 pub use body::{BodyError, BodyStream};
@@ -97,6 +101,95 @@ pub struct Config {
     /// Bodies with a Content-Length up to this are read whole before the handler runs
     /// (`Request::body`); larger and chunked ones stream ([`BodyStream`]).
     pub buffer_body_up_to: u64,
+    /// Find each connection's peer address once (one `getpeername`) and give it to every
+    /// request ([`Request::client_addr`]). Off by default; a PROXY listener always does.
+    pub client_addr: bool,
+    /// Connections begin with a PROXY protocol header (v1 or v2) from a load balancer:
+    /// see [`ProxyProtocol`]. Plaintext listeners ([`Server::serve`], [`serve_connection`])
+    /// only: [`Server::serve_tls`] refuses a configuration that sets it.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// How a listener behind a load balancer reads the PROXY protocol header each connection
+/// starts with. The client address it carries becomes the connection's client address for
+/// everything above ([`Request::client_addr`], [`Upgraded::client_addr`]).
+///
+/// A connection from a peer outside `trusted` is closed before a byte is read (anyone could
+/// claim any address); one whose header is missing, malformed, over `max_header`, cut short or
+/// slower than `timeout` is closed too. Each is counted in [`proxy_counters`].
+#[derive(Clone, Debug)]
+pub struct ProxyProtocol {
+    /// The load balancers: peers whose headers are believed.
+    pub trusted: Vec<Cidr>,
+    /// How long the header may take to arrive after the accept.
+    pub timeout: Duration,
+    /// The longest header read (version 2 with TLVs can be long).
+    pub max_header: usize,
+}
+
+impl ProxyProtocol {
+    /// Headers believed from `trusted`, within 5 s, up to [`proxy::DEFAULT_MAX`] bytes.
+    pub fn trusting(trusted: Vec<Cidr>) -> ProxyProtocol {
+        ProxyProtocol {
+            trusted,
+            timeout: Duration::from_secs(5),
+            max_header: proxy::DEFAULT_MAX,
+        }
+    }
+}
+
+/// What PROXY listeners did with the connections they accepted, across all cores.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Headers read (the connection then served).
+    pub accepted: AtomicU64,
+    /// Of those, `LOCAL` headers (the balancer's own health checks): the real peer stands.
+    pub local: AtomicU64,
+    /// Connections from a peer outside the trusted list.
+    pub untrusted: AtomicU64,
+    /// Connections that did not start with a header.
+    pub missing: AtomicU64,
+    /// Headers that broke the grammar or were over the size limit.
+    pub malformed: AtomicU64,
+    /// Connections that ended or failed before the header was whole.
+    pub cut_short: AtomicU64,
+    /// Headers slower than the timeout.
+    pub timed_out: AtomicU64,
+}
+
+/// The process's PROXY listener counters.
+pub fn proxy_counters() -> &'static ProxyCounters {
+    static COUNTERS: ProxyCounters = ProxyCounters {
+        accepted: AtomicU64::new(0),
+        local: AtomicU64::new(0),
+        untrusted: AtomicU64::new(0),
+        missing: AtomicU64::new(0),
+        malformed: AtomicU64::new(0),
+        cut_short: AtomicU64::new(0),
+        timed_out: AtomicU64::new(0),
+    };
+    &COUNTERS
+}
+
+/// What a connection's task learns about its client before HTTP starts.
+#[derive(Clone, Debug)]
+enum Front {
+    /// Nothing: requests carry no client address.
+    Bare,
+    /// The peer address.
+    Peer,
+    /// A PROXY header first.
+    Proxy(Rc<ProxyProtocol>),
+}
+
+impl Front {
+    fn of(config: &Config) -> Front {
+        match &config.proxy_protocol {
+            Some(p) => Front::Proxy(Rc::new(p.clone())),
+            None if config.client_addr => Front::Peer,
+            None => Front::Bare,
+        }
+    }
 }
 
 impl Config {
@@ -127,6 +220,8 @@ impl Default for Config {
             shutdown_drain: Duration::from_millis(250),
             max_connections: 100_000,
             buffer_body_up_to: 64 * 1024,
+            client_addr: false,
+            proxy_protocol: None,
         }
     }
 }
@@ -136,6 +231,7 @@ pub struct Server<H> {
     handler: Rc<H>,
     config: Rc<Config>,
     connection: Rc<ServerConfig>,
+    front: Front,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -153,6 +249,7 @@ impl<H: Handler> Server<H> {
         Server {
             handler: Rc::new(handler),
             connection: Rc::new(config.connection()),
+            front: Front::of(&config),
             config: Rc::new(config),
         }
     }
@@ -160,6 +257,7 @@ impl<H: Handler> Server<H> {
     /// Replaces the configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.connection = Rc::new(config.connection());
+        self.front = Front::of(&config);
         self.config = Rc::new(config);
         self
     }
@@ -173,11 +271,12 @@ impl<H: Handler> Server<H> {
                 handler,
                 connection,
                 write_timeout,
+                front,
             } = server;
             coring::spawn_local(async move {
                 let stream = Rc::new(Transport::Tcp(stream));
                 run(
-                    drive(stream, &*handler, connection, write_timeout).await,
+                    drive(stream, &*handler, connection, write_timeout, front).await,
                     live,
                 );
             });
@@ -190,7 +289,16 @@ impl<H: Handler> Server<H> {
     /// handshake ends that connection only (the TLS counters say why). A connection over
     /// `max_connections` is closed at once, before any handshake.
     #[cfg(feature = "tls")]
+    ///
+    /// # Panics
+    ///
+    /// If the configuration sets [`Config::proxy_protocol`]: the header comes before the TLS
+    /// handshake, which this loop does not read.
     pub async fn serve_tls(self, listener: TcpListener, acceptor: crate::tls::TlsAcceptor) {
+        assert!(
+            self.config.proxy_protocol.is_none(),
+            "serve_tls does not read PROXY protocol headers"
+        );
         let acceptor = Rc::new(acceptor);
         self.accept_each(listener, false, |server, stream, live| {
             let acceptor = Rc::clone(&acceptor);
@@ -198,6 +306,7 @@ impl<H: Handler> Server<H> {
                 handler,
                 connection,
                 write_timeout,
+                front,
             } = server;
             coring::spawn_local(async move {
                 let _ = stream.set_nodelay(true);
@@ -210,7 +319,7 @@ impl<H: Handler> Server<H> {
                 };
                 let stream = Rc::new(Transport::Tls(tls));
                 run(
-                    drive(stream, &*handler, connection, write_timeout).await,
+                    drive(stream, &*handler, connection, write_timeout, front).await,
                     live,
                 );
             });
@@ -248,6 +357,7 @@ impl<H: Handler> Server<H> {
                 handler: Rc::clone(&self.handler),
                 connection: Rc::clone(&self.connection),
                 write_timeout: self.config.write_timeout,
+                front: self.front.clone(),
             };
             each(conn, stream, Live::count(&live));
         }
@@ -259,6 +369,7 @@ struct Conn<H> {
     handler: Rc<H>,
     connection: Rc<ServerConfig>,
     write_timeout: Duration,
+    front: Front,
 }
 
 /// What a connection's task does once HTTP is done with it.
@@ -365,6 +476,7 @@ pub async fn serve_connection<H: Handler>(
         handler,
         Rc::new(config.connection()),
         config.write_timeout,
+        Front::of(config),
     )
     .await?;
     if let Some((then, upgraded)) = upgraded {
@@ -390,6 +502,7 @@ async fn drive<H: Handler>(
     handler: &H,
     conn: Rc<ServerConfig>,
     write_timeout: Duration,
+    front: Front,
 ) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
     let _ = stream.tcp().set_nodelay(true);
     stream.tcp().set_write_timeout(Some(write_timeout));
@@ -397,7 +510,17 @@ async fn drive<H: Handler>(
         reader: RefCell::new(Some(stream.reader())),
         stream,
         conn: RefCell::new(ServerConn::new(conn, time::now())),
+        client: Cell::new(None),
     });
+    let client = match front {
+        Front::Bare => None,
+        Front::Peer => io.stream.tcp().peer_addr().ok(),
+        Front::Proxy(proxy) => match read_proxy_header(&io, &proxy).await {
+            Some(client) => Some(client),
+            None => return Ok(None),
+        },
+    };
+    io.client.set(client);
     // The shared holder of received buffers, reused while no request still holds it.
     let mut holder: Option<Rc<Received>> = None;
     let mut waits = Waits {
@@ -437,6 +560,7 @@ async fn drive<H: Handler>(
                 transport: Rc::clone(&io.stream),
                 reader,
                 leftover,
+                client: io.client.get(),
             };
             return Ok(Some((then, upgraded)));
         }
@@ -484,6 +608,7 @@ async fn answer<H: Handler>(
                 return Ok(None);
             }
         };
+        req.set_client_addr(io.client.get());
         if io.conn.borrow().body_streams() {
             // Earlier answers go out first: the client may wait for them before it sends.
             flush(&io.stream, out).await?;
@@ -525,9 +650,15 @@ pub struct Upgraded {
     pub(crate) reader: Option<crate::transport::Reader>,
     /// Bytes that arrived with or right after the upgrade request: the new protocol's first.
     pub leftover: bytes::Bytes,
+    pub(crate) client: Option<SocketAddr>,
 }
 
 impl Upgraded {
+    /// The client's address as the HTTP connection knew it ([`Request::client_addr`]).
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
     /// The TCP stream beneath (under TLS, if the connection is encrypted), for its addresses
     /// and socket options.
     pub fn stream(&self) -> &TcpStream {
@@ -564,6 +695,62 @@ impl std::fmt::Debug for Upgraded {
         f.debug_struct("Upgraded")
             .field("leftover", &self.leftover.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Reads the PROXY header a connection starts with: the client it names (or, for the
+/// balancer's own `LOCAL` connections, the peer), with the bytes after it handed to HTTP.
+/// `None`: the connection is to be closed (untrusted peer, bad, slow or missing header); it
+/// was counted.
+async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketAddr> {
+    let counters = proxy_counters();
+    let count = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
+    let peer = io.stream.tcp().peer_addr().ok()?;
+    if !proxy.trusted.iter().any(|net| net.contains(peer.ip())) {
+        count(&counters.untrusted);
+        tracing::debug!(%peer, "PROXY listener: peer not trusted, closed");
+        return None;
+    }
+    let deadline = time::now() + proxy.timeout;
+    let mut bytes = Vec::new();
+    loop {
+        match proxy::decode(&bytes, proxy.max_header) {
+            Ok(proxy::Decoded::Complete { header, len }) => {
+                count(&counters.accepted);
+                if header.command == proxy::Command::Local {
+                    count(&counters.local);
+                }
+                if len < bytes.len() {
+                    io.conn
+                        .borrow_mut()
+                        .handle_input(&bytes[len..], time::now());
+                }
+                return Some(header.client().unwrap_or(peer));
+            }
+            Ok(proxy::Decoded::Partial) => {}
+            Err(e) => {
+                count(match e {
+                    proxy::ProxyError::Missing => &counters.missing,
+                    _ => &counters.malformed,
+                });
+                tracing::debug!(%peer, error = %e, "PROXY listener: closed");
+                return None;
+            }
+        }
+        match timeout_at(deadline, io.next_chunk()).await {
+            Ok(Ok(Some(chunk))) => bytes.extend_from_slice(chunk.as_ref()),
+            Ok(Ok(None) | Err(_)) => {
+                count(&counters.cut_short);
+                return None;
+            }
+            Err(_) => {
+                count(&counters.timed_out);
+                tracing::debug!(%peer, "PROXY listener: header too slow, closed");
+                return None;
+            }
+        }
     }
 }
 

@@ -1,0 +1,84 @@
+//! Answers `GET /` with the client address it sees, as text (`203.0.113.9:40000\n`). Behind a
+//! load balancer that speaks the PROXY protocol (HAProxy's `send-proxy` or `send-proxy-v2`),
+//! `--proxy-protocol TRUSTED` makes every connection start with a header from one of the
+//! TRUSTED networks (comma-separated, `127.0.0.1/32,10.0.0.0/8`), and the address it names is
+//! the one answered. Connections from elsewhere, or without a well-formed header, are closed;
+//! `GET /stats` counts them. Binaries convention (`--addr`, `--cores`, `--driver`, one
+//! `listening on HOST:PORT` line, exit 0 on SIGTERM).
+//!
+//! `cargo run --release -p coring-protocols --example whoami -- --addr 127.0.0.1:9003
+//! --proxy-protocol 127.0.0.1/32`
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use coring::net::TcpListener;
+use coring_cli::ExtraFlag;
+use coring_protocols::cidr::Cidr;
+use coring_protocols::http1::Response;
+use coring_protocols::serve::{self, Config, ProxyProtocol, Router, Server};
+
+fn main() {
+    let args = coring_cli::server_args_with(
+        "whoami",
+        "Answers GET / with the client's address",
+        9003,
+        &[ExtraFlag {
+            flag: "--proxy-protocol",
+            env: "CORING_PROXY_PROTOCOL",
+            value: "TRUSTED",
+            help: "read a PROXY protocol header (v1 or v2) from these networks (comma-separated CIDRs) first",
+        }],
+    );
+    let proxy = args.extra("--proxy-protocol").map(|list| {
+        let trusted = list
+            .split(',')
+            .map(|net| {
+                net.parse::<Cidr>().unwrap_or_else(|e| {
+                    coring_cli::bad_flag("whoami", &format!("--proxy-protocol: {e}"))
+                })
+            })
+            .collect();
+        ProxyProtocol::trusting(trusted)
+    });
+    let config = Config {
+        client_addr: true,
+        proxy_protocol: proxy,
+        ..Config::default()
+    };
+    let runtime = coring_cli::server_runtime("whoami", &args);
+    let startup = Arc::new(coring_cli::Startup::new(args.cores));
+    let result = runtime.run(|core| {
+        let listener = startup.bind("whoami", &core, args.addr, TcpListener::bind_reuseport, |l| {
+            Some(l.local_addr())
+        });
+        let config = config.clone();
+        async move {
+            let Some(listener) = listener else {
+                return;
+            };
+            let router = Router::new()
+                .route("GET", "/", |req, _params| async move {
+                    match req.client_addr() {
+                        Some(addr) => Response::new(200).body(format!("{addr}\n")),
+                        None => Response::new(500).body("no client address\n"),
+                    }
+                })
+                .route("GET", "/stats", |_req, _params| async {
+                    let c = serve::proxy_counters();
+                    Response::new(200).body(format!(
+                        "accepted={} local={} untrusted={} missing={} malformed={} cut_short={} timed_out={}\n",
+                        c.accepted.load(Relaxed),
+                        c.local.load(Relaxed),
+                        c.untrusted.load(Relaxed),
+                        c.missing.load(Relaxed),
+                        c.malformed.load(Relaxed),
+                        c.cut_short.load(Relaxed),
+                        c.timed_out.load(Relaxed),
+                    ))
+                });
+            Server::new(router).config(config).serve(listener).await;
+        }
+    });
+    startup.exit("whoami", result);
+}
