@@ -176,11 +176,15 @@ pub fn ws_room_server(skip_every: Option<usize>) -> SocketAddr {
             let Ok(stream) = stream else { continue };
             let (members, count) = (Arc::clone(&members), Arc::clone(&count));
             std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(1)));
                 let _ = stream.set_nodelay(true);
+                // The handshake blocks (a short timeout would fail it on a slow loopback); the
+                // session then polls its socket every millisecond for what the room sends.
                 let Ok(mut socket) = tungstenite::accept(stream) else {
                     return;
                 };
+                let _ = socket
+                    .get_ref()
+                    .set_read_timeout(Some(std::time::Duration::from_millis(1)));
                 let (tx, rx) = mpsc::channel();
                 members.lock().expect("members").push(tx);
                 loop {
