@@ -159,6 +159,11 @@ fn decode_v1(bytes: &[u8]) -> Result<Decoded, ProxyError> {
         }
         return Ok(Decoded::Partial);
     };
+    // What the prefix check above refuses, the whole line refuses too (an UNKNOWN line's rest
+    // is ignored, but it is still one line).
+    if window[..end].iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(ProxyError::MalformedV1("stray CR or LF"));
+    }
     let line =
         std::str::from_utf8(&window[..end]).map_err(|_| ProxyError::MalformedV1("not ASCII"))?;
     let mut parts = line.split(' ');
@@ -498,6 +503,8 @@ mod tests {
             b"PROXY UDP4 192.0.2.7 198.51.100.1 1 443\r\n",
             b"PROXY TCP4 192.0.2.7\n",
             b"PROXY TCP4 192.0.2.7\rx",
+            b"PROXY UNKNOWN a\rb\r\n",
+            b"PROXY UNKNOWN a\nb\r\n",
         ] {
             assert!(
                 matches!(decode(line, DEFAULT_MAX), Err(ProxyError::MalformedV1(_))),
