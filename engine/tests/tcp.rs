@@ -344,6 +344,48 @@ fn socket_options_round_trip() {
 }
 
 #[coring::test]
+fn tcp_info_reports_the_connection_as_the_kernel_sees_it() {
+    coring::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(listener.local_addr()).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        #[cfg(not(target_os = "linux"))]
+        {
+            assert_eq!(c.tcp_info().unwrap_err().kind(), ErrorKind::Unsupported);
+            drop(s);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // A round trip each way, so the kernel has measured one.
+            for _ in 0..4 {
+                let (r, _) = c.write_all(b"ping".to_vec()).await;
+                r.unwrap();
+                let (r, _) = s.read_exact(vec![0; 4]).await;
+                r.unwrap();
+                let (r, _) = s.write_all(b"pong".to_vec()).await;
+                r.unwrap();
+                let (r, _) = c.read_exact(vec![0; 4]).await;
+                r.unwrap();
+            }
+            let info = c.tcp_info().unwrap();
+            assert!(
+                info.rtt > Duration::ZERO && info.rtt < Duration::from_secs(1),
+                "{info:?}"
+            );
+            assert!(info.rto >= Duration::from_millis(200), "{info:?}");
+            // Loopback's MTU is 65,536: segments are far larger than on a LAN.
+            assert!(info.path_mtu > 1500 && info.send_mss > 1400, "{info:?}");
+            assert!(info.congestion_window >= 10, "{info:?}");
+            assert_eq!(
+                (info.unacked, info.lost, info.total_retransmits),
+                (0, 0, 0),
+                "{info:?}"
+            );
+        }
+    });
+}
+
+#[coring::test]
 fn writing_to_a_reset_connection_is_a_typed_error() {
     coring::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -16,7 +16,7 @@ mod unix;
 pub use accept::{AcceptFailures, Incoming};
 pub use dgram::{Datagram, RecvMeta};
 pub use pooled::PooledReader;
-pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpListener, TcpStream};
+pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpInfo, TcpListener, TcpStream};
 pub use udp::{UdpPooled, UdpSocket};
 #[cfg(unix)]
 pub use unix::{UnixAddr, UnixDatagram, UnixListener, UnixPooled, UnixStream};

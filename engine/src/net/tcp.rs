@@ -270,6 +270,12 @@ impl TcpStream {
             .map_err(|e| Error::from_io(e, "getsockopt(TCP_KEEPIDLE)"))
     }
 
+    /// What the kernel knows of the connection: round-trip time, retransmits, congestion
+    /// window ([`TcpInfo`]). One `getsockopt(TCP_INFO)`; Linux only (`Unsupported` elsewhere).
+    pub fn tcp_info(&self) -> Result<TcpInfo> {
+        sys::sock::tcp_info(&self.sock()).map_err(|e| Error::from_io(e, "getsockopt(TCP_INFO)"))
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         sock_addr(self.sock().peer_addr(), "getpeername")
@@ -283,6 +289,33 @@ impl TcpStream {
     fn sock(&self) -> SockRef<'_> {
         self.io.fd.sock()
     }
+}
+
+/// A TCP connection as the kernel sees it ([`TcpStream::tcp_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Its variation.
+    pub rtt_var: Duration,
+    /// The retransmission timeout now in force.
+    pub rto: Duration,
+    /// Retransmits of the segment now timing out (0 when nothing is).
+    pub retransmits: u32,
+    /// Segments retransmitted over the connection's life.
+    pub total_retransmits: u32,
+    /// Segments thought lost now.
+    pub lost: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// The congestion window, in segments.
+    pub congestion_window: u32,
+    /// The slow-start threshold, in segments (a very large value until the first loss).
+    pub slow_start_threshold: u32,
+    /// The largest segment sent, in bytes.
+    pub send_mss: u32,
+    /// The path MTU, in bytes.
+    pub path_mtu: u32,
 }
 
 /// The socket, for options this type has no method for; the stream still owns it (do not

@@ -55,3 +55,50 @@ pub(crate) fn keepalive_time(sock: &socket2::SockRef<'_>) -> std::io::Result<Dur
         ))
     }
 }
+
+/// The kernel's view of a TCP connection (TCP_INFO), Linux only: `Unsupported` elsewhere
+/// (macOS has TCP_CONNECTION_INFO and Windows SIO_TCP_INFO, with other fields; not read yet).
+#[cfg(target_os = "linux")]
+pub(crate) fn tcp_info(sock: &socket2::SockRef<'_>) -> std::io::Result<crate::net::TcpInfo> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a live, writable tcp_info and `len` says its size; the kernel writes at
+    // most `len` bytes and sets `len` to what it wrote. The descriptor is the stream's own,
+    // open for as long as `sock` borrows it.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(crate::net::TcpInfo {
+        rtt: Duration::from_micros(u64::from(info.tcpi_rtt)),
+        rtt_var: Duration::from_micros(u64::from(info.tcpi_rttvar)),
+        rto: Duration::from_micros(u64::from(info.tcpi_rto)),
+        retransmits: u32::from(info.tcpi_retransmits),
+        total_retransmits: info.tcpi_total_retrans,
+        lost: info.tcpi_lost,
+        unacked: info.tcpi_unacked,
+        congestion_window: info.tcpi_snd_cwnd,
+        slow_start_threshold: info.tcpi_snd_ssthresh,
+        send_mss: info.tcpi_snd_mss,
+        path_mtu: info.tcpi_pmtu,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn tcp_info(sock: &socket2::SockRef<'_>) -> std::io::Result<crate::net::TcpInfo> {
+    let _ = sock;
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "TCP_INFO is read on Linux only",
+    ))
+}
