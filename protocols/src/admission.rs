@@ -1,15 +1,15 @@
-//! The checks a connection request passes before the server spends a decryption on it: the
-//! source's network (allow and deny lists by CIDR) and the source's rate (a token bucket per
-//! source address in a table of fixed size, allocated once: a flood of new sources evicts old
-//! buckets rather than growing memory).
+//! The checks a source passes before a server spends anything on it (a decryption, a TLS
+//! handshake, an HTTP parse): its network (allow and deny lists by CIDR) and its rate (a token
+//! bucket per source address in a table of fixed size, allocated once: a flood of new sources
+//! evicts old buckets rather than growing memory). The netcode server and the TCP listeners
+//! (`serve::Admission`) both use them.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::cidr::canonical;
-pub use crate::cidr::{Cidr, CidrError};
+use crate::cidr::{Cidr, canonical};
 
 /// Which sources may connect: a deny list, an allow list, and what happens to the rest.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ impl AccessList {
     }
 }
 
-/// The rate each source may send connection requests at.
+/// The rate each source may open connections (or send requests) at.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
     /// Requests a source may send at once.

@@ -33,6 +33,8 @@
 //! - [`proxy`]: the PROXY protocol (v1 and v2) sans-IO, the header a load balancer sends
 //!   first; `serve::ProxyProtocol` reads it on a listener from trusted peers only.
 //! - [`cidr`]: networks by address and prefix, for allow, deny and trusted lists.
+//! - [`admission`]: access lists and per-source token buckets in a fixed table, what the
+//!   netcode server and `serve::Admission` refuse sources with before spending on them.
 //! - `tick` (feature `engine`): a fixed-rate tick loop on absolute deadlines, its lateness and
 //!   work recorded in histograms, overruns counted.
 //!
@@ -42,6 +44,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod channel;
 pub mod cidr;
 #[cfg(feature = "engine")]

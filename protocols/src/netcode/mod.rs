@@ -26,7 +26,6 @@
 //!   session, so no nonce repeats under the client's key (the reference restarts at zero on
 //!   connection, after challenges sent from a global counter under the same key).
 
-mod admission;
 mod client;
 mod crypto;
 mod packet;
@@ -37,7 +36,8 @@ mod wire;
 
 use std::net::SocketAddr;
 
-pub use admission::{AccessList, Cidr, CidrError, RateLimit, SourceLimiter};
+pub use crate::admission::{AccessList, RateLimit, SourceLimiter};
+pub use crate::cidr::{Cidr, CidrError};
 pub use client::{Client, ClientState, RESUME_AFTER};
 pub use crypto::{KEY_BYTES, Key, MAC_BYTES, NONCE_BYTES};
 pub use packet::{

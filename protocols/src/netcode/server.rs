@@ -14,7 +14,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::admission::{AccessList, RateLimit, SourceLimiter};
 use super::crypto::{self, Key, MAC_BYTES};
 use super::packet::{
     self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, RESUME_TOKEN_BYTES,
@@ -23,6 +22,7 @@ use super::packet::{
 use super::replay::ReplayWindow;
 use super::token::{PrivateToken, TokenError, USER_DATA_BYTES};
 use super::{DropCounts, DropReason, SendError, Transmit};
+use crate::admission::{AccessList, RateLimit, SourceLimiter};
 
 /// Redundant disconnect packets sent when the server ends a session (the standard's count).
 pub const DISCONNECT_PACKETS: u32 = 10;

@@ -20,6 +20,8 @@ pub(crate) struct ConnIo {
     /// The client's address, where the server was asked to find it (or a PROXY header gave
     /// it): every request carries it.
     pub(crate) client: std::cell::Cell<Option<std::net::SocketAddr>>,
+    /// The listener's admission on this core, for the request bucket.
+    pub(crate) gate: Option<Rc<super::Gate>>,
 }
 
 impl ConnIo {

@@ -25,6 +25,7 @@
 //! connection closes after `idle_timeout` (or `shutdown_drain` once the runtime shuts down), a
 //! write must finish within `write_timeout`.
 
+mod admit;
 mod body;
 mod date;
 mod reply;
@@ -47,6 +48,8 @@ use crate::cidr::Cidr;
 use crate::http1::{Limits, Request, ServerConfig, ServerConn};
 use crate::proxy;
 use crate::transport::{Chunk, Transport};
+pub use admit::{Admission, AdmissionCounters, admission_counters};
+use admit::{Gate, SourceSlot};
 use body::ConnIo;
 pub use body::{BodyError, BodyStream};
 use reply::Source;
@@ -108,6 +111,10 @@ pub struct Config {
     /// see [`ProxyProtocol`]. Plaintext listeners ([`Server::serve`], [`serve_connection`])
     /// only: [`Server::serve_tls`] refuses a configuration that sets it.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Who may connect, how fast, how many at once ([`Admission`]); checked on each accepted
+    /// socket before TLS or HTTP (behind a PROXY listener, on the client its header names).
+    /// `None` admits everyone (up to `max_connections`).
+    pub admission: Option<Admission>,
 }
 
 /// How a listener behind a load balancer reads the PROXY protocol header each connection
@@ -171,6 +178,11 @@ pub fn proxy_counters() -> &'static ProxyCounters {
     &COUNTERS
 }
 
+fn gate_of(config: &Config) -> Option<Rc<Gate>> {
+    let admission = config.admission.as_ref()?;
+    Some(Rc::new(Gate::new(admission, std::time::Instant::now())))
+}
+
 /// What a connection's task learns about its client before HTTP starts.
 #[derive(Clone, Debug)]
 enum Front {
@@ -222,6 +234,7 @@ impl Default for Config {
             buffer_body_up_to: 64 * 1024,
             client_addr: false,
             proxy_protocol: None,
+            admission: None,
         }
     }
 }
@@ -232,6 +245,8 @@ pub struct Server<H> {
     config: Rc<Config>,
     connection: Rc<ServerConfig>,
     front: Front,
+    /// This core's admission state.
+    gate: Option<Rc<Gate>>,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -250,6 +265,7 @@ impl<H: Handler> Server<H> {
             handler: Rc::new(handler),
             connection: Rc::new(config.connection()),
             front: Front::of(&config),
+            gate: gate_of(&config),
             config: Rc::new(config),
         }
     }
@@ -258,6 +274,7 @@ impl<H: Handler> Server<H> {
     pub fn config(mut self, config: Config) -> Self {
         self.connection = Rc::new(config.connection());
         self.front = Front::of(&config);
+        self.gate = gate_of(&config);
         self.config = Rc::new(config);
         self
     }
@@ -267,18 +284,11 @@ impl<H: Handler> Server<H> {
     /// in case a request is on its way, then close.
     pub async fn serve(self, listener: TcpListener) {
         self.accept_each(listener, true, |server, stream, live| {
-            let Conn {
-                handler,
-                connection,
-                write_timeout,
-                front,
-            } = server;
             coring::spawn_local(async move {
+                let mut live = live;
                 let stream = Rc::new(Transport::Tcp(stream));
-                run(
-                    drive(stream, &*handler, connection, write_timeout, front).await,
-                    live,
-                );
+                let driven = drive(stream, &*server.handler, &server.setup, &mut live).await;
+                run(driven, live);
             });
         })
         .await;
@@ -302,13 +312,8 @@ impl<H: Handler> Server<H> {
         let acceptor = Rc::new(acceptor);
         self.accept_each(listener, false, |server, stream, live| {
             let acceptor = Rc::clone(&acceptor);
-            let Conn {
-                handler,
-                connection,
-                write_timeout,
-                front,
-            } = server;
             coring::spawn_local(async move {
+                let mut live = live;
                 let _ = stream.set_nodelay(true);
                 let tls = match acceptor.accept(stream).await {
                     Ok(tls) => tls,
@@ -318,10 +323,8 @@ impl<H: Handler> Server<H> {
                     }
                 };
                 let stream = Rc::new(Transport::Tls(tls));
-                run(
-                    drive(stream, &*handler, connection, write_timeout, front).await,
-                    live,
-                );
+                let driven = drive(stream, &*server.handler, &server.setup, &mut live).await;
+                run(driven, live);
             });
         })
         .await;
@@ -348,18 +351,40 @@ impl<H: Handler> Server<H> {
             };
             if live.count.get() >= self.config.max_connections {
                 // Over the limit: refused rather than queued without bound.
+                admit::count(&admission_counters().over_total);
                 if polite {
                     let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
                 }
                 continue;
             }
+            let mut client = None;
+            let mut slot = None;
+            // Admission on the socket's peer, unless a PROXY header is to name the client.
+            if let Some(gate) = &self.gate
+                && !matches!(self.front, Front::Proxy(_))
+            {
+                let Ok(peer) = stream.peer_addr() else {
+                    continue; // already gone
+                };
+                match gate.admit(peer.ip(), std::time::Instant::now()) {
+                    Ok(s) => slot = Some(s),
+                    Err(_) => continue, // closed as it drops, before a byte is read
+                }
+                client = Some(peer);
+            }
             let conn = Conn {
                 handler: Rc::clone(&self.handler),
-                connection: Rc::clone(&self.connection),
-                write_timeout: self.config.write_timeout,
-                front: self.front.clone(),
+                setup: Setup {
+                    connection: Rc::clone(&self.connection),
+                    write_timeout: self.config.write_timeout,
+                    front: self.front.clone(),
+                    gate: self.gate.clone(),
+                    client,
+                },
             };
-            each(conn, stream, Live::count(&live));
+            let mut place = Live::count(&live);
+            place.slot = slot;
+            each(conn, stream, place);
         }
     }
 }
@@ -367,9 +392,17 @@ impl<H: Handler> Server<H> {
 /// What one connection's task takes of its server.
 struct Conn<H> {
     handler: Rc<H>,
+    setup: Setup,
+}
+
+/// How a connection is to be served.
+struct Setup {
     connection: Rc<ServerConfig>,
     write_timeout: Duration,
     front: Front,
+    gate: Option<Rc<Gate>>,
+    /// The peer address, where admission already asked for it.
+    client: Option<SocketAddr>,
 }
 
 /// What a connection's task does once HTTP is done with it.
@@ -392,19 +425,27 @@ pub(crate) struct LiveCount {
 
 /// A connection's place under `max_connections` (or in `serve_connection`), given back when
 /// dropped by the connection's task or the task of the protocol it upgraded to.
-pub(crate) struct Live(Rc<LiveCount>);
+pub(crate) struct Live {
+    count: Rc<LiveCount>,
+    /// The connection's place under its source's cap, where admission keeps one.
+    slot: Option<SourceSlot>,
+}
 
 impl Live {
     fn count(live: &Rc<LiveCount>) -> Live {
         live.count.set(live.count.get() + 1);
-        Live(Rc::clone(live))
+        Live {
+            count: Rc::clone(live),
+            slot: None,
+        }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.count.set(self.0.count.get() - 1);
-        if let Some(w) = self.0.waker.take() {
+        self.slot = None;
+        self.count.count.set(self.count.count.get() - 1);
+        if let Some(w) = self.count.waker.take() {
             w.wake();
         }
     }
@@ -471,18 +512,19 @@ pub async fn serve_connection<H: Handler>(
     handler: &H,
     config: &Config,
 ) -> coring::Result<()> {
-    let upgraded = drive(
-        Rc::new(Transport::Tcp(stream)),
-        handler,
-        Rc::new(config.connection()),
-        config.write_timeout,
-        Front::of(config),
-    )
-    .await?;
+    let setup = Setup {
+        connection: Rc::new(config.connection()),
+        write_timeout: config.write_timeout,
+        front: Front::of(config),
+        gate: None,
+        client: None,
+    };
+    let count = Rc::new(LiveCount::default());
+    let mut live = Live::count(&count);
+    let upgraded = drive(Rc::new(Transport::Tcp(stream)), handler, &setup, &mut live).await?;
     if let Some((then, upgraded)) = upgraded {
         // The session runs as its own task; this waits until it gives its place back.
-        let count = Rc::new(LiveCount::default());
-        then(upgraded, Live::count(&count));
+        then(upgraded, live);
         std::future::poll_fn(|cx| {
             if count.count.get() == 0 {
                 return std::task::Poll::Ready(());
@@ -497,28 +539,40 @@ pub async fn serve_connection<H: Handler>(
 
 /// Serves HTTP on one connection; after a `101` it returns the new protocol's session and the
 /// connection to run it on (everything HTTP held is let go by then).
+///
+/// `live` is the connection's place; behind a PROXY listener with admission, the client's
+/// place under its source's cap joins it once the header has named the client.
 async fn drive<H: Handler>(
     stream: Rc<Transport>,
     handler: &H,
-    conn: Rc<ServerConfig>,
-    write_timeout: Duration,
-    front: Front,
+    with: &Setup,
+    live: &mut Live,
 ) -> coring::Result<Option<(reply::UpgradeFn, Upgraded)>> {
+    let write_timeout = with.write_timeout;
     let _ = stream.tcp().set_nodelay(true);
     stream.tcp().set_write_timeout(Some(write_timeout));
     let io = Rc::new(ConnIo {
         reader: RefCell::new(Some(stream.reader())),
         stream,
-        conn: RefCell::new(ServerConn::new(conn, time::now())),
+        conn: RefCell::new(ServerConn::new(Rc::clone(&with.connection), time::now())),
         client: Cell::new(None),
+        gate: with.gate.clone(),
     });
-    let client = match front {
-        Front::Bare => None,
-        Front::Peer => io.stream.tcp().peer_addr().ok(),
-        Front::Proxy(proxy) => match read_proxy_header(&io, &proxy).await {
-            Some(client) => Some(client),
-            None => return Ok(None),
-        },
+    let client = match &with.front {
+        Front::Bare => with.client,
+        Front::Peer => with.client.or_else(|| io.stream.tcp().peer_addr().ok()),
+        Front::Proxy(proxy) => {
+            let Some(client) = read_proxy_header(&io, proxy).await else {
+                return Ok(None);
+            };
+            if let Some(gate) = &with.gate {
+                match gate.admit(client.ip(), std::time::Instant::now()) {
+                    Ok(slot) => live.slot = Some(slot),
+                    Err(_) => return Ok(None),
+                }
+            }
+            Some(client)
+        }
     };
     io.client.set(client);
     // The shared holder of received buffers, reused while no request still holds it.
@@ -609,6 +663,15 @@ async fn answer<H: Handler>(
             }
         };
         req.set_client_addr(io.client.get());
+        if let Some(gate) = &io.gate
+            && let Some(client) = io.client.get()
+            && !gate.admit_request(client.ip(), std::time::Instant::now())
+        {
+            if !too_many_requests(io, out).await? {
+                return Ok(None);
+            }
+            continue;
+        }
         if io.conn.borrow().body_streams() {
             // Earlier answers go out first: the client may wait for them before it sends.
             flush(&io.stream, out).await?;
@@ -641,6 +704,27 @@ async fn answer<H: Handler>(
             return Ok(Some(then));
         }
     }
+}
+
+/// Answers a request over its source's request bucket with `429 Too Many Requests` (after
+/// reading past a body it did not carry whole). `false` if the body broke the framing (the
+/// error was answered instead).
+async fn too_many_requests(io: &Rc<ConnIo>, out: &mut Vec<u8>) -> coring::Result<bool> {
+    if io.conn.borrow().body_streams() {
+        match BodyStream::new(Rc::clone(io)).discard().await {
+            Ok(()) => {}
+            Err(BodyError::Http(e)) => {
+                date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
+                return Ok(false);
+            }
+            Err(BodyError::Io(e)) => return Err(e),
+        }
+    }
+    let refusal = crate::http1::Response::new(429)
+        .header("Retry-After", "1")
+        .body("too many requests\n");
+    date::with_date(|now, date| io.conn.borrow_mut().respond(&refusal, now, date, out));
+    Ok(true)
 }
 
 /// A connection after its `101 Switching Protocols`: the stream, its pooled reader, and what
