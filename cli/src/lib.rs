@@ -3,7 +3,16 @@
 //! `listening on HOST:PORT` line once every core accepts, graceful exit on SIGINT/SIGTERM, a
 //! one-line error and status 2 on bad flags.
 //!
-//! Flags win over `CORING_*` environment variables, which win over defaults.
+//! Flags win over `CORING_*` environment variables, which win over a TOML file named by
+//! `--config FILE` (or `CORING_CONFIG`), which wins over defaults. The file's keys are the
+//! flags' names without their dashes in front (`addr = "127.0.0.1:8080"`, `cores = 2`,
+//! `no-pin = true`, `pid-file = "/run/x.pid"`, and a server's own flags likewise); a key it
+//! does not know, or a value of the wrong type, is a one-line error and status 2.
+//!
+//! `--pid-file PATH` (env `CORING_PID_FILE`) makes the binary a single instance: it locks
+//! the file (an advisory lock the OS drops when the process ends, however it ends) and writes
+//! its pid there; a second instance given the same file says which process holds it and exits
+//! 1.
 //!
 //! This crate is for binaries: it prints and ends the process (`--help`, bad flags, a core that
 //! cannot bind). Libraries embedding the engine configure it through `coring::Builder`.
@@ -30,6 +39,10 @@ pub struct ServerArgs {
     pub tls: Option<TlsFiles>,
     /// The values of a server's own flags ([`server_args_with`]), by flag.
     pub extra: Vec<(&'static str, String)>,
+    /// `--config`: the file the values above were read under.
+    pub config: Option<PathBuf>,
+    /// `--pid-file`: held (locked, with this process's pid in it) for as long as it runs.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -119,7 +132,7 @@ fn parse_args(
         .collect();
     let usage = format!(
         "{name}: {about}\n\n\
-         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]{tls_flags}{extra_flags}\n\n\
+         usage: {name} [--addr HOST:PORT] [--cores N] [--driver auto|uring|compat] [--no-pin]{tls_flags}{extra_flags} [--config FILE] [--pid-file PATH]\n\n\
          --addr HOST:PORT   address to listen on; port 0 picks a free port\n\
          \x20                  (env CORING_ADDR; default 127.0.0.1:{default_port})\n\
          --cores N          cores (threads), one listener each with SO_REUSEPORT\n\
@@ -128,23 +141,43 @@ fn parse_args(
          --no-pin           do not pin core threads to CPUs\n\
          {tls_usage}\
          {extra_usage}\
+         --config FILE      read flags from this TOML file; flags and env win over it (env CORING_CONFIG)\n\
+         --pid-file PATH    lock PATH and write the pid there; refuse to start if another\n\
+         \x20                  process holds it (env CORING_PID_FILE)\n\
          --help             this text\n\n\
          Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
     );
     let env = |k: &str| std::env::var(k).ok();
-    let mut addr = env("CORING_ADDR").unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
-    let mut cores = env("CORING_CORES");
-    let mut driver = env("CORING_DRIVER");
-    let mut pin = true;
+    let config = config_flag(name).or_else(|| env("CORING_CONFIG").map(PathBuf::from));
+    let mut keys = vec!["addr", "cores", "driver", "no-pin", "pid-file"];
+    if takes_tls {
+        keys.extend(["tls-cert", "tls-key"]);
+    }
+    keys.extend(extra.iter().map(|e| e.flag.trim_start_matches('-')));
+    let file = match &config {
+        Some(path) => read_config(name, path, &keys),
+        None => Vec::new(),
+    };
+    let from_file = |key: &str| file.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let layered = |var: &str, key: &str| env(var).or_else(|| from_file(key));
+    let mut addr =
+        layered("CORING_ADDR", "addr").unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
+    let mut cores = layered("CORING_CORES", "cores");
+    let mut driver = layered("CORING_DRIVER", "driver");
+    let mut pin = from_file("no-pin").as_deref() != Some("true");
+    let mut pid_file = layered("CORING_PID_FILE", "pid-file");
     let (mut tls_cert, mut tls_key) = if takes_tls {
-        (env("CORING_TLS_CERT"), env("CORING_TLS_KEY"))
+        (
+            layered("CORING_TLS_CERT", "tls-cert"),
+            layered("CORING_TLS_KEY", "tls-key"),
+        )
     } else {
         (None, None)
     };
 
     let mut extra_values: Vec<(&'static str, String)> = extra
         .iter()
-        .filter_map(|e| env(e.env).map(|v| (e.flag, v)))
+        .filter_map(|e| layered(e.env, e.flag.trim_start_matches('-')).map(|v| (e.flag, v)))
         .collect();
 
     let mut args = std::env::args().skip(1);
@@ -168,6 +201,11 @@ fn parse_args(
             "--cores" => cores = Some(value("--cores")),
             "--driver" => driver = Some(value("--driver")),
             "--no-pin" => pin = false,
+            "--pid-file" => pid_file = Some(value("--pid-file")),
+            // Read before the others, so that they override it.
+            "--config" => {
+                value("--config");
+            }
             "--tls-cert" if takes_tls => tls_cert = Some(value("--tls-cert")),
             "--tls-key" if takes_tls => tls_key = Some(value("--tls-key")),
             other => match extra.iter().find(|e| e.flag == other) {
@@ -209,6 +247,10 @@ fn parse_args(
         (Some(_), None) => fail(name, "--tls-cert needs --tls-key"),
         (None, Some(_)) => fail(name, "--tls-key needs --tls-cert"),
     };
+    let pid_file = pid_file.map(PathBuf::from);
+    if let Some(path) = &pid_file {
+        hold_pid_file(name, path);
+    }
     ServerArgs {
         addr,
         cores,
@@ -216,7 +258,115 @@ fn parse_args(
         pin,
         tls,
         extra: extra_values,
+        config,
+        pid_file,
     }
+}
+
+/// The value of `--config` among the arguments, if any (read first: the file is the lowest
+/// layer, under the environment and the other flags).
+fn config_flag(name: &str) -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    let mut found = None;
+    while let Some(arg) = args.next() {
+        if let Some(v) = arg.strip_prefix("--config=") {
+            found = Some(PathBuf::from(v));
+        } else if arg == "--config" {
+            let v = args
+                .next()
+                .unwrap_or_else(|| fail(name, "--config needs a value"));
+            found = Some(PathBuf::from(v));
+        }
+    }
+    found
+}
+
+/// The settings of a TOML config file as `(key, value)` text, each key one of `keys`; exits 2
+/// with one line on a file that cannot be read or parsed, an unknown key, or a value that is
+/// not a string, an integer or a boolean.
+fn read_config(name: &str, path: &std::path::Path, keys: &[&str]) -> Vec<(String, String)> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| fail(name, &format!("--config {shown}: {e}")));
+    let table: toml::Table = text.parse().unwrap_or_else(|e: toml::de::Error| {
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or("not TOML").to_owned();
+        fail(name, &format!("--config {shown}: {first}"))
+    });
+    let mut settings = Vec::new();
+    for (key, value) in table {
+        if !keys.contains(&key.as_str()) {
+            fail(
+                name,
+                &format!(
+                    "--config {shown}: unknown key {key:?} (known: {})",
+                    keys.join(", ")
+                ),
+            );
+        }
+        let text = match (&value, key.as_str()) {
+            (toml::Value::Boolean(b), "no-pin") => b.to_string(),
+            (toml::Value::String(v), k) if k != "no-pin" => v.clone(),
+            (toml::Value::Integer(n), k) if k != "no-pin" => n.to_string(),
+            _ => fail(
+                name,
+                &format!(
+                    "--config {shown}: {key} is {} {}, expected {}",
+                    if value.type_str().starts_with(['a', 'i']) {
+                        "an"
+                    } else {
+                        "a"
+                    },
+                    value.type_str(),
+                    if key == "no-pin" {
+                        "true or false"
+                    } else {
+                        "a string or a number"
+                    }
+                ),
+            ),
+        };
+        settings.push((key, text));
+    }
+    settings
+}
+
+/// Locks `path` (creating it) for the rest of the process's life and writes the pid in it;
+/// exits 1 with one line when another process holds it.
+fn hold_pid_file(name: &str, path: &std::path::Path) {
+    use std::io::{Read, Seek};
+    static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap_or_else(|e| fail(name, &format!("--pid-file {shown}: {e}")));
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            eprintln!(
+                "{name}: another instance is running (pid {}, holding {shown})",
+                holder.trim()
+            );
+            std::process::exit(1);
+        }
+        Err(std::fs::TryLockError::Error(e)) => fail(name, &format!("--pid-file {shown}: {e}")),
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    if let Err(e) = written {
+        fail(name, &format!("--pid-file {shown}: {e}"));
+    }
+    // Held, and so locked, until the process ends.
+    let _ = HELD.set(file);
 }
 
 /// Prints `NAME: MSG` and exits 2: what a server does with a flag value it cannot use.
