@@ -3,7 +3,8 @@
 //! `--proxy-protocol TRUSTED` makes every connection start with a header from one of the
 //! TRUSTED networks (comma-separated, `127.0.0.1/32,10.0.0.0/8`), and the address it names is
 //! the one answered. Connections from elsewhere, or without a well-formed header, are closed;
-//! `GET /stats` counts them. Binaries convention (`--addr`, `--cores`, `--driver`, one
+//! `GET /stats` counts them, and `GET /metrics` gives every core's counters in the Prometheus
+//! text format. Binaries convention (`--addr`, `--cores`, `--driver`, one
 //! `listening on HOST:PORT` line, exit 0 on SIGTERM).
 //!
 //! `cargo run --release -p coring-protocols --example whoami -- --addr 127.0.0.1:9003
@@ -16,6 +17,7 @@ use coring::net::TcpListener;
 use coring_cli::ExtraFlag;
 use coring_protocols::cidr::Cidr;
 use coring_protocols::http1::Response;
+use coring_protocols::metrics;
 use coring_protocols::serve::{self, Config, ProxyProtocol, Router, Server};
 
 fn main() {
@@ -47,12 +49,14 @@ fn main() {
         ..Config::default()
     };
     let runtime = coring_cli::server_runtime("whoami", &args);
+    let stats = runtime.stats_handle();
     let startup = Arc::new(coring_cli::Startup::new(args.cores));
     let result = runtime.run(|core| {
         let listener = startup.bind("whoami", &core, args.addr, TcpListener::bind_reuseport, |l| {
             Some(l.local_addr())
         });
         let config = config.clone();
+        let stats = stats.clone();
         async move {
             let Some(listener) = listener else {
                 return;
@@ -77,6 +81,7 @@ fn main() {
                         c.timed_out.load(Relaxed),
                     ))
                 });
+            let router = metrics::route(router, "/metrics", stats);
             Server::new(router).config(config).serve(listener).await;
         }
     });

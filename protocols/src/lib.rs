@@ -29,6 +29,8 @@
 //! - `rooms` (feature `engine`): rooms whose members live on any core (one mail per core per
 //!   publish, the room's home core numbers and keeps history), WebSocket and netcode members,
 //!   and the NATS bridge that spans processes.
+//! - `metrics` (feature `engine`): every core's counters in the Prometheus text format, and
+//!   a route that serves them.
 //! - [`nats`]: the NATS client protocol sans-IO (what the bridge speaks).
 //! - [`proxy`]: the PROXY protocol (v1 and v2) sans-IO, the header a load balancer sends
 //!   first; `serve::ProxyProtocol` reads it on a listener from trusted peers only.
@@ -50,6 +52,8 @@ pub mod cidr;
 #[cfg(feature = "engine")]
 pub mod client;
 pub mod http1;
+#[cfg(feature = "engine")]
+pub mod metrics;
 pub mod nats;
 pub mod netcode;
 pub mod proxy;

@@ -109,7 +109,7 @@ pub struct Config {
     pub client_addr: bool,
     /// Connections begin with a PROXY protocol header (v1 or v2) from a load balancer:
     /// see [`ProxyProtocol`]. Plaintext listeners ([`Server::serve`], [`serve_connection`])
-    /// only: [`Server::serve_tls`] refuses a configuration that sets it.
+    /// only: `Server::serve_tls` refuses a configuration that sets it.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Who may connect, how fast, how many at once ([`Admission`]); checked on each accepted
     /// socket before TLS or HTTP (behind a PROXY listener, on the client its header names).
