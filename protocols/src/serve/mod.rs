@@ -105,7 +105,8 @@ pub struct Config {
     /// (`Request::body`); larger and chunked ones stream ([`BodyStream`]).
     pub buffer_body_up_to: u64,
     /// Find each connection's peer address once (one `getpeername`) and give it to every
-    /// request ([`Request::client_addr`]). Off by default; a PROXY listener always does.
+    /// request ([`Request::client_addr`]). Off by default; a PROXY listener always does, and
+    /// so does [`Config::admission`] (which looks the peer up anyway).
     pub client_addr: bool,
     /// Connections begin with a PROXY protocol header (v1 or v2) from a load balancer:
     /// see [`ProxyProtocol`]. Plaintext listeners ([`Server::serve`], [`serve_connection`])
