@@ -79,8 +79,10 @@ fn cutting_proxy(upstream: SocketAddr, cuts: usize, after: usize) -> SocketAddr 
                 let mut sent = 0;
                 while sent < limit {
                     let n = match server.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) => break,
                         Ok(n) => n.min(limit - sent),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     };
                     if client.write_all(&buf[..n]).is_err() {
                         break;
