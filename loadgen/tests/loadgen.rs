@@ -51,7 +51,9 @@ fn latencies_match_an_injected_delay() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     // Never faster than the delay; a loaded machine may add some, not tens of milliseconds.
     assert!(l.min >= 5 * MS, "{}", report.human());
-    assert!(l.p50 < 15 * MS, "{}", report.human());
+    // Under Wine the server's 5 ms sleep is Windows' timer tick (~15.6 ms) rounded up.
+    let p50_bound = if coring_tests::under_wine() { 40 } else { 15 };
+    assert!(l.p50 < p50_bound * MS, "{}", report.human());
 }
 
 #[coring::test]
