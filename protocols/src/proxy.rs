@@ -265,34 +265,16 @@ fn decode_v2(bytes: &[u8], max: usize) -> Result<Decoded, ProxyError> {
     let (addresses, block) = match family {
         0 => (None, 0),
         1 => {
-            let b = body
+            let block = body
                 .get(..12)
                 .ok_or(ProxyError::MalformedV2("IPv4 block cut short"))?;
-            let ip =
-                |at: usize| IpAddr::from(<[u8; 4]>::try_from(&b[at..at + 4]).unwrap_or([0; 4]));
-            let port = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(8)),
-                    SocketAddr::new(ip(4), port(10)),
-                )),
-                12,
-            )
+            (Some(inet_pair::<4>(block)), 12)
         }
         2 => {
-            let b = body
+            let block = body
                 .get(..36)
                 .ok_or(ProxyError::MalformedV2("IPv6 block cut short"))?;
-            let ip =
-                |at: usize| IpAddr::from(<[u8; 16]>::try_from(&b[at..at + 16]).unwrap_or([0; 16]));
-            let port = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(32)),
-                    SocketAddr::new(ip(16), port(34)),
-                )),
-                36,
-            )
+            (Some(inet_pair::<16>(block)), 36)
         }
         3 => {
             if body.len() < 216 {
@@ -317,6 +299,24 @@ fn decode_v2(bytes: &[u8], max: usize) -> Result<Decoded, ProxyError> {
         },
         len,
     })
+}
+
+/// An INET or INET6 address block (`2 * N + 4` bytes): source address, destination address,
+/// source port, destination port, all in network order.
+fn inet_pair<const N: usize>(block: &[u8]) -> (SocketAddr, SocketAddr)
+where
+    IpAddr: From<[u8; N]>,
+{
+    let ip = |at: usize| {
+        let mut octets = [0u8; N];
+        octets.copy_from_slice(&block[at..at + N]);
+        IpAddr::from(octets)
+    };
+    let port = |at: usize| u16::from_be_bytes([block[at], block[at + 1]]);
+    (
+        SocketAddr::new(ip(0), port(2 * N)),
+        SocketAddr::new(ip(N), port(2 * N + 2)),
+    )
 }
 
 /// The TLVs after the address block must tile it exactly: type, 16-bit length, value.
@@ -369,23 +369,24 @@ pub fn encode_v2(addresses: Option<(SocketAddr, SocketAddr)>, out: &mut Vec<u8>)
         out.extend_from_slice(&[0x20, 0x00, 0, 0]);
         return;
     };
-    match (source, destination) {
-        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-            out.extend_from_slice(&[0x21, 0x11, 0, 12]);
-            out.extend_from_slice(&s.ip().octets());
-            out.extend_from_slice(&d.ip().octets());
-            out.extend_from_slice(&s.port().to_be_bytes());
-            out.extend_from_slice(&d.port().to_be_bytes());
+    let (family, block): (u8, u16) = match (source, destination) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => (0x11, 12),
+        (SocketAddr::V6(_), SocketAddr::V6(_)) => (0x21, 36),
+        _ => {
+            out.extend_from_slice(&[0x21, 0x00, 0, 0]);
+            return;
         }
-        (SocketAddr::V6(s), SocketAddr::V6(d)) => {
-            out.extend_from_slice(&[0x21, 0x21, 0, 36]);
-            out.extend_from_slice(&s.ip().octets());
-            out.extend_from_slice(&d.ip().octets());
-            out.extend_from_slice(&s.port().to_be_bytes());
-            out.extend_from_slice(&d.port().to_be_bytes());
+    };
+    out.extend_from_slice(&[0x21, family]);
+    out.extend_from_slice(&block.to_be_bytes());
+    for ip in [source.ip(), destination.ip()] {
+        match ip {
+            IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
         }
-        _ => out.extend_from_slice(&[0x21, 0x00, 0, 0]),
     }
+    out.extend_from_slice(&source.port().to_be_bytes());
+    out.extend_from_slice(&destination.port().to_be_bytes());
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! - [`fd_limit`]: lifting the soft descriptor limit for tests that hold thousands of sockets.
 //! - [`fan_out`]: many client tasks on one core, joined, their results in order.
 //! - [`under_wine`]: whether a Windows build runs under Wine.
+//! - [`connect_from`]: a std client connection from a chosen local address (another 127/8
+//!   source, as a second machine would be).
 
 pub mod example;
 pub mod known;
@@ -99,4 +101,25 @@ where
         }
     }
     out
+}
+
+/// A blocking std connection to `to` from `from` (port 0: the kernel picks one), with a 10 s
+/// read timeout so a test that waits for an answer that never comes fails instead of hanging.
+pub fn connect_from(from: std::net::SocketAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::time::Duration;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.bind(&from.into()).expect("bind the source address");
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
 }

@@ -12,7 +12,6 @@ use coring_protocols::admission::{AccessList, RateLimit};
 use coring_protocols::http1::{Request, Response};
 use coring_protocols::serve::{Admission, Config, admission_counters};
 use coring_tests::{TestServer, serve};
-use socket2::{Domain, Socket, Type};
 
 fn server(admission: Admission) -> TestServer {
     let config = Config {
@@ -26,17 +25,8 @@ fn server(admission: Admission) -> TestServer {
 
 /// A connection to `to` from loopback address `from`.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     let from: IpAddr = from.parse().unwrap();
-    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    socket
-        .connect_timeout(&to.into(), Duration::from_secs(5))
-        .unwrap();
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
+    coring_tests::connect_from(SocketAddr::new(from, 0), to)
 }
 
 /// Sends `n` pipelined requests and reads the statuses of the answers until `n` came or the

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -788,10 +788,8 @@ impl std::fmt::Debug for Upgraded {
 /// `None`: the connection is to be closed (untrusted peer, bad, slow or missing header); it
 /// was counted.
 async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketAddr> {
+    use admit::count;
     let counters = proxy_counters();
-    let count = |c: &AtomicU64| {
-        c.fetch_add(1, Ordering::Relaxed);
-    };
     let peer = io.stream.tcp().peer_addr().ok()?;
     if !proxy.trusted.iter().any(|net| net.contains(peer.ip())) {
         count(&counters.untrusted);
@@ -799,9 +797,29 @@ async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketA
         return None;
     }
     let deadline = time::now() + proxy.timeout;
-    let mut bytes = Vec::new();
+    // A header split over receives is gathered here; one that arrives whole (the usual case)
+    // is decoded where it lies.
+    let mut held = Vec::new();
     loop {
-        match proxy::decode(&bytes, proxy.max_header) {
+        let chunk = match timeout_at(deadline, io.next_chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None) | Err(_)) => {
+                count(&counters.cut_short);
+                return None;
+            }
+            Err(_) => {
+                count(&counters.timed_out);
+                tracing::debug!(%peer, "PROXY listener: header too slow, closed");
+                return None;
+            }
+        };
+        let bytes: &[u8] = if held.is_empty() {
+            chunk.as_ref()
+        } else {
+            held.extend_from_slice(chunk.as_ref());
+            &held
+        };
+        match proxy::decode(bytes, proxy.max_header) {
             Ok(proxy::Decoded::Complete { header, len }) => {
                 count(&counters.accepted);
                 if header.command == proxy::Command::Local {
@@ -814,25 +832,17 @@ async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketA
                 }
                 return Some(header.client().unwrap_or(peer));
             }
-            Ok(proxy::Decoded::Partial) => {}
+            Ok(proxy::Decoded::Partial) => {
+                if held.is_empty() {
+                    held.extend_from_slice(chunk.as_ref());
+                }
+            }
             Err(e) => {
                 count(match e {
                     proxy::ProxyError::Missing => &counters.missing,
                     _ => &counters.malformed,
                 });
                 tracing::debug!(%peer, error = %e, "PROXY listener: closed");
-                return None;
-            }
-        }
-        match timeout_at(deadline, io.next_chunk()).await {
-            Ok(Ok(Some(chunk))) => bytes.extend_from_slice(chunk.as_ref()),
-            Ok(Ok(None) | Err(_)) => {
-                count(&counters.cut_short);
-                return None;
-            }
-            Err(_) => {
-                count(&counters.timed_out);
-                tracing::debug!(%peer, "PROXY listener: header too slow, closed");
                 return None;
             }
         }
