@@ -215,3 +215,43 @@ fn nginx_joins_as_the_reference_for_files_and_plaintext() {
     );
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn axum_on_coring_runs_beside_tokio_hyper() {
+    let out = std::env::temp_dir().join(format!("coring-suite-axum-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_suite"))
+        .args([
+            "--only",
+            "axum-on-coring,tokio-hyper,plaintext,json,static,echo-64",
+        ])
+        .args(["--duration", "500ms", "--warmup", "100ms", "--runs", "1"])
+        .arg("--no-syscalls")
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run the suite");
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let row = |variant: &str, workload: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["variant"] == variant && r["workload"] == workload)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {variant} {workload} row"))
+    };
+    // Served, validated (status, headers, bytes) and measured beside the same hyper on tokio.
+    for workload in ["plaintext", "json", "static"] {
+        for variant in ["axum-on-coring", "tokio-hyper"] {
+            let r = row(variant, workload);
+            assert!(r["skipped"].is_null(), "{r:#}");
+            assert!(r["rps_median"].as_f64().unwrap() > 0.0, "{r:#}");
+            assert_eq!(r["errors"], 0, "{r:#}");
+        }
+    }
+    let echo = row("axum-on-coring", "echo-64");
+    assert!(echo["skipped"].is_string(), "{echo:#}");
+    let _ = std::fs::remove_dir_all(out);
+}

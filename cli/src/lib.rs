@@ -14,6 +14,13 @@
 //! its pid there; a second instance given the same file says which process holds it and exits
 //! 1.
 //!
+//! SIGHUP (Unix) restarts the binary without dropping a connection: it starts a new copy of
+//! its own executable with the same arguments and hands it each core's listening socket (and
+//! the `--pid-file` with its lock); the new process prints the same `listening on` line and
+//! accepts, and the old one stops accepting, drains and exits 0 (see `coring::restart`). A
+//! new process that fails to start leaves the old one serving. The new process needs at least
+//! as many cores as the old had listeners.
+//!
 //! This crate is for binaries: it prints and ends the process (`--help`, bad flags, a core that
 //! cannot bind). Libraries embedding the engine configure it through `coring::Builder`.
 
@@ -101,6 +108,16 @@ pub fn server_args_tls(name: &str, about: &str, default_port: u16) -> ServerArgs
     parse_args(name, about, default_port, true, &[])
 }
 
+/// [`server_args_tls`] for a server with flags of its own (see [`server_args_with`]).
+pub fn server_args_tls_with(
+    name: &str,
+    about: &str,
+    default_port: u16,
+    extra: &[ExtraFlag],
+) -> ServerArgs {
+    parse_args(name, about, default_port, true, extra)
+}
+
 fn parse_args(
     name: &str,
     about: &str,
@@ -145,7 +162,8 @@ fn parse_args(
          --pid-file PATH    lock PATH and write the pid there; refuse to start if another\n\
          \x20                  process holds it (env CORING_PID_FILE)\n\
          --help             this text\n\n\
-         Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0."
+         Prints `listening on HOST:PORT` once every core accepts; SIGINT/SIGTERM drain and exit 0;\n\
+         SIGHUP restarts without dropping a connection (a new process takes over the sockets)."
     );
     let env = |k: &str| std::env::var(k).ok();
     let config = config_flag(name).or_else(|| env("CORING_CONFIG").map(PathBuf::from));
@@ -247,6 +265,11 @@ fn parse_args(
         (Some(_), None) => fail(name, "--tls-cert needs --tls-key"),
         (None, Some(_)) => fail(name, "--tls-key needs --tls-cert"),
     };
+    #[cfg(unix)]
+    if let Err(e) = coring::restart::inherited() {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
     let pid_file = pid_file.map(PathBuf::from);
     if let Some(path) = &pid_file {
         hold_pid_file(name, path);
@@ -337,26 +360,42 @@ fn hold_pid_file(name: &str, path: &std::path::Path) {
     use std::io::{Read, Seek};
     static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
     let shown = path.display();
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap_or_else(|e| fail(name, &format!("--pid-file {shown}: {e}")));
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            eprintln!(
-                "{name}: another instance is running (pid {}, holding {shown})",
-                holder.trim()
-            );
-            std::process::exit(1);
+    // A restart's new process gets the old one's descriptor, and with it the lock.
+    #[cfg(unix)]
+    let inherited = coring::restart::inherited()
+        .ok()
+        .and_then(|i| i.take_file(PID_FILE))
+        .map(std::fs::File::from);
+    #[cfg(not(unix))]
+    let inherited: Option<std::fs::File> = None;
+    let mut file = match inherited {
+        Some(file) => file,
+        None => {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .unwrap_or_else(|e| fail(name, &format!("--pid-file {shown}: {e}")));
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    eprintln!(
+                        "{name}: another instance is running (pid {}, holding {shown})",
+                        holder.trim()
+                    );
+                    std::process::exit(1);
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    fail(name, &format!("--pid-file {shown}: {e}"))
+                }
+            }
+            file
         }
-        Err(std::fs::TryLockError::Error(e)) => fail(name, &format!("--pid-file {shown}: {e}")),
-    }
+    };
     let written = file
         .set_len(0)
         .and_then(|()| file.rewind())
@@ -365,9 +404,23 @@ fn hold_pid_file(name: &str, path: &std::path::Path) {
     if let Err(e) = written {
         fail(name, &format!("--pid-file {shown}: {e}"));
     }
+    #[cfg(unix)]
+    {
+        static OFFERED: std::sync::OnceLock<coring::restart::Offered> = std::sync::OnceLock::new();
+        match coring::restart::offer_file(PID_FILE, std::os::fd::AsFd::as_fd(&file)) {
+            Ok(offered) => {
+                let _ = OFFERED.set(offered);
+            }
+            Err(e) => fail(name, &format!("--pid-file {shown}: {e}")),
+        }
+    }
     // Held, and so locked, until the process ends.
     let _ = HELD.set(file);
 }
+
+/// The name the pid file goes by in a restart's hand-over.
+#[cfg(unix)]
+const PID_FILE: &str = "pid-file";
 
 /// Prints `NAME: MSG` and exits 2: what a server does with a flag value it cannot use.
 pub fn bad_flag(name: &str, msg: &str) -> ! {
@@ -389,7 +442,8 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown),
+/// A runtime for the server binary `name` as `args` ask (signals start a graceful shutdown;
+/// SIGHUP, on Unix, a restart),
 /// with logging set up ([`init_logging`]); prints one line and exits 1 when that fails.
 pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
     init_logging();
@@ -399,19 +453,40 @@ pub fn server_runtime(name: &str, args: &ServerArgs) -> coring::Runtime {
         .driver(args.driver)
         .build()
         .and_then(|rt| rt.shutdown_on_signals().map(|()| rt));
+    #[cfg(unix)]
+    let runtime = runtime.and_then(|rt| rt.restart_on_hangup().map(|()| rt));
     runtime.unwrap_or_else(|e| {
         eprintln!("{name}: {e}");
         std::process::exit(1)
     })
 }
 
+/// A socket [`Startup::bind`] makes for each core: one that a restart hands over (Unix), or
+/// any socket (elsewhere).
+#[cfg(unix)]
+pub trait CoreSocket: coring::restart::Handed {}
+#[cfg(unix)]
+impl<S: coring::restart::Handed> CoreSocket for S {}
+
+/// A socket [`Startup::bind`] makes for each core: one that a restart hands over (Unix), or
+/// any socket (elsewhere).
+#[cfg(not(unix))]
+pub trait CoreSocket {}
+#[cfg(not(unix))]
+impl<S> CoreSocket for S {}
+
 /// Coordinates the cores at start: core 0 binds first (so port 0 resolves to one real port
-/// that the others then share), and the ready line is printed once every core has bound.
+/// that the others then share), and the ready line is printed once every core has bound. In a
+/// restart's new process, each core adopts a socket the old one handed over instead of
+/// binding, and the old one is told to stop once every core serves.
 #[derive(Debug)]
 pub struct Startup {
     state: Mutex<(Option<SocketAddr>, usize, bool)>,
     cv: Condvar,
     cores: usize,
+    /// Each core's socket, on offer to the next restart for as long as the process runs.
+    #[cfg(unix)]
+    offered: Mutex<Vec<coring::restart::Offered>>,
 }
 
 impl Startup {
@@ -421,14 +496,18 @@ impl Startup {
             state: Mutex::new((None, 0, false)),
             cv: Condvar::new(),
             cores,
+            #[cfg(unix)]
+            offered: Mutex::new(Vec::new()),
         }
     }
 
     /// Binds `core`'s socket with `bind`: core 0 on `requested`, the others on core 0's real
     /// address (so port 0 means one port for all), and prints the ready line once every core
-    /// has bound. On failure, prints one line naming `name` and the core, starts the runtime's
+    /// has bound. In a restart's new process a handed-over socket is adopted instead (the
+    /// very socket, with its queue), and the old process is told to stop after the ready
+    /// line. On failure, prints one line naming `name` and the core, starts the runtime's
     /// shutdown, and returns `None`.
-    pub fn bind<S>(
+    pub fn bind<S: CoreSocket>(
         &self,
         name: &str,
         core: &coring::Core,
@@ -439,7 +518,7 @@ impl Startup {
         let index = core.index();
         let socket = match self.addr_for(index, requested) {
             None => None,
-            Some(addr) => match bind(addr) {
+            Some(addr) => match self.adopt_or_bind(index, addr, bind) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     eprintln!("{name}: core {index}: {e}");
@@ -452,6 +531,51 @@ impl Startup {
             core.shutdown_handle().shutdown();
         }
         socket
+    }
+
+    /// A socket handed over for `addr` if there is one, else `bind(addr)`; offered to the
+    /// next restart either way.
+    #[cfg(unix)]
+    fn adopt_or_bind<S: CoreSocket>(
+        &self,
+        index: usize,
+        addr: SocketAddr,
+        bind: impl FnOnce(SocketAddr) -> coring::Result<S>,
+    ) -> Result<S, String> {
+        let inherited = coring::restart::inherited()?;
+        let socket = match inherited.take::<S>(addr) {
+            Some(adopted) => {
+                let socket = adopted.map_err(|e| format!("restart: adopting {addr}: {e}"))?;
+                let bound = socket.bound().map_err(|e| e.to_string())?;
+                let left = inherited.remaining(S::KIND, bound);
+                if index == 0 && left >= self.cores {
+                    return Err(format!(
+                        "restart: the running process has {} sockets on {bound} and this one                          runs {} cores; give it --cores {} or more",
+                        left + 1,
+                        self.cores,
+                        left + 1
+                    ));
+                }
+                socket
+            }
+            None => bind(addr).map_err(|e| e.to_string())?,
+        };
+        let offered = coring::restart::offer(&socket, addr).map_err(|e| e.to_string())?;
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(offered);
+        Ok(socket)
+    }
+
+    #[cfg(not(unix))]
+    fn adopt_or_bind<S: CoreSocket>(
+        &self,
+        _index: usize,
+        addr: SocketAddr,
+        bind: impl FnOnce(SocketAddr) -> coring::Result<S>,
+    ) -> Result<S, String> {
+        bind(addr).map_err(|e| e.to_string())
     }
 
     /// The address this core should bind: the requested one for core 0, core 0's real
@@ -494,6 +618,14 @@ impl Startup {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "listening on {addr}");
             let _ = out.flush();
+            drop(out);
+            // Every core serves: the process this one replaces (if any) may stop.
+            #[cfg(unix)]
+            if let Ok(inherited) = coring::restart::inherited()
+                && let Err(e) = inherited.ready()
+            {
+                eprintln!("restart: telling the old process to stop: {e}");
+            }
         }
         self.cv.notify_all();
     }

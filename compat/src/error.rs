@@ -47,6 +47,9 @@ pub enum ErrorKind {
     NotFound,
     /// The peer closed before all expected bytes arrived.
     UnexpectedEof,
+    /// What arrived is not what the operation can take (a message with more descriptors
+    /// than there was room for, say).
+    InvalidData,
     /// A write accepted zero bytes.
     WriteZero,
     /// The runtime is shutting down or the API was used outside a coring core.
@@ -135,12 +138,13 @@ pub fn kind_of_io(kind: io::ErrorKind) -> ErrorKind {
         K::TimedOut => ErrorKind::TimedOut,
         K::WouldBlock => ErrorKind::WouldBlock,
         K::Interrupted => ErrorKind::Interrupted,
-        K::InvalidInput | K::InvalidData => ErrorKind::InvalidInput,
+        K::InvalidInput => ErrorKind::InvalidInput,
         K::PermissionDenied => ErrorKind::PermissionDenied,
         K::Unsupported => ErrorKind::Unsupported,
         K::OutOfMemory => ErrorKind::OutOfMemory,
         K::NotFound => ErrorKind::NotFound,
         K::UnexpectedEof => ErrorKind::UnexpectedEof,
+        K::InvalidData => ErrorKind::InvalidData,
         K::WriteZero => ErrorKind::WriteZero,
         _ => ErrorKind::Other,
     }
@@ -166,6 +170,7 @@ pub fn io_kind_of(kind: ErrorKind) -> io::ErrorKind {
         ErrorKind::OutOfMemory => K::OutOfMemory,
         ErrorKind::NotFound => K::NotFound,
         ErrorKind::UnexpectedEof => K::UnexpectedEof,
+        ErrorKind::InvalidData => K::InvalidData,
         ErrorKind::WriteZero => K::WriteZero,
         _ => K::Other,
     }

@@ -66,6 +66,8 @@ mod error;
 pub mod fs;
 pub mod net;
 mod op;
+#[cfg(unix)]
+pub mod restart;
 pub mod runtime;
 pub mod shard;
 mod stats;

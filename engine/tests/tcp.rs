@@ -349,10 +349,19 @@ fn tcp_info_reports_the_connection_as_the_kernel_sees_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(listener.local_addr()).await.unwrap();
         let (s, _) = listener.accept().await.unwrap();
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
         {
             assert_eq!(c.tcp_info().unwrap_err().kind(), ErrorKind::Unsupported);
             drop(s);
+        }
+        #[cfg(target_os = "macos")]
+        {
+            drop(s);
+            // TCP_CONNECTION_INFO: fewer fields, times in milliseconds.
+            let info = c.tcp_info().unwrap();
+            assert!(info.send_mss > 1400, "{info:?}");
+            assert!(info.rto > Duration::ZERO, "{info:?}");
+            assert!(info.congestion_window >= 1, "{info:?}");
         }
         #[cfg(target_os = "linux")]
         {
@@ -435,4 +444,39 @@ fn rebinding_a_used_address_says_addr_in_use() {
     let err = TcpListener::bind_with(addr, &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AddrInUse);
     assert_eq!(err.op(), "bind");
+}
+
+/// Stopping a multishot accept loses no connection: what the kernel accepted for it comes back
+/// from `close`, and what it had not is still in the listener's queue.
+#[coring::test]
+fn closing_incoming_hands_back_what_it_accepted() {
+    coring::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let mut incoming = listener.incoming();
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        incoming.next().await.unwrap();
+        let clients: Vec<_> = (0..5)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // Time for the kernel to take them off the queue for the armed accept.
+        coring::time::sleep(std::time::Duration::from_millis(50)).await;
+        let returned = incoming.close().await;
+        let mut left = 0;
+        while returned.len() + left < clients.len() {
+            let accepted =
+                coring::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await;
+            accepted.expect("a connection is lost").unwrap();
+            left += 1;
+        }
+        assert_eq!(returned.len() + left, clients.len());
+        if coring::runtime::driver_kind() == coring::driver::DriverKind::Uring {
+            assert_eq!(
+                returned.len(),
+                clients.len(),
+                "the multishot accept took them all"
+            );
+        }
+        drop(first);
+    });
 }

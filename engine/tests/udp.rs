@@ -208,3 +208,74 @@ fn a_hundred_thousand_datagrams_through_a_batched_echo_without_loss() {
         sent - received
     );
 }
+
+/// IPv4 multicast on loopback: a member gets what is sent to its group and nothing once it has
+/// left; a broadcast send is refused without SO_BROADCAST and delivered with it. (Loopback
+/// delivers no IPv6 multicast here, so the IPv6 group calls are checked only for success.)
+#[cfg(target_os = "linux")]
+#[coring::test]
+fn multicast_groups_and_broadcast_on_loopback() {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    coring::block_on(async {
+        let group = Ipv4Addr::new(239, 77, 1, 2);
+        let member = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = member.local_addr().unwrap().port();
+        member
+            .join_multicast_v4(group, Ipv4Addr::LOCALHOST)
+            .unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.set_multicast_if_v4(Ipv4Addr::LOCALHOST).unwrap();
+        sender.set_multicast_ttl_v4(1).unwrap();
+        sender.set_multicast_loop_v4(true).unwrap();
+        let to_group = SocketAddr::from((group, port));
+        let (r, _) = sender.send_to(b"to the group".to_vec(), to_group).await;
+        r.unwrap();
+        let (meta, buf) = timeout(
+            Duration::from_secs(5),
+            member.recv_from(Vec::with_capacity(64)),
+        )
+        .await
+        .expect("the group's datagram");
+        assert_eq!(meta.unwrap().source, sender.local_addr().unwrap());
+        assert_eq!(buf, b"to the group");
+
+        member
+            .leave_multicast_v4(group, Ipv4Addr::LOCALHOST)
+            .unwrap();
+        let (r, _) = sender.send_to(b"after leaving".to_vec(), to_group).await;
+        r.unwrap();
+        let late = timeout(
+            Duration::from_millis(300),
+            member.recv_from(Vec::with_capacity(64)),
+        )
+        .await;
+        assert!(late.is_err(), "delivered after leaving the group");
+
+        let everyone = SocketAddr::from((Ipv4Addr::new(127, 255, 255, 255), port));
+        let (r, _) = sender.send_to(b"all".to_vec(), everyone).await;
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EACCES));
+        sender.set_broadcast(true).unwrap();
+        let (r, _) = sender.send_to(b"all".to_vec(), everyone).await;
+        r.unwrap();
+        let (meta, buf) = timeout(
+            Duration::from_secs(5),
+            member.recv_from(Vec::with_capacity(64)),
+        )
+        .await
+        .expect("the broadcast");
+        meta.unwrap();
+        assert_eq!(buf, b"all");
+
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            let v6 = UdpSocket::bind("[::]:0").unwrap();
+            let group: Ipv6Addr = "ff02::77:1".parse().unwrap();
+            v6.join_multicast_v6(group, 1).unwrap();
+            v6.set_multicast_if_v6(1).unwrap();
+            v6.set_multicast_loop_v6(true).unwrap();
+            v6.leave_multicast_v6(group, 1).unwrap();
+            // Leaving twice is an error the caller sees.
+            assert!(v6.leave_multicast_v6(group, 1).is_err());
+        }
+    });
+}

@@ -124,3 +124,82 @@ fn datagram_echo_with_sources_paths_and_abstract_names() {
         assert!(!d.truncated);
     });
 }
+
+/// A listener and an accepted connection sent over a Unix stream (`SCM_RIGHTS`) keep working
+/// on the receiving side after the sender has closed its own descriptors.
+#[coring::test]
+fn listeners_and_connections_travel_over_a_unix_stream() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    use coring::net::{TcpListener, TcpStream};
+
+    coring::block_on(async {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr();
+        let mut first = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+
+        let (sent, _) = tx
+            .send_fds(&b"L+S"[..], &[listener.as_fd(), accepted.as_fd()])
+            .await;
+        assert_eq!(sent.unwrap(), 3);
+        drop(listener);
+        drop(accepted);
+
+        let (got, buf) = rx.recv_fds(Vec::with_capacity(16), 4).await;
+        let (n, fds) = got.unwrap();
+        assert_eq!((n, &buf[..]), (3, &b"L+S"[..]));
+        assert_eq!(fds.len(), 2);
+        let mut fds = fds.into_iter();
+        let listener = TcpListener::from_fd(fds.next().unwrap()).unwrap();
+        assert_eq!(listener.local_addr(), addr);
+        let stream = TcpStream::from_std(std::net::TcpStream::from(fds.next().unwrap())).unwrap();
+
+        // The connection accepted before the hand-over carries on.
+        first.write_all(b"ping").unwrap();
+        let (r, buf) = stream.read_exact(Vec::with_capacity(4)).await;
+        r.unwrap();
+        assert_eq!(&buf[..], b"ping");
+        stream.write_all(&b"pong"[..]).await.0.unwrap();
+        let mut back = [0u8; 4];
+        first.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"pong");
+
+        // And the listener accepts new ones.
+        let second = std::net::TcpStream::connect(addr).unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, second.local_addr().unwrap());
+    });
+}
+
+/// Descriptors without a byte to carry them, or more than the receiver has room for, are
+/// refused with a typed error; the stream goes on working.
+#[coring::test]
+fn descriptor_passing_refuses_what_it_cannot_carry() {
+    use std::os::fd::AsFd;
+
+    coring::block_on(async {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let (r, _) = tx.send_fds(Vec::<u8>::new(), &[file.as_fd()]).await;
+        assert_eq!(r.unwrap_err().kind(), coring::ErrorKind::InvalidInput);
+
+        let fds = [file.as_fd(), file.as_fd(), file.as_fd()];
+        tx.send_fds(&b"3"[..], &fds).await.0.unwrap();
+        let (r, _) = rx.recv_fds(Vec::with_capacity(8), 1).await;
+        assert_eq!(r.unwrap_err().kind(), coring::ErrorKind::InvalidData);
+
+        tx.send_fds(&b"1"[..], &[file.as_fd()]).await.0.unwrap();
+        let (r, buf) = rx.recv_fds(Vec::with_capacity(8), 1).await;
+        let (n, got) = r.unwrap();
+        assert_eq!((n, &buf[..], got.len()), (1, &b"1"[..], 1));
+
+        // Plain bytes come with no descriptors.
+        tx.write_all(&b"plain"[..]).await.0.unwrap();
+        let (r, buf) = rx.recv_fds(Vec::with_capacity(8), 4).await;
+        let (n, got) = r.unwrap();
+        assert_eq!((n, &buf[..], got.len()), (5, &b"plain"[..], 0));
+    });
+}

@@ -265,8 +265,11 @@ fn ws_echo_is_checked_message_by_message_against_tungstenite() {
         let url = format!("ws://{addr}/");
         let echo = Arc::new(WsEcho::new(&url, size, text, o.pipeline).unwrap());
         let outcome = run(echo, &o, |_| {}).unwrap();
+        // Under Wine the loopback is ~20× slower (and slower still on a busy host): fewer
+        // messages, every one still checked.
+        let floor = if coring_tests::under_wine() { 20 } else { 100 };
         assert!(
-            outcome.rec.requests > 100,
+            outcome.rec.requests > floor,
             "{size} bytes: {} messages, errors {:?}",
             outcome.rec.requests,
             outcome.rec.errors

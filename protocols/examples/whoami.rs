@@ -4,8 +4,11 @@
 //! TRUSTED networks (comma-separated, `127.0.0.1/32,10.0.0.0/8`), and the address it names is
 //! the one answered. Connections from elsewhere, or without a well-formed header, are closed;
 //! `GET /stats` counts them, and `GET /metrics` gives every core's counters in the Prometheus
-//! text format. Binaries convention (`--addr`, `--cores`, `--driver`, one
-//! `listening on HOST:PORT` line, exit 0 on SIGTERM).
+//! text format. With `--tls-cert PEM --tls-key PEM` (built with the `tls` feature) it serves
+//! HTTPS, and behind a PROXY balancer relaying TLS in TCP mode the header comes first, in the
+//! clear. `--capture FILE` writes what it reads and writes to a pcapng file for Wireshark or
+//! `tshark`. Binaries convention (`--addr`, `--cores`, `--driver`, one `listening on HOST:PORT`
+//! line, exit 0 on SIGTERM, restart on SIGHUP).
 //!
 //! `cargo run --release -p coring-protocols --example whoami -- --addr 127.0.0.1:9003
 //! --proxy-protocol 127.0.0.1/32`
@@ -21,16 +24,24 @@ use coring_protocols::metrics;
 use coring_protocols::serve::{self, Config, ProxyProtocol, Router, Server};
 
 fn main() {
-    let args = coring_cli::server_args_with(
+    let args = coring_cli::server_args_tls_with(
         "whoami",
         "Answers GET / with the client's address",
         9003,
-        &[ExtraFlag {
-            flag: "--proxy-protocol",
-            env: "CORING_PROXY_PROTOCOL",
-            value: "TRUSTED",
-            help: "read a PROXY protocol header (v1 or v2) from these networks (comma-separated CIDRs) first",
-        }],
+        &[
+            ExtraFlag {
+                flag: "--proxy-protocol",
+                env: "CORING_PROXY_PROTOCOL",
+                value: "TRUSTED",
+                help: "read a PROXY protocol header (v1 or v2) from these networks (comma-separated CIDRs) first",
+            },
+            ExtraFlag {
+                flag: "--capture",
+                env: "CORING_CAPTURE",
+                value: "FILE",
+                help: "write the traffic to FILE in pcapng (Wireshark, tshark)",
+            },
+        ],
     );
     let proxy = args.extra("--proxy-protocol").map(|list| {
         let trusted = list
@@ -43,11 +54,17 @@ fn main() {
             .collect();
         ProxyProtocol::trusting(trusted)
     });
+    let capture = args.extra("--capture").map(|path| {
+        coring_protocols::capture::Capture::to_file(path)
+            .unwrap_or_else(|e| coring_cli::bad_flag("whoami", &format!("--capture {path}: {e}")))
+    });
     let config = Config {
         client_addr: true,
         proxy_protocol: proxy,
+        capture: capture.clone(),
         ..Config::default()
     };
+    let tls = tls_config(&args);
     let runtime = coring_cli::server_runtime("whoami", &args);
     let stats = runtime.stats_handle();
     let startup = Arc::new(coring_cli::Startup::new(args.cores));
@@ -57,6 +74,7 @@ fn main() {
         });
         let config = config.clone();
         let stats = stats.clone();
+        let tls = tls.clone();
         async move {
             let Some(listener) = listener else {
                 return;
@@ -82,8 +100,53 @@ fn main() {
                     ))
                 });
             let router = metrics::route(router, "/metrics", stats);
-            Server::new(router).config(config).serve(listener).await;
+            let server = Server::new(router).config(config);
+            match tls {
+                #[cfg(feature = "tls")]
+                Some(tls) => {
+                    let acceptor = coring_protocols::tls::TlsAcceptor::new(tls);
+                    server.serve_tls(listener, acceptor).await;
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
+                None => server.serve(listener).await,
+            }
         }
     });
+    // The capture's last records are written before the process ends.
+    drop(config);
+    if let Some(capture) = capture {
+        capture.finish();
+    }
     startup.exit("whoami", result);
 }
+
+/// The server configuration from `--tls-cert` and `--tls-key`, if given; exits 2 with the
+/// reason if they do not load.
+#[cfg(feature = "tls")]
+fn tls_config(
+    args: &coring_cli::ServerArgs,
+) -> Option<Arc<coring_protocols::tls::rustls::ServerConfig>> {
+    let files = args.tls.as_ref()?;
+    match coring_protocols::tls::server_config_from_pem(&files.cert, &files.key) {
+        Ok(config) => Some(Arc::new(config)),
+        Err(e) => {
+            eprintln!("whoami: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_config(args: &coring_cli::ServerArgs) -> Option<NoTls> {
+    if args.tls.is_some() {
+        eprintln!("whoami: built without TLS (cargo build --features tls)");
+        std::process::exit(2);
+    }
+    None
+}
+
+/// No TLS in this build: no value, so the match on it needs no arm.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum NoTls {}

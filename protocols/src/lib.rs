@@ -29,6 +29,10 @@
 //! - `rooms` (feature `engine`): rooms whose members live on any core (one mail per core per
 //!   publish, the room's home core numbers and keeps history), WebSocket and netcode members,
 //!   and the NATS bridge that spans processes.
+//! - `capture` (feature `engine`): a server's traffic as a pcapng file (made-up TCP around
+//!   the bytes the application read and wrote) for Wireshark and `tshark`.
+//! - [`framing`]: codecs for custom protocols over streams, sans-IO (length-prefixed, lines),
+//!   and `framed` (feature `engine`) to run one on a TCP, Unix or TLS stream.
 //! - `metrics` (feature `engine`): every core's counters in the Prometheus text format, and
 //!   a route that serves them.
 //! - [`nats`]: the NATS client protocol sans-IO (what the bridge speaks).
@@ -47,11 +51,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+#[cfg(feature = "engine")]
+pub mod capture;
 pub mod channel;
 pub mod cidr;
 #[cfg(feature = "engine")]
 pub mod client;
+#[cfg(feature = "engine")]
+pub mod framed;
+pub mod framing;
 pub mod http1;
+#[cfg(feature = "hyper")]
+pub mod hyper_rt;
 #[cfg(feature = "engine")]
 pub mod metrics;
 pub mod nats;
@@ -60,6 +71,10 @@ pub mod proxy;
 pub mod room;
 #[cfg(feature = "engine")]
 pub mod rooms;
+#[cfg(feature = "serde")]
+pub mod rpc;
+#[cfg(feature = "serde")]
+pub mod serialize;
 #[cfg(feature = "engine")]
 pub mod serve;
 #[cfg(feature = "engine")]

@@ -103,6 +103,18 @@ where
     out
 }
 
+/// One `read` that a signal cannot fail: a socket with a read timeout (SO_RCVTIMEO) is never
+/// restarted after a signal handler runs, so its `read` can fail with `Interrupted` when some
+/// signal reaches the test's thread; this reads again.
+pub fn read_some(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A blocking std connection to `to` from `from` (port 0: the kernel picks one), with a 10 s
 /// read timeout so a test that waits for an answer that never comes fails instead of hanging.
 pub fn connect_from(from: std::net::SocketAddr, to: std::net::SocketAddr) -> std::net::TcpStream {

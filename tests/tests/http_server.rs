@@ -248,13 +248,13 @@ fn idle_keep_alive_connections_hold_no_receive_buffer() {
         }
     });
     let ask = |conn: &mut std::net::TcpStream| -> u64 {
-        use std::io::{Read, Write};
+        use std::io::Write;
         conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
         loop {
-            let n = conn.read(&mut buf).unwrap();
+            let n = coring_tests::read_some(conn, &mut buf).unwrap();
             assert!(n > 0, "closed early");
             got.extend_from_slice(&buf[..n]);
             if let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n")
@@ -280,7 +280,6 @@ fn idle_keep_alive_connections_hold_no_receive_buffer() {
 
 /// Reads one response with a `Content-Length` body from `s`; returns the head and body.
 fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
-    use std::io::Read;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -300,7 +299,7 @@ fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
                 return (head, body);
             }
         }
-        let n = s.read(&mut buf).expect("read");
+        let n = coring_tests::read_some(s, &mut buf).expect("read");
         assert!(
             n > 0,
             "closed mid-response: {:?}",
@@ -312,7 +311,7 @@ fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
 
 #[coring::test]
 fn an_http10_keep_alive_request_is_answered_keep_alive_and_the_connection_stays() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let server = start(Config::default());
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -334,7 +333,7 @@ fn an_http10_keep_alive_request_is_answered_keep_alive_and_the_connection_stays(
     assert!(!head.to_ascii_lowercase().contains("keep-alive"), "{head}");
     let mut rest = [0u8; 1];
     assert_eq!(
-        s.read(&mut rest).unwrap_or(0),
+        coring_tests::read_some(&mut s, &mut rest).unwrap_or(0),
         0,
         "closed after a plain 1.0 request"
     );

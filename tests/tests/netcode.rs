@@ -489,13 +489,13 @@ fn hostile_datagrams_are_dropped_by_reason_while_a_client_keeps_its_echoes() {
 #[cfg(target_os = "linux")]
 #[coring::test]
 fn a_session_that_moves_to_an_address_another_core_receives_is_routed_to_its_core() {
-    // Two cores, one address: the kernel picks a core by the client's address.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Two cores, one address: the kernel picks a core by the client's address. Core 0 binds a
+    // port of its own and core 1 joins it (a port found free and let go first could be taken
+    // by another test's socket before the server binds it).
+    let bound = std::sync::Arc::new((
+        std::sync::Mutex::new(None::<SocketAddr>),
+        std::sync::Condvar::new(),
+    ));
     let rt = coring::Runtime::builder()
         .cores(2)
         .shutdown_grace(Duration::from_secs(1))
@@ -504,11 +504,25 @@ fn a_session_that_moves_to_an_address_another_core_receives_is_routed_to_its_cor
     let shutdown = rt.shutdown_handle();
     let shards = udp::Shards::new(&rt);
     let counters = shards.clone();
+    let at = std::sync::Arc::clone(&bound);
     let server = std::thread::spawn(move || {
-        rt.run(|_| {
+        rt.run(|core| {
             let shards = shards.clone();
+            let (lock, cv) = &*at;
+            let socket = if core.index() == 0 {
+                let socket = coring::net::UdpSocket::bind_reuseport("127.0.0.1:0").unwrap();
+                *lock.lock().unwrap() = Some(socket.local_addr().unwrap());
+                cv.notify_all();
+                socket
+            } else {
+                let mut got = lock.lock().unwrap();
+                while got.is_none() {
+                    got = cv.wait(got).unwrap();
+                }
+                coring::net::UdpSocket::bind_reuseport(got.unwrap()).unwrap()
+            };
+            let addr = socket.local_addr().unwrap();
             async move {
-                let socket = coring::net::UdpSocket::bind_reuseport(addr).unwrap();
                 let mut config = ServerConfig::new(PROTOCOL, Key(KEY));
                 config.public_addresses = vec![addr];
                 config.resumption = true;
@@ -525,6 +539,14 @@ fn a_session_that_moves_to_an_address_another_core_receives_is_routed_to_its_cor
         .unwrap();
     });
 
+    let addr = {
+        let (lock, cv) = &*bound;
+        let mut got = lock.lock().unwrap();
+        while got.is_none() {
+            got = cv.wait(got).unwrap();
+        }
+        got.unwrap()
+    };
     coring::block_on(async move {
         let token = our_token(77, addr, PROTOCOL, 60);
         let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();

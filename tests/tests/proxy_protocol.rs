@@ -2,7 +2,8 @@
 //! saw its client connect from, over `send-proxy` (v1) and `send-proxy-v2`, for IPv4 and IPv6
 //! clients and for several requests on one kept-alive connection; a peer outside the trusted
 //! list, a connection without a header and a malformed one are closed and counted while the
-//! balancer's clients keep being served. (`LOCAL` headers are covered by `proxy_listener.rs`:
+//! balancer's clients keep being served; the same over TLS, the header in the clear before the
+//! handshake (HAProxy in TCP mode relaying curl's TLS). (`LOCAL` headers are covered by `proxy_listener.rs`:
 //! HAProxy's health checks did not send them reliably enough to test on.)
 #![cfg(target_os = "linux")]
 
@@ -23,7 +24,9 @@ struct Haproxy {
 impl Haproxy {
     /// Frontends on `fronts` (address, backend server line) relaying in TCP mode.
     fn start(fronts: &[(SocketAddr, String)]) -> Haproxy {
-        let dir = std::env::temp_dir().join(format!("coring-haproxy-{}", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("coring-haproxy-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = String::from(
             "global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
@@ -185,4 +188,68 @@ fn whoami_behind_haproxy_reports_the_address_haproxy_saw() {
     assert!(counts["accepted"] >= relayed, "{counts:?}");
     let (_, body) = get(&mut client, "/").unwrap();
     assert_eq!(body.trim(), client.local_addr().unwrap().to_string());
+}
+
+/// TLS behind HAProxy in TCP mode with `send-proxy-v2`: the header comes in the clear before
+/// the handshake, and curl, through HAProxy, is told the address HAProxy saw it come from.
+#[test]
+fn whoami_over_tls_behind_haproxy_reports_the_address_haproxy_saw() {
+    let dir = std::env::temp_dir().join(format!("coring-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let whoami = Example::start(
+        "whoami",
+        [
+            "--cores".as_ref(),
+            "2".as_ref(),
+            "--proxy-protocol".as_ref(),
+            "127.0.0.1/32".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_path.as_os_str(),
+            "--tls-key".as_ref(),
+            key_path.as_os_str(),
+        ],
+    );
+    let backend = whoami.addr();
+    let front = free("127.0.0.1");
+    let _haproxy = Haproxy::start(&[(front, format!("{backend} send-proxy-v2"))]);
+    let curl = |source: &str, to: SocketAddr| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&cert_path)
+            .args(["--interface", source, "--resolve"])
+            .arg(format!("localhost:{}:{}", to.port(), to.ip()))
+            .arg(format!("https://localhost:{}/", to.port()))
+            .output()
+            .expect("curl")
+    };
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        let out = curl(source, front);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "curl through haproxy: {out:?}");
+        let (ip, port) = body.trim().rsplit_once(':').expect("HOST:PORT");
+        assert_eq!(ip, source, "{body}");
+        assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{body}");
+    }
+    // Straight to whoami, from a trusted address but without a header: the ClientHello is not
+    // a PROXY header, and the connection is closed.
+    let out = curl("127.0.0.1", backend);
+    assert!(
+        !out.status.success(),
+        "a TLS client without a header is refused"
+    );
+    // HAProxy's clients are still served.
+    let out = curl("127.0.0.4", front);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("127.0.0.4:"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

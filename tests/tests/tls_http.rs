@@ -514,3 +514,88 @@ async fn hostile_clients_are_counted_and_the_listener_keeps_serving() {
     assert_eq!(got.unwrap(), 0);
     drop(garbage);
 }
+
+/// A PROXY header in front of TLS, in the clear: whole before the handshake, sharing one
+/// write with the ClientHello, or in pieces; every request on the decrypted stream carries
+/// the client it names.
+#[coring::test]
+fn a_proxy_header_before_the_handshake_names_the_client() {
+    use std::io::Write;
+
+    use coring_protocols::serve::{Config, ProxyProtocol};
+
+    let ca = Ca::new("coring test CA");
+    let config = ca.leaf(&["localhost"]).server_config();
+    let rt = coring::Runtime::builder()
+        .shutdown_grace(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let shutdown = rt.shutdown_handle();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        rt.run(move |_| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr()).unwrap();
+            let acceptor = TlsAcceptor::new(Arc::clone(&config));
+            let router = Router::new().route("GET", "/", |req, _p| async move {
+                Response::new(200).body(format!("{:?}", req.client_addr()))
+            });
+            let config = Config {
+                proxy_protocol: Some(ProxyProtocol::trusting(vec![
+                    "127.0.0.0/8".parse().unwrap(),
+                ])),
+                ..Config::default()
+            };
+            Server::new(router)
+                .config(config)
+                .serve_tls(listener, acceptor)
+        })
+        .unwrap();
+    });
+    let addr = rx.recv().unwrap();
+    let client: SocketAddr = "203.0.113.7:40001".parse().unwrap();
+    let mut header = Vec::new();
+    coring_protocols::proxy::encode_v2(Some((client, addr)), &mut header);
+
+    for how in ["alone", "with the hello", "in pieces"] {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(ca.client_config(), name).unwrap();
+        match how {
+            "alone" => sock.write_all(&header).unwrap(),
+            "with the hello" => {
+                let mut first = header.clone();
+                conn.write_tls(&mut first).unwrap();
+                sock.write_all(&first).unwrap();
+            }
+            _ => {
+                for piece in header.chunks(7) {
+                    sock.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        for last in [false, true] {
+            let close = if last { "Connection: close\r\n" } else { "" };
+            write!(tls, "GET / HTTP/1.1\r\nHost: localhost\r\n{close}\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&got).contains(&client.to_string()) {
+                let n = coring_tests::read_some(&mut tls, &mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "{how}: closed with {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                got.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "{how}: {text}");
+        }
+    }
+    shutdown.shutdown();
+    thread.join().unwrap();
+}

@@ -11,9 +11,9 @@ use clap::Parser;
 /// charts.
 ///
 /// Variants: coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
-/// raw-uring, nginx, tokio-tungstenite, fastwebsockets. Workloads: plaintext, json, echo-64,
-/// echo-4k, static, ws-echo-20, ws-echo-16k, latency, https, https-1, https-static,
-/// tls-handshakes.
+/// axum-on-coring, raw-uring, nginx, tokio-tungstenite, fastwebsockets. Workloads: plaintext,
+/// json, echo-64, echo-4k, static, ws-echo-20, ws-echo-16k, latency, https, https-1,
+/// https-static, tls-handshakes.
 #[derive(Debug, Parser)]
 #[command(name = "suite")]
 struct Args {

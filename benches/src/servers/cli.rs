@@ -13,7 +13,7 @@ usage: bench-server --variant NAME [--app tfb|echo|ws] [--addr HOST:PORT] [--cor
                     [--tls-cert PEM --tls-key PEM]
 
   --variant  coring-uring, coring-compat, monoio-uring, monoio-legacy, glommio, tokio-hyper,
-             raw-uring, nginx, tokio-tungstenite, fastwebsockets
+             axum-on-coring, raw-uring, nginx, tokio-tungstenite, fastwebsockets
   --app      tfb: /plaintext, /json (and /static with --file); echo: TCP echo; ws: WebSocket
              echo at / (default tfb)
   --addr     listen address (default 127.0.0.1:8080; port 0 picks a free port)

@@ -13,21 +13,55 @@ use coring_protocols::websocket::{self, WebSocket, WsConfig};
 
 use super::{App, SERVER_NAME, ServerConfig};
 
-/// Serves `config` on coring with `driver`, one core per listener; returns when shut down.
-pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
-    let cores = config.listeners.len();
+/// A coring runtime on `driver` with one core per listener, each core running `serve` on its
+/// own listener (adopted on that core); returns when shut down. The shape every coring-based
+/// variant shares.
+pub fn per_core<F, Fut>(
+    listeners: Vec<std::net::TcpListener>,
+    driver: DriverChoice,
+    thread_name: &str,
+    serve: F,
+) -> Result<(), String>
+where
+    F: Fn(TcpListener) -> Fut + Sync,
+    Fut: Future<Output = ()> + 'static,
+{
     let rt = Runtime::builder()
-        .cores(cores)
+        .cores(listeners.len())
         .driver(driver)
-        .thread_name("coring")
+        .thread_name(thread_name)
         .build()
         .map_err(|e| e.to_string())?;
     rt.shutdown_on_signals().map_err(|e| e.to_string())?;
-    let listeners: Vec<_> = config
-        .listeners
+    let listeners: Vec<_> = listeners
         .into_iter()
         .map(|l| std::sync::Mutex::new(Some(l)))
         .collect();
+    rt.run(|core| {
+        let listener = listeners[core.index()]
+            .lock()
+            .expect("listener lock")
+            .take()
+            .map(TcpListener::from_std);
+        let served = match listener {
+            Some(Ok(l)) => Some(serve(l)),
+            Some(Err(e)) => {
+                eprintln!("{thread_name}: {e}");
+                None
+            }
+            None => None,
+        };
+        async move {
+            if let Some(served) = served {
+                served.await;
+            }
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Serves `config` on coring with `driver`, one core per listener; returns when shut down.
+pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
     let (app, file) = (config.app, config.file);
     let tls = match &config.tls {
         Some(files) => Some(std::sync::Arc::new(
@@ -36,23 +70,10 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
         )),
         None => None,
     };
-    rt.run(|core| {
-        let listener = listeners[core.index()]
-            .lock()
-            .expect("listener lock")
-            .take()
-            .map(TcpListener::from_std);
+    per_core(config.listeners, driver, "coring", |listener| {
         let file = file.clone();
         let tls = tls.clone();
         async move {
-            let listener = match listener {
-                Some(Ok(l)) => l,
-                Some(Err(e)) => {
-                    eprintln!("coring: {e}");
-                    return;
-                }
-                None => return,
-            };
             match app {
                 App::Tfb => {
                     let file = file.and_then(|p| coring::fs::File::open(p).ok().map(Rc::new));
@@ -90,7 +111,6 @@ pub fn serve(config: ServerConfig, driver: DriverChoice) -> Result<(), String> {
             }
         }
     })
-    .map_err(|e| e.to_string())
 }
 
 async fn handle(req: Request, file: Option<Rc<coring::fs::File>>) -> Reply {

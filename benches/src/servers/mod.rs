@@ -16,6 +16,8 @@ use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+#[cfg(target_os = "linux")]
+pub mod axum_coring;
 pub mod cli;
 #[cfg(target_os = "linux")]
 pub mod coring_server;
@@ -265,13 +267,14 @@ pub fn respond(
 }
 
 /// The names of every variant, in the order the suite runs them.
-pub const VARIANTS: [&str; 10] = [
+pub const VARIANTS: [&str; 11] = [
     "coring-uring",
     "coring-compat",
     "monoio-uring",
     "monoio-legacy",
     "glommio",
     "tokio-hyper",
+    "axum-on-coring",
     "raw-uring",
     "nginx",
     "tokio-tungstenite",
@@ -288,6 +291,7 @@ pub fn unsupported(variant: &str, app: &str, workload: &str) -> Option<&'static 
         ("coring-uring" | "coring-compat", "ws", _) => None,
         (v, "ws", _) if !WS_PEERS.contains(&v) => Some("no WebSocket server in this variant"),
         ("nginx", "echo", _) => Some("nginx does not echo raw TCP"),
+        ("axum-on-coring", "echo", _) => Some("an HTTP framework only"),
         ("nginx", _, "json") => {
             Some("nginx has no JSON serialiser (it joins plaintext and static)")
         }
@@ -316,6 +320,7 @@ pub fn serve(name: &str, config: ServerConfig) -> Result<(), String> {
             "monoio-legacy" => monoio_server::serve(config, monoio_server::Driver::Legacy),
             "glommio" => glommio_server::serve(config),
             "tokio-hyper" => tokio_hyper::serve(config),
+            "axum-on-coring" => axum_coring::serve(config),
             "raw-uring" => raw_uring::serve(config),
             "nginx" => nginx::serve(config),
             "tokio-tungstenite" => ws_peers::serve(config, ws_peers::Peer::TokioTungstenite),

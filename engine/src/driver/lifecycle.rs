@@ -381,6 +381,19 @@ impl<T: OpCode> MultiOp<T> {
         }
     }
 
+    /// Asks the op to end: on io_uring the kernel is told to cancel it, and the completions
+    /// it posted meanwhile are still delivered, then `None`; in readiness mode it ends at once
+    /// (nothing is in the kernel).
+    pub(crate) fn stop(&mut self) {
+        if self.finished {
+            return;
+        }
+        match self.key {
+            Some(key) => super::current::with(|d| d.uring().cancel_multi(key)),
+            None => self.finished = true,
+        }
+    }
+
     /// Whether the op has ended (its final completion was taken); re-arm with a new one.
     pub(crate) fn is_finished(&self) -> bool {
         self.finished

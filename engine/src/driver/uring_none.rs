@@ -105,6 +105,10 @@ impl UringDriver {
         match self.0 {}
     }
 
+    pub(crate) fn cancel_multi(&mut self, _key: usize) {
+        match self.0 {}
+    }
+
     pub(crate) fn ring_fd(&self) -> std::io::Result<crate::sys::fd::OwnedDesc> {
         match self.0 {}
     }

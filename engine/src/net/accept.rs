@@ -129,6 +129,29 @@ impl<S> Incoming<S> {
     }
 }
 
+impl<S> Incoming<S> {
+    /// Stops accepting without losing a connection: ends the multishot accept and waits for
+    /// its last completion, returning the connections the kernel accepted for it meanwhile
+    /// (dropping an `Incoming` closes those instead). Use it where the listener's queue lives
+    /// on in another process or core, as in a restart (`coring::restart`): whatever is still
+    /// queued is the other listener's to accept.
+    pub async fn close(mut self) -> Vec<S> {
+        let mut accepted = Vec::new();
+        let Some(mut op) = self.op.take() else {
+            return accepted;
+        };
+        op.stop();
+        while let Some(cqe) = std::future::poll_fn(|cx| op.poll_next(cx)).await {
+            if let Ok(fd) = cqe.result("accept") {
+                context::count(|n| n.accepted += 1);
+                // SAFETY: a successful accept returns a new descriptor nobody owns.
+                accepted.push((self.make)(unsafe { SharedFd::from_accepted(fd) }));
+            }
+        }
+        accepted
+    }
+}
+
 impl<S> futures_core::Stream for Incoming<S> {
     type Item = Result<S>;
 

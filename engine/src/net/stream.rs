@@ -55,7 +55,7 @@ pub(crate) async fn connect_socket(
 #[derive(Debug)]
 pub(crate) struct StreamIo {
     pub(crate) fd: SharedFd,
-    read_timeout: Cell<Option<Duration>>,
+    pub(crate) read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
     /// One timer for every write's deadline, kept armed between writes: a write that
     /// completes at once (most do) only notes its start, and a timer that fires for an

@@ -121,6 +121,39 @@ impl TcpListener {
             _shared: None,
         })
     }
+
+    /// Adopts a listening socket this process was given (by a predecessor in a restart, see
+    /// `coring::restart`, or with [`UnixStream::recv_fds`](crate::net::UnixStream::recv_fds)):
+    /// made non-blocking, and served from this core.
+    #[cfg(unix)]
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<TcpListener> {
+        let socket = socket2::Socket::from(fd);
+        let ty = socket
+            .r#type()
+            .map_err(|e| Error::from_io(e, "getsockopt(SO_TYPE)"))?;
+        if ty != Type::STREAM {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "adopt a TCP listener (the socket is not a stream socket)",
+            ));
+        }
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+        listener_of(socket)
+    }
+}
+
+/// The listening socket, to pass to another process ([`UnixStream::send_fds`]) or for options
+/// this type has no method for; the listener still owns it.
+///
+/// [`UnixStream::send_fds`]: crate::net::UnixStream::send_fds
+#[cfg(unix)]
+impl std::os::fd::AsFd for TcpListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while `self` (which holds a share of it) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.raw()) }
+    }
 }
 
 fn listen_on(addr: SocketAddr, options: &ListenOptions) -> Result<TcpListener> {
@@ -271,7 +304,8 @@ impl TcpStream {
     }
 
     /// What the kernel knows of the connection: round-trip time, retransmits, congestion
-    /// window ([`TcpInfo`]). One `getsockopt(TCP_INFO)`; Linux only (`Unsupported` elsewhere).
+    /// window ([`TcpInfo`]). One `getsockopt`: TCP_INFO on Linux, TCP_CONNECTION_INFO on
+    /// macOS (which reports fewer fields: see [`TcpInfo`]); `Unsupported` elsewhere.
     pub fn tcp_info(&self) -> Result<TcpInfo> {
         sys::sock::tcp_info(&self.sock()).map_err(|e| Error::from_io(e, "getsockopt(TCP_INFO)"))
     }
@@ -291,7 +325,9 @@ impl TcpStream {
     }
 }
 
-/// A TCP connection as the kernel sees it ([`TcpStream::tcp_info`]).
+/// A TCP connection as the kernel sees it ([`TcpStream::tcp_info`]). macOS does not report
+/// `retransmits`, `lost`, `unacked` or `path_mtu` (they are 0 there) and counts retransmitted
+/// bytes, given here in segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpInfo {
     /// Smoothed round-trip time.
@@ -324,6 +360,18 @@ pub struct TcpInfo {
 impl std::os::fd::AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.io.fd.raw()
+    }
+}
+
+/// The connection, to pass to another process ([`UnixStream::send_fds`]); the stream still
+/// owns it here.
+///
+/// [`UnixStream::send_fds`]: crate::net::UnixStream::send_fds
+#[cfg(unix)]
+impl std::os::fd::AsFd for TcpStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while `self` (which holds a share of it) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.io.fd.raw()) }
     }
 }
 

@@ -1,6 +1,6 @@
 //! UDP sockets.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -146,8 +146,117 @@ impl UdpSocket {
             .map_err(|e| Error::from_io(e, "setsockopt(SO_RCVBUF/SO_SNDBUF)"))
     }
 
+    /// SO_BROADCAST: whether sends to a broadcast address (`255.255.255.255`, a subnet's
+    /// last address) are allowed; without it they fail with `PermissionDenied`.
+    pub fn set_broadcast(&self, on: bool) -> Result<()> {
+        self.sock()
+            .set_broadcast(on)
+            .map_err(|e| Error::from_io(e, "setsockopt(SO_BROADCAST)"))
+    }
+
+    /// Joins IPv4 multicast group `group` on the interface with address `interface`
+    /// (`0.0.0.0`: the one the kernel's routes pick). Datagrams sent to the group then arrive
+    /// on this socket if its bound port matches.
+    pub fn join_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
+        self.sock()
+            .join_multicast_v4(&group, &interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_ADD_MEMBERSHIP)"))
+    }
+
+    /// Leaves a group joined with [`UdpSocket::join_multicast_v4`].
+    pub fn leave_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
+        self.sock()
+            .leave_multicast_v4(&group, &interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_DROP_MEMBERSHIP)"))
+    }
+
+    /// Joins IPv6 multicast group `group` on the interface with index `interface` (0: the
+    /// kernel's choice).
+    pub fn join_multicast_v6(&self, group: Ipv6Addr, interface: u32) -> Result<()> {
+        self.sock()
+            .join_multicast_v6(&group, interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IPV6_JOIN_GROUP)"))
+    }
+
+    /// Leaves a group joined with [`UdpSocket::join_multicast_v6`].
+    pub fn leave_multicast_v6(&self, group: Ipv6Addr, interface: u32) -> Result<()> {
+        self.sock()
+            .leave_multicast_v6(&group, interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IPV6_LEAVE_GROUP)"))
+    }
+
+    /// The interface (by address) IPv4 multicast sends leave from.
+    pub fn set_multicast_if_v4(&self, interface: Ipv4Addr) -> Result<()> {
+        self.sock()
+            .set_multicast_if_v4(&interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_MULTICAST_IF)"))
+    }
+
+    /// The interface (by index) IPv6 multicast sends leave from.
+    pub fn set_multicast_if_v6(&self, interface: u32) -> Result<()> {
+        self.sock()
+            .set_multicast_if_v6(interface)
+            .map_err(|e| Error::from_io(e, "setsockopt(IPV6_MULTICAST_IF)"))
+    }
+
+    /// Whether this host's own members get the IPv4 multicast it sends (on by default).
+    pub fn set_multicast_loop_v4(&self, on: bool) -> Result<()> {
+        self.sock()
+            .set_multicast_loop_v4(on)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_MULTICAST_LOOP)"))
+    }
+
+    /// Whether this host's own members get the IPv6 multicast it sends (on by default).
+    pub fn set_multicast_loop_v6(&self, on: bool) -> Result<()> {
+        self.sock()
+            .set_multicast_loop_v6(on)
+            .map_err(|e| Error::from_io(e, "setsockopt(IPV6_MULTICAST_LOOP)"))
+    }
+
+    /// How many routers IPv4 multicast sends may cross (1 by default: this network only).
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> Result<()> {
+        self.sock()
+            .set_multicast_ttl_v4(ttl)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_MULTICAST_TTL)"))
+    }
+
     fn sock(&self) -> SockRef<'_> {
         self.io.fd.sock()
+    }
+
+    /// Adopts a bound UDP socket this process was given (by a predecessor in a restart, see
+    /// `coring::restart`, or with [`UnixStream::recv_fds`](crate::net::UnixStream::recv_fds)).
+    #[cfg(unix)]
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<UdpSocket> {
+        let socket = Socket::from(fd);
+        let ty = socket
+            .r#type()
+            .map_err(|e| Error::from_io(e, "getsockopt(SO_TYPE)"))?;
+        if ty != Type::DGRAM {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "adopt a UDP socket (the socket is not a datagram socket)",
+            ));
+        }
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::from_io(e, "fcntl(O_NONBLOCK)"))?;
+        Ok(UdpSocket {
+            io: DatagramIo {
+                fd: SharedFd::socket(socket),
+            },
+            _shared: None,
+        })
+    }
+}
+
+/// The socket, to pass to another process (`UnixStream::send_fds`) or for options this type
+/// has no method for; the socket still owns it.
+#[cfg(unix)]
+impl std::os::fd::AsFd for UdpSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while `self` (which holds a share of it) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.io.fd.raw()) }
     }
 }
 

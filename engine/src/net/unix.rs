@@ -2,17 +2,19 @@
 //! and (Linux) abstract names.
 
 use std::ffi::OsStr;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::driver::SharedFd;
+use crate::driver::{Op, SharedFd};
 use crate::error::{Error, Result};
 use crate::net::accept::{Incoming, accept_one};
 use crate::net::dgram::{Datagram, DatagramIo, PooledDatagrams, RecvMeta};
 use crate::net::stream::{StreamIo, connect_socket, new_socket, stream_io_methods};
+use crate::op::{RecvFds, SendFds};
 
 /// The address of a Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +169,69 @@ impl UnixStream {
     }
 
     stream_io_methods!();
+
+    /// Sends some of `buf` with `fds` attached (listeners, accepted connections, files: any
+    /// descriptor), and returns how many bytes were taken. The descriptors travel with the
+    /// first byte, so `buf` must not be empty; send what is left of it with `write_all`.
+    ///
+    /// The receiver gets its own descriptors for the same open sockets or files (`SCM_RIGHTS`):
+    /// closing ours afterwards does not close theirs. At most 253 descriptors per call.
+    pub async fn send_fds<B: IoBuf>(&self, buf: B, fds: &[BorrowedFd<'_>]) -> (Result<usize>, B) {
+        if buf.bytes_init() == 0 || fds.len() > crate::sys::fds::MAX_FDS {
+            let why = if fds.len() > crate::sys::fds::MAX_FDS {
+                "send_fds (more than 253 descriptors)"
+            } else {
+                "send_fds (descriptors need at least one byte to travel with)"
+            };
+            return (Err(Error::new(crate::ErrorKind::InvalidInput, why)), buf);
+        }
+        // Our own duplicates: the kernel reads the numbers when the op runs, by which time
+        // the caller may have closed theirs.
+        let held = match fds.iter().map(|f| f.try_clone_to_owned()).collect() {
+            Ok(held) => held,
+            Err(e) => return (Err(Error::from_io(e, "fcntl(F_DUPFD_CLOEXEC)")), buf),
+        };
+        let done = Op::submit(SendFds::new(self.io.fd.clone(), buf, held)).await;
+        let result = done.result.map(|n| {
+            crate::runtime::context::count(|c| c.bytes_out += u64::from(n));
+            n as usize
+        });
+        (result, done.op.buf)
+    }
+
+    /// Receives into the spare capacity of `buf`, with the descriptors that came with those
+    /// bytes (up to `max_fds`; each new, close-on-exec, and ours to close). A message that
+    /// carried more than `max_fds` fails with `InvalidData` (the kernel closes the surplus; the
+    /// ones that fitted are closed too). `Ok((0, _))` is the end of the stream.
+    pub async fn recv_fds<B: IoBufMut>(
+        &self,
+        buf: B,
+        max_fds: usize,
+    ) -> (Result<(usize, Vec<OwnedFd>)>, B) {
+        let max_fds = max_fds.clamp(1, crate::sys::fds::MAX_FDS);
+        let op = RecvFds::new(self.io.fd.clone(), buf, max_fds);
+        let done = Op::submit_with_timeout(op, self.io.read_timeout.get()).await;
+        let mut op = done.op;
+        let result = match done.result {
+            Ok(n) => {
+                // SAFETY: the receive succeeded; its descriptors are taken this once.
+                let (fds, cut) = unsafe { op.take_fds() };
+                let n = n as usize;
+                let init = op.buf.bytes_init() + n;
+                // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+                unsafe { op.buf.set_init(init) };
+                crate::runtime::context::count(|c| c.bytes_in += n as u64);
+                if cut {
+                    drop(fds);
+                    Err(Error::from_io(crate::sys::fds::truncated(), "recvmsg"))
+                } else {
+                    Ok((n, fds))
+                }
+            }
+            Err(e) => Err(e),
+        };
+        (result, op.buf)
+    }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<UnixAddr> {

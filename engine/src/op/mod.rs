@@ -9,6 +9,8 @@
 //! allocation, a `Box`), never inline in the op struct, so moving the op does not move it.
 
 mod dgram;
+#[cfg(unix)]
+mod fds;
 mod fs;
 mod net;
 
@@ -16,6 +18,8 @@ pub(crate) use dgram::{
     GSO_CMSG_BYTES, RECVMSG_NAME_BYTES, RECVMSG_OUT_BYTES, RecvFrom, RecvMsgMulti, SendTo,
     parse_datagram,
 };
+#[cfg(unix)]
+pub(crate) use fds::{RecvFds, SendFds};
 #[cfg(unix)]
 pub(crate) use fs::PollWritable;
 pub(crate) use fs::{ReadAt, Splice};
@@ -30,6 +34,7 @@ impl OpCode for Accept {
     fn complete_orphan(&mut self, res: i32, _flags: u32) {
         if res >= 0 {
             // Nobody waits for this connection any more: close it rather than leak it.
+            tracing::debug!("a connection accepted for a dropped accept is closed");
             close_accepted(res);
         }
     }
@@ -40,6 +45,7 @@ impl OpCode for AcceptMulti {
 
     fn complete_orphan(&mut self, res: i32, _flags: u32) {
         if res >= 0 {
+            tracing::debug!("a connection accepted for a dropped multishot accept is closed");
             close_accepted(res);
         }
     }
@@ -48,9 +54,13 @@ impl OpCode for AcceptMulti {
 impl OpCode for RecvMulti {
     const NAME: &'static str = "recv";
 
-    fn complete_orphan(&mut self, _res: i32, flags: u32) {
+    fn complete_orphan(&mut self, res: i32, flags: u32) {
         if let Some(bid) = crate::driver::buffer_id(flags) {
             // The kernel filled a buffer for a receive nobody reads: back to the pool.
+            tracing::trace!(
+                bytes = res,
+                "bytes received for a dropped reader are discarded"
+            );
             self.pool.give_back(bid);
         }
     }
@@ -72,6 +82,28 @@ impl<B: crate::buf::IoBuf> OpCode for SendTo<B> {
 
 impl<B: crate::buf::IoBufMut> OpCode for RecvFrom<B> {
     const NAME: &'static str = "recvmsg";
+}
+
+#[cfg(unix)]
+impl<B: crate::buf::IoBuf> OpCode for SendFds<B> {
+    const NAME: &'static str = "sendmsg";
+}
+
+#[cfg(unix)]
+impl<B: crate::buf::IoBufMut> OpCode for RecvFds<B> {
+    const NAME: &'static str = "recvmsg";
+
+    fn complete_orphan(&mut self, res: i32, _flags: u32) {
+        if res >= 0 {
+            // Nobody waits for these descriptors any more: close them rather than leak them.
+            // SAFETY: the receive succeeded and this is its one completion.
+            let (fds, _) = unsafe { self.take_fds() };
+            tracing::debug!(
+                fds = fds.len(),
+                "descriptors received for a dropped recv_fds are closed"
+            );
+        }
+    }
 }
 
 impl<B: crate::buf::IoBufMut> OpCode for ReadAt<B> {

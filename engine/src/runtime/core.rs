@@ -68,6 +68,13 @@ where
             }
         };
         if stop {
+            if past_grace && ctx.executor.live() > 0 {
+                tracing::warn!(
+                    core = ctx.index,
+                    tasks = ctx.executor.live(),
+                    "shutdown grace over: cancelling the tasks still running"
+                );
+            }
             break;
         }
 

@@ -363,6 +363,17 @@ impl Runtime {
         crate::sys::signal::on_shutdown_signal(move || handle.shutdown())
     }
 
+    /// Restarts on SIGHUP without dropping a connection (Unix): starts a new copy of this
+    /// executable with the same arguments, hands it every socket offered with
+    /// [`restart::offer`](crate::restart::offer), and once it says it serves, shuts this runtime
+    /// down gracefully (stop accepting, drain, return from [`Runtime::run`]). A restart that
+    /// fails leaves this process serving. See [`crate::restart`].
+    #[cfg(unix)]
+    pub fn restart_on_hangup(&self) -> Result<()> {
+        let handle = self.shutdown_handle();
+        crate::restart::on_hangup(move || handle.shutdown())
+    }
+
     /// Runs `f` once on every core and returns when every core has stopped.
     ///
     /// A core stops when its root future has returned and its other tasks are done, or, after

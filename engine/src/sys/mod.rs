@@ -2,6 +2,7 @@
 //! behind one name on every platform:
 //!
 //! - `fd`: descriptors as each platform has them (sockets and files), raw values, pipes;
+//! - `fds` (Unix): descriptors passed in `SCM_RIGHTS` control messages;
 //! - `thread`: the CPUs this process may use, and pinning a core's thread to one;
 //! - `signal`: SIGINT/SIGTERM (Unix) or console control events (Windows, via `console`)
 //!   starting a graceful shutdown;
@@ -13,6 +14,8 @@
 #[cfg(windows)]
 pub(crate) mod console;
 pub(crate) mod fd;
+#[cfg(unix)]
+pub(crate) mod fds;
 pub(crate) mod probe;
 pub(crate) mod signal;
 pub(crate) mod sock;

@@ -1,6 +1,6 @@
 //! What starts a graceful shutdown from outside: SIGINT and SIGTERM on Unix (a helper thread
 //! waits for them), console control events on Windows (Ctrl+C, Ctrl+Break, the console
-//! closing; see `console`).
+//! closing; see `console`). SIGHUP (Unix) starts a restart (`crate::restart`).
 
 use crate::error::{Error, Result};
 
@@ -34,4 +34,21 @@ cfg_select! {
     _ => {
         compile_error!("coring has no shutdown signals for this platform");
     }
+}
+
+/// Calls `each` (from a helper thread) on every SIGHUP, one call at a time.
+#[cfg(unix)]
+pub(crate) fn on_hangup(mut each: impl FnMut() + Send + 'static) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| Error::from_io(e, "sigaction(SIGHUP)"))?;
+    std::thread::Builder::new()
+        .name("coring-hangup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("restart requested by SIGHUP");
+                each();
+            }
+        })
+        .map_err(|e| Error::from_io(e, "spawn signal thread"))?;
+    Ok(())
 }

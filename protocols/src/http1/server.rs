@@ -143,6 +143,8 @@ pub struct ServerConn {
     continue_now: bool,
     /// The request stream broke (framing error) and the answer saying so is owed.
     broken: bool,
+    /// The head or body deadline that closed the connection, if one did.
+    timed_out: Option<Timer>,
     eof: bool,
     shutting_down: bool,
     /// The last time the caller told us.
@@ -180,6 +182,7 @@ impl ServerConn {
             sending: None,
             continue_now: false,
             broken: false,
+            timed_out: None,
             eof: false,
             shutting_down: false,
             now,
@@ -465,11 +468,20 @@ impl ServerConn {
     /// stalled body, an idle connection, the end of a linger).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        if let Some((_, at)) = self.timer()
+        if let Some((timer, at)) = self.timer()
             && now >= at
         {
+            if matches!(timer, Timer::Header | Timer::Body) {
+                self.timed_out = Some(timer);
+            }
             self.phase = Phase::Closed;
         }
+    }
+
+    /// The deadline that closed the connection: `Header` (a head that did not end in time) or
+    /// `Body` (a body that stopped coming); `None` if none did (an idle close is no failure).
+    pub fn timed_out(&self) -> Option<Timer> {
+        self.timed_out
     }
 
     /// The server is shutting down at `now`: the next answer says `Connection: close` (unless

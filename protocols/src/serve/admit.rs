@@ -29,12 +29,18 @@ pub struct Admission {
     pub per_source: Option<u32>,
 }
 
-/// Why a connection was refused.
+/// Why a connection was refused before a byte of it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+#[non_exhaustive]
+pub enum Refusal {
+    /// The access list does not admit its source.
     Denied,
+    /// Its source's connection bucket is empty.
     RateLimited,
+    /// Its source holds `per_source` connections already.
     OverSourceCap,
+    /// The core serves `max_connections` already.
+    OverCapacity,
 }
 
 /// What admission did, across all cores and listeners.

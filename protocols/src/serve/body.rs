@@ -22,9 +22,20 @@ pub(crate) struct ConnIo {
     pub(crate) client: std::cell::Cell<Option<std::net::SocketAddr>>,
     /// The listener's admission on this core, for the request bucket.
     pub(crate) gate: Option<Rc<super::Gate>>,
+    /// Told of connection-level failures.
+    pub(crate) hook: Option<super::ErrorHook>,
+    /// Records what the connection reads and writes, when the server captures.
+    pub(crate) tap: RefCell<Option<crate::capture::Tap>>,
 }
 
 impl ConnIo {
+    /// Records `bytes` about to be written, when the server captures.
+    pub(crate) fn tap_sent(&self, bytes: &[u8]) {
+        if let Some(tap) = self.tap.borrow_mut().as_mut() {
+            tap.sent(bytes);
+        }
+    }
+
     /// The next received bytes as they arrived (a pooled buffer); `None` at end of stream.
     pub(crate) async fn next_chunk(&self) -> coring::Result<Option<Chunk>> {
         // The reader is taken out while waiting so no borrow is held across the await.
@@ -33,6 +44,9 @@ impl ConnIo {
         };
         let r = reader.next().await;
         *self.reader.borrow_mut() = Some(reader);
+        if let (Ok(Some(chunk)), Some(tap)) = (&r, self.tap.borrow_mut().as_mut()) {
+            tap.received(chunk.as_ref());
+        }
         r
     }
 }
@@ -85,6 +99,7 @@ impl BodyStream {
             let mut owed = Vec::new();
             io.conn.borrow_mut().poll_transmit(&mut owed);
             if !owed.is_empty() {
+                io.tap_sent(&owed);
                 let (r, _) = io.stream.write_all(owed).await;
                 r.map_err(BodyError::Io)?;
             }

@@ -28,6 +28,7 @@
 mod admit;
 mod body;
 mod date;
+mod hook;
 mod reply;
 mod router;
 
@@ -52,6 +53,7 @@ pub use admit::{Admission, AdmissionCounters, admission_counters};
 use admit::{Gate, SourceSlot};
 use body::ConnIo;
 pub use body::{BodyError, BodyStream};
+pub use hook::{ConnError, ErrorHook, ProxyRefusal, Refusal};
 use reply::Source;
 pub use reply::{IntoReply, Reply, serve_file};
 pub use router::{Params, Router};
@@ -109,9 +111,18 @@ pub struct Config {
     /// so does [`Config::admission`] (which looks the peer up anyway).
     pub client_addr: bool,
     /// Connections begin with a PROXY protocol header (v1 or v2) from a load balancer:
-    /// see [`ProxyProtocol`]. Plaintext listeners ([`Server::serve`], [`serve_connection`])
-    /// only: `Server::serve_tls` refuses a configuration that sets it.
+    /// see [`ProxyProtocol`]. On `Server::serve_tls` the header comes in the clear before the
+    /// TLS handshake (a balancer relaying TLS in TCP mode).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Called for every connection that ends early: refused, a bad PROXY header, a failed
+    /// TLS handshake, broken HTTP, a head or body too slow, a socket that failed
+    /// ([`ConnError`]). Each is also logged at debug level. `None` by default.
+    pub on_error: Option<ErrorHook>,
+    /// Records every connection's traffic (what it read and wrote) into a pcapng file
+    /// ([`Capture`](crate::capture::Capture)); `None` by default. Each connection then costs
+    /// a `getpeername` and a `getsockname`, and every read and write a copy into the
+    /// capture's queue.
+    pub capture: Option<crate::capture::Capture>,
     /// Who may connect, how fast, how many at once ([`Admission`]); checked on each accepted
     /// socket before TLS or HTTP (behind a PROXY listener, on the client its header names).
     /// `None` admits everyone (up to `max_connections`).
@@ -235,6 +246,8 @@ impl Default for Config {
             buffer_body_up_to: 64 * 1024,
             client_addr: false,
             proxy_protocol: None,
+            on_error: None,
+            capture: None,
             admission: None,
         }
     }
@@ -288,8 +301,14 @@ impl<H: Handler> Server<H> {
             coring::spawn_local(async move {
                 let mut live = live;
                 let stream = Rc::new(Transport::Tcp(stream));
-                let driven = drive(stream, &*server.handler, &server.setup, &mut live).await;
-                run(driven, live);
+                let driven = drive(
+                    Rc::clone(&stream),
+                    &*server.handler,
+                    &server.setup,
+                    &mut live,
+                )
+                .await;
+                run(driven, live, &server.setup, &stream);
             });
         })
         .await;
@@ -299,33 +318,57 @@ impl<H: Handler> Server<H> {
     /// the acceptor's deadline, then HTTP is served on the decrypted stream. A failed
     /// handshake ends that connection only (the TLS counters say why). A connection over
     /// `max_connections` is closed at once, before any handshake.
+    ///
+    /// With [`Config::proxy_protocol`], the PROXY header comes first, in the clear, as a
+    /// balancer in TCP mode sends it (HAProxy's `send-proxy-v2` in front of a TLS server): it
+    /// is read off the socket before the handshake, and the bytes after it start the handshake.
     #[cfg(feature = "tls")]
-    ///
-    /// # Panics
-    ///
-    /// If the configuration sets [`Config::proxy_protocol`]: the header comes before the TLS
-    /// handshake, which this loop does not read.
     pub async fn serve_tls(self, listener: TcpListener, acceptor: crate::tls::TlsAcceptor) {
-        assert!(
-            self.config.proxy_protocol.is_none(),
-            "serve_tls does not read PROXY protocol headers"
-        );
         let acceptor = Rc::new(acceptor);
-        self.accept_each(listener, false, |server, stream, live| {
+        self.accept_each(listener, false, |mut server, stream, live| {
             let acceptor = Rc::clone(&acceptor);
             coring::spawn_local(async move {
                 let mut live = live;
                 let _ = stream.set_nodelay(true);
-                let tls = match acceptor.accept(stream).await {
-                    Ok(tls) => tls,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "tls handshake failed");
-                        return;
+                let mut early = Vec::new();
+                let hook = server.setup.hook.as_ref();
+                if let Front::Proxy(proxy) = &server.setup.front {
+                    let (client, after) = match read_proxy_header_raw(&stream, proxy).await {
+                        Ok(read) => read,
+                        Err((peer, why)) => return hook::report(hook, peer, ConnError::Proxy(why)),
+                    };
+                    if let Some(gate) = &server.setup.gate {
+                        match gate.admit(client.ip(), std::time::Instant::now()) {
+                            Ok(slot) => live.slot = Some(slot),
+                            Err(why) => {
+                                return hook::report(hook, Some(client), ConnError::Refused(why));
+                            }
+                        }
                     }
+                    early = after;
+                    // HTTP starts on the decrypted stream with the client known.
+                    server.setup.client = Some(client);
+                    server.setup.front = Front::Bare;
+                }
+                // Who failed a handshake is asked only when someone will be told.
+                let peer = match (server.setup.client, hook) {
+                    (Some(client), _) => Some(client),
+                    (None, Some(_)) => stream.peer_addr().ok(),
+                    (None, None) => None,
+                };
+                let tls = match acceptor.accept_after(stream, &early).await {
+                    Ok(tls) => tls,
+                    Err(e) => return hook::report(hook, peer, ConnError::Tls(&e)),
                 };
                 let stream = Rc::new(Transport::Tls(tls));
-                let driven = drive(stream, &*server.handler, &server.setup, &mut live).await;
-                run(driven, live);
+                let driven = drive(
+                    Rc::clone(&stream),
+                    &*server.handler,
+                    &server.setup,
+                    &mut live,
+                )
+                .await;
+                run(driven, live, &server.setup, &stream);
             });
         })
         .await;
@@ -339,10 +382,29 @@ impl<H: Handler> Server<H> {
         polite: bool,
         mut each: impl FnMut(Conn<H>, TcpStream, Live),
     ) {
-        let mut incoming = listener.incoming();
+        let mut incoming = Some(listener.incoming());
+        // After the shutdown: what the kernel had accepted for us as the accept stopped.
+        let mut last = Vec::new().into_iter();
         let mut failures = coring::net::AcceptFailures::new();
         let live = Rc::new(LiveCount::default());
-        while let Some(next) = until_shutdown(incoming.next()).await {
+        loop {
+            let next = match incoming.as_mut() {
+                Some(accepting) => match until_shutdown(accepting.next()).await {
+                    Some(next) => next,
+                    None => {
+                        // Stopped without losing a connection: a listener handed over in a
+                        // restart goes on accepting in the new process.
+                        if let Some(stopped) = incoming.take() {
+                            last = stopped.close().await.into_iter();
+                        }
+                        continue;
+                    }
+                },
+                None => match last.next() {
+                    Some(stream) => Ok(stream),
+                    None => break,
+                },
+            };
             let stream = match next {
                 Ok(s) => s,
                 Err(e) => {
@@ -353,6 +415,11 @@ impl<H: Handler> Server<H> {
             if live.count.get() >= self.config.max_connections {
                 // Over the limit: refused rather than queued without bound.
                 admit::count(&admission_counters().over_total);
+                hook::report(
+                    self.config.on_error.as_ref(),
+                    None,
+                    ConnError::Refused(Refusal::OverCapacity),
+                );
                 if polite {
                     let _ = stream.write_all(&b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..]).await;
                 }
@@ -369,7 +436,12 @@ impl<H: Handler> Server<H> {
                 };
                 match gate.admit(peer.ip(), std::time::Instant::now()) {
                     Ok(s) => slot = Some(s),
-                    Err(_) => continue, // closed as it drops, before a byte is read
+                    Err(why) => {
+                        // Closed as it drops, before a byte is read.
+                        let hook = self.config.on_error.as_ref();
+                        hook::report(hook, Some(peer), ConnError::Refused(why));
+                        continue;
+                    }
                 }
                 client = Some(peer);
             }
@@ -381,6 +453,8 @@ impl<H: Handler> Server<H> {
                     front: self.front.clone(),
                     gate: self.gate.clone(),
                     client,
+                    hook: self.config.on_error.clone(),
+                    capture: self.config.capture.clone(),
                 },
             };
             let mut place = Live::count(&live);
@@ -404,16 +478,28 @@ struct Setup {
     gate: Option<Rc<Gate>>,
     /// The peer address, where admission already asked for it.
     client: Option<SocketAddr>,
+    /// Told of connection-level failures.
+    hook: Option<ErrorHook>,
+    /// Records the traffic.
+    capture: Option<crate::capture::Capture>,
 }
 
 /// What a connection's task does once HTTP is done with it.
-fn run(driven: coring::Result<Option<(reply::UpgradeFn, Upgraded)>>, live: Live) {
+fn run(
+    driven: coring::Result<Option<(reply::UpgradeFn, Upgraded)>>,
+    live: Live,
+    with: &Setup,
+    stream: &Transport,
+) {
     match driven {
         // The new protocol runs as a task of its own, so that what the HTTP connection's
         // task held is freed now rather than when it ends.
         Ok(Some((then, upgraded))) => then(upgraded, live),
         Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+        Err(e) => {
+            let client = with.client.or_else(|| stream.tcp().peer_addr().ok());
+            hook::report(with.hook.as_ref(), client, ConnError::Io(&e));
+        }
     }
 }
 
@@ -458,8 +544,12 @@ async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Re
     match source {
         Source::Inline => {}
         Source::File { file, offset, len } => {
+            io.tap_sent(out);
             flush(&io.stream, out).await?;
             let sent = io.stream.send_file(&file, offset, len).await?;
+            if let Some(tap) = io.tap.borrow_mut().as_mut() {
+                tap.sent_uncaptured(sent);
+            }
             if sent < len {
                 // The file shrank under us: the promised length cannot be met.
                 return Err(coring::Error::new(
@@ -471,6 +561,7 @@ async fn send_body(io: &ConnIo, source: Source, out: &mut Vec<u8>) -> coring::Re
         Source::Stream(mut body) => {
             while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
                 io.conn.borrow_mut().send_chunk(&chunk, out);
+                io.tap_sent(out);
                 flush(&io.stream, out).await?;
             }
         }
@@ -519,10 +610,20 @@ pub async fn serve_connection<H: Handler>(
         front: Front::of(config),
         gate: None,
         client: None,
+        hook: config.on_error.clone(),
+        capture: config.capture.clone(),
     };
     let count = Rc::new(LiveCount::default());
     let mut live = Live::count(&count);
-    let upgraded = drive(Rc::new(Transport::Tcp(stream)), handler, &setup, &mut live).await?;
+    let stream = Rc::new(Transport::Tcp(stream));
+    let upgraded = match drive(Rc::clone(&stream), handler, &setup, &mut live).await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            let client = stream.tcp().peer_addr().ok();
+            hook::report(setup.hook.as_ref(), client, ConnError::Io(&e));
+            return Err(e);
+        }
+    };
     if let Some((then, upgraded)) = upgraded {
         // The session runs as its own task; this waits until it gives its place back.
         then(upgraded, live);
@@ -558,18 +659,34 @@ async fn drive<H: Handler>(
         conn: RefCell::new(ServerConn::new(Rc::clone(&with.connection), time::now())),
         client: Cell::new(None),
         gate: with.gate.clone(),
+        hook: with.hook.clone(),
+        tap: RefCell::new(None),
     });
+    if let Some(capture) = &with.capture {
+        let tcp = io.stream.tcp();
+        if let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) {
+            *io.tap.borrow_mut() = Some(capture.connection(peer, local));
+        }
+    }
     let client = match &with.front {
         Front::Bare => with.client,
         Front::Peer => with.client.or_else(|| io.stream.tcp().peer_addr().ok()),
         Front::Proxy(proxy) => {
-            let Some(client) = read_proxy_header(&io, proxy).await else {
-                return Ok(None);
+            let hook = with.hook.as_ref();
+            let client = match read_proxy_header(&io, proxy).await {
+                Ok(client) => client,
+                Err((peer, why)) => {
+                    hook::report(hook, peer, ConnError::Proxy(why));
+                    return Ok(None);
+                }
             };
             if let Some(gate) = &with.gate {
                 match gate.admit(client.ip(), std::time::Instant::now()) {
                     Ok(slot) => live.slot = Some(slot),
-                    Err(_) => return Ok(None),
+                    Err(why) => {
+                        hook::report(hook, Some(client), ConnError::Refused(why));
+                        return Ok(None);
+                    }
                 }
             }
             Some(client)
@@ -591,6 +708,7 @@ async fn drive<H: Handler>(
         let mut out = out_buffer::take();
         let mut done = answer(&io, handler, &mut out).await;
         io.conn.borrow_mut().poll_transmit(&mut out);
+        io.tap_sent(&out);
         if done.is_ok() {
             // The answer after which the connection closes goes out as its last write.
             let last = io.conn.borrow().is_closing();
@@ -620,6 +738,13 @@ async fn drive<H: Handler>(
             return Ok(Some((then, upgraded)));
         }
         if io.conn.borrow().is_closed() {
+            if let Some(timer) = io.conn.borrow().timed_out() {
+                hook::report(
+                    io.hook.as_ref(),
+                    io.client.get(),
+                    ConnError::TimedOut(timer),
+                );
+            }
             return Ok(None);
         }
         if io.conn.borrow().is_closing() {
@@ -659,6 +784,7 @@ async fn answer<H: Handler>(
             None => return Ok(None),
             Some(Ok(req)) => req,
             Some(Err(e)) => {
+                hook::report(io.hook.as_ref(), io.client.get(), ConnError::Http(&e));
                 date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
                 return Ok(None);
             }
@@ -686,6 +812,7 @@ async fn answer<H: Handler>(
             match BodyStream::new(Rc::clone(io)).discard().await {
                 Ok(()) => {}
                 Err(BodyError::Http(e)) => {
+                    hook::report(io.hook.as_ref(), io.client.get(), ConnError::Http(&e));
                     date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
                     return Ok(None);
                 }
@@ -715,6 +842,7 @@ async fn too_many_requests(io: &Rc<ConnIo>, out: &mut Vec<u8>) -> coring::Result
         match BodyStream::new(Rc::clone(io)).discard().await {
             Ok(()) => {}
             Err(BodyError::Http(e)) => {
+                hook::report(io.hook.as_ref(), io.client.get(), ConnError::Http(&e));
                 date::with_date(|_, date| io.conn.borrow_mut().respond_error(&e, date, out));
                 return Ok(false);
             }
@@ -785,17 +913,19 @@ impl std::fmt::Debug for Upgraded {
 
 /// Reads the PROXY header a connection starts with: the client it names (or, for the
 /// balancer's own `LOCAL` connections, the peer), with the bytes after it handed to HTTP.
-/// `None`: the connection is to be closed (untrusted peer, bad, slow or missing header); it
-/// was counted.
-async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketAddr> {
-    use admit::count;
+/// A PROXY listener closing a connection: the peer (when it could be asked) and why.
+type ProxyClosed = (Option<SocketAddr>, ProxyRefusal);
+
+/// `Err`: the connection is to be closed (untrusted peer, bad, slow or missing header), with
+/// the peer and why; it was counted.
+async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Result<SocketAddr, ProxyClosed> {
     let counters = proxy_counters();
-    let peer = io.stream.tcp().peer_addr().ok()?;
-    if !proxy.trusted.iter().any(|net| net.contains(peer.ip())) {
-        count(&counters.untrusted);
-        tracing::debug!(%peer, "PROXY listener: peer not trusted, closed");
-        return None;
-    }
+    let peer = io
+        .stream
+        .tcp()
+        .peer_addr()
+        .map_err(|_| (None, ProxyRefusal::CutShort))?;
+    trusts(proxy, peer)?;
     let deadline = time::now() + proxy.timeout;
     // A header split over receives is gathered here; one that arrives whole (the usual case)
     // is decoded where it lies.
@@ -804,13 +934,12 @@ async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketA
         let chunk = match timeout_at(deadline, io.next_chunk()).await {
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None) | Err(_)) => {
-                count(&counters.cut_short);
-                return None;
+                admit::count(&counters.cut_short);
+                return Err((Some(peer), ProxyRefusal::CutShort));
             }
             Err(_) => {
-                count(&counters.timed_out);
-                tracing::debug!(%peer, "PROXY listener: header too slow, closed");
-                return None;
+                admit::count(&counters.timed_out);
+                return Err((Some(peer), ProxyRefusal::TimedOut));
             }
         };
         let bytes: &[u8] = if held.is_empty() {
@@ -819,32 +948,98 @@ async fn read_proxy_header(io: &ConnIo, proxy: &ProxyProtocol) -> Option<SocketA
             held.extend_from_slice(chunk.as_ref());
             &held
         };
-        match proxy::decode(bytes, proxy.max_header) {
-            Ok(proxy::Decoded::Complete { header, len }) => {
-                count(&counters.accepted);
-                if header.command == proxy::Command::Local {
-                    count(&counters.local);
-                }
+        match decode_header(bytes, proxy, peer)? {
+            Some((client, len)) => {
                 if len < bytes.len() {
                     io.conn
                         .borrow_mut()
                         .handle_input(&bytes[len..], time::now());
                 }
-                return Some(header.client().unwrap_or(peer));
+                return Ok(client);
             }
-            Ok(proxy::Decoded::Partial) => {
+            None => {
                 if held.is_empty() {
                     held.extend_from_slice(chunk.as_ref());
                 }
             }
-            Err(e) => {
-                count(match e {
-                    proxy::ProxyError::Missing => &counters.missing,
-                    _ => &counters.malformed,
-                });
-                tracing::debug!(%peer, error = %e, "PROXY listener: closed");
-                return None;
+        }
+    }
+}
+
+/// [`read_proxy_header`] for a TLS listener, on the socket itself (before any TLS): reads only
+/// when asked, so nothing past what it returns is taken off the socket. The client and the
+/// bytes that followed the header (the start of the TLS handshake).
+#[cfg(feature = "tls")]
+async fn read_proxy_header_raw(
+    stream: &TcpStream,
+    proxy: &ProxyProtocol,
+) -> Result<(SocketAddr, Vec<u8>), ProxyClosed> {
+    let counters = proxy_counters();
+    let peer = stream
+        .peer_addr()
+        .map_err(|_| (None, ProxyRefusal::CutShort))?;
+    trusts(proxy, peer)?;
+    let deadline = time::now() + proxy.timeout;
+    let mut held = Vec::new();
+    loop {
+        held.reserve(proxy.max_header.clamp(64, 4096));
+        let (read, back) = match timeout_at(deadline, stream.read(held)).await {
+            Ok(read) => read,
+            Err(_) => {
+                admit::count(&counters.timed_out);
+                return Err((Some(peer), ProxyRefusal::TimedOut));
             }
+        };
+        held = back;
+        if !matches!(read, Ok(n) if n > 0) {
+            admit::count(&counters.cut_short);
+            return Err((Some(peer), ProxyRefusal::CutShort));
+        }
+        if let Some((client, len)) = decode_header(&held, proxy, peer)? {
+            return Ok((client, held.split_off(len)));
+        }
+    }
+}
+
+/// Whether `peer` may send PROXY headers; counted when not.
+fn trusts(proxy: &ProxyProtocol, peer: SocketAddr) -> Result<(), ProxyClosed> {
+    if proxy.trusted.iter().any(|net| net.contains(peer.ip())) {
+        return Ok(());
+    }
+    admit::count(&proxy_counters().untrusted);
+    Err((Some(peer), ProxyRefusal::Untrusted))
+}
+
+/// Decodes the header at the start of `bytes`: `Some((client, header length))` once whole,
+/// `None` while partial, `Err` when the connection is to be closed; counted.
+fn decode_header(
+    bytes: &[u8],
+    proxy: &ProxyProtocol,
+    peer: SocketAddr,
+) -> Result<Option<(SocketAddr, usize)>, ProxyClosed> {
+    let counters = proxy_counters();
+    match proxy::decode(bytes, proxy.max_header) {
+        Ok(proxy::Decoded::Complete { header, len }) => {
+            admit::count(&counters.accepted);
+            if header.command == proxy::Command::Local {
+                admit::count(&counters.local);
+            }
+            Ok(Some((header.client().unwrap_or(peer), len)))
+        }
+        Ok(proxy::Decoded::Partial) => Ok(None),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "PROXY listener: closed");
+            let why = match e {
+                proxy::ProxyError::Missing => {
+                    admit::count(&counters.missing);
+                    ProxyRefusal::Missing
+                }
+                _ => {
+                    admit::count(&counters.malformed);
+                    ProxyRefusal::Malformed
+                }
+            };
+            Err((Some(peer), why))
         }
     }
 }

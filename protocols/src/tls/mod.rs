@@ -94,6 +94,17 @@ impl TlsAcceptor {
 
     /// Runs the server side of the handshake on `stream`.
     pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream, TlsError> {
+        self.accept_after(stream, &[]).await
+    }
+
+    /// Runs the server side of the handshake on `stream`, whose first TLS bytes, `received`,
+    /// were already read from it (behind a PROXY protocol header, say): rustls takes them
+    /// before anything more is read.
+    pub async fn accept_after(
+        &self,
+        stream: TcpStream,
+        received: &[u8],
+    ) -> Result<TlsStream, TlsError> {
         let conn = rustls::ServerConnection::new(Arc::clone(&self.config))?;
         // Boxed: the handshake's state is large and short-lived, and a task that awaited it
         // in place would carry its size for the connection's whole life.
@@ -101,6 +112,7 @@ impl TlsAcceptor {
             stream,
             conn.into(),
             self.handshake_timeout,
+            received,
         ))
         .await
     }
@@ -141,6 +153,7 @@ impl TlsConnector {
             stream,
             conn.into(),
             self.handshake_timeout,
+            &[],
         ))
         .await
     }
@@ -188,6 +201,7 @@ impl TlsStream {
         stream: TcpStream,
         conn: rustls::Connection,
         timeout: Duration,
+        received: &[u8],
     ) -> Result<TlsStream, TlsError> {
         let reader = stream.pooled();
         let tls = TlsStream {
@@ -207,6 +221,18 @@ impl TlsStream {
         };
         let inner = &tls.inner;
         let steps = async {
+            // Bytes read before the handshake began go to rustls first.
+            let mut rest = received;
+            while !rest.is_empty() {
+                let mut conn = inner.conn.borrow_mut();
+                match conn.read_tls(&mut rest) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        conn.process_new_packets()?;
+                    }
+                    Err(e) => return Err(TlsError::Io(coring::Error::from_io(e, "tls read"))),
+                }
+            }
             while inner.conn.borrow().is_handshaking() {
                 inner.flush().await?;
                 if !inner.conn.borrow().is_handshaking() {

@@ -260,6 +260,37 @@ impl ReadyOp for Splice {
 }
 
 #[cfg(unix)]
+impl<B: IoBuf> ReadyOp for crate::op::SendFds<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Write)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        // SAFETY: `msg` points at this op's iovec (into its buffer) and control data.
+        unsafe { sys::sendmsg(self.fd.raw(), self.msghdr()) }
+    }
+}
+
+#[cfg(unix)]
+impl<B: IoBufMut> ReadyOp for crate::op::RecvFds<B> {
+    fn readiness(&self) -> (RawFd, Interest) {
+        (self.fd.raw(), Interest::Read)
+    }
+
+    fn perform(&mut self) -> io::Result<usize> {
+        let fd = self.fd.raw();
+        // SAFETY: `msg` points at this op's iovec (into its buffer's spare room) and control
+        // block, both sized in the header.
+        let n = unsafe { libc::recvmsg(fd, self.msghdr_mut(), crate::sys::fds::RECV_FLAGS) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+#[cfg(unix)]
 impl ReadyOp for crate::op::PollWritable {
     fn readiness(&self) -> (RawFd, Interest) {
         (self.fd.raw(), Interest::Write)

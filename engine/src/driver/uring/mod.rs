@@ -270,6 +270,16 @@ impl UringDriver {
         }
     }
 
+    /// Asks the kernel to end the multishot op `key`; its remaining completions, then a final
+    /// one, still come to its owner.
+    pub(crate) fn cancel_multi(&mut self, key: usize) {
+        if let Some(Lifecycle::Multi { .. } | Lifecycle::Submitted | Lifecycle::Waiting(_)) =
+            self.ops.get(key)
+        {
+            self.cancel(key as u64);
+        }
+    }
+
     /// This ring's fd (duplicated so other cores can target it with MSG_RING).
     pub(crate) fn ring_fd(&self) -> std::io::Result<OwnedFd> {
         let fd = self.ring.as_raw_fd();

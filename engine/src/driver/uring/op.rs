@@ -113,6 +113,22 @@ impl UringOp for Splice {
     }
 }
 
+impl<B: IoBuf> UringOp for crate::op::SendFds<B> {
+    fn entry(&mut self) -> Entry {
+        opcode::SendMsg::new(Fd(self.fd.raw()), self.msghdr())
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+}
+
+impl<B: IoBufMut> UringOp for crate::op::RecvFds<B> {
+    fn entry(&mut self) -> Entry {
+        opcode::RecvMsg::new(Fd(self.fd.raw()), self.msghdr_mut())
+            .flags(crate::sys::fds::RECV_FLAGS as u32)
+            .build()
+    }
+}
+
 impl UringOp for crate::op::PollWritable {
     fn entry(&mut self) -> Entry {
         opcode::PollAdd::new(Fd(self.fd.raw()), libc::POLLOUT as u32).build()
