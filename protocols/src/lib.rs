@@ -15,6 +15,10 @@
 //!   (`ws://`), their outbound queues and policies, senders from other cores, and groups
 //!   that publish one message to many sessions.
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
+//! - [`netwatch`]: network-change events (links up and down, addresses, the default route)
+//!   from rtnetlink, sans-IO, and `NetworkChanges` on a core (feature `engine`; Linux).
+//! - `dns` (feature `engine`): a stub resolver on the engine (hosts, resolv.conf, A and AAAA
+//!   over UDP with TCP on truncation, a TTL cache) and connecting by name.
 //! - `tls` (feature `tls`, off by default): rustls on engine streams (acceptor, connector, a
 //!   stream that reads from pooled buffers).
 //! - [`netcode`]: netcode.io 1.02 sessions sans-IO: connect tokens, admission before crypto,
@@ -58,6 +62,8 @@ pub mod cidr;
 #[cfg(feature = "engine")]
 pub mod client;
 #[cfg(feature = "engine")]
+pub mod dns;
+#[cfg(feature = "engine")]
 pub mod framed;
 pub mod framing;
 pub mod http1;
@@ -67,6 +73,7 @@ pub mod hyper_rt;
 pub mod metrics;
 pub mod nats;
 pub mod netcode;
+pub mod netwatch;
 pub mod proxy;
 pub mod room;
 #[cfg(feature = "engine")]

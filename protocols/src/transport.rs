@@ -292,6 +292,8 @@ impl Reader {
 pub(crate) enum DialError {
     /// Connecting failed.
     Io(coring::Error),
+    /// The host's name did not resolve.
+    Resolve(crate::dns::ResolveError),
     /// The connect (or TLS handshake) deadline passed.
     Timeout,
     /// An `https://` or `wss://` URL without the `tls` feature, or a host that is no name.
@@ -300,21 +302,24 @@ pub(crate) enum DialError {
     Tls(TlsError),
 }
 
-/// Connects to `url`'s host and port (within `timeout`), then runs TLS over the connection
+/// Connects to `url`'s host and port (within `timeout`; a name is resolved by `resolver`,
+/// or by the core's own resolver when `None`), then runs TLS over the connection
 /// for `https://` and `wss://`, checking the server's certificate for the URL's host with
 /// `tls` (the public roots when `None`).
 pub(crate) async fn dial(
     url: &crate::client::Url,
     timeout: std::time::Duration,
+    resolver: Option<&crate::dns::Resolver>,
     #[cfg(feature = "tls")] tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<Transport, DialError> {
-    let stream = TcpStream::connect_timeout((url.host.as_str(), url.port), timeout)
+    use crate::dns::ConnectError;
+    let stream = crate::dns::connect_with(resolver, &url.host, url.port, timeout)
         .await
-        .map_err(|e| match e.kind() {
-            coring::ErrorKind::TimedOut => DialError::Timeout,
-            _ => DialError::Io(e),
+        .map_err(|e| match e {
+            ConnectError::TimedOut => DialError::Timeout,
+            ConnectError::Connect(e) => DialError::Io(e),
+            ConnectError::Resolve(e) => DialError::Resolve(e),
         })?;
-    let _ = stream.set_nodelay(true);
     if !url.tls {
         return Ok(Transport::Tcp(stream));
     }

@@ -5,6 +5,8 @@ mod accept;
 mod dgram;
 #[cfg(target_os = "linux")]
 pub mod ktls;
+#[cfg(target_os = "linux")]
+mod netlink;
 mod pooled;
 mod shared_listen;
 mod stream;
@@ -15,6 +17,8 @@ mod unix;
 
 pub use accept::{AcceptFailures, Incoming};
 pub use dgram::{Datagram, RecvMeta};
+#[cfg(target_os = "linux")]
+pub use netlink::{NETLINK_ROUTE, NetlinkSocket};
 pub use pooled::PooledReader;
 pub use tcp::{DEFAULT_BACKLOG, ListenOptions, TcpInfo, TcpListener, TcpStream};
 pub use udp::{UdpPooled, UdpSocket};

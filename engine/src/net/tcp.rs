@@ -219,7 +219,9 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Connects to the first address of `addr` that accepts.
+    /// Connects to the first address of `addr` that accepts. A host name in `addr` is looked
+    /// up by the C library, which blocks the core while it runs: give addresses here, and
+    /// connect by name with `coring_protocols::dns::connect`, which resolves on the engine.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<TcpStream> {
         Self::connect_inner(addr, None).await
     }

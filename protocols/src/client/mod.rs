@@ -35,6 +35,9 @@ pub enum ClientError {
     #[cfg(feature = "tls")]
     #[error("{0}")]
     Tls(crate::tls::TlsError),
+    /// The host's name did not resolve.
+    #[error("{0}")]
+    Resolve(crate::dns::ResolveError),
     /// Connecting failed.
     #[error("connect failed: {0}")]
     Connect(coring::Error),
@@ -78,6 +81,9 @@ pub struct ClientConfig {
     /// resumption (the web's public roots when `None`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+    /// Resolves hosts' names (the core's own [`Resolver::system`](crate::dns::Resolver::system)
+    /// when `None`).
+    pub resolver: Option<crate::dns::Resolver>,
 }
 
 impl Default for ClientConfig {
@@ -93,6 +99,7 @@ impl Default for ClientConfig {
             user_agent: "coring".into(),
             #[cfg(feature = "tls")]
             tls: None,
+            resolver: None,
         }
     }
 }
@@ -298,12 +305,14 @@ impl Client {
         let stream = dial(
             url,
             self.inner.config.connect_timeout,
+            self.inner.config.resolver.as_ref(),
             #[cfg(feature = "tls")]
             self.inner.config.tls.as_ref(),
         )
         .await
         .map_err(|e| match e {
             DialError::Io(e) => ClientError::Connect(e),
+            DialError::Resolve(e) => ClientError::Resolve(e),
             DialError::Timeout => ClientError::Timeout,
             DialError::Unsupported(why) => ClientError::InvalidUrl(why),
             #[cfg(feature = "tls")]

@@ -29,6 +29,9 @@ pub struct ConnectOptions {
     /// resumption (the web's public roots when `None`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::rustls::ClientConfig>>,
+    /// Resolves the host's name (the core's own
+    /// [`Resolver::system`](crate::dns::Resolver::system) when `None`).
+    pub resolver: Option<crate::dns::Resolver>,
 }
 
 impl Default for ConnectOptions {
@@ -39,6 +42,7 @@ impl Default for ConnectOptions {
             timeout: Duration::from_secs(10),
             #[cfg(feature = "tls")]
             tls: None,
+            resolver: None,
         }
     }
 }
@@ -54,6 +58,9 @@ pub enum ConnectError {
     #[cfg(feature = "tls")]
     #[error("{0}")]
     Tls(crate::tls::TlsError),
+    /// The host's name did not resolve.
+    #[error("{0}")]
+    Resolve(crate::dns::ResolveError),
     /// Connecting, writing or reading failed.
     #[error("I/O failed: {0}")]
     Io(#[from] coring::Error),
@@ -95,12 +102,14 @@ async fn handshake(url: &Url, options: &ConnectOptions) -> Result<WebSocket, Con
     let stream = dial(
         url,
         options.timeout,
+        options.resolver.as_ref(),
         #[cfg(feature = "tls")]
         options.tls.as_ref(),
     )
     .await
     .map_err(|e| match e {
         DialError::Io(e) => ConnectError::Io(e),
+        DialError::Resolve(e) => ConnectError::Resolve(e),
         DialError::Timeout => ConnectError::Timeout,
         DialError::Unsupported(why) => ConnectError::InvalidUrl(why),
         #[cfg(feature = "tls")]
