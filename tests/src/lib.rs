@@ -16,12 +16,18 @@
 //! - [`fd_limit`]: lifting the soft descriptor limit for tests that hold thousands of sockets.
 //! - [`fan_out`]: many client tasks on one core, joined, their results in order.
 //! - [`under_wine`]: whether a Windows build runs under Wine.
+//! - `pki` (Linux): a CA, a leaf and rustls configurations for TLS tests.
+//! - `dnsmasq` (Linux): a real DNS server on loopback serving a test's records.
 //! - [`connect_from`]: a std client connection from a chosen local address (another 127/8
 //!   source, as a second machine would be).
 
+#[cfg(target_os = "linux")]
+pub mod dnsmasq;
 pub mod example;
 pub mod known;
 pub mod lossy;
+#[cfg(target_os = "linux")]
+pub mod pki;
 pub mod server;
 
 pub use example::{Example, example_path};

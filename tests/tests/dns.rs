@@ -7,108 +7,22 @@
 #![cfg(target_os = "linux")]
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdp};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use coring_tests::dnsmasq::{Dnsmasq, free_port};
 
 use coring_protocols::client::{Client, ClientConfig};
 use coring_protocols::dns::{self, Config, Family, ResolveError, Resolver, Source};
 use coring_protocols::http1::Response;
 use coring_protocols::serve::{self, Router};
 
-/// A dnsmasq serving only the records it is given, on loopback (both families, one port, UDP
-/// and TCP), logging the queries it gets; killed when dropped.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(records: &[&str]) -> Dnsmasq {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("coring-dnsmasq-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // 120 addresses for one name: more than a 1,232-byte datagram holds.
-        let many: String = (0..120)
-            .map(|i| format!("10.9.{}.{} many.test\n", i / 200, i % 200 + 1))
-            .collect();
-        std::fs::write(dir.join("many.hosts"), many).unwrap();
-        let port = free_port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1,::1",
-                "--pid-file=",
-                "--user=root",
-                "--log-queries",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", dir.join("many.hosts").display()))
-            .arg(format!("--log-facility={}", dir.join("log").display()))
-            .args(records)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (Debian's dnsmasq-base; .ci/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Dnsmasq { child, port, dir }
-    }
-
-    fn v4(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn v6(&self) -> SocketAddr {
-        SocketAddr::new("::1".parse().unwrap(), self.port)
-    }
-
-    /// How many queries of `kind` ("A", "AAAA") for `name` dnsmasq has logged.
-    fn queries(&self, kind: &str, name: &str) -> usize {
-        let wanted = format!("query[{kind}] {name} from");
-        // dnsmasq writes its log as it goes; give a line just sent a moment to land.
-        std::thread::sleep(Duration::from_millis(50));
-        std::fs::read_to_string(self.dir.join("log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains(&wanted))
-            .count()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port free for UDP and TCP on 127.0.0.1 and ::1 a moment ago.
-fn free_port() -> u16 {
-    loop {
-        let udp = StdUdp::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && StdUdp::bind(("::1", port)).is_ok()
-            && std::net::TcpListener::bind(("::1", port)).is_ok();
-        if free {
-            return port;
-        }
-    }
+/// 120 addresses for one name: more than a 1,232-byte datagram holds.
+fn many_hosts() -> String {
+    (0..120)
+        .map(|i| format!("10.9.{}.{} many.test\n", i / 200, i % 200 + 1))
+        .collect()
 }
 
 const RECORDS: &[&str] = &[
@@ -137,7 +51,7 @@ fn ip(text: &str) -> IpAddr {
 
 #[coring::test]
 async fn names_aliases_and_missing_names_over_both_families() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     for server in [dnsmasq.v4(), dnsmasq.v6()] {
         let resolver = Resolver::new(config([server]));
         let both = resolver.lookup_ip("alpha.test").await.unwrap();
@@ -191,7 +105,7 @@ async fn names_aliases_and_missing_names_over_both_families() {
 
 #[coring::test]
 async fn answers_are_kept_for_their_ttl_then_asked_again() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     let resolver = Resolver::new(config([dnsmasq.v4()]));
     for _ in 0..3 {
         let long = resolver.lookup("alpha.test", Family::V4).await.unwrap();
@@ -224,7 +138,7 @@ async fn answers_are_kept_for_their_ttl_then_asked_again() {
 
 #[coring::test]
 async fn a_truncated_answer_is_asked_again_over_tcp() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     for payload in [1232, 0] {
         let resolver = Resolver::new(Config {
             udp_payload: payload,
@@ -250,7 +164,7 @@ async fn a_truncated_answer_is_asked_again_over_tcp() {
 
 #[coring::test]
 async fn the_search_list_and_ndots_pick_the_names_tried() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     let resolver = Resolver::new(Config {
         search: vec!["nowhere.test".into(), "test".into()],
         ..config([dnsmasq.v4()])
@@ -326,7 +240,7 @@ fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
 
 #[coring::test]
 async fn silent_refusing_and_stray_sending_servers_are_passed_over() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     let (hostile, hostile_seen) = hostile_server();
     let resolver = Resolver::new(Config {
         timeout: Duration::from_millis(300),
@@ -343,8 +257,8 @@ async fn silent_refusing_and_stray_sending_servers_are_passed_over() {
     assert_eq!(stats.timeouts, 1);
 
     // A dnsmasq with no records and no upstream answers REFUSED: the next server is asked.
-    let refusing = Dnsmasq::start(&[]);
-    let refusing_addr = SocketAddr::from(([127, 0, 0, 1], refusing.port));
+    let refusing = Dnsmasq::start(&[], "");
+    let refusing_addr = SocketAddr::from(([127, 0, 0, 1], refusing.port()));
     let resolver = Resolver::new(config([refusing_addr, dnsmasq.v4()]));
     let found = resolver.lookup("short.test", Family::V4).await.unwrap();
     assert_eq!(found.addrs, [ip("10.2.0.1")]);
@@ -407,7 +321,7 @@ async fn silent_refusing_and_stray_sending_servers_are_passed_over() {
 
 #[coring::test]
 async fn resolv_conf_and_hosts_files_are_read_from_disk() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     let dir = std::env::temp_dir().join(format!("coring-dns-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let resolv = dir.join("resolv.conf");
@@ -426,7 +340,7 @@ async fn resolv_conf_and_hosts_files_are_read_from_disk() {
     assert_eq!(config.timeout, Duration::from_secs(1));
     assert_eq!(config.attempts, 1);
     // resolv.conf has no port: point its server at dnsmasq's.
-    config.nameservers[0].set_port(dnsmasq.port);
+    config.nameservers[0].set_port(dnsmasq.port());
     let resolver = Resolver::new(config);
     let pinned = resolver.lookup_ip("pinned.TEST.").await.unwrap();
     assert_eq!(pinned.source, Source::Hosts);
@@ -451,7 +365,7 @@ async fn resolv_conf_and_hosts_files_are_read_from_disk() {
 
 #[coring::test]
 fn the_http_client_and_connect_by_name_reach_servers_by_name() {
-    let dnsmasq = Dnsmasq::start(RECORDS);
+    let dnsmasq = Dnsmasq::start(RECORDS, &many_hosts());
     let server = coring_tests::serve(serve::Config::default(), || {
         Router::new().route("GET", "/hello", |_r, _p| async {
             Response::new(200).body("hello by name")

@@ -183,3 +183,78 @@ fn links_addresses_and_default_routes_arrive_as_they_change(driver: DriverChoice
         }
     });
 }
+
+/// A std echo server on `addr` (raw bytes back), on threads of the calling thread's namespace.
+fn echo_server(addr: &str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let bound = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let _ = std::io::copy(&mut reader, &mut stream);
+            });
+        }
+    });
+    bound
+}
+
+/// The client's next event within 5 s.
+async fn next(
+    client: &mut coring_protocols::reconnect::Reconnecting<
+        coring_protocols::framing::LengthPrefixed,
+    >,
+) -> coring_protocols::reconnect::Event {
+    coring::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("an event within 5 s")
+}
+
+#[coring::test]
+fn a_reconnecting_client_reconnects_at_once_when_the_network_changes(driver: DriverChoice) {
+    use coring_protocols::framing::{LengthPrefixed, Prefix};
+    use coring_protocols::reconnect::{Config, Event, Failure, Reconnecting, Target};
+
+    in_new_namespace(driver, || async {
+        ip("link set lo up");
+        ip("link add cv0 type veth peer name cv1");
+        ip("link set cv0 up");
+        ip("link set cv1 up");
+        ip("addr add 10.78.0.1/24 dev cv0");
+        ip("addr add 10.78.0.9/24 dev cv0");
+        let server = echo_server("10.78.0.1:0");
+        let mut client = Reconnecting::new(
+            Target::Tcp {
+                host: server.ip().to_string(),
+                port: server.port(),
+            },
+            LengthPrefixed::new(Prefix::U32, 1024),
+            Config::default(),
+        );
+        client.watch_network(NetworkChanges::watch().unwrap());
+        assert!(matches!(next(&mut client).await, Event::Connected { .. }));
+        client.send(&b"before"[..]).unwrap();
+        assert_eq!(
+            next(&mut client).await,
+            Event::Message((&b"before"[..]).into())
+        );
+        // Let the watcher take the links there are, then take an address away: the
+        // connection is dropped at once (nothing else would notice: no heartbeat is set).
+        coring::time::sleep(Duration::from_millis(400)).await;
+        ip("addr del 10.78.0.9/24 dev cv0");
+        match next(&mut client).await {
+            Event::Disconnected {
+                failure: Failure::NetworkChanged,
+                retry_in,
+            } => assert_eq!(retry_in, Duration::ZERO),
+            other => panic!("expected the network change, got {other:?}"),
+        }
+        assert!(matches!(next(&mut client).await, Event::Connected { .. }));
+        client.send(&b"after"[..]).unwrap();
+        assert_eq!(
+            next(&mut client).await,
+            Event::Message((&b"after"[..]).into())
+        );
+    });
+}

@@ -105,7 +105,7 @@ where
 }
 
 /// A seed for a client's masking keys that a peer or a script cannot predict.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let key = crate::ws::handshake::random_key();
     u64::from_le_bytes([
         key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
