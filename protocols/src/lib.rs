@@ -15,6 +15,8 @@
 //!   (`ws://`), their outbound queues and policies, senders from other cores, and groups
 //!   that publish one message to many sessions.
 //! - `client` (feature `engine`): an HTTP/1.1 client with a keep-alive pool per host.
+//! - `queued` (feature `engine`): queued endpoints (bounded incoming queue, error queue,
+//!   pause, retry, operator routes over HTTP) and queued senders with retries (sequenced too).
 //! - `reconnect` (feature `engine`): a client that reconnects over TCP, TLS or WebSocket
 //!   (backoff with jitter, heartbeats, replay of unacknowledged messages).
 //! - [`netwatch`]: network-change events (links up and down, addresses, the default route)
@@ -77,6 +79,8 @@ pub mod nats;
 pub mod netcode;
 pub mod netwatch;
 pub mod proxy;
+#[cfg(feature = "engine")]
+pub mod queued;
 #[cfg(feature = "engine")]
 pub mod reconnect;
 pub mod room;
