@@ -299,16 +299,42 @@ fn route(new: bool, body: &[u8], events: &mut Vec<NetEvent>) -> Result<(), Netli
 
 #[cfg(all(feature = "engine", target_os = "linux"))]
 mod watch {
-    use super::*;
-    use coring::net::{NETLINK_ROUTE, NetlinkSocket};
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    use std::task::{Context, Poll};
 
-    /// Network changes as they happen, on the core that made it.
-    #[derive(Debug)]
+    use super::*;
+    use coring::net::{NETLINK_ROUTE, NetlinkSocket, RecvMeta};
+
+    type Receiving = Pin<Box<dyn Future<Output = (coring::Result<RecvMeta<u32>>, Vec<u8>)>>>;
+    type Asking = Pin<Box<dyn Future<Output = coring::Result<()>>>>;
+
+    /// ENOBUFS (<asm-generic/errno.h>): the receive buffer overflowed.
+    const ENOBUFS: i32 = 105;
+
+    /// Network changes as they happen, on the core that made it: a [`Stream`] of
+    /// [`NetEvent`]s, or [`NetworkChanges::next`]. Both are cancel-safe: the receive in
+    /// flight is kept across calls, so a `next()` dropped by a timeout loses nothing.
+    ///
+    /// [`Stream`]: futures_core::Stream
     pub struct NetworkChanges {
-        socket: NetlinkSocket,
+        socket: Rc<NetlinkSocket>,
         links: Links,
-        queued: std::collections::VecDeque<NetEvent>,
+        queued: VecDeque<NetEvent>,
         seq: u32,
+        dump_wanted: bool,
+        asking: Option<Asking>,
+        receiving: Option<Receiving>,
+    }
+
+    impl std::fmt::Debug for NetworkChanges {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("NetworkChanges")
+                .field("links", &self.links)
+                .field("queued", &self.queued.len())
+                .finish_non_exhaustive()
+        }
     }
 
     impl NetworkChanges {
@@ -319,10 +345,13 @@ mod watch {
             // Room for bursts (a link going down takes its addresses and routes with it).
             let _ = socket.set_recv_buffer_size(1 << 20);
             Ok(NetworkChanges {
-                socket,
+                socket: Rc::new(socket),
                 links: Links::new(),
-                queued: std::collections::VecDeque::new(),
+                queued: VecDeque::new(),
                 seq: 0,
+                dump_wanted: true,
+                asking: None,
+                receiving: None,
             })
         }
 
@@ -331,25 +360,52 @@ mod watch {
             &self.links
         }
 
-        async fn ask_links(&mut self) -> coring::Result<()> {
-            self.seq = self.seq.wrapping_add(1);
-            let (sent, _) = self.socket.send(dump_links_request(self.seq)).await;
-            sent.map(|_| ())
-        }
-
         /// The next change. Errors are the socket's own; a malformed message is skipped
         /// (logged), never an error.
         pub async fn next(&mut self) -> coring::Result<NetEvent> {
-            if self.seq == 0 {
-                self.ask_links().await?;
+            match std::future::poll_fn(|cx| self.poll_event(cx)).await {
+                Some(event) => event,
+                None => Err(coring::Error::new(
+                    coring::ErrorKind::Other,
+                    "network-change events ended",
+                )),
             }
+        }
+
+        fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<coring::Result<NetEvent>>> {
             loop {
                 if let Some(event) = self.queued.pop_front() {
-                    return Ok(event);
+                    return Poll::Ready(Some(Ok(event)));
                 }
-                let (received, buf) = self.socket.recv(Vec::with_capacity(64 * 1024)).await;
+                if self.dump_wanted && self.asking.is_none() {
+                    self.dump_wanted = false;
+                    self.seq = self.seq.wrapping_add(1);
+                    let (socket, request) = (Rc::clone(&self.socket), dump_links_request(self.seq));
+                    self.asking =
+                        Some(Box::pin(
+                            async move { socket.send(request).await.0.map(|_| ()) },
+                        ));
+                }
+                if let Some(asking) = self.asking.as_mut()
+                    && let Poll::Ready(sent) = asking.as_mut().poll(cx)
+                {
+                    self.asking = None;
+                    if let Err(e) = sent {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                let socket = &self.socket;
+                let receiving = self.receiving.get_or_insert_with(|| {
+                    let socket = Rc::clone(socket);
+                    Box::pin(async move { socket.recv(Vec::with_capacity(64 * 1024)).await })
+                });
+                let Poll::Ready((received, buf)) = receiving.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                self.receiving = None;
                 match received {
-                    Ok(meta) if meta.source != 0 => continue,
+                    // Only the kernel's messages.
+                    Ok(meta) if meta.source != 0 => {}
                     Ok(meta) => {
                         let mut events = Vec::new();
                         if let Err(e) = self.links.read(&buf[..meta.len], &mut events) {
@@ -357,25 +413,30 @@ mod watch {
                         }
                         self.queued.extend(events);
                         if meta.truncated {
-                            self.overflowed().await?;
+                            self.overflowed();
                         }
                     }
-                    Err(e) if e.raw_os_error() == Some(ENOBUFS) => self.overflowed().await?,
+                    Err(e) if e.raw_os_error() == Some(ENOBUFS) => self.overflowed(),
                     Err(e) if e.kind() == coring::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
         }
 
-        async fn overflowed(&mut self) -> coring::Result<()> {
+        fn overflowed(&mut self) {
             self.links.forget();
             self.queued.push_back(NetEvent::Overflow);
-            self.ask_links().await
+            self.dump_wanted = true;
         }
     }
 
-    /// ENOBUFS (<asm-generic/errno.h>): the receive buffer overflowed.
-    const ENOBUFS: i32 = 105;
+    impl futures_core::Stream for NetworkChanges {
+        type Item = coring::Result<NetEvent>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.get_mut().poll_event(cx)
+        }
+    }
 }
 
 #[cfg(all(feature = "engine", not(target_os = "linux")))]
