@@ -696,6 +696,10 @@ where
         let failure = match time::timeout(self.config.connect_timeout, self.dial()).await {
             Ok(Ok((shared, tasks))) => {
                 self.round = 0;
+                // A change seen while no connection was up is no reason to drop this one.
+                if let Some((changed, _)) = &self.network {
+                    changed.set(false);
+                }
                 self.stats.connects += 1;
                 let replayed = if self.config.replay {
                     self.unacked.len()

@@ -72,3 +72,36 @@ impl Pki {
         )
     }
 }
+
+/// A self-signed certificate and its key, written as PEM files for peers and loaders that
+/// read files (openssl, curl, `tls::server_config_from_pem`).
+#[derive(Debug)]
+pub struct SelfSigned {
+    /// The certificate (DER), for a root store.
+    pub cert: CertificateDer<'static>,
+    /// `DIR/cert.pem`.
+    pub cert_path: std::path::PathBuf,
+    /// `DIR/key.pem`.
+    pub key_path: std::path::PathBuf,
+}
+
+impl SelfSigned {
+    /// A certificate for `names`, written into `dir` (made if missing).
+    pub fn write(dir: &std::path::Path, names: &[&str]) -> SelfSigned {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        SelfSigned {
+            cert: cert.der().clone(),
+            cert_path,
+            key_path,
+        }
+    }
+}

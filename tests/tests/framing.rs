@@ -158,24 +158,17 @@ fn lines_over_tls_against_openssl() {
     use coring_protocols::tls::{self, TlsConnector, rustls};
 
     let dir = std::env::temp_dir().join(coring::__test::unique("framing-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let pem = coring_tests::pki::SelfSigned::write(&dir, &["localhost"]);
+    let (cert_path, key_path) = (&pem.cert_path, &pem.key_path);
     let port = free_port();
     let _openssl = Peer(
         Command::new("openssl")
             .args(["s_server", "-quiet", "-rev", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("-cert")
-            .arg(&cert_path)
+            .arg(cert_path)
             .arg("-key")
-            .arg(&key_path)
+            .arg(key_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -186,7 +179,7 @@ fn lines_over_tls_against_openssl() {
     // A probe connection is one s_server serves and drops; then ours is next.
     listening(addr);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
+    roots.add(pem.cert.clone()).unwrap();
     let config = Arc::new(tls::client_config(roots).unwrap());
     coring::block_on(async move {
         let stream = TcpStream::connect(addr).await.unwrap();

@@ -225,15 +225,8 @@ fn hyper_over_tls_against_curl() {
     use coring_protocols::tls::{self, TlsAcceptor};
 
     let dir = std::env::temp_dir().join(coring::__test::unique("hyper-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let pem = coring_tests::pki::SelfSigned::write(&dir, &["localhost"]);
+    let (cert_path, key_path) = (pem.cert_path, pem.key_path);
     let config = std::sync::Arc::new(tls::server_config_from_pem(&cert_path, &key_path).unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     let ca = cert_path.clone();

@@ -195,15 +195,8 @@ fn whoami_behind_haproxy_reports_the_address_haproxy_saw() {
 #[test]
 fn whoami_over_tls_behind_haproxy_reports_the_address_haproxy_saw() {
     let dir = std::env::temp_dir().join(format!("coring-proxy-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let pem = coring_tests::pki::SelfSigned::write(&dir, &["localhost"]);
+    let (cert_path, key_path) = (pem.cert_path, pem.key_path);
     let whoami = Example::start(
         "whoami",
         [

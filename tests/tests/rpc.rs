@@ -363,20 +363,12 @@ fn json_calls_over_a_unix_stream_and_over_tls() {
 
     let path = std::env::temp_dir().join(coring::__test::unique("rpc.sock"));
     let _ = std::fs::remove_file(&path);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
     let dir = std::env::temp_dir().join(coring::__test::unique("rpc-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    let server_config = std::sync::Arc::new(
-        tls::server_config_from_pem(dir.join("cert.pem"), dir.join("key.pem")).unwrap(),
-    );
+    let pem = coring_tests::pki::SelfSigned::write(&dir, &["localhost"]);
+    let server_config =
+        std::sync::Arc::new(tls::server_config_from_pem(&pem.cert_path, &pem.key_path).unwrap());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
+    roots.add(pem.cert.clone()).unwrap();
     let client_config = std::sync::Arc::new(tls::client_config(roots).unwrap());
     let at = path.clone();
     coring::block_on(async move {

@@ -13,48 +13,17 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use coring::net::{TcpListener, TcpStream};
-use coring_protocols::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use coring_protocols::tls::rustls::pki_types::{CertificateDer, ServerName};
 use coring_protocols::tls::{TlsAcceptor, TlsConnector, TlsError, TlsStream, rustls};
 
-/// A CA, and a certificate for `localhost` signed by it.
-struct Pki {
-    ca: CertificateDer<'static>,
-    ca_pem: String,
-    chain: Vec<CertificateDer<'static>>,
-    key_der: Vec<u8>,
-}
+use coring_tests::pki::Pki;
 
 fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "coring test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    Pki {
-        ca: ca.der().clone(),
-        ca_pem: ca.pem(),
-        chain: vec![leaf.der().clone()],
-        key_der: leaf_key.serialize_der(),
-    }
+    Pki::new(&["localhost"])
 }
 
 fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
-    let key = PrivateKeyDer::Pkcs8(pki.key_der.clone().into());
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(pki.chain.clone(), key)
-    .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    pki.server_config(&[b"http/1.1"])
 }
 
 fn client_config(roots: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {

@@ -15,8 +15,8 @@
 //! unless it failed sooner. The HTTP and WebSocket clients dial through it, and
 //! [`connect`] does it on the core's own resolver (see [`Resolver::system`]).
 //!
-//! Messages are encoded and checked by `hickory-proto`; everything else is here: [`wire`]
-//! (the question and the answer it accepts), `cache`, [`conf`] (resolv.conf and hosts).
+//! Messages are encoded and checked by `hickory-proto`; everything else is here: `wire` (the
+//! question and the answer it accepts), `cache`, [`conf`] (resolv.conf and hosts).
 
 mod cache;
 pub mod conf;
