@@ -538,6 +538,34 @@ where
             .chain(config.call_timeout)
             .min();
         let deadline = limit.map(|l| Instant::now() + l);
+        // Most handlers answer at their first poll: those are answered here, without a task
+        // (a panic is caught and answered as one). The others go on in a task of their own.
+        let mut work = Box::pin(handler(request));
+        let first = poll_fn(|cx| {
+            Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || work.as_mut().poll(cx),
+            )))
+        })
+        .await;
+        match first {
+            Ok(Poll::Ready(result)) => {
+                let outcome = result.map_err(Fault::Handler);
+                let sent = answer::<F, R, E>(&outbox, id, &outcome, max);
+                let mut stats = running.stats.borrow_mut();
+                match &outcome {
+                    _ if !sent => stats.unsendable += 1,
+                    Ok(_) => stats.replies += 1,
+                    Err(_) => stats.handler_errors += 1,
+                }
+                continue;
+            }
+            Err(_) => {
+                running.stats.borrow_mut().panicked += 1;
+                answer_panicked::<F, R, E>(&outbox, id, max);
+                continue;
+            }
+            Ok(Poll::Pending) => {}
+        }
         let call = Call {
             id,
             running: running.clone(),
@@ -546,7 +574,6 @@ where
             answered: false,
             panicked: answer_panicked::<F, R, E>,
         };
-        let work = handler(request);
         let task = coring::spawn_local(async move {
             let mut call = call;
             let outcome = match deadline {
