@@ -9,179 +9,187 @@
 //! group held behind its failed message while other groups go on, and its shutdown report.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coring_protocols::client::{Client, ClientRequest};
 use coring_protocols::http1::Response;
 use coring_protocols::queued::sender::{QueuedSender, SendRefused, SenderConfig};
-use coring_protocols::queued::{self, Config, QueuedEndpoint, Refusal};
+use coring_protocols::queued::{Config, QueuedEndpoint, Refusal};
 use coring_protocols::serve::{self, Router};
 use coring_tests::{TestServer, serve};
 
-/// curl's answer: status and body.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "--max-time",
-        "5",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        url,
-    ]);
-    if let Some(body) = body {
-        cmd.args(["--data-binary", body]);
-    }
-    let out = cmd.output().expect("curl (.ci/run installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
-}
+/// curl drives the endpoint (a Linux program here: not under Wine).
+#[cfg(target_os = "linux")]
+mod over_http {
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Polls the endpoint's stats until `field` reads `value` (within 5 s).
-fn wait_for(base: &str, field: &str, value: &str) {
-    let wanted = format!("\"{field}\":{value}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, stats) = curl("GET", &format!("{base}/admin/orders/stats"), None);
-        if stats.contains(&wanted) {
-            return;
+    use super::*;
+    use coring_protocols::queued;
+
+    /// curl's answer: status and body.
+    fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "--max-time",
+            "5",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            url,
+        ]);
+        if let Some(body) = body {
+            cmd.args(["--data-binary", body]);
         }
+        let out = cmd.output().expect("curl (.ci/run installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// Polls the endpoint's stats until `field` reads `value` (within 5 s).
+    fn wait_for(base: &str, field: &str, value: &str) {
+        let wanted = format!("\"{field}\":{value}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, stats) = curl("GET", &format!("{base}/admin/orders/stats"), None);
+            if stats.contains(&wanted) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{wanted} never seen; last {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An order service: POST /orders queues the body; the handler rejects orders containing
+    /// "fail" while `reject` is set and panics on "panic"; handled orders are recorded in order.
+    fn order_service(reject: Arc<AtomicBool>, handled: Arc<Mutex<Vec<String>>>) -> TestServer {
+        serve(serve::Config::default(), move || {
+            let endpoint = QueuedEndpoint::new(
+                Config {
+                    capacity: 4,
+                    workers: 1,
+                },
+                move |order: String| {
+                    let (reject, handled) = (reject.clone(), handled.clone());
+                    async move {
+                        if order.contains("panic") {
+                            panic!("order {order} is poison");
+                        }
+                        if order.contains("fail") && reject.load(Ordering::SeqCst) {
+                            return Err(format!("rejected: {order}"));
+                        }
+                        handled.lock().unwrap().push(order);
+                        Ok(())
+                    }
+                },
+            );
+            let submit = endpoint.clone();
+            let router = Router::new().route("POST", "/orders", move |req, _p| {
+                let order = String::from_utf8_lossy(req.body()).into_owned();
+                let answer = queued::http::submitted(submit.submit(order));
+                async move { answer }
+            });
+            queued::http::routes(router, "/admin/orders", &endpoint)
+        })
+    }
+
+    #[coring::test]
+    fn an_endpoint_behind_http_is_paused_inspected_and_retried_by_an_operator() {
+        let reject = Arc::new(AtomicBool::new(true));
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let server = order_service(reject.clone(), handled.clone());
+        let base = format!("http://{}", server.addr);
+        let orders = format!("{base}/orders");
+        let admin = format!("{base}/admin/orders");
+
+        assert_eq!(
+            curl("POST", &orders, Some("ok-1")),
+            (202, "{\"id\":1}".into())
+        );
+        wait_for(&base, "processed", "1");
+        assert_eq!(curl("POST", &orders, Some("fail-2")).0, 202);
+        assert_eq!(curl("POST", &orders, Some("panic-3")).0, 202);
+        wait_for(&base, "errors", "2");
+        let (status, errors) = curl("GET", &format!("{admin}/errors"), None);
+        assert_eq!(status, 200);
         assert!(
-            std::time::Instant::now() < deadline,
-            "{wanted} never seen; last {stats}"
+            errors.contains("{\"id\":2,\"error\":\"rejected: fail-2\",\"attempts\":1}"),
+            "{errors}"
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// An order service: POST /orders queues the body; the handler rejects orders containing
-/// "fail" while `reject` is set and panics on "panic"; handled orders are recorded in order.
-fn order_service(reject: Arc<AtomicBool>, handled: Arc<Mutex<Vec<String>>>) -> TestServer {
-    serve(serve::Config::default(), move || {
-        let endpoint = QueuedEndpoint::new(
-            Config {
-                capacity: 4,
-                workers: 1,
-            },
-            move |order: String| {
-                let (reject, handled) = (reject.clone(), handled.clone());
-                async move {
-                    if order.contains("panic") {
-                        panic!("order {order} is poison");
-                    }
-                    if order.contains("fail") && reject.load(Ordering::SeqCst) {
-                        return Err(format!("rejected: {order}"));
-                    }
-                    handled.lock().unwrap().push(order);
-                    Ok(())
-                }
-            },
+        assert!(
+            errors.contains("\"id\":3,\"error\":\"the handler panicked: order panic-3 is poison\""),
+            "{errors}"
         );
-        let submit = endpoint.clone();
-        let router = Router::new().route("POST", "/orders", move |req, _p| {
-            let order = String::from_utf8_lossy(req.body()).into_owned();
-            let answer = queued::http::submitted(submit.submit(order));
-            async move { answer }
-        });
-        queued::http::routes(router, "/admin/orders", &endpoint)
-    })
-}
+        let (status, entry) = curl("GET", &format!("{admin}/errors/2"), None);
+        assert_eq!(status, 200);
+        assert!(entry.contains("\"request\":\"\\\"fail-2\\\"\""), "{entry}");
+        assert_eq!(curl("GET", &format!("{admin}/errors/99"), None).0, 404);
 
-#[coring::test]
-fn an_endpoint_behind_http_is_paused_inspected_and_retried_by_an_operator() {
-    let reject = Arc::new(AtomicBool::new(true));
-    let handled = Arc::new(Mutex::new(Vec::new()));
-    let server = order_service(reject.clone(), handled.clone());
-    let base = format!("http://{}", server.addr);
-    let orders = format!("{base}/orders");
-    let admin = format!("{base}/admin/orders");
+        // Processing paused: requests queue up to the capacity, then are refused.
+        assert_eq!(
+            curl("POST", &format!("{admin}/pause-processing"), None).0,
+            200
+        );
+        for n in 4..=7 {
+            assert_eq!(curl("POST", &orders, Some(&format!("ok-{n}"))).0, 202);
+        }
+        let (status, body) = curl("POST", &orders, Some("ok-8"));
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "{\"error\":\"the queue is full\"}")
+        );
+        wait_for(&base, "queued", "4");
+        wait_for(&base, "processing", "false");
+        // Accepting paused too: refused for that reason.
+        assert_eq!(
+            curl("POST", &format!("{admin}/pause-accepting"), None).0,
+            200
+        );
+        let (status, body) = curl("POST", &orders, Some("ok-9"));
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "{\"error\":\"accepting is paused\"}")
+        );
+        assert_eq!(curl("POST", &format!("{admin}/resume"), None).0, 200);
+        wait_for(&base, "processed", "5");
 
-    assert_eq!(
-        curl("POST", &orders, Some("ok-1")),
-        (202, "{\"id\":1}".into())
-    );
-    wait_for(&base, "processed", "1");
-    assert_eq!(curl("POST", &orders, Some("fail-2")).0, 202);
-    assert_eq!(curl("POST", &orders, Some("panic-3")).0, 202);
-    wait_for(&base, "errors", "2");
-    let (status, errors) = curl("GET", &format!("{admin}/errors"), None);
-    assert_eq!(status, 200);
-    assert!(
-        errors.contains("{\"id\":2,\"error\":\"rejected: fail-2\",\"attempts\":1}"),
-        "{errors}"
-    );
-    assert!(
-        errors.contains("\"id\":3,\"error\":\"the handler panicked: order panic-3 is poison\""),
-        "{errors}"
-    );
-    let (status, entry) = curl("GET", &format!("{admin}/errors/2"), None);
-    assert_eq!(status, 200);
-    assert!(entry.contains("\"request\":\"\\\"fail-2\\\"\""), "{entry}");
-    assert_eq!(curl("GET", &format!("{admin}/errors/99"), None).0, 404);
-
-    // Processing paused: requests queue up to the capacity, then are refused.
-    assert_eq!(
-        curl("POST", &format!("{admin}/pause-processing"), None).0,
-        200
-    );
-    for n in 4..=7 {
-        assert_eq!(curl("POST", &orders, Some(&format!("ok-{n}"))).0, 202);
+        // The cause of the rejection is fixed: entry 2 goes back through the handler; the poison
+        // order is popped, and the queue is empty after.
+        reject.store(false, Ordering::SeqCst);
+        assert_eq!(
+            curl("POST", &format!("{admin}/errors/2/retry"), None),
+            (200, "{\"retried\":1}".into())
+        );
+        wait_for(&base, "processed", "6");
+        let (status, popped) = curl("DELETE", &format!("{admin}/errors/3"), None);
+        assert_eq!(status, 200);
+        assert!(popped.contains("\"id\":3"), "{popped}");
+        assert_eq!(curl("DELETE", &format!("{admin}/errors/3"), None).0, 404);
+        assert_eq!(
+            curl("POST", &format!("{admin}/errors/retry"), None).1,
+            "{\"retried\":0}"
+        );
+        assert_eq!(
+            curl("DELETE", &format!("{admin}/errors"), None).1,
+            "{\"cleared\":0}"
+        );
+        wait_for(&base, "errors", "0");
+        wait_for(&base, "refused_full", "1");
+        wait_for(&base, "refused_paused", "1");
+        wait_for(&base, "retried", "1");
+        assert_eq!(
+            *handled.lock().unwrap(),
+            ["ok-1", "ok-4", "ok-5", "ok-6", "ok-7", "fail-2"]
+        );
     }
-    let (status, body) = curl("POST", &orders, Some("ok-8"));
-    assert_eq!(
-        (status, body.as_str()),
-        (503, "{\"error\":\"the queue is full\"}")
-    );
-    wait_for(&base, "queued", "4");
-    wait_for(&base, "processing", "false");
-    // Accepting paused too: refused for that reason.
-    assert_eq!(
-        curl("POST", &format!("{admin}/pause-accepting"), None).0,
-        200
-    );
-    let (status, body) = curl("POST", &orders, Some("ok-9"));
-    assert_eq!(
-        (status, body.as_str()),
-        (503, "{\"error\":\"accepting is paused\"}")
-    );
-    assert_eq!(curl("POST", &format!("{admin}/resume"), None).0, 200);
-    wait_for(&base, "processed", "5");
-
-    // The cause of the rejection is fixed: entry 2 goes back through the handler; the poison
-    // order is popped, and the queue is empty after.
-    reject.store(false, Ordering::SeqCst);
-    assert_eq!(
-        curl("POST", &format!("{admin}/errors/2/retry"), None),
-        (200, "{\"retried\":1}".into())
-    );
-    wait_for(&base, "processed", "6");
-    let (status, popped) = curl("DELETE", &format!("{admin}/errors/3"), None);
-    assert_eq!(status, 200);
-    assert!(popped.contains("\"id\":3"), "{popped}");
-    assert_eq!(curl("DELETE", &format!("{admin}/errors/3"), None).0, 404);
-    assert_eq!(
-        curl("POST", &format!("{admin}/errors/retry"), None).1,
-        "{\"retried\":0}"
-    );
-    assert_eq!(
-        curl("DELETE", &format!("{admin}/errors"), None).1,
-        "{\"cleared\":0}"
-    );
-    wait_for(&base, "errors", "0");
-    wait_for(&base, "refused_full", "1");
-    wait_for(&base, "refused_paused", "1");
-    wait_for(&base, "retried", "1");
-    assert_eq!(
-        *handled.lock().unwrap(),
-        ["ok-1", "ok-4", "ok-5", "ok-6", "ok-7", "fail-2"]
-    );
 }
 
 #[coring::test]
