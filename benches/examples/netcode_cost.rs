@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use coring::net::UdpSocket;
 use coring::runtime::until_shutdown;
 use coring::time::timeout;
+use coring_benches::measure::{pin_to, thread_cpu};
 use coring_loadgen::netcode::NetcodeEcho;
 use coring_loadgen::run::{Options, Workload, run};
 use coring_loadgen::udp::UdpEcho;
@@ -23,27 +24,6 @@ use coring_protocols::udp::{self, Event};
 const PROTOCOL: u64 = 0x6e65_7463_6f64_6531;
 const KEY: Key = Key([0x5a; 32]);
 const ROUNDS: usize = 3;
-
-/// Pins the calling thread (and the threads it starts) to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: `set` is a plain bitmask on the stack, valid for the call's duration.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {

@@ -13,32 +13,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use coring::net::{TcpListener, TcpStream};
+use coring_benches::measure::{pin_to, thread_cpu};
 use coring_protocols::rpc::{self, Header, Kind, RpcFormat};
 use coring_protocols::serialize::Postcard;
 
 const ROUNDS: usize = 3;
 const MAX_FRAME: usize = 1 << 20;
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: `set` is a plain bitmask on the stack, valid for the call's duration.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Server {

@@ -160,7 +160,7 @@ fn loaded_ticks(clients: usize, run_for: Duration) -> (TickStats, u64) {
     let client_shutdown = Arc::new(Mutex::new(None));
     let cs = client_shutdown.clone();
     let client = std::thread::spawn(move || {
-        pin_to_cpu(1);
+        coring_benches::measure::pin_to(1);
         let rt = Runtime::builder()
             .pin(false)
             .shutdown_grace(Duration::from_millis(200))
@@ -204,15 +204,4 @@ fn loaded_ticks(clients: usize, run_for: Duration) -> (TickStats, u64) {
     shutdown.shutdown();
     let _ = server.join();
     result
-}
-
-/// Pins the calling thread (and the threads it starts) to `cpu`, where there is one.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it; the call
-    // reads it for its duration only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }

@@ -1,5 +1,5 @@
-//! Tools the measurement programs share: a counting global allocator, resident memory, and a
-//! child process that holds many idle client connections.
+//! Tools the measurement programs share: a counting global allocator, resident memory, a
+//! child process that holds many idle client connections, pinning and thread CPU time.
 //!
 //! Each program installs the allocator itself:
 //! `#[global_allocator] static A: coring_benches::measure::Counting = coring_benches::measure::Counting;`
@@ -148,4 +148,21 @@ pub fn run_idle_clients_if_asked() {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     std::process::exit(0);
+}
+
+/// Pins the calling thread (and the threads it starts after) to `cpu`; a failure is ignored
+/// (the measurement then says less, and its figures show it).
+pub fn pin_to(cpu: usize) {
+    let _ = crate::suite::sys::pin_to(&[cpu]);
+}
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

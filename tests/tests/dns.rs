@@ -193,9 +193,9 @@ async fn the_search_list_and_ndots_pick_the_names_tried() {
     assert_eq!(dnsmasq.queries("A", "nothing.test"), 1);
 }
 
-/// A UDP "server" that answers each query with garbage, the query's id on another question,
-/// and another id on the right question, and never with an answer; counts the queries.
-fn hostile_server() -> (SocketAddr, Arc<AtomicUsize>) {
+/// A UDP "server" on loopback that counts the queries it gets and answers each with what
+/// `strays` makes of it (never a real answer).
+fn udp_peer(strays: fn(&[u8]) -> Vec<Vec<u8>>) -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = StdUdp::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -204,38 +204,38 @@ fn hostile_server() -> (SocketAddr, Arc<AtomicUsize>) {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
             counter.fetch_add(1, Ordering::SeqCst);
-            let query = &buf[..n];
-            let _ = socket.send_to(b"\x00\x01 not dns at all", from);
-            // Our id, QR set, but the question rewritten to another name of the same length.
-            let mut other_question = query.to_vec();
-            other_question[2] |= 0x80;
-            if let Some(b) = other_question.get_mut(13) {
-                *b = b.wrapping_add(1);
+            for stray in strays(&buf[..n]) {
+                let _ = socket.send_to(&stray, from);
             }
-            let _ = socket.send_to(&other_question, from);
-            // The right question, QR set, another id.
-            let mut other_id = query.to_vec();
-            other_id[2] |= 0x80;
-            other_id[0] ^= 0x5a;
-            let _ = socket.send_to(&other_id, from);
         }
     });
     (addr, seen)
 }
 
-/// A UDP socket that reads and never answers; counts what it got.
-fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let socket = StdUdp::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while socket.recv_from(&mut buf).is_ok() {
-            counter.fetch_add(1, Ordering::SeqCst);
+/// Garbage, the query's id on another question, and another id on the right question.
+fn hostile_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    udp_peer(|query| {
+        // Our id, QR set, but the question rewritten to another name of the same length.
+        let mut other_question = query.to_vec();
+        other_question[2] |= 0x80;
+        if let Some(b) = other_question.get_mut(13) {
+            *b = b.wrapping_add(1);
         }
-    });
-    (addr, seen)
+        // The right question, QR set, another id.
+        let mut other_id = query.to_vec();
+        other_id[2] |= 0x80;
+        other_id[0] ^= 0x5a;
+        vec![
+            b"\x00\x01 not dns at all".to_vec(),
+            other_question,
+            other_id,
+        ]
+    })
+}
+
+/// Reads and never answers.
+fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    udp_peer(|_| Vec::new())
 }
 
 #[coring::test]

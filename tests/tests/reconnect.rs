@@ -36,10 +36,58 @@ enum Mode {
 /// says, in turn, then echoed. Stopped (its connections shut down, its port free) when
 /// dropped.
 struct FrameServer {
-    stop: Arc<AtomicBool>,
+    _accepting: Accepting,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// A std listener's accept loop on a thread of its own, handing each connection to `serve`
+/// (which may keep it in `open`); stopped when dropped: the loop ends, the port is free and
+/// every connection kept is shut down.
+struct Accepting {
+    stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Accepting {
+    fn start(
+        addr: SocketAddr,
+        mut serve: impl FnMut(TcpStream, &Mutex<Vec<TcpStream>>) + Send + 'static,
+    ) -> Accepting {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (stopping, holding) = (stop.clone(), open.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        serve(stream, &holding);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Accepting {
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl FrameServer {
@@ -53,52 +101,35 @@ impl FrameServer {
         modes: &[Mode],
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> FrameServer {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let open = Arc::new(Mutex::new(Vec::new()));
         let mut modes: VecDeque<Mode> = modes.iter().copied().collect();
-        let (stopping, recording, holding) = (stop.clone(), received.clone(), open.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                let stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                stream.set_nonblocking(false).unwrap();
-                let mode = modes.pop_front().unwrap_or(Mode::Echo);
-                match mode {
-                    Mode::Reset => {
-                        socket2::SockRef::from(&stream)
-                            .set_linger(Some(Duration::ZERO))
-                            .unwrap();
-                        drop(stream);
-                    }
-                    Mode::Silent => holding.lock().unwrap().push(stream),
-                    Mode::Echo => {
-                        holding.lock().unwrap().push(stream.try_clone().unwrap());
-                        let recording = recording.clone();
-                        let tls = tls.clone();
-                        std::thread::spawn(move || match tls {
-                            None => echo_frames(stream, &recording),
-                            Some(config) => {
-                                let conn = rustls::ServerConnection::new(config).unwrap();
-                                echo_frames(rustls::StreamOwned::new(conn, stream), &recording)
-                            }
-                        });
-                    }
+        let recording = received.clone();
+        let accepting = Accepting::start(addr, move |stream, holding| {
+            match modes.pop_front().unwrap_or(Mode::Echo) {
+                Mode::Reset => {
+                    socket2::SockRef::from(&stream)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    drop(stream);
+                }
+                Mode::Silent => holding.lock().unwrap().push(stream),
+                Mode::Echo => {
+                    holding.lock().unwrap().push(stream.try_clone().unwrap());
+                    let recording = recording.clone();
+                    let tls = tls.clone();
+                    std::thread::spawn(move || match tls {
+                        None => echo_frames(stream, &recording),
+                        Some(config) => {
+                            let conn = rustls::ServerConnection::new(config).unwrap();
+                            echo_frames(rustls::StreamOwned::new(conn, stream), &recording)
+                        }
+                    });
                 }
             }
         });
         FrameServer {
-            stop,
+            _accepting: accepting,
             received,
-            open,
-            thread: Some(thread),
         }
     }
 
@@ -124,18 +155,6 @@ fn echo_frames(mut stream: impl Read + Write, recording: &Mutex<Vec<Vec<u8>>>) {
             .is_err()
         {
             return;
-        }
-    }
-}
-
-impl Drop for FrameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -517,56 +536,26 @@ async fn an_oversized_message_is_handed_back_and_the_connection_goes_on() {
 /// A WebSocket echo server from tungstenite (the Rust ecosystem's usual one), one thread per
 /// connection; its connections are shut down when it is dropped.
 struct WsEcho {
-    stop: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _accepting: Accepting,
 }
 
 impl WsEcho {
     fn start(addr: SocketAddr) -> WsEcho {
-        let listener = TcpListener::bind(addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (stopping, holding) = (stop.clone(), open.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
+        let accepting = Accepting::start(addr, |stream, holding| {
+            holding.lock().unwrap().push(stream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let Ok(mut socket) = tungstenite::accept(stream) else {
+                    return;
                 };
-                stream.set_nonblocking(false).unwrap();
-                holding.lock().unwrap().push(stream.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let Ok(mut socket) = tungstenite::accept(stream) else {
+                while let Ok(message) = socket.read() {
+                    if (message.is_binary() || message.is_text()) && socket.send(message).is_err() {
                         return;
-                    };
-                    while let Ok(message) = socket.read() {
-                        if (message.is_binary() || message.is_text())
-                            && socket.send(message).is_err()
-                        {
-                            return;
-                        }
                     }
-                });
-            }
+                }
+            });
         });
         WsEcho {
-            stop,
-            open,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for WsEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            _accepting: accepting,
         }
     }
 }
