@@ -362,6 +362,13 @@ impl Pool {
         self.give_back(bid);
     }
 
+    /// Whether views dropped on other threads have buffers waiting to be taken back: the core
+    /// must not sleep then (the thread that pushed may have found it not yet asleep, and so
+    /// not rung it).
+    pub(crate) fn has_returned(&self) -> bool {
+        !self.home.returned.is_empty()
+    }
+
     /// Takes back the buffers whose views were dropped on other threads (each core turn).
     pub(crate) fn collect_returned(&self) {
         while let Some(bid) = self.home.returned.pop() {

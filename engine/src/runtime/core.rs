@@ -96,10 +96,13 @@ where
             last_publish = now;
         }
         let root_done = output.is_some();
+        // Checked after the core says it sleeps: work another thread queued before it could
+        // see that (and so did not ring) keeps it awake.
         let must_stay_awake = || {
             shutdown_unseen
                 || (ctx.shutdown_deadline.get().is_none() && ctx.runtime.shutdown_requested())
                 || (root_done && ctx.runtime.all_roots_done())
+                || ctx.pool.has_returned()
         };
         ctx.driver
             .borrow_mut()
