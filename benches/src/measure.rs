@@ -151,12 +151,14 @@ pub fn run_idle_clients_if_asked() {
 }
 
 /// Pins the calling thread (and the threads it starts after) to `cpu`; a failure is ignored
-/// (the measurement then says less, and its figures show it).
+/// (the measurement then says less, and its figures show it). Linux.
+#[cfg(target_os = "linux")]
 pub fn pin_to(cpu: usize) {
     let _ = crate::suite::sys::pin_to(&[cpu]);
 }
 
-/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`). Linux.
+#[cfg(target_os = "linux")]
 pub fn thread_cpu() -> std::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
