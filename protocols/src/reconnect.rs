@@ -422,7 +422,8 @@ fn io_failure(e: coring::Error) -> Failure {
         coring::ErrorKind::ConnectionRefused => Failure::Refused,
         coring::ErrorKind::ConnectionReset | coring::ErrorKind::BrokenPipe => Failure::Reset,
         coring::ErrorKind::UnexpectedEof => Failure::Closed,
-        coring::ErrorKind::TimedOut => Failure::ConnectTimedOut,
+        // (A connect's own deadline is `ConnectTimedOut`, said where it is set; any other
+        // timeout is the socket's.)
         _ => Failure::Io(e),
     }
 }

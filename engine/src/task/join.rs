@@ -50,7 +50,9 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
+/// The text a panic's payload carries (`panic!` with a literal or a formatted message), or
+/// a placeholder for any other payload.
+pub fn panic_message(p: &(dyn Any + Send)) -> &str {
     if let Some(s) = p.downcast_ref::<&str>() {
         s
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -21,7 +21,7 @@ use async_task::Runnable;
 use slab::Slab;
 
 pub use coop::consume_budget;
-pub use join::{JoinError, JoinHandle};
+pub use join::{JoinError, JoinHandle, panic_message};
 
 use crate::runtime::context::{self, CoreShared};
 

@@ -831,6 +831,19 @@ type Attempt = Pin<Box<dyn Future<Output = coring::Result<TcpStream>>>>;
 /// before or as soon as every earlier one failed; the first to connect wins and the others
 /// are dropped (which cancels them).
 async fn race(addrs: Vec<SocketAddr>, deadline: Instant) -> Result<TcpStream, ConnectError> {
+    if let [only] = addrs[..] {
+        // Nothing to race (an address literal, a name with one address): no boxed attempt,
+        // no stagger timer.
+        let left = deadline.saturating_duration_since(time::now());
+        let stream = TcpStream::connect_timeout(only, left)
+            .await
+            .map_err(|e| match e.kind() {
+                coring::ErrorKind::TimedOut => ConnectError::TimedOut,
+                _ => ConnectError::Connect(e),
+            })?;
+        let _ = stream.set_nodelay(true);
+        return Ok(stream);
+    }
     let mut pending: Vec<Attempt> = Vec::new();
     let mut next = 0;
     let mut last_error = None;

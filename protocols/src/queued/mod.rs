@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use coring::task::JoinHandle;
+use coring::task::{JoinHandle, panic_message};
 use coring::time;
 
 /// A request held by an endpoint.
@@ -192,15 +192,6 @@ impl<T> std::fmt::Debug for QueuedEndpoint<T> {
             .field("stats", &self.inner.state.borrow().stats)
             .finish_non_exhaustive()
     }
-}
-
-/// The message of a panic's payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
 }
 
 impl<T: Clone + 'static> QueuedEndpoint<T> {

@@ -21,10 +21,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use coring::task::JoinHandle;
+use coring::task::{JoinHandle, panic_message};
 use coring::time::{self, Sleep};
-
-use super::panic_message;
 
 /// A message held by a sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,14 +409,15 @@ impl<T> Drop for QueuedSender<T> {
 /// come and, in a sequenced sender, whose group has nothing before it still pending. `Err`
 /// with the earliest retry time when none may go yet.
 fn pick<T>(state: &mut State<T>, now: Instant) -> Result<Outgoing<T>, Option<Instant>> {
-    let mut passed: HashSet<String> = HashSet::new();
+    // Group names borrowed from the queue: none is copied to scan it.
+    let mut passed: HashSet<&str> = HashSet::new();
     let mut earliest: Option<Instant> = None;
     let mut chosen = None;
     for (i, waiting) in state.queue.iter().enumerate() {
         if let Some(group) = &waiting.out.group {
             // Only a group's first queued message may go, and only when no earlier one of
             // the group is in flight or in the error queue.
-            if !passed.insert(group.clone()) || state.busy(group) {
+            if !passed.insert(group) || state.busy(group) {
                 continue;
             }
         }
