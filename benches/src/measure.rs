@@ -160,11 +160,39 @@ pub fn pin_to(cpu: usize) {
 /// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`). Linux.
 #[cfg(target_os = "linux")]
 pub fn thread_cpu() -> std::time::Duration {
+    read_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// A thread's CPU clock, readable from any thread of the process while that thread lives
+/// (a measurement samples a server core's CPU over a window of its own choosing). Linux.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadClock(libc::clockid_t);
+
+#[cfg(target_os = "linux")]
+impl ThreadClock {
+    /// The calling thread's CPU clock.
+    pub fn current() -> ThreadClock {
+        let mut id: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+        // SAFETY: `pthread_self` names a live thread (this one); `id` is a valid out-pointer.
+        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+        ThreadClock(id)
+    }
+
+    /// CPU time the thread has used so far (zero once it has exited).
+    pub fn read(&self) -> std::time::Duration {
+        read_clock(self.0)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_clock(clock: libc::clockid_t) -> std::time::Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration; a clock that no
+    // longer exists is an EINVAL that leaves it zero.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

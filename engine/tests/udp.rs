@@ -373,3 +373,49 @@ fn ipv6_multicast_crosses_a_veth_pair(driver: coring::driver::probe::DriverChoic
     .join()
     .unwrap();
 }
+
+/// Don't-fragment: in a network namespace of its own whose loopback has a 1,500-byte MTU, a
+/// 2,000-byte datagram is cut into fragments and arrives whole by default, and with
+/// `set_dont_fragment(true)` is refused with EMSGSIZE instead, while one under the MTU still
+/// goes; turned off again, the large one goes again. IPv4 and IPv6.
+#[cfg(target_os = "linux")]
+#[coring::test]
+fn dont_fragment_refuses_what_would_be_fragmented(driver: coring::driver::probe::DriverChoice) {
+    std::thread::spawn(move || {
+        // SAFETY: unshare(2) with CLONE_NEWNET changes only this thread's network namespace;
+        // it takes no pointers.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        ip("link set lo mtu 1500");
+        ip("link set lo up");
+        let rt = coring::Runtime::builder().driver(driver).build().unwrap();
+        rt.block_on(async move {
+            for local in ["127.0.0.1:0", "[::1]:0"] {
+                let rx = UdpSocket::bind(local).unwrap();
+                let tx = UdpSocket::bind(local).unwrap();
+                let to = rx.local_addr().unwrap();
+                let (r, _) = tx.send_to(vec![1u8; 2000], to).await;
+                assert_eq!(r.unwrap(), 2000, "{local}: fragmented by default");
+                let (meta, _) = rx.recv_from(Vec::with_capacity(4096)).await;
+                assert_eq!(meta.unwrap().len, 2000, "{local}: reassembled");
+
+                tx.set_dont_fragment(true).unwrap();
+                let (r, _) = tx.send_to(vec![2u8; 2000], to).await;
+                let err = r.expect_err("over the MTU with don't-fragment");
+                assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{local}: {err}");
+                let (r, _) = tx.send_to(vec![3u8; 1000], to).await;
+                assert_eq!(r.unwrap(), 1000, "{local}: under the MTU still goes");
+                let (meta, buf) = rx.recv_from(Vec::with_capacity(4096)).await;
+                assert_eq!((meta.unwrap().len, buf[0]), (1000, 3), "{local}");
+
+                tx.set_dont_fragment(false).unwrap();
+                let (r, _) = tx.send_to(vec![4u8; 2000], to).await;
+                assert_eq!(r.unwrap(), 2000, "{local}: fragmented again");
+                let (meta, buf) = rx.recv_from(Vec::with_capacity(4096)).await;
+                assert_eq!((meta.unwrap().len, buf[0]), (2000, 4), "{local}");
+            }
+        });
+    })
+    .join()
+    .unwrap();
+}

@@ -172,6 +172,8 @@ pub(crate) struct DriverConfig {
     pub(crate) ring_entries: u32,
     /// SQPOLL's idle time, when asked for.
     pub(crate) sqpoll_idle: Option<Duration>,
+    /// The wake-up coalescing window asked for (io_uring min-wait).
+    pub(crate) coalesce: Option<Duration>,
     /// The driver asked for.
     pub(crate) driver: probe::DriverChoice,
     /// Who asked for it, for the report ("builder", "CORING_DRIVER", "default", ...).

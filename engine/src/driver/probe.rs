@@ -108,6 +108,9 @@ pub struct Capabilities {
     pub ring: Option<RingSetup>,
     /// Whether cores wake each other with MSG_RING (else through eventfds).
     pub msg_ring: bool,
+    /// Whether a wait can gather completions for a while before waking the core
+    /// (`IORING_FEAT_MIN_TIMEOUT`, 6.12): what [`crate::Builder::coalesce_wakeups`] needs.
+    pub min_wait: bool,
     /// Kernel TLS offload: the `tls` ULP and the ciphers it takes, or why there is none
     /// ([`net::ktls::support`](crate::net::ktls), Linux).
     pub kernel_tls: String,
@@ -140,6 +143,7 @@ pub(crate) fn probe(config: &DriverConfig) -> Capabilities {
         memlock,
         ring: None,
         msg_ring: false,
+        min_wait: false,
         #[cfg(target_os = "linux")]
         kernel_tls: crate::net::ktls::support().to_string(),
         #[cfg(not(target_os = "linux"))]
@@ -159,6 +163,7 @@ pub(crate) fn probe(config: &DriverConfig) -> Capabilities {
         Ok(ring) => {
             caps.opcodes = ring.opcodes;
             caps.msg_ring = ring.msg_ring;
+            caps.min_wait = ring.min_wait;
             if version < MIN_KERNEL {
                 caps.io_uring = UringStatus::Incomplete(format!(
                     "kernel {}.{} < {}.{} (multishot accept)",
@@ -268,6 +273,11 @@ impl fmt::Display for Capabilities {
         )?;
         if let Some(ring) = &self.ring {
             writeln!(f, "ring: {}; flags {:?}", ring.fit, ring.flags)?;
+            writeln!(
+                f,
+                "min-wait (wake-up coalescing): {}",
+                if self.min_wait { "yes" } else { "no" }
+            )?;
         }
         writeln!(f, "{}", self.kernel_tls)?;
         write!(f, "driver: {:?} ({})", self.driver, self.reason)

@@ -54,6 +54,7 @@ pub(crate) struct RingProbe {
     pub(crate) opcodes: Vec<(&'static str, bool)>,
     pub(crate) missing: Vec<&'static str>,
     pub(crate) msg_ring: bool,
+    pub(crate) min_wait: bool,
 }
 
 /// Always ENOSYS: the platform has no io_uring.

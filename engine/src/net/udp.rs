@@ -199,6 +199,18 @@ impl UdpSocket {
             .map_err(|e| Error::from_io(e, "setsockopt(IPV6_MULTICAST_IF)"))
     }
 
+    /// With `on`, every datagram goes out with the IP "don't fragment" bit and one larger
+    /// than the path MTU the kernel knows is refused (`EMSGSIZE`) instead of being cut into
+    /// fragments (`IP_PMTUDISC_DO`, and `IPV6_PMTUDISC_DO` on IPv6 sockets). Protocols that keep
+    /// their datagrams under the MTU (netcode, QUIC) want a loss they can see rather than a
+    /// fragment train; on Linux it also spares each IPv4 datagram the kernel's IP ID hash
+    /// (about 4% of a netcode server's CPU per packet, `docs/benchmarks.md`). `off` restores
+    /// the kernel's default. Linux; `Unsupported` elsewhere.
+    pub fn set_dont_fragment(&self, on: bool) -> Result<()> {
+        crate::sys::sock::set_dont_fragment(&self.sock(), on)
+            .map_err(|e| Error::from_io(e, "setsockopt(IP_MTU_DISCOVER)"))
+    }
+
     /// Whether this host's own members get the IPv4 multicast it sends (on by default).
     pub fn set_multicast_loop_v4(&self, on: bool) -> Result<()> {
         self.sock()

@@ -142,3 +142,52 @@ pub(crate) fn tcp_info(sock: &socket2::SockRef<'_>) -> std::io::Result<crate::ne
         "TCP_INFO is read on Linux and macOS only",
     ))
 }
+
+/// IP_MTU_DISCOVER / IPV6_MTU_DISCOVER: `DO` (always set DF, refuse a datagram over the known
+/// path MTU) when `on`, the kernel's default `WANT` otherwise. Linux.
+#[cfg(target_os = "linux")]
+pub(crate) fn set_dont_fragment(socket: &socket2::SockRef<'_>, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: a valid descriptor, and a pointer to a live c_int with its exact length.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let v6 = socket.local_addr()?.is_ipv6();
+    if v6 {
+        let value = if on {
+            libc::IPV6_PMTUDISC_DO
+        } else {
+            libc::IPV6_PMTUDISC_WANT
+        };
+        set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, value)?;
+    }
+    let value = if on {
+        libc::IP_PMTUDISC_DO
+    } else {
+        libc::IP_PMTUDISC_WANT
+    };
+    match set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, value) {
+        // An IPv6-only socket has no IPv4 side to set.
+        Err(_) if v6 => Ok(()),
+        r => r,
+    }
+}
+
+/// Not on this platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_dont_fragment(_socket: &socket2::SockRef<'_>, _on: bool) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}

@@ -161,7 +161,8 @@ impl Outbox {
 
 /// Serves netcode sessions on `socket` until the core shuts down, calling `handler` for each
 /// event; at shutdown every session is told (disconnect packets) before the loop returns the
-/// server's counters.
+/// server's counters. The socket is set not to fragment ([`UdpSocket::set_dont_fragment`]):
+/// no netcode packet is longer than [`MAX_PACKET_BYTES`].
 pub async fn serve<H>(socket: UdpSocket, server: netcode::Server, handler: H) -> ServerStats
 where
     H: FnMut(&mut Sessions<'_>, Event<'_>),
@@ -210,6 +211,13 @@ async fn serve_inner<H>(
 where
     H: FnMut(&mut Sessions<'_>, Event<'_>),
 {
+    // Netcode packets are at most MAX_PACKET_BYTES, under any real path MTU: they are never
+    // fragmented (and on Linux each IPv4 send skips the kernel's IP ID hash).
+    if let Err(e) = socket.set_dont_fragment(true)
+        && e.kind() != coring::ErrorKind::Unsupported
+    {
+        tracing::debug!(error = %e, "netcode socket: don't-fragment not set");
+    }
     let mut rx = socket.pooled();
     let mut out = Outbox::default();
     let mut next_tick = tick.map(|t| now() + t);

@@ -58,6 +58,9 @@ const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 /// to 32 times for one wake-up, so a stalled task holds at most this plus about 33 buffers.
 pub(crate) const MULTISHOT_QUEUED_BUFFERS: u16 = 16;
 
+/// The timeout of a coalescing wait when no timer is due: long, but given (see `enter_wait`).
+const COALESCED_IDLE_WAIT: Duration = Duration::from_secs(3600);
+
 /// How long shutdown waits for the kernel to acknowledge cancellations before it gives up and
 /// leaks what is still in flight (never frees it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,6 +79,8 @@ pub(crate) struct UringDriver {
     wake_buf: Box<u64>,
     wake_armed: bool,
     ext_arg: bool,
+    /// The min-wait window of a sleeping enter, in µs, when coalescing is on and supported.
+    coalesce_us: Option<u32>,
     /// INVARIANT: boxed and only rewritten while no wait TIMEOUT is in flight.
     wait_ts: Box<types::Timespec>,
     wait_timeout_armed: bool,
@@ -144,6 +149,10 @@ impl UringDriver {
             wake_buf: Box::new(0),
             wake_armed: false,
             ext_arg,
+            coalesce_us: config
+                .coalesce
+                .filter(|_| caps.min_wait && ext_arg)
+                .map(|w| w.as_micros().clamp(1, u128::from(u32::MAX)) as u32),
             wait_ts: Box::new(types::Timespec::new()),
             wait_timeout_armed: false,
             stats: DriverStats::default(),
@@ -410,6 +419,26 @@ impl UringDriver {
     }
 
     fn enter_wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        let due = timeout.unwrap_or(COALESCED_IDLE_WAIT);
+        // The window never outlasts the timeout: the kernel sleeps through the whole window
+        // before it looks at the timeout, so a timer due sooner would fire late.
+        let window = self
+            .coalesce_us
+            .map(|w| w.min(u32::try_from(due.as_micros()).unwrap_or(u32::MAX)))
+            .filter(|w| *w > 0);
+        if let Some(window) = window {
+            // Min-wait (6.12): sleep until `COALESCE_BATCH` completions are ready, or `window`
+            // has passed with at least one, or the timeout. The timeout must be given: without
+            // one the kernel ends the wait at `window` even with nothing ready.
+            let ts = types::Timespec::from(due);
+            let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(window);
+            self.stats.enters += 1;
+            return self
+                .ring
+                .submitter()
+                .submit_with_args(crate::runtime::COALESCE_BATCH as usize, &args)
+                .map(drop);
+        }
         let Some(timeout) = timeout else {
             return self.enter(1);
         };

@@ -36,6 +36,8 @@ pub(crate) struct RingProbe {
     /// Required opcodes the kernel lacks.
     pub(crate) missing: Vec<&'static str>,
     pub(crate) msg_ring: bool,
+    /// A wait may gather completions for a while (IORING_FEAT_MIN_TIMEOUT with EXT_ARG, 6.12).
+    pub(crate) min_wait: bool,
 }
 
 /// Creates a test ring of `entries` with the best flags the kernel accepts and probes opcodes.
@@ -63,6 +65,7 @@ pub(crate) fn probe_ring(entries: u32, sqpoll: bool) -> std::io::Result<RingProb
         opcodes,
         missing,
         msg_ring: has(opcode::MsgRingData::CODE),
+        min_wait: ring.params().is_feature_min_timeout() && ring.params().is_feature_ext_arg(),
     })
 }
 
