@@ -3,7 +3,10 @@
 //! it unchanged on the same session. One SO_REUSEPORT socket and one session table per core;
 //! the binaries convention (`--addr`, `--cores`, `--driver`, one `listening on HOST:PORT`
 //! line, exit 0 on SIGTERM after telling every client). With `--resumption on` sessions follow
-//! their clients to new addresses (clients must enable it too), across cores.
+//! their clients to new addresses (clients must enable it too), across cores. With
+//! `--cookies always` or `--cookies N` requests must carry an address cookie (always, or once
+//! N tokens a second are being opened) before their token is opened (clients must enable
+//! cookies too; standard clients connect whenever the server is not asking).
 //!
 //! `cargo run --release -p coring-protocols --example netcode_echo -- --addr 127.0.0.1:40000
 //! --private-key $(openssl rand -hex 32) --protocol-id 0x1122334455667788`
@@ -13,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use coring::net::UdpSocket;
 use coring_cli::ExtraFlag;
-use coring_protocols::netcode::{Key, Server, ServerConfig};
+use coring_protocols::netcode::{Cookies, Key, Server, ServerConfig};
 use coring_protocols::udp::{self, Event};
 
 const NAME: &str = "netcode_echo";
@@ -43,6 +46,12 @@ fn main() {
                 help: "session resumption (not in the standard; clients must enable it too)",
             },
             ExtraFlag {
+                flag: "--cookies",
+                env: "CORING_COOKIES",
+                value: "off|always|N",
+                help: "address cookies before any token is opened: never, always, or once N a second are opened (not in the standard)",
+            },
+            ExtraFlag {
                 flag: "--max-clients",
                 env: "CORING_MAX_CLIENTS",
                 value: "N",
@@ -68,6 +77,17 @@ fn main() {
             .unwrap_or_else(|| coring_cli::bad_flag(NAME, "--max-clients: not a positive number")),
         None => 256,
     };
+    let cookies = match args.extra("--cookies") {
+        None | Some("off") => Cookies::Off,
+        Some("always") => Cookies::Always,
+        Some(n) => match n.parse::<u32>() {
+            Ok(opens_per_second) if opens_per_second > 0 => Cookies::UnderLoad { opens_per_second },
+            _ => coring_cli::bad_flag(
+                NAME,
+                &format!("--cookies: {n:?} is not off, always or a positive number"),
+            ),
+        },
+    };
     let resumption = match args.extra("--resumption") {
         None | Some("off") => false,
         Some("on") => true,
@@ -86,6 +106,7 @@ fn main() {
         let mut config = ServerConfig::new(protocol_id, key.clone());
         config.max_clients = max_clients;
         config.resumption = resumption;
+        config.cookies = cookies;
         let shards = shards.clone();
         async move {
             let Some(socket) = socket else {

@@ -586,3 +586,147 @@ fn a_session_that_moves_to_an_address_another_core_receives_is_routed_to_its_cor
     shutdown.shutdown();
     server.join().unwrap();
 }
+
+/// Address cookies under a spoofed flood: requests with forged tokens from 400 loopback
+/// addresses that never read their replies. Once the openings reach the limit, the rest are
+/// answered with 21-byte cookies and cost no decryption; our engine client with cookies joins
+/// during the flood, and a standard client (renetcode, which knows nothing of cookies) joins
+/// once the flood has passed.
+#[cfg(target_os = "linux")]
+#[coring::test]
+fn a_spoofed_flood_is_answered_with_cookies_and_opens_few_tokens(driver: DriverChoice) {
+    use coring_protocols::netcode::{COOKIE_PACKET_BYTES, Client, Cookies};
+
+    let (addr, shutdown, stats) = in_process_echo(|c| {
+        c.cookies = Cookies::UnderLoad {
+            opens_per_second: 5,
+        };
+        // The flood's sources are all new: the per-source bucket does not hold them back.
+        c.rate_limit.sources = 4096;
+    });
+    let forged = TokenIssuer::new(PROTOCOL, Key([1; 32]))
+        .issue(
+            unix_now().as_secs(),
+            &TokenRequest {
+                client_id: 4,
+                server_addresses: &[addr],
+                expire_seconds: 30,
+                timeout_seconds: 5,
+                user_data: None,
+            },
+        )
+        .unwrap();
+    let mut request = [0u8; coring_protocols::netcode::REQUEST_BYTES];
+    coring_protocols::netcode::write_request(&forged, &mut request);
+    let flood: Vec<UdpSocket> = (0..400u32)
+        .map(|i| UdpSocket::bind(format!("127.9.{}.{}:0", i / 200, 1 + i % 200)).unwrap())
+        .collect();
+    // In bursts the socket's receive buffer holds (a real flood loses some there too).
+    for burst in flood.chunks(40) {
+        for s in burst {
+            s.send_to(&request, addr).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // One flooder reads its reply: a cookie, 51 times smaller than the request.
+    flood[399]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = [0u8; 1500];
+    let (n, from) = flood[399].recv_from(&mut reply).unwrap();
+    assert_eq!((n, from), (COOKIE_PACKET_BYTES, addr));
+
+    // Our client, with cookies, joins while the server still asks for them.
+    let token = our_token(7, addr, PROTOCOL, 30);
+    let rt = coring::Runtime::builder().driver(driver).build().unwrap();
+    rt.block_on(async move {
+        let socket = coring::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = Client::new(token, coring::time::now()).with_cookies();
+        let mut client = coring::time::timeout(
+            Duration::from_secs(5),
+            NetcodeClient::connect_with(socket, client),
+        )
+        .await
+        .expect("connected within 5 s")
+        .unwrap();
+        client.send(b"through the flood").await.unwrap();
+        let echoed = coring::time::timeout(Duration::from_secs(5), client.recv())
+            .await
+            .expect("an echo")
+            .unwrap();
+        assert_eq!(&echoed[..], b"through the flood");
+        client.disconnect().await.unwrap();
+    });
+
+    // The flood over, a standard client connects as the standard says.
+    let mut standard = RenetClient::new(
+        for_renetcode(&our_token(8, addr, PROTOCOL, 30), 8),
+        "127.0.0.1:0",
+    );
+    standard.connect();
+    standard.send(b"standard");
+    standard.await_payloads(1);
+
+    shutdown.shutdown();
+    let stats = stats.recv_timeout(Duration::from_secs(10)).unwrap();
+    let opened = stats.drops.get(DropReason::TokenForged);
+    // The flood took well under a second or two: five openings a second at most got through.
+    assert!((5..=15).contains(&opened), "{opened} forged tokens opened");
+    assert!(
+        stats.cookies_sent >= 400 - opened,
+        "{} cookies for {} requests not opened",
+        stats.cookies_sent,
+        400 - opened
+    );
+    assert_eq!(stats.cookies_refused, 0);
+    assert_eq!(stats.connected, 2);
+}
+
+/// A server that answers each payload with eight to one client in the same turn (a burst the
+/// loop sends as one GSO train on Linux): every one arrives whole, as a datagram of its own,
+/// and in the order sent; a short one at the end of the burst too.
+#[coring::test]
+fn a_burst_to_one_client_arrives_as_separate_whole_payloads(driver: DriverChoice) {
+    let (addr, shutdown) = coring_tests::udp_service(move |socket| {
+        let mut cfg = ServerConfig::new(PROTOCOL, Key(KEY));
+        cfg.public_addresses = vec![socket.local_addr().unwrap()];
+        async move {
+            let server = Server::new(cfg, coring::time::now(), unix_now());
+            udp::serve(socket, server, |sessions, event| {
+                if let Event::Payload { client, data } = event {
+                    let round = data[0];
+                    for i in 0..8u8 {
+                        let len = if i == 7 { 300 } else { 1000 };
+                        let mut burst = vec![round ^ i; len];
+                        burst[0] = i;
+                        sessions.send(client, &burst).unwrap();
+                    }
+                }
+            })
+            .await;
+        }
+    });
+    let token = our_token(11, addr, PROTOCOL, 30);
+    let rt = coring::Runtime::builder().driver(driver).build().unwrap();
+    rt.block_on(async move {
+        let mut client = NetcodeClient::connect(token).await.unwrap();
+        for round in 0..20u8 {
+            client.send(&[round]).await.unwrap();
+            for i in 0..8u8 {
+                let got = coring::time::timeout(Duration::from_secs(5), client.recv())
+                    .await
+                    .expect("the burst within 5 s")
+                    .unwrap();
+                let len = if i == 7 { 300 } else { 1000 };
+                assert_eq!(got.len(), len, "round {round}, payload {i}");
+                assert_eq!(got[0], i, "round {round}: in order");
+                assert!(
+                    got[1..].iter().all(|&b| b == round ^ i),
+                    "round {round}, {i}"
+                );
+            }
+        }
+        client.disconnect().await.unwrap();
+    });
+    shutdown.shutdown();
+}

@@ -1,14 +1,15 @@
 //! The netcode server and client never panic on any datagram, from a stranger or from the
 //! address of a connected session, and a session survives whatever a stranger sends: after the
 //! input, the client's payload still reaches the server. Bodies of every type are parsed from
-//! any plaintext too (what `open` reads once a tag checks out).
+//! any plaintext too (what `open` reads once a tag checks out). The server asks for address
+//! cookies once a token has been opened, so strangers' requests go through the cookie checks.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coring_protocols::netcode::{
-    Body, Client, ClientState, Key, Kind, MAX_PACKET_BYTES, REQUEST_BYTES, Server, ServerConfig, TokenIssuer,
+    Body, Client, ClientState, Cookies, Key, Kind, MAX_PACKET_BYTES, REQUEST_BYTES, Server, ServerConfig, TokenIssuer,
     TokenRequest,
 };
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,7 @@ fn connected(now: Instant) -> (Server, Client, SocketAddr, SocketAddr) {
     let key = Key([9; 32]);
     let mut config = ServerConfig::new(PROTOCOL, key.clone());
     config.public_addresses = vec![server_addr];
+    config.cookies = Cookies::UnderLoad { opens_per_second: 1 };
     let mut server =
         Server::with_challenge_key(config, now, Duration::from_secs(UNIX), Key([8; 32]));
     let token = TokenIssuer::new(PROTOCOL, key)
@@ -39,7 +41,7 @@ fn connected(now: Instant) -> (Server, Client, SocketAddr, SocketAddr) {
             Key([3; 32]),
         )
         .unwrap();
-    let mut client = Client::new(token, now);
+    let mut client = Client::new(token, now).with_cookies();
     let mut buf = [0u8; REQUEST_BYTES + MAX_PACKET_BYTES];
     for _ in 0..4 {
         while let Some(t) = client.poll_transmit(now + Duration::from_secs(1), &mut buf) {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::cookie::{self, COOKIE_BYTES};
 use super::packet::{
     self, Body, CHALLENGE_TOKEN_BYTES, Kind, MAX_PAYLOAD_BYTES, RESUME_TOKEN_BYTES,
 };
@@ -70,6 +71,10 @@ pub struct Client {
     resuming: bool,
     /// A server's path challenge to echo.
     echo: Option<[u8; RESUME_TOKEN_BYTES]>,
+    /// Address cookies enabled (both ends must agree; see `ServerConfig::cookies`).
+    cookies: bool,
+    /// The current server's cookie, sent after each request.
+    cookie: Option<[u8; COOKIE_BYTES]>,
     /// The state [`Client::poll_event`] last reported.
     reported: ClientState,
 }
@@ -105,6 +110,8 @@ impl Client {
             resumption: false,
             resuming: false,
             echo: None,
+            cookies: false,
+            cookie: None,
             reported: ClientState::Disconnected,
         }
     }
@@ -124,6 +131,14 @@ impl Client {
     /// session survives a change of this client's address.
     pub fn with_resumption(mut self) -> Self {
         self.resumption = true;
+        self
+    }
+
+    /// Enables address cookies (not in the standard; see `ServerConfig::cookies`): when the
+    /// server answers a request with a cookie, the request goes again at once with the cookie
+    /// after it, and so do its resends to that server. Servers that never ask are unaffected.
+    pub fn with_cookies(mut self) -> Self {
+        self.cookies = true;
         self
     }
 
@@ -183,6 +198,16 @@ impl Client {
     ) -> Result<Option<&'a [u8]>, DropReason> {
         if !self.state.is_active() || from != self.server_addr() {
             return Err(DropReason::UnknownSource);
+        }
+        if self.cookies
+            && self.state == ClientState::SendingRequest
+            && let Some(cookie) = cookie::read_packet(bytes)
+        {
+            // Unauthenticated, like the request it answers: a forged one costs one round
+            // trip, since the server answers a bad cookie with a good one.
+            self.cookie = Some(cookie);
+            self.last_send = None;
+            return Ok(None);
         }
         let header = packet::header(bytes).map_err(DropReason::Malformed)?;
         let expected = match self.state {
@@ -279,7 +304,16 @@ impl Client {
             return None;
         }
         let len = match self.state {
-            ClientState::SendingRequest => packet::write_request(&self.token, out),
+            ClientState::SendingRequest => {
+                let len = packet::write_request(&self.token, out);
+                match &self.cookie {
+                    Some(c) => {
+                        out[len..len + COOKIE_BYTES].copy_from_slice(c);
+                        len + COOKIE_BYTES
+                    }
+                    None => len,
+                }
+            }
             ClientState::SendingResponse => {
                 let (sequence, token) = self.challenge.take()?;
                 let len = self.seal(
@@ -420,6 +454,7 @@ impl Client {
             self.last_receive = now;
             self.last_send = None;
             self.challenge = None;
+            self.cookie = None;
         } else {
             self.state = failure;
         }

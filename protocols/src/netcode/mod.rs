@@ -27,6 +27,7 @@
 //!   connection, after challenges sent from a global counter under the same key).
 
 mod client;
+mod cookie;
 mod crypto;
 mod packet;
 mod replay;
@@ -39,6 +40,9 @@ use std::net::SocketAddr;
 pub use crate::admission::{AccessList, RateLimit, SourceLimiter};
 pub use crate::cidr::{Cidr, CidrError};
 pub use client::{Client, ClientState, RESUME_AFTER};
+pub use cookie::{
+    COOKIE_BYTES, COOKIE_KIND, COOKIE_LIFETIME_SECONDS, COOKIE_PACKET_BYTES, Cookies,
+};
 pub use crypto::{KEY_BYTES, Key, MAC_BYTES, NONCE_BYTES};
 pub use packet::{
     Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Header, Kind, MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES,

@@ -3,9 +3,10 @@
 //! ([`Server::poll_timeout`], [`Server::handle_timeout`]) and events ([`Server::poll_event`]).
 //!
 //! A connection request passes, in order and before any decryption: its length and version,
-//! the protocol id, the expiry, the access list, the source's token bucket, and the token's
-//! tag (a token bound to another address is dropped unread). Only then is the private token
-//! opened. The server keeps nothing for a source until a token opens; then it keeps the
+//! the protocol id, the expiry, the access list, the source's token bucket, an address cookie
+//! when [`ServerConfig::cookies`] asks for one (not in the standard: see [`Cookies`]), and the
+//! token's tag (a token bound to another address is dropped unread). Only then is the private
+//! token opened. The server keeps nothing for a source until a token opens; then it keeps the
 //! pending address's keys (bounded by [`ServerConfig::max_pending`]) and answers with a
 //! challenge smaller than the request. The client joins a slot when it echoes the challenge.
 //! Every reply is smaller than the packet that caused it.
@@ -14,10 +15,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::cookie::{self, COOKIE_BYTES, CookieJar, Cookies, OpenRate};
 use super::crypto::{self, Key, MAC_BYTES};
 use super::packet::{
-    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, RESUME_TOKEN_BYTES,
-    Request, RequestError,
+    self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, REQUEST_BYTES,
+    RESUME_TOKEN_BYTES, Request, RequestError,
 };
 use super::replay::ReplayWindow;
 use super::token::{PrivateToken, TokenError, USER_DATA_BYTES};
@@ -51,6 +53,10 @@ pub struct ServerConfig {
     /// to a new client address with an authenticated [`Kind::Resume`] packet. See
     /// `docs/netcode.md` for the design and its threat model.
     pub resumption: bool,
+    /// Address cookies before any token is opened (not in the standard; clients must enable
+    /// them, [`super::Client::with_cookies`]): off by default, always, or under load. See
+    /// [`Cookies`] and `docs/netcode.md`.
+    pub cookies: Cookies,
     /// Added to the slot in the client index this server tells its clients (keep-alives) and
     /// reads back from their resumes: servers on several cores of one address give each core
     /// its own range (`core × max_clients`), so a resume that reaches the wrong core says
@@ -73,6 +79,7 @@ impl ServerConfig {
             rate_limit: RateLimit::default(),
             keep_alive: Duration::from_millis(100),
             resumption: false,
+            cookies: Cookies::Off,
             index_base: 0,
         }
     }
@@ -160,6 +167,11 @@ pub struct ServerStats {
     pub sent_bytes: u64,
     /// Connection requests whose token opened.
     pub tokens_opened: u64,
+    /// Requests answered with an address cookie instead of being read further.
+    pub cookies_sent: u64,
+    /// Of those, requests that carried a cookie this server did not make for their address
+    /// or made too long ago.
+    pub cookies_refused: u64,
     /// Requests answered with a denial (no free slot).
     pub denied: u64,
     /// Sessions that joined a slot.
@@ -245,6 +257,11 @@ enum Outgoing {
     KeepAlive(ClientIndex),
     /// A moved session's challenge to its new address.
     PathChallenge(ClientIndex),
+    /// An address cookie, asked for before a request's token is opened.
+    Cookie {
+        to: SocketAddr,
+        cookie: [u8; COOKIE_BYTES],
+    },
     /// A denial or a disconnect, to an address no longer tied to a slot or pending entry.
     Farewell {
         to: SocketAddr,
@@ -260,6 +277,8 @@ pub struct Server {
     config: ServerConfig,
     challenge_key: Key,
     challenge_sequence: u64,
+    cookies: CookieJar,
+    open_rate: OpenRate,
     limiter: SourceLimiter,
     sessions: Vec<Option<Session>>,
     by_addr: HashMap<SocketAddr, ClientIndex>,
@@ -304,6 +323,9 @@ impl Server {
         let limiter = SourceLimiter::new(config.rate_limit, now);
         let sessions = (0..config.max_clients).map(|_| None).collect();
         Server {
+            // Its own key: a cookie says nothing of the challenge key, nor the other way.
+            cookies: CookieJar::derived_from(&challenge_key),
+            open_rate: OpenRate::default(),
             challenge_key,
             challenge_sequence: 0,
             limiter,
@@ -369,8 +391,28 @@ impl Server {
         Err(DropReason::UnknownSource)
     }
 
+    /// Whether a request must carry a valid cookie now.
+    fn cookie_wanted(&mut self, unix: u64) -> bool {
+        match self.config.cookies {
+            Cookies::Off => false,
+            Cookies::Always => true,
+            Cookies::UnderLoad { opens_per_second } => {
+                self.open_rate.reached(unix, opens_per_second)
+            }
+        }
+    }
+
     /// A connection request: the cheap checks, then the token.
     fn request(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
+        // With cookies on, a request may carry one after the standard's bytes.
+        let (bytes, cookie) = match bytes.split_at_checked(REQUEST_BYTES) {
+            Some((request, tail))
+                if self.config.cookies != Cookies::Off && tail.len() == COOKIE_BYTES =>
+            {
+                (request, <&[u8; COOKIE_BYTES]>::try_from(tail).ok())
+            }
+            _ => (bytes, None),
+        };
         let request = Request::parse(bytes).map_err(|e| match e {
             RequestError::Length => DropReason::RequestLength,
             RequestError::Version => DropReason::Version,
@@ -388,6 +430,19 @@ impl Server {
         if !self.limiter.admit(from.ip(), now) {
             return Err(DropReason::RateLimited);
         }
+        if self.cookie_wanted(unix) {
+            let checked = cookie.map(|c| self.cookies.check(from, c, unix));
+            if checked != Some(Ok(())) {
+                if checked.is_some() {
+                    self.stats.cookies_refused += 1;
+                }
+                self.stats.cookies_sent += 1;
+                let cookie = self.cookies.issue(from, unix);
+                self.outgoing
+                    .push_back(Outgoing::Cookie { to: from, cookie });
+                return Ok(());
+            }
+        }
         if self.by_addr.contains_key(&from) {
             return Err(DropReason::AlreadyConnected);
         }
@@ -398,6 +453,7 @@ impl Server {
             return Err(DropReason::TokenReused);
         }
 
+        self.open_rate.count(unix);
         let private = PrivateToken::open(
             request.private_data,
             self.config.protocol_id,
@@ -702,6 +758,10 @@ impl Server {
                     };
                     Transmit { to: s.addr, len }
                 }
+                Outgoing::Cookie { to, cookie } => Transmit {
+                    to,
+                    len: cookie::write_packet(&cookie, out),
+                },
                 Outgoing::Farewell {
                     to,
                     kind,

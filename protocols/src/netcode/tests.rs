@@ -650,3 +650,150 @@ fn a_forged_or_stolen_resume_gets_at_most_three_times_its_bytes_and_the_client_r
     net.send_from(c, b"mine");
     net.drive(Duration::from_secs(1), |n| n.client_got[c].len() == 1);
 }
+
+/// A client with cookies enabled, in `net`.
+fn add_cookie_client(net: &mut Net, from: &str, client_id: u64) -> usize {
+    let token = net.token(client_id);
+    net.clients
+        .push((addr(from), Client::new(token, net.now).with_cookies()));
+    net.client_got.push(Vec::new());
+    net.clients.len() - 1
+}
+
+/// The server's queued replies, as (destination, bytes).
+fn replies(net: &mut Net) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = [0u8; MAX_PACKET_BYTES];
+    let now = net.now;
+    let mut got = Vec::new();
+    while let Some(t) = net.server.poll_transmit(now, &mut out) {
+        got.push((t.to, out[..t.len].to_vec()));
+    }
+    got
+}
+
+#[test]
+fn with_cookies_always_a_request_is_answered_with_a_cookie_before_its_token_is_opened() {
+    let mut net = Net::new(|c| c.cookies = Cookies::Always);
+    let c = add_cookie_client(&mut net, "10.0.0.2:5000", 3);
+    net.drive(Duration::from_secs(1), |n| {
+        n.state(c) == ClientState::Connected
+    });
+    let stats = net.server.stats();
+    assert_eq!((stats.cookies_sent, stats.cookies_refused), (1, 0));
+    assert_eq!(stats.tokens_opened, 1);
+    // The payloads flow as in the standard.
+    net.send_from(c, b"after a cookie");
+    net.drive(Duration::from_secs(1), |n| !n.client_got[c].is_empty());
+    assert_eq!(net.client_got[c][0], b"after a cookie");
+
+    // A standard client never gets past the cookie: its request is not opened.
+    let token = net.token(4);
+    let plain = net.add_client("10.0.0.3:5000", token);
+    for _ in 0..50 {
+        net.step();
+    }
+    assert_eq!(net.state(plain), ClientState::SendingRequest);
+    assert_eq!(net.server.stats().tokens_opened, 1);
+}
+
+#[test]
+fn spoofed_requests_cost_no_decryption_and_bad_cookies_get_good_ones() {
+    let mut net = Net::new(|c| c.cookies = Cookies::Always);
+    let token = net.token(9);
+    let mut request = [0u8; REQUEST_BYTES];
+    write_request(&token, &mut request);
+    // A flood of requests from forged sources: each gets a 21-byte cookie, nothing is opened.
+    for i in 0..200u32 {
+        let from = format!(
+            "10.{}.{}.{}:{}",
+            1 + i / 60000,
+            (i / 250) % 250,
+            i % 250,
+            1000 + i
+        );
+        net.inject(&from, &request);
+    }
+    assert_eq!(net.server.stats().tokens_opened, 0);
+    assert_eq!(net.server.stats().cookies_sent, 200);
+    assert_eq!(net.server.pending(), 0);
+    let sent = replies(&mut net);
+    assert_eq!(sent.len(), 200);
+    assert!(
+        sent.iter().all(|(_, b)| b.len() == COOKIE_PACKET_BYTES),
+        "every reply a cookie, 51 times smaller than its cause"
+    );
+
+    // A cookie made for one address does not open the door for another.
+    let (to, packet) = &sent[0];
+    let mut with_cookie = request.to_vec();
+    with_cookie.extend_from_slice(&packet[1..]);
+    net.inject("10.200.0.1:1", &with_cookie);
+    assert_eq!(net.server.stats().cookies_refused, 1);
+    assert_eq!(net.server.stats().tokens_opened, 0);
+    // A forged cookie is refused and answered with a real one.
+    let mut bent = with_cookie.clone();
+    *bent.last_mut().unwrap() ^= 1;
+    net.inject(&to.to_string(), &bent);
+    assert_eq!(net.server.stats().cookies_refused, 2);
+    assert_eq!(net.server.stats().tokens_opened, 0);
+    // The real address with its own cookie gets its token opened and a challenge.
+    replies(&mut net);
+    net.inject(&to.to_string(), &with_cookie);
+    assert_eq!(net.server.stats().tokens_opened, 1);
+    assert_eq!(net.server.pending(), 1);
+    let challenge = replies(&mut net);
+    assert_eq!(challenge.len(), 1);
+    assert!(challenge[0].1.len() > COOKIE_PACKET_BYTES, "a challenge");
+
+    // Stale: the same cookie after its lifetime.
+    net.now += Duration::from_secs(COOKIE_LIFETIME_SECONDS + 2);
+    let later = net.now;
+    net.server.handle_timeout(later);
+    let token = net.token(10);
+    let mut fresh = [0u8; REQUEST_BYTES];
+    write_request(&token, &mut fresh);
+    let mut stale = fresh.to_vec();
+    stale.extend_from_slice(&packet[1..]);
+    net.inject(&to.to_string(), &stale);
+    assert_eq!(net.server.stats().cookies_refused, 3);
+    assert_eq!(net.server.stats().tokens_opened, 1);
+}
+
+#[test]
+fn under_load_cookies_are_asked_for_only_while_tokens_open_fast() {
+    let mut net = Net::new(|c| {
+        c.cookies = Cookies::UnderLoad {
+            opens_per_second: 3,
+        }
+    });
+    // Quiet: standard clients connect as the standard says.
+    let token = net.token(1);
+    let plain = net.add_client("10.0.0.2:5000", token);
+    net.drive(Duration::from_secs(1), |n| {
+        n.state(plain) == ClientState::Connected
+    });
+    assert_eq!(net.server.stats().cookies_sent, 0);
+
+    // A burst of forged tokens from many sources in the same second: openings stop at the
+    // limit (the standard client's was the first), and the rest get cookies.
+    let server = [net.server_addr];
+    let forged = request_bytes(&TokenIssuer::new(PROTOCOL, Key([1; 32])), UNIX, &server);
+    for i in 0..20 {
+        net.inject(&format!("10.1.0.{i}:9"), &forged);
+    }
+    assert_eq!(net.server.stats().tokens_opened, 1);
+    assert_eq!(net.dropped(DropReason::TokenForged), 2);
+    assert_eq!(net.server.stats().cookies_sent, 18);
+    // Meanwhile a client with cookies gets in; a standard one waits.
+    let c = add_cookie_client(&mut net, "10.0.0.3:5000", 2);
+    let token = net.token(3);
+    let waiting = net.add_client("10.0.0.4:5000", token);
+    net.drive(Duration::from_secs(1), |n| {
+        n.state(c) == ClientState::Connected
+    });
+    assert_eq!(net.state(waiting), ClientState::SendingRequest);
+    // Two quiet seconds later the standard client gets in too.
+    net.drive(Duration::from_secs(4), |n| {
+        n.state(waiting) == ClientState::Connected
+    });
+}

@@ -115,10 +115,74 @@ impl Sessions<'_> {
 }
 
 /// The turn's outgoing datagrams, and spare buffers for the next ones.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outbox {
     queue: Vec<(Vec<u8>, SocketAddr)>,
     spare: Vec<Vec<u8>>,
+    /// Runs of datagrams to one destination go out as one GSO send (until the kernel or the
+    /// route refuses one: then never again on this socket).
+    gso: bool,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            queue: Vec::new(),
+            spare: Vec::new(),
+            gso: GSO_AVAILABLE,
+        }
+    }
+}
+
+/// Whether the platform can cut one send into datagrams (UDP GSO, Linux).
+const GSO_AVAILABLE: bool = cfg!(target_os = "linux");
+/// Most datagrams in one GSO send (the kernel's limit, `UDP_MAX_SEGMENTS`, is 64 before 6.11).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send (a UDP datagram's limit, with room for the headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// A run of consecutive datagrams in a batch that one GSO send can carry: `len` of them from
+/// `start`, all to one destination, each `segment` bytes but the last, which may be shorter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Train {
+    start: usize,
+    len: usize,
+    segment: usize,
+}
+
+/// The trains of two or more datagrams in `batch`, in order, not overlapping.
+fn trains(batch: &[(Vec<u8>, SocketAddr)]) -> Vec<Train> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let (first, to) = (&batch[i].0, batch[i].1);
+        let segment = first.len();
+        let (mut len, mut bytes) = (1, segment);
+        while let Some((next, next_to)) = batch.get(i + len) {
+            let fits = *next_to == to
+                && next.len() <= segment
+                && len < GSO_MAX_SEGMENTS
+                && bytes + next.len() <= GSO_MAX_BYTES;
+            if !fits {
+                break;
+            }
+            len += 1;
+            bytes += next.len();
+            // A shorter one ends the train: only the last segment may be short.
+            if next.len() < segment {
+                break;
+            }
+        }
+        if len >= 2 && segment > 0 {
+            found.push(Train {
+                start: i,
+                len,
+                segment,
+            });
+        }
+        i += len;
+    }
+    found
 }
 
 impl Outbox {
@@ -145,17 +209,67 @@ impl Outbox {
         }
     }
 
+    /// Sends the turn's datagrams: runs to one destination as GSO sends, the rest with one
+    /// `send_many`, all in one submission.
     async fn flush(&mut self, socket: &UdpSocket) {
         if self.queue.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.queue);
-        for (result, buf) in socket.send_many(batch).await {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "netcode send failed");
+        let mut batch = std::mem::take(&mut self.queue);
+        let found = if self.gso { trains(&batch) } else { Vec::new() };
+        if found.is_empty() {
+            for (result, buf) in socket.send_many(batch).await {
+                report(result);
+                self.spare.push(buf);
             }
-            self.spare.push(buf);
+            return;
         }
+        // Each train's datagrams joined into one buffer (in reverse, so earlier indexes hold).
+        let mut joined = Vec::with_capacity(found.len());
+        for t in found.iter().rev() {
+            let to = batch[t.start].1;
+            let mut one = Vec::with_capacity(t.segment * t.len);
+            for (buf, _) in batch.drain(t.start..t.start + t.len) {
+                one.extend_from_slice(&buf);
+                self.spare.push(buf);
+            }
+            joined.push((one, t.segment as u16, to));
+        }
+        let refused = std::cell::Cell::new(false);
+        let returned = std::cell::RefCell::new(Vec::new());
+        let singles = async {
+            if !batch.is_empty() {
+                for (result, buf) in socket.send_many(batch).await {
+                    report(result);
+                    returned.borrow_mut().push(buf);
+                }
+            }
+        };
+        let segmented = coring::task::join_all(joined.into_iter().map(|(buf, segment, to)| {
+            let refused = &refused;
+            async move {
+                let (result, buf) = socket.send_segments(buf, segment, to).await;
+                if result.is_err() {
+                    // Refused (no GSO on this route, or a kernel without it): each one alone.
+                    refused.set(true);
+                    let one_by_one = buf
+                        .chunks(usize::from(segment))
+                        .map(|c| (c.to_vec(), to))
+                        .collect();
+                    for (result, _) in socket.send_many(one_by_one).await {
+                        report(result);
+                    }
+                }
+                // The joined buffer is dropped: the spares are the datagrams' own buffers.
+                drop(buf);
+            }
+        }));
+        both(singles, segmented).await;
+        if refused.get() {
+            tracing::debug!("UDP GSO refused on this socket; sending datagrams one by one");
+            self.gso = false;
+        }
+        self.spare.extend(returned.into_inner());
     }
 }
 
@@ -296,6 +410,28 @@ where
     out.drain(&mut server, now);
     out.flush(&socket).await;
     server.stats().clone()
+}
+
+/// Runs `a` and `b` together (both submit before either is awaited) until both are done.
+async fn both(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    std::future::poll_fn(|cx| {
+        a_done = a_done || a.as_mut().poll(cx).is_ready();
+        b_done = b_done || b.as_mut().poll(cx).is_ready();
+        if a_done && b_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+fn report(result: coring::Result<usize>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "netcode send failed");
+    }
 }
 
 fn handle<H>(
@@ -759,5 +895,53 @@ impl Routes {
                 self.shards.counters.routes.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod gso_tests {
+    use super::*;
+
+    fn batch(items: &[(usize, u16)]) -> Vec<(Vec<u8>, SocketAddr)> {
+        items
+            .iter()
+            .map(|&(len, port)| (vec![0; len], SocketAddr::from(([10, 0, 0, 1], port))))
+            .collect()
+    }
+
+    fn found(items: &[(usize, u16)]) -> Vec<(usize, usize, usize)> {
+        trains(&batch(items))
+            .into_iter()
+            .map(|t| (t.start, t.len, t.segment))
+            .collect()
+    }
+
+    #[test]
+    fn trains_are_runs_to_one_destination_with_only_the_last_datagram_short() {
+        // Alone, or alternating destinations: no train.
+        assert_eq!(found(&[(100, 1)]), vec![]);
+        assert_eq!(found(&[(100, 1), (100, 2), (100, 1)]), vec![]);
+        // Equal sizes to one destination, then a short last one.
+        assert_eq!(found(&[(100, 1), (100, 1), (60, 1)]), vec![(0, 3, 100)]);
+        // A short one ends the train; the next starts another.
+        assert_eq!(
+            found(&[(100, 1), (60, 1), (100, 1), (100, 1)]),
+            vec![(0, 2, 100), (2, 2, 100)]
+        );
+        // A longer one cannot follow.
+        assert_eq!(found(&[(100, 1), (200, 1)]), vec![]);
+        // Between other destinations' datagrams.
+        assert_eq!(
+            found(&[(50, 2), (80, 1), (80, 1), (50, 3)]),
+            vec![(1, 2, 80)]
+        );
+    }
+
+    #[test]
+    fn trains_keep_to_the_kernels_limits() {
+        let large = vec![(1200, 1); 100];
+        assert_eq!(found(&large)[0], (0, GSO_MAX_BYTES / 1200, 1200));
+        let small = vec![(10, 1); 100];
+        assert_eq!(found(&small), vec![(0, 64, 10), (64, 36, 10)]);
     }
 }
