@@ -171,7 +171,14 @@ fn echo_help_explains_every_flag() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--addr", "--cores", "--driver", "--no-pin", "--help"] {
+    for flag in [
+        "--addr",
+        "--cores",
+        "--driver",
+        "--no-pin",
+        "--coalesce-us",
+        "--help",
+    ] {
         assert!(help.contains(flag), "{flag} undocumented");
     }
 }

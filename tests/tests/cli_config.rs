@@ -130,6 +130,33 @@ fn a_bad_config_file_is_one_line_and_status_2() {
     let (status, said) = refusal(&["--config", &config]);
     assert_eq!(status, 2, "{said}");
     assert!(said.contains("--cores"), "{said}");
+    let config = write(&dir, "coalesce.toml", "coalesce-us = \"soon\"\n");
+    let (status, said) = refusal(&["--config", &config]);
+    assert_eq!(status, 2, "{said}");
+    assert!(said.contains("--coalesce-us"), "{said}");
+    let (status, said) = refusal(&["--coalesce-us", "2000000"]);
+    assert_eq!(status, 2, "{said}");
+    assert!(said.contains("--coalesce-us"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--coalesce-us` (and `coalesce-us` in the file) is taken by every server of the convention:
+/// the echo example serves with wake-ups coalesced.
+#[test]
+fn a_server_serves_with_wake_ups_coalesced() {
+    let dir = scratch("coalesce");
+    let config = write(&dir, "echo.toml", "coalesce-us = 200\n");
+    for args in [
+        vec!["--cores", "1", "--coalesce-us", "300"],
+        vec!["--cores", "1", "--config", config.as_str()],
+    ] {
+        let echo = Example::start("echo", args);
+        let mut s = std::net::TcpStream::connect(echo.addr()).unwrap();
+        std::io::Write::write_all(&mut s, b"coalesced").unwrap();
+        let mut got = [0u8; 9];
+        std::io::Read::read_exact(&mut s, &mut got).unwrap();
+        assert_eq!(&got, b"coalesced");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
