@@ -357,6 +357,23 @@ fn tokens_made_by_each_implementation_read_the_same_in_the_other() {
     assert_eq!(&back[8..], &ours.to_bytes()[..back.len() - 8]);
 }
 
+/// A token for `server` sealed under a key the servers do not hold: it reaches the
+/// decryption and fails there.
+fn forged_token(server: SocketAddr) -> ConnectToken {
+    TokenIssuer::new(PROTOCOL, Key([1; 32]))
+        .issue(
+            unix_now().as_secs(),
+            &TokenRequest {
+                client_id: 4,
+                server_addresses: &[server],
+                expire_seconds: 30,
+                timeout_seconds: 5,
+                user_data: None,
+            },
+        )
+        .unwrap()
+}
+
 /// An in-process echo server on a one-core runtime; its counters arrive when it stops.
 fn in_process_echo(
     config: impl FnOnce(&mut ServerConfig) + Send + 'static,
@@ -425,18 +442,7 @@ fn hostile_datagrams_are_dropped_by_reason_while_a_client_keeps_its_echoes() {
             },
         )
         .unwrap();
-    let forged = TokenIssuer::new(PROTOCOL, Key([1; 32]))
-        .issue(
-            unix_now().as_secs(),
-            &TokenRequest {
-                client_id: 4,
-                server_addresses: &[addr],
-                expire_seconds: 30,
-                timeout_seconds: 5,
-                user_data: None,
-            },
-        )
-        .unwrap();
+    let forged = forged_token(addr);
     for round in 0..200 {
         // Random bytes of random sizes, marked as sealed packets.
         let mut junk = noise(1 + round * 7 % 1400);
@@ -604,18 +610,7 @@ fn a_spoofed_flood_is_answered_with_cookies_and_opens_few_tokens(driver: DriverC
         // The flood's sources are all new: the per-source bucket does not hold them back.
         c.rate_limit.sources = 4096;
     });
-    let forged = TokenIssuer::new(PROTOCOL, Key([1; 32]))
-        .issue(
-            unix_now().as_secs(),
-            &TokenRequest {
-                client_id: 4,
-                server_addresses: &[addr],
-                expire_seconds: 30,
-                timeout_seconds: 5,
-                user_data: None,
-            },
-        )
-        .unwrap();
+    let forged = forged_token(addr);
     let mut request = [0u8; coring_protocols::netcode::REQUEST_BYTES];
     coring_protocols::netcode::write_request(&forged, &mut request);
     let flood: Vec<UdpSocket> = (0..400u32)
