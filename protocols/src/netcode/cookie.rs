@@ -15,6 +15,7 @@
 //! give the MAC: two ChaCha permutations, a small fraction of one token's opening.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use chacha20::cipher::consts::U10;
 use chacha20::cipher::generic_array::GenericArray;
@@ -154,6 +155,43 @@ pub(crate) fn read_packet(bytes: &[u8]) -> Option<[u8; COOKIE_BYTES]> {
     bytes[1..].try_into().ok()
 }
 
+/// The cookie replies a server may still send: a bucket refilled at a rate, holding a tenth of
+/// a second's worth, so a flood of spoofed requests costs at most that many sends a second.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyBudget {
+    per_second: f32,
+    tokens: f32,
+    last: Instant,
+}
+
+impl ReplyBudget {
+    pub(crate) fn new(per_second: u32, now: Instant) -> Self {
+        let per_second = per_second as f32;
+        ReplyBudget {
+            per_second,
+            tokens: Self::room(per_second),
+            last: now,
+        }
+    }
+
+    fn room(per_second: f32) -> f32 {
+        (per_second / 10.0).max(1.0)
+    }
+
+    /// Takes one reply if there is one left at `now`.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f32();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(Self::room(self.per_second));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Counts token openings per second, for [`Cookies::UnderLoad`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OpenRate {
@@ -262,6 +300,21 @@ mod tests {
         assert_eq!(read_packet(&out[..n + 1]), None);
         out[0] = 7;
         assert_eq!(read_packet(&out[..n]), None);
+    }
+
+    #[test]
+    fn the_reply_budget_holds_a_tenth_of_a_second_and_refills_at_its_rate() {
+        let start = Instant::now();
+        let mut budget = ReplyBudget::new(100, start);
+        let taken = (0..50).filter(|_| budget.take(start)).count();
+        assert_eq!(taken, 10);
+        // 50 ms later, five more.
+        let later = start + std::time::Duration::from_millis(50);
+        assert_eq!((0..50).filter(|_| budget.take(later)).count(), 5);
+        // A rate under ten still allows one.
+        let mut slow = ReplyBudget::new(1, start);
+        assert!(slow.take(start));
+        assert!(!slow.take(start));
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub enum DropReason {
     Replayed,
     /// A challenge response whose challenge token the server did not make.
     ChallengeForged,
+    /// A request without a valid address cookie while the server's cookie replies are spent
+    /// ([`ServerConfig::cookie_replies_per_second`]).
+    CookieBudget,
 }
 
 impl From<OpenError> for DropReason {
@@ -139,7 +142,7 @@ impl From<OpenError> for DropReason {
 
 impl DropReason {
     /// Every reason, in the order [`DropCounts::iter`] reports them.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed(Malformed::TooSmall),
         DropReason::Malformed(Malformed::TooLarge),
         DropReason::Malformed(Malformed::UnknownType),
@@ -162,6 +165,7 @@ impl DropReason {
         DropReason::Forged,
         DropReason::Replayed,
         DropReason::ChallengeForged,
+        DropReason::CookieBudget,
     ];
 
     /// A short name for logs and metrics.
@@ -189,6 +193,7 @@ impl DropReason {
             DropReason::Forged => "forged",
             DropReason::Replayed => "replayed",
             DropReason::ChallengeForged => "challenge_forged",
+            DropReason::CookieBudget => "cookie_budget",
         }
     }
 

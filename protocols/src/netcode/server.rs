@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::cookie::{self, COOKIE_BYTES, CookieJar, Cookies, OpenRate};
+use super::cookie::{self, COOKIE_BYTES, CookieJar, Cookies, OpenRate, ReplyBudget};
 use super::crypto::{self, Key, MAC_BYTES};
 use super::packet::{
     self, Body, CHALLENGE_TOKEN_BYTES, ChallengeToken, Kind, MAX_PAYLOAD_BYTES, REQUEST_BYTES,
@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// them, [`super::Client::with_cookies`]): off by default, always, or under load. See
     /// [`Cookies`] and `docs/netcode.md`.
     pub cookies: Cookies,
+    /// Most cookie replies a second (default 10,000; a tenth of it at once): under a flood of
+    /// spoofed requests each reply is a send, and past this the requests without a valid
+    /// cookie are dropped unanswered ([`super::DropReason::CookieBudget`]). A client that
+    /// retries ten times a second still gets one.
+    pub cookie_replies_per_second: u32,
     /// Added to the slot in the client index this server tells its clients (keep-alives) and
     /// reads back from their resumes: servers on several cores of one address give each core
     /// its own range (`core × max_clients`), so a resume that reaches the wrong core says
@@ -80,6 +85,7 @@ impl ServerConfig {
             keep_alive: Duration::from_millis(100),
             resumption: false,
             cookies: Cookies::Off,
+            cookie_replies_per_second: 10_000,
             index_base: 0,
         }
     }
@@ -279,6 +285,7 @@ pub struct Server {
     challenge_sequence: u64,
     cookies: CookieJar,
     open_rate: OpenRate,
+    cookie_budget: ReplyBudget,
     limiter: SourceLimiter,
     sessions: Vec<Option<Session>>,
     by_addr: HashMap<SocketAddr, ClientIndex>,
@@ -326,6 +333,7 @@ impl Server {
             // Its own key: a cookie says nothing of the challenge key, nor the other way.
             cookies: CookieJar::derived_from(&challenge_key),
             open_rate: OpenRate::default(),
+            cookie_budget: ReplyBudget::new(config.cookie_replies_per_second, now),
             challenge_key,
             challenge_sequence: 0,
             limiter,
@@ -435,6 +443,9 @@ impl Server {
             if checked != Some(Ok(())) {
                 if checked.is_some() {
                     self.stats.cookies_refused += 1;
+                }
+                if !self.cookie_budget.take(now) {
+                    return Err(DropReason::CookieBudget);
                 }
                 self.stats.cookies_sent += 1;
                 let cookie = self.cookies.issue(from, unix);

@@ -797,3 +797,29 @@ fn under_load_cookies_are_asked_for_only_while_tokens_open_fast() {
         n.state(waiting) == ClientState::Connected
     });
 }
+
+#[test]
+fn cookie_replies_stop_at_their_budget_and_resume_as_it_refills() {
+    let mut net = Net::new(|c| {
+        c.cookies = Cookies::Always;
+        c.cookie_replies_per_second = 100;
+    });
+    let token = net.token(9);
+    let mut request = [0u8; REQUEST_BYTES];
+    write_request(&token, &mut request);
+    for i in 0..50u32 {
+        net.inject(&format!("10.5.0.{}:{}", i % 250, 2000 + i), &request);
+    }
+    // A tenth of a second's worth answered, the rest dropped unanswered and counted.
+    assert_eq!(net.server.stats().cookies_sent, 10);
+    assert_eq!(net.dropped(DropReason::CookieBudget), 40);
+    assert_eq!(replies(&mut net).len(), 10);
+    assert_eq!(net.server.stats().tokens_opened, 0);
+    // 100 ms later the budget has refilled.
+    net.now += Duration::from_millis(100);
+    for i in 0..20u32 {
+        net.inject(&format!("10.6.0.{i}:3000"), &request);
+    }
+    assert_eq!(net.server.stats().cookies_sent, 20);
+    assert_eq!(net.dropped(DropReason::CookieBudget), 50);
+}
