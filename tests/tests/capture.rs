@@ -73,6 +73,7 @@ fn tshark_reads_the_capture_as_http_over_tcp() {
             }
         },
     );
+    let server_addr = server.addr;
     // Two requests on one connection, then a 60 KB body on another (read whole before the handler runs).
     let mut first = TcpStream::connect(server.addr).unwrap();
     first
@@ -100,13 +101,19 @@ fn tshark_reads_the_capture_as_http_over_tcp() {
     drop((first, second));
     drop(server);
     // The file is whole once the last handle is gone and the writer has caught up.
+    let lost = capture.lost_bytes();
     capture.finish();
     let path = file.to_str().unwrap();
+    // Decoded as HTTP whatever the port: Wireshark gives many ephemeral ports to other
+    // protocols' dissectors, and a server that happened to get one was read as that.
+    let as_http = format!("tcp.port=={},http", server_addr.port());
     let until = Instant::now() + Duration::from_secs(20);
     // One line per packet with HTTP in it; several messages in one packet are joined by '|'.
     let fields = [
         "-r",
         path,
+        "-d",
+        &as_http,
         "-Y",
         "http",
         "-T",
@@ -153,6 +160,11 @@ fn tshark_reads_the_capture_as_http_over_tcp() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let hello = (first_port, "GET".to_owned(), "/hello".to_owned());
+    if requests.is_empty() {
+        // Say what the file holds, for a failure that is not the dissector's.
+        let all = tshark(&["-r", path, "-d", &as_http]);
+        panic!("no HTTP in the capture ({lost} bytes lost); tshark reads:\n{all}");
+    }
     assert_eq!(
         requests.iter().filter(|r| **r == hello).count(),
         2,
@@ -176,7 +188,7 @@ fn tshark_reads_the_capture_as_http_over_tcp() {
         .count();
     assert_eq!(flows, 2, "{conversations}");
     // No lost bytes, no malformed packets.
-    let expert = tshark(&["-r", path, "-q", "-z", "expert,error"]);
+    let expert = tshark(&["-r", path, "-d", &as_http, "-q", "-z", "expert,error"]);
     assert!(!expert.contains("Malformed"), "{expert}");
     let _ = std::fs::remove_dir_all(&dir);
 }
