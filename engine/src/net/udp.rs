@@ -83,6 +83,10 @@ impl UdpSocket {
         self.io.send_many(datagrams).await
     }
 
+    /// Whether [`send_segments`](Self::send_segments) can work on this platform (UDP GSO:
+    /// Linux); elsewhere it is `Unsupported`.
+    pub const SEGMENTATION: bool = crate::sys::udp::GSO_AVAILABLE;
+
     /// Sends `buf` to `addr` as datagrams of `segment` bytes each (the last may be shorter),
     /// cut by the kernel: UDP GSO, one syscall and one pass through the stack for the lot.
     /// Use it when many datagrams share a destination.
@@ -92,7 +96,7 @@ impl UdpSocket {
         segment: u16,
         addr: SocketAddr,
     ) -> (Result<usize>, B) {
-        if !crate::sys::udp::GSO_AVAILABLE {
+        if !Self::SEGMENTATION {
             return (Err(Error::new(ErrorKind::Unsupported, "UDP GSO")), buf);
         }
         self.io.send_to(buf, Some(addr.into()), Some(segment)).await

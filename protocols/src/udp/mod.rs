@@ -129,13 +129,11 @@ impl Default for Outbox {
         Outbox {
             queue: Vec::new(),
             spare: Vec::new(),
-            gso: GSO_AVAILABLE,
+            gso: UdpSocket::SEGMENTATION,
         }
     }
 }
 
-/// Whether the platform can cut one send into datagrams (UDP GSO, Linux).
-const GSO_AVAILABLE: bool = cfg!(target_os = "linux");
 /// Most datagrams in one GSO send (the kernel's limit, `UDP_MAX_SEGMENTS`, is 64 before 6.11).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send (a UDP datagram's limit, with room for the headers).
@@ -236,15 +234,6 @@ impl Outbox {
             joined.push((one, t.segment as u16, to));
         }
         let refused = std::cell::Cell::new(false);
-        let returned = std::cell::RefCell::new(Vec::new());
-        let singles = async {
-            if !batch.is_empty() {
-                for (result, buf) in socket.send_many(batch).await {
-                    report(result);
-                    returned.borrow_mut().push(buf);
-                }
-            }
-        };
         let segmented = coring::task::join_all(joined.into_iter().map(|(buf, segment, to)| {
             let refused = &refused;
             async move {
@@ -264,12 +253,15 @@ impl Outbox {
                 drop(buf);
             }
         }));
-        both(singles, segmented).await;
+        let (singles, ()) = both(socket.send_many(batch), segmented).await;
+        for (result, buf) in singles {
+            report(result);
+            self.spare.push(buf);
+        }
         if refused.get() {
             tracing::debug!("UDP GSO refused on this socket; sending datagrams one by one");
             self.gso = false;
         }
-        self.spare.extend(returned.into_inner());
     }
 }
 
@@ -412,20 +404,31 @@ where
     server.stats().clone()
 }
 
-/// Runs `a` and `b` together (both submit before either is awaited) until both are done.
-async fn both(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+/// Runs `a` and `b` together (both submit before either is awaited); both outputs.
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    use std::task::Poll;
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
-    let (mut a_done, mut b_done) = (false, false);
+    let (mut a_out, mut b_out) = (None, None);
     std::future::poll_fn(|cx| {
-        a_done = a_done || a.as_mut().poll(cx).is_ready();
-        b_done = b_done || b.as_mut().poll(cx).is_ready();
-        if a_done && b_done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
+        if a_out.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            a_out = Some(v);
+        }
+        if b_out.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            b_out = Some(v);
+        }
+        match (a_out.take(), b_out.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                (a_out, b_out) = (a, b);
+                Poll::Pending
+            }
         }
     })
-    .await;
+    .await
 }
 
 fn report(result: coring::Result<usize>) {
